@@ -1,0 +1,42 @@
+# One entry point for people and CI. Every target sets up what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test test-all run gate lint bench clean system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## The test command: unit, property, end-to-end and validation tests, then the SLA gate.
+test: setup system-deps
+	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/gpu-router gate
+
+## Long simulations and validation runs too.
+test-all: setup system-deps
+	$(BIN)/python -m pytest -q
+
+## The main job: the strategy comparison over the default scenarios, then the SLA gate.
+run: setup
+	$(BIN)/gpu-router sweep sweeps/default.yaml --out results/default
+	$(BIN)/gpu-router gate
+
+gate: setup
+	$(BIN)/gpu-router gate
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,77 @@
+"""Decisions and actions the policy returns; the caller (simulator or service) applies them.
+
+Times are seconds on the caller's clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Admitted and placed at once on ``gpu_id``."""
+
+    gpu_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """Admitted and waiting; ``position`` is 1-based in dispatch order; ``gpu_id`` is set
+    under early binding (the GPU whose queue holds it)."""
+
+    position: int
+    gpu_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Refused. ``code`` is machine-readable (see ``RejectCode``); ``retry_after_s`` says
+    when trying again can succeed (None: it never will as it stands)."""
+
+    code: str
+    reason: str
+    retry_after_s: float | None = None
+
+
+class RejectCode:
+    """The reasons a request is refused."""
+
+    INCOMPATIBLE = "incompatible"  # no GPU in the fleet could ever serve it
+    NO_CAPACITY = "no_capacity"  # every compatible GPU is down right now
+    QUEUE_FULL = "queue_full"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    DUPLICATE = "duplicate"
+
+
+Decision = Placement | Enqueue | Reject
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Start ``request_id`` on ``gpu_id`` now (the caller runs the work)."""
+
+    request_id: str
+    gpu_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Stop the work of ``request_id`` on ``gpu_id`` (cancelled, timed out, GPU taken away)."""
+
+    request_id: str
+    gpu_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """``request_id`` reached terminal ``state`` (a ``RequestState`` value); for callbacks."""
+
+    request_id: str
+    state: str
+    error: str | None = None
+
+
+Action = Dispatch | Abort | Finished
