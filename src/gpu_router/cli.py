@@ -1,0 +1,43 @@
+"""The `gpu-router` console script: one subcommand per workflow.
+
+Each subcommand lives in the module that owns it; that module exposes
+``add_arguments(parser)`` and ``run(args) -> int`` and is imported only when used,
+so `gpu-router sim` never loads Starlette and `gpu-router serve` never loads SimPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("gpu_router.sim.cli_sim", "run one scenario for one or more strategies"),
+    "gate": ("gpu_router.sim.cli_gate", "run the gate scenarios; non-zero exit on a missed SLA"),
+    "sweep": ("gpu_router.sweep.cli_sweep", "run a strategy x scenario x load x seed grid"),
+    "serve": ("gpu_router.shim.cli_serve", "serve the routing API"),
+    "worker": ("gpu_router.shim.cli_worker", "run a reference GPU worker"),
+    "dashboard": ("gpu_router.sweep.cli_dashboard", "open the Streamlit comparison dashboard"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu-router", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text)
+        sp.set_defaults(_module=module_name)
+        if name in sys.argv[1:2]:  # only the chosen subcommand's module is imported
+            importlib.import_module(module_name).add_arguments(sp)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    args = build_parser().parse_args(sys.argv[1:])
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
