@@ -21,21 +21,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpu-router", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text)
         sp.set_defaults(_module=module_name)
-        if name in sys.argv[1:2]:  # only the chosen subcommand's module is imported
+        if name in argv[:1]:  # only the chosen subcommand's module is imported
             importlib.import_module(module_name).add_arguments(sp)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    args = build_parser().parse_args(sys.argv[1:])
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     return int(importlib.import_module(args._module).run(args) or 0)
 
 
