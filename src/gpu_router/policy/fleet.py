@@ -1,0 +1,108 @@
+"""The router's view of its fleet as numpy arrays: sampled state plus its own accounting.
+
+Index ``i`` of every array is the GPU ``gpu_ids[i]``. Sampled fields come from the
+last ``GpuState`` snapshot (lagged, as NVML is); accounting fields (``running``,
+``queued``, ``reserved_mb``, ``work_left_s``, ``pending_mb``) are the router's own
+count of its placements, exact at all times. Strategies score with both, so a
+burst placed between two samples is never sent to the GPU that merely looked idle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from .errors import InvalidValue
+from .health import calculate_health_score
+from .types import GpuState, GpuStatus, RequestType
+
+#: Bit of each request type in ``FleetView.capability_bits``; unknown types share the last bit.
+TYPE_BITS = {t.value: 1 << i for i, t in enumerate(RequestType)}
+_OTHER_BIT = 1 << len(TYPE_BITS)
+
+
+def type_bit(request_type: str) -> int:
+    """The capability bit of a request type."""
+    return TYPE_BITS.get(request_type, _OTHER_BIT)
+
+
+def _capability_bits(capabilities: Iterable[str]) -> int:
+    bits = 0
+    for c in capabilities:
+        bits |= type_bit(c)
+    return bits
+
+
+class FleetView:
+    """Arrays over the fleet; mutated only by the Router that owns it."""
+
+    def __init__(self, gpus: Iterable[GpuState]) -> None:
+        states = list(gpus)
+        if not states:
+            raise InvalidValue("gpus", states, "the fleet needs at least one GPU")
+        self.gpu_ids = [g.gpu_id for g in states]
+        self.index = {gid: i for i, gid in enumerate(self.gpu_ids)}
+        if len(self.index) != len(states):
+            raise InvalidValue("gpus", self.gpu_ids, "GPU ids must be unique")
+        n = len(states)
+        self.size = n
+        self.states: list[GpuState] = states
+        f = np.zeros
+        self.memory_total = f(n)
+        self.memory_used = f(n)
+        self.utilization = f(n)
+        self.health = f(n)
+        self.performance = f(n)
+        self.speed = f(n)
+        self.slots = f(n, dtype=np.int64)
+        self.compute_capability = f(n, dtype=np.int64)  # major * 100 + minor
+        self.capability_bits = f(n, dtype=np.int64)
+        self.status_ok = f(n, dtype=bool)  # sampled status is active
+        # the router's own accounting
+        self.running = f(n, dtype=np.int64)
+        self.queued = f(n, dtype=np.int64)
+        self.reserved_mb = f(n)
+        self.pending_mb = f(n)  # memory placed after the last sample was taken
+        self.work_left_s = f(n)  # expected seconds of work placed and not finished
+        self.weight = np.ones(n)  # slow-start weight after an ejection, (0, 1]
+        self.down = f(n, dtype=bool)  # crashed, ejected, maintenance, restarting
+        for i, g in enumerate(states):
+            self.observe(i, g)
+
+    def observe(self, i: int, g: GpuState) -> None:
+        """Take a new sample of GPU ``i``."""
+        self.states[i] = g
+        self.memory_total[i] = g.memory_total_mb
+        self.memory_used[i] = g.memory_used_mb
+        self.utilization[i] = g.utilization_pct
+        self.health[i] = calculate_health_score(g)
+        self.performance[i] = g.performance_index
+        self.speed[i] = g.speed
+        self.slots[i] = g.slots
+        self.compute_capability[i] = g.compute_capability[0] * 100 + g.compute_capability[1]
+        self.capability_bits[i] = _capability_bits(g.capabilities)
+        self.status_ok[i] = g.status == GpuStatus.ACTIVE
+
+    # -- derived views used by strategies ---------------------------------------------
+
+    def memory_used_effective(self) -> np.ndarray:
+        """MB in use: the sample plus what the router placed since it was taken."""
+        return np.minimum(self.memory_total, self.memory_used + self.pending_mb)
+
+    def utilization_effective(self) -> np.ndarray:
+        """Percent busy: the larger of the sample and the router's own slot occupancy."""
+        occupancy = 100.0 * np.minimum(1.0, self.running / self.slots)
+        return np.maximum(self.utilization, occupancy)
+
+    def available(self) -> np.ndarray:
+        """GPUs that may take new work: sampled active and not taken down by the router."""
+        return self.status_ok & ~self.down
+
+    def compatible(self, min_cc: int, memory_mb: float, request_type: str) -> np.ndarray:
+        """GPUs that could ever serve a request: compute capability, total memory, type."""
+        return (
+            (self.compute_capability >= min_cc)
+            & (self.memory_total >= memory_mb)
+            & ((self.capability_bits & type_bit(request_type)) != 0)
+        )

@@ -1,0 +1,46 @@
+"""What a routing strategy is: given a request and the feasible GPUs, pick one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..fleet import FleetView
+from ..types import Request
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Everything a strategy may look at for one decision.
+
+    ``candidates`` are indices into ``fleet`` of the GPUs the request may go to now
+    (compatible, available, with memory and, under late binding, a free slot); never
+    empty. ``duration_s`` is the estimated run time on a speed-1.0 GPU, in seconds.
+    """
+
+    request: Request
+    duration_s: float
+    fleet: FleetView
+    candidates: np.ndarray
+    rng: np.random.Generator
+    now: float
+
+
+class Strategy(Protocol):
+    """A routing strategy. ``choose`` returns one element of ``choice.candidates``."""
+
+    name: str
+
+    def choose(self, choice: Choice) -> int: ...
+
+
+def argmin_first(values: np.ndarray, candidates: np.ndarray) -> int:
+    """The candidate with the smallest value; ties go to the earliest candidate."""
+    return int(candidates[int(np.argmin(values))])
+
+
+def argmax_first(values: np.ndarray, candidates: np.ndarray) -> int:
+    """The candidate with the largest value; ties go to the earliest candidate."""
+    return int(candidates[int(np.argmax(values))])

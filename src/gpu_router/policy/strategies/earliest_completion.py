@@ -1,0 +1,47 @@
+"""``earliest-completion`` (ours): place where the request is expected to finish first.
+
+expected finish on GPU i = (work placed and unfinished on i) / slots_i + duration / speed_i,
+in seconds from now, with the request's duration from the estimator (reference-GPU
+seconds). Health acts as a filter and a penalty: GPUs whose seed health score is
+below ``min_health`` are used only when nothing healthier is feasible, and the
+expected finish is divided by ``(1 - health_penalty) + health_penalty * health`` and
+by the slow-start weight of a GPU just back from ejection. Ties go to the first GPU.
+
+Why (docs/strategies.md has the numbers): on a heterogeneous fleet the seed score
+ignores speed, so slow GPUs take work a fast GPU would finish sooner; counting the
+router's own placed work removes the herding that lagged utilization causes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidValue
+from .base import Choice, argmin_first
+
+
+class EarliestCompletion:
+    """Minimise the expected completion time, health-filtered and health-penalised."""
+
+    name = "earliest-completion"
+
+    def __init__(self, min_health: float = 0.3, health_penalty: float = 0.5) -> None:
+        for key, value in (("min_health", min_health), ("health_penalty", health_penalty)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise InvalidValue(key, value, "must be within [0, 1]")
+        self.min_health = float(min_health)
+        self.health_penalty = float(health_penalty)
+
+    def expected_finish_s(self, choice: Choice) -> np.ndarray:
+        """Penalised expected finish time (s from now) of every candidate."""
+        f, c = choice.fleet, choice.candidates
+        finish = f.work_left_s[c] / f.slots[c] + choice.duration_s / f.speed[c]
+        factor = (1.0 - self.health_penalty) + self.health_penalty * f.health[c]
+        return finish / (np.maximum(factor, 1e-6) * f.weight[c])
+
+    def choose(self, choice: Choice) -> int:
+        finish = self.expected_finish_s(choice)
+        healthy = choice.fleet.health[choice.candidates] >= self.min_health
+        if healthy.any() and not healthy.all():
+            finish = np.where(healthy, finish, np.inf)
+        return argmin_first(finish, choice.candidates)
