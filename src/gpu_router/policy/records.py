@@ -1,0 +1,52 @@
+"""What the router remembers about each request, and the snapshot it hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .types import Request, RequestState
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Mutable bookkeeping of one request inside the Router (times in seconds).
+
+    ``memory_mb`` is what the router reserves on the GPU; ``duration_s`` the
+    estimated run time on a speed-1.0 GPU; ``placed_s`` the estimate charged to the
+    GPU it was placed on (duration / speed).
+    """
+
+    request: Request
+    state: RequestState
+    memory_mb: float
+    duration_s: float
+    deadline: float | None
+    gpu_index: int | None = None
+    placed_s: float = 0.0
+    dispatched_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    retries: int = 0
+    not_before: float | None = None
+    error: str | None = None
+    dispatch_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSnapshot:
+    """A read-only copy of a record, for callers (API answers, sim output)."""
+
+    request: Request
+    state: RequestState
+    gpu_id: str | None
+    dispatched_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    retries: int
+    error: str | None
+    memory_mb: float
+    duration_s: float
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
