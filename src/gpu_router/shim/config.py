@@ -1,0 +1,289 @@
+"""Service configuration: `config.yaml` with the deployment guide's keys (seed 003, 4.1), the
+`api_metadata` block (seed 004, 3.5) and our own sections, overridden by the guide's
+environment variables (4.2). Invalid configuration refuses to start, naming the key and why.
+
+Every section forbids unknown keys, so a typo is an error rather than a silent default.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gpu_router.policy.errors import RouterError
+
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
+    "LOGGING_URL": ("logging", "url"),
+    "API_HOST": ("api", "host"),
+    "API_PORT": ("api", "port"),
+    "API_DEBUG": ("api", "debug"),
+}
+"""Environment variable -> config key it overrides (CONFIG_PATH names the file itself)."""
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+
+
+class ConfigError(RouterError):
+    """The configuration cannot be used: ``key`` is the dotted path, ``reason`` says why."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"invalid configuration: {key}: {reason}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ApiSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    debug: bool = False
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=1 << 30)
+    public_url: str | None = None  # base of result_url; default http://host:port
+    max_json_depth: int = Field(32, ge=2, le=200)
+
+
+class GpuMonitoringSection(_Section):
+    source: Literal["virtual", "nvml", "monitoring"] = "virtual"
+    url: str = "http://gpu-monitoring-service:8080"
+    update_interval: float = Field(5.0, gt=0, le=3600)  # seconds between samples
+    health_check_interval: float = Field(60.0, gt=0, le=86400)
+    max_temperature: float = Field(85.0, gt=0, le=150)
+    virtual_gpus: int = Field(4, ge=1, le=10_000)
+    worker_urls: dict[str, str] = Field(default_factory=dict)  # gpu_id -> worker base URL
+
+
+class LoadBalancerSection(_Section):
+    """``strategy``: a policy strategy name (``hybrid`` is the seed's hybrid-seed); None
+    is the policy's default. ``weights`` go to the hybrid strategies, ``d`` to power-of-d."""
+
+    strategy: str | None = None
+    weights: dict[str, float] | None = None
+    d: int = Field(2, ge=1, le=64)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        allowed = {"usage", "priority", "type", "performance", "health"}
+        unknown = set(value) - allowed
+        if unknown:
+            raise ValueError(f"unknown weight(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if any(not (0.0 <= w <= 1.0) for w in value.values()):
+            raise ValueError("every weight must be between 0 and 1")
+        return value
+
+
+class RequestRouterSection(_Section):
+    max_retries: int = Field(3, ge=0, le=100)
+    retry_delay: float = Field(1.0, ge=0, le=3600)
+    request_timeout: float = Field(30.0, gt=0, le=3600)  # seconds per HTTP call to a worker
+
+
+class ErrorHandlerSection(_Section):
+    max_retries: int = Field(3, ge=0, le=100)
+    retry_delay: float = Field(1.0, ge=0, le=3600)
+    error_threshold: float = Field(0.1, ge=0, le=1)
+    gpu_cooldown_period: float = Field(300.0, ge=0, le=86400)
+    consecutive_failures: int = Field(3, ge=1, le=1000)
+
+
+class UserQuotaSection(_Section):
+    """The guide's keys as the policy reads them (policy/quota.py): ``default_gpu_limit``
+    GPUs' worth of time per day (GPU-minutes = limit * 1440 unless ``gpu_minutes`` is set),
+    ``default_request_limit`` concurrent requests (queued + running),
+    ``default_priority_limit`` concurrent requests of priority >= 4."""
+
+    default_gpu_limit: float = Field(2, gt=0, le=1_000_000)
+    default_request_limit: int = Field(100, ge=0, le=1_000_000)
+    default_priority_limit: int = Field(3, ge=0, le=1_000_000)
+    quota_check_interval: float = Field(60.0, gt=0, le=86400)
+    requests_per_minute: int = Field(600, ge=0, le=100_000_000)
+    requests_per_day: int = Field(100_000, ge=0, le=1_000_000_000)
+    gpu_minutes: float | None = Field(None, ge=0, le=1e12)  # per gpu_minutes_period_s
+    gpu_minutes_period_s: float = Field(86_400.0, gt=0, le=1e9)
+
+
+class QueueSection(_Section):
+    max_length: int = Field(10_000, ge=1, le=10_000_000)
+    max_wait_s: dict[int, float] = Field(default_factory=dict)  # priority -> aging bound
+    admission_share: dict[int, float] = Field(default_factory=dict)  # priority -> share
+    fair_share: bool = True
+    default_timeout_ms: int | None = Field(None, gt=0, le=30 * 86_400_000)
+    binding: Literal["late", "early"] = "late"
+
+    @field_validator("max_wait_s", "admission_share")
+    @classmethod
+    def _priorities(cls, value: dict[int, float]) -> dict[int, float]:
+        for p, w in value.items():
+            if not 1 <= p <= 5:
+                raise ValueError(f"priority {p} is not between 1 and 5")
+            if not w > 0:
+                raise ValueError(f"value of priority {p} must be > 0")
+        return value
+
+
+class ApiKey(_Section):
+    key: str | None = Field(None, min_length=16, max_length=512)
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    user_id: str = Field(pattern=_ID_PATTERN)
+    role: Literal["user", "service", "admin"] = "user"
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ApiKey:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key or key_sha256")
+        return self
+
+
+class TrustedNetwork(_Section):
+    cidr: str
+    user_id: str = Field("orchestrator", pattern=_ID_PATTERN)
+    role: Literal["user", "service", "admin"] = "service"
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        ipaddress.ip_network(value, strict=False)  # ValueError names the bad network
+        return value
+
+
+class AuthSection(_Section):
+    keys: list[ApiKey] = Field(default_factory=list)
+    trusted_networks: list[TrustedNetwork] = Field(default_factory=list)
+
+
+class JournalSection(_Section):
+    path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
+    wal: bool = True
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+
+
+class DispatchSection(_Section):
+    poll_interval: float = Field(0.05, gt=0, le=60)  # seconds between job polls
+    max_attempts: int = Field(3, ge=1, le=100)  # worker calls per placement before failing it
+    health_probe_interval: float = Field(1.0, gt=0, le=3600)
+    callback_retries: int = Field(5, ge=0, le=100)
+    callback_backoff: float = Field(0.5, ge=0, le=3600)
+    callback_timeout: float = Field(5.0, gt=0, le=600)
+
+
+class LoggingSection(_Section):
+    url: str | None = None  # Logging Service base URL; records are POSTed to {url}/logs
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = True
+
+
+class ProcessingTimeComponent(_Section):
+    enabled: bool = True
+    include_components: bool = True
+
+
+class GpuResourcesComponent(_Section):
+    enabled: bool = True
+    include_temperature: bool = True
+    include_utilization: bool = True
+
+
+class TracingComponent(_Section):
+    enabled: bool = True
+    propagate_headers: bool = True
+
+
+class MetadataComponents(_Section):
+    processing_time: ProcessingTimeComponent = ProcessingTimeComponent()
+    gpu_resources: GpuResourcesComponent = GpuResourcesComponent()
+    tracing: TracingComponent = TracingComponent()
+
+
+class ApiMetadataSection(_Section):
+    """Seed 004, section 3.5."""
+
+    enabled: bool = True
+    include_in_response: bool = True
+    detail_level: Literal["minimal", "standard", "full"] = "full"
+    sampling_rate: float = Field(1.0, ge=0, le=1)
+    version: str = "1.0"
+    components: MetadataComponents = MetadataComponents()
+
+
+class ServiceConfig(_Section):
+    api: ApiSection = ApiSection()
+    gpu_monitoring: GpuMonitoringSection = GpuMonitoringSection()
+    load_balancer: LoadBalancerSection = LoadBalancerSection()
+    request_router: RequestRouterSection = RequestRouterSection()
+    error_handler: ErrorHandlerSection = ErrorHandlerSection()
+    user_quota_manager: UserQuotaSection = UserQuotaSection()
+    queue: QueueSection = QueueSection()
+    auth: AuthSection = AuthSection()
+    journal: JournalSection = JournalSection()
+    dispatch: DispatchSection = DispatchSection()
+    logging: LoggingSection = LoggingSection()
+    api_metadata: ApiMetadataSection = ApiMetadataSection()
+    seed: int = Field(0, ge=0)  # seeds the router's random generator
+
+
+def _first_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in (*prefix, *err["loc"])]
+    key = ".".join(loc) or "<root>"
+    reason = err["msg"]
+    if err["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif "input" in err and err["type"] != "missing":
+        reason = f"{reason} (got {err['input']!r})"
+    return ConfigError(key, reason)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var in env:
+            target = merged.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(section, "must be a mapping")
+            target[key] = env[var]
+    return merged
+
+
+def config_from_mapping(
+    raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None
+) -> ServiceConfig:
+    """Validate a parsed config mapping, with environment overrides applied first."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("<root>", f"must be a mapping, got {type(raw).__name__}")
+    merged = _apply_env(dict(raw), env or {})
+    try:
+        return ServiceConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def load_config(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> ServiceConfig:
+    """Read ``path`` (else $CONFIG_PATH, else ./config.yaml when it exists, else defaults)."""
+    env = os.environ if env is None else env
+    explicit = path is not None or "CONFIG_PATH" in env
+    file = Path(path if path is not None else env.get("CONFIG_PATH", "config.yaml"))
+    raw: Any = {}
+    if file.exists():
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(file), f"not valid YAML: {exc}") from None
+    elif explicit:
+        raise ConfigError("CONFIG_PATH" if path is None else str(file), "file not found")
+    return config_from_mapping(raw, env)
