@@ -1,0 +1,139 @@
+"""What every GPU state source offers the service, and the error signals it reports.
+
+A source (NVML, the Monitoring Service, the virtual fleet) implements:
+
+- ``period_s``: how often the service should call ``sample()``;
+- ``async sample() -> list[GpuState]``: one snapshot per GPU, ``sampled_at`` on the
+  source's clock (``time.monotonic`` unless one is passed in);
+- ``drain_signals() -> list[ErrorSignal]``: error signals seen since the last call
+  (Xid events, uncorrectable ECC, an unreachable GPU, a critical health report);
+  hard ones mean "take this GPU out of service now" (``Router.gpu_down``);
+- ``worker_url(gpu_id) -> str | None``: the HTTP worker of a GPU; ``None`` for
+  virtual GPUs, whose in-process worker ``virtual_worker(gpu_id)`` returns;
+- ``async aclose()``.
+
+A worker, HTTP (``shim.worker_client.WorkerClient``) or virtual, offers the same job
+API: ``submit(request_id, payload, expected_duration_ms, memory_mb) -> job_id``,
+``status(job_id) -> dict`` (``state`` running|completed|failed|cancelled, ``progress``
+0-1, ``result``, ``error``) and ``cancel(job_id)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from gpu_router.policy.errors import RouterError
+from gpu_router.policy.types import GpuState
+
+#: Job states of the worker API; all but ``running`` are terminal.
+JOB_RUNNING = "running"
+JOB_COMPLETED = "completed"
+JOB_FAILED = "failed"
+JOB_CANCELLED = "cancelled"
+JOB_TERMINAL = frozenset({JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED})
+
+
+class SourceError(RouterError):
+    """A GPU source or worker could not do what was asked."""
+
+
+class SourceUnavailable(SourceError):
+    """The source has never produced a snapshot (NVML missing, service unreachable)."""
+
+
+class WorkerUnavailable(SourceError):
+    """The worker of a GPU cannot take or report work (crashed, unreachable)."""
+
+
+class JobNotFound(SourceError, KeyError):
+    """No job with that id on this worker."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "job not found"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorSignal:
+    """An error a source saw on one GPU at ``at`` (seconds on the source's clock).
+
+    ``kind`` is a ``policy.health.HardSignal`` value for hard signals (``xid_critical``,
+    ``ecc_uncorrectable``, ``unreachable``, ``crashed``) or one of ``xid``,
+    ``ecc_corrected``, ``row_remap_pending``, ``row_remap_failure``, ``health_critical``,
+    ``health_warning``, ``monitor_unreachable``. ``code`` is the Xid number for Xid events.
+    """
+
+    gpu_id: str
+    kind: str
+    hard: bool
+    detail: str
+    at: float
+    code: int | None = None
+
+
+@runtime_checkable
+class JobRunner(Protocol):
+    """The job API of a worker (HTTP or virtual)."""
+
+    async def submit(
+        self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
+    ) -> str: ...
+
+    async def status(self, job_id: str) -> dict[str, Any]: ...
+
+    async def cancel(self, job_id: str) -> None: ...
+
+
+@runtime_checkable
+class GpuSource(Protocol):
+    """What the service needs from NVML, the Monitoring Service or the virtual fleet."""
+
+    period_s: float
+
+    async def sample(self) -> list[GpuState]: ...
+
+    def drain_signals(self) -> list[ErrorSignal]: ...
+
+    def worker_url(self, gpu_id: str) -> str | None: ...
+
+    def virtual_worker(self, gpu_id: str) -> JobRunner: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SignalLog:
+    """Signals collected between two ``drain`` calls (bounded: the oldest are dropped)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._items: list[ErrorSignal] = []
+        self._limit = limit
+        self.dropped = 0
+
+    def add(self, signal: ErrorSignal) -> None:
+        self._items.append(signal)
+        if len(self._items) > self._limit:
+            excess = len(self._items) - self._limit
+            del self._items[:excess]
+            self.dropped += excess
+
+    def drain(self) -> list[ErrorSignal]:
+        items, self._items = self._items, []
+        return items
+
+
+def static_worker_urls(urls: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate a ``gpu_id -> worker URL`` mapping from config."""
+    out: dict[str, str] = {}
+    for gpu_id, url in (urls or {}).items():
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise SourceError(f"worker_urls.{gpu_id}={url!r}: must be an http(s) URL")
+        out[str(gpu_id)] = url.rstrip("/")
+    return out
+
+
+def positive_period(name: str, value: float) -> float:
+    """A sampling period in seconds, > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SourceError(f"{name}={value!r}: must be a number of seconds > 0")
+    return float(value)

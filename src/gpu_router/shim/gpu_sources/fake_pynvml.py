@@ -1,0 +1,394 @@
+"""A stand-in for nvidia-ml-py's ``pynvml`` module that replays a real capture.
+
+``FakePynvml()`` answers the NVML calls the sampler makes with the readings of
+``data/nvml_h100_capture.json`` (one H100 80GB HBM3; see ``fixtures/README.md``):
+memory in bytes, power in mW, compute capability as a pair, ECC counters, remapped
+rows. Queries the capture lists under ``errors`` (fan speed, retired pages) raise
+``NVMLError_NotSupported`` as the real GPU did. ``at(t)`` switches the dynamic
+readings (utilization, memory used, power, temperature, SM clock) to the capture's
+20 ms time series at ``t`` seconds. ``inject_xid``, ``set_reading``, ``set_error``
+and ``lose_gpu`` inject faults. ``calls`` counts calls by function name.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from bisect import bisect_right
+from collections import Counter, deque
+from importlib import resources
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+CAPTURE = "nvml_h100_capture.json"
+
+NVML_SUCCESS = 0
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_TIMEOUT = 10
+NVML_ERROR_GPU_IS_LOST = 15
+NVML_ERROR_UNKNOWN = 999
+
+
+class NVMLError(Exception):
+    """Same shape as pynvml's: ``value`` is the NVML return code."""
+
+    code = NVML_ERROR_UNKNOWN
+    text = "Unknown Error"
+
+    def __init__(self, value: int | None = None) -> None:
+        self.value = self.code if value is None else value
+        super().__init__(self.value)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class NVMLError_Uninitialized(NVMLError):  # noqa: N801 - pynvml's names
+    code, text = NVML_ERROR_UNINITIALIZED, "Uninitialized"
+
+
+class NVMLError_InvalidArgument(NVMLError):  # noqa: N801
+    code, text = NVML_ERROR_INVALID_ARGUMENT, "Invalid Argument"
+
+
+class NVMLError_NotSupported(NVMLError):  # noqa: N801
+    code, text = NVML_ERROR_NOT_SUPPORTED, "Not Supported"
+
+
+class NVMLError_Timeout(NVMLError):  # noqa: N801
+    code, text = NVML_ERROR_TIMEOUT, "Timeout"
+
+
+class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
+    code, text = NVML_ERROR_GPU_IS_LOST, "GPU is lost"
+
+
+class NVMLError_Unknown(NVMLError):  # noqa: N801
+    code, text = NVML_ERROR_UNKNOWN, "Unknown Error"
+
+
+NVML_TEMPERATURE_GPU = 0
+NVML_TEMPERATURE_THRESHOLD_SHUTDOWN = 0
+NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
+NVML_CLOCK_SM = 1
+NVML_CLOCK_MEM = 2
+NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
+NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
+NVML_VOLATILE_ECC = 0
+NVML_AGGREGATE_ECC = 1
+NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS = 0
+NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = 1
+
+nvmlEventTypeSingleBitEccError = 0x1  # noqa: N816 - pynvml's names
+nvmlEventTypeDoubleBitEccError = 0x2  # noqa: N816
+nvmlEventTypePState = 0x4  # noqa: N816
+nvmlEventTypeXidCriticalError = 0x8  # noqa: N816
+nvmlEventTypeClock = 0x10  # noqa: N816
+nvmlEventTypeNone = 0x0  # noqa: N816
+
+_SUPPORTED_EVENTS = (
+    nvmlEventTypeSingleBitEccError
+    | nvmlEventTypeDoubleBitEccError
+    | nvmlEventTypePState
+    | nvmlEventTypeXidCriticalError
+    | nvmlEventTypeClock
+)
+
+#: series field -> reading it overrides while replaying the series
+_SERIES_FIELDS = ("gpu_util", "mem_util", "mem_used_mb", "power_w", "temp_c", "sm_mhz")
+
+
+def load_capture(path: str | Path | None = None) -> dict[str, Any]:
+    """The capture as a dict: the packaged one unless ``path`` names another."""
+    if path is None:
+        text = resources.files(__package__).joinpath("data", CAPTURE).read_text("utf-8")
+    else:
+        text = Path(path).read_text("utf-8")
+    return json.loads(text)
+
+
+class FakeHandle:
+    """A device handle; handles compare by identity, as ctypes pointers do."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"FakeHandle({self.index})"
+
+
+class FakeEventSet:
+    def __init__(self) -> None:
+        self.registered: dict[int, int] = {}  # device index -> event mask
+        self.queue: deque[SimpleNamespace] = deque()
+        self.freed = False
+
+
+class FakePynvml:
+    """Module-like replay of a capture. Thread-safe; one instance per test."""
+
+    NVMLError = NVMLError
+    NVMLError_Uninitialized = NVMLError_Uninitialized
+    NVMLError_InvalidArgument = NVMLError_InvalidArgument
+    NVMLError_NotSupported = NVMLError_NotSupported
+    NVMLError_Timeout = NVMLError_Timeout
+    NVMLError_GpuIsLost = NVMLError_GpuIsLost
+    NVMLError_Unknown = NVMLError_Unknown
+
+    def __init__(
+        self,
+        capture: dict[str, Any] | str | Path | None = None,
+        *,
+        device_count: int | None = None,
+        xid_supported: bool | None = None,
+    ) -> None:
+        data = capture if isinstance(capture, dict) else load_capture(capture)
+        self.capture = data
+        base = data["devices"]
+        n = len(base) if device_count is None else device_count
+        self._devices: list[dict[str, Any]] = []
+        for i in range(n):
+            dev = copy.deepcopy(base[i % len(base)])
+            dev["index"] = i
+            if i >= len(base):  # clones get their own identity
+                r = dev["readings"]
+                r["uuid"] = r["uuid"][:-12] + f"{i + 1:012d}"
+                r["pci_info"]["busId"] = f"00000000:00:{6 + i:02X}.0"
+            if xid_supported is not None:
+                dev["xid_events"] = "supported" if xid_supported else "not supported"
+            self._devices.append(dev)
+        self._handles = [FakeHandle(i) for i in range(n)]
+        self._series = data.get("series", [])
+        self._series_t = [p["t"] for p in self._series]
+        self._t: float | None = None
+        self._lost: set[int] = set()
+        self._sets: list[FakeEventSet] = []
+        self._lock = threading.Lock()
+        self._initialized = 0
+        self.calls: Counter[str] = Counter()
+        # copy the module-level constants onto the instance so it looks like the module
+        for name, value in globals().items():
+            if name.startswith(("NVML_", "nvmlEventType")):
+                setattr(self, name, value)
+
+    # -- fault and time injection ----------------------------------------------------
+
+    def at(self, t: float | None) -> FakePynvml:
+        """Replay the time series at ``t`` seconds (None: the static readings)."""
+        self._t = t
+        return self
+
+    def set_reading(self, index: int, key: str, value: Any) -> None:
+        self._devices[index]["readings"][key] = value
+        self._devices[index]["errors"].pop(key, None)
+
+    def set_error(self, index: int, key: str, message: str = "NVMLError: Not Supported") -> None:
+        self._devices[index]["errors"][key] = message
+
+    def lose_gpu(self, index: int, lost: bool = True) -> None:
+        """Every call on this device raises ``NVMLError_GpuIsLost`` (Xid 79, fell off the bus)."""
+        (self._lost.add if lost else self._lost.discard)(index)
+
+    def inject_event(self, index: int, event_type: int, data: int = 0) -> int:
+        """Queue an event on every set registered for it; returns how many sets got it."""
+        event = SimpleNamespace(
+            device=self._handles[index],
+            eventType=event_type,
+            eventData=data,
+            gpuInstanceId=0xFFFFFFFF,
+            computeInstanceId=0xFFFFFFFF,
+        )
+        delivered = 0
+        with self._lock:
+            for es in self._sets:
+                if not es.freed and es.registered.get(index, 0) & event_type:
+                    es.queue.append(event)
+                    delivered += 1
+        return delivered
+
+    def inject_xid(self, index: int, xid: int) -> int:
+        return self.inject_event(index, nvmlEventTypeXidCriticalError, xid)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _call(self, name: str) -> None:
+        self.calls[name] += 1
+        if not self._initialized:
+            raise NVMLError_Uninitialized()
+
+    def _dev(self, name: str, handle: FakeHandle) -> dict[str, Any]:
+        self._call(name)
+        if not isinstance(handle, FakeHandle) or handle.index >= len(self._devices):
+            raise NVMLError_InvalidArgument()
+        if handle.index in self._lost:
+            raise NVMLError_GpuIsLost()
+        return self._devices[handle.index]
+
+    def _reading(self, name: str, handle: FakeHandle, key: str) -> Any:
+        dev = self._dev(name, handle)
+        if key in dev["errors"]:
+            raise NVMLError_NotSupported()
+        return dev["readings"][key]
+
+    def _point(self) -> dict[str, Any] | None:
+        if self._t is None or not self._series:
+            return None
+        i = max(0, bisect_right(self._series_t, self._t) - 1)
+        return self._series[i]
+
+    # -- the pynvml API the sampler uses -------------------------------------------------
+
+    def nvmlInit(self) -> None:  # noqa: N802 - pynvml's names
+        self.calls["nvmlInit"] += 1
+        self._initialized += 1
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        self._call("nvmlShutdown")
+        self._initialized -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:  # noqa: N802
+        self._call("nvmlSystemGetDriverVersion")
+        return self.capture.get("driver", "")
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        self._call("nvmlDeviceGetCount")
+        return len(self._devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeHandle:  # noqa: N802
+        self._call("nvmlDeviceGetHandleByIndex")
+        if not 0 <= index < len(self._handles):
+            raise NVMLError_InvalidArgument()
+        return self._handles[index]
+
+    def nvmlDeviceGetName(self, h: FakeHandle) -> str:  # noqa: N802
+        return self._reading("nvmlDeviceGetName", h, "name")
+
+    def nvmlDeviceGetUUID(self, h: FakeHandle) -> str:  # noqa: N802
+        return self._reading("nvmlDeviceGetUUID", h, "uuid")
+
+    def nvmlDeviceGetSerial(self, h: FakeHandle) -> str:  # noqa: N802
+        return self._reading("nvmlDeviceGetSerial", h, "serial")
+
+    def nvmlDeviceGetMemoryInfo(self, h: FakeHandle, version: Any = None) -> SimpleNamespace:  # noqa: N802
+        m = dict(self._reading("nvmlDeviceGetMemoryInfo", h, "memory_info"))
+        p = self._point()
+        if p is not None:
+            m["used"] = int(p["mem_used_mb"] * 2**20)
+            m["free"] = m["total"] - m["used"]
+        return SimpleNamespace(**m)
+
+    def nvmlDeviceGetUtilizationRates(self, h: FakeHandle) -> SimpleNamespace:  # noqa: N802
+        u = dict(self._reading("nvmlDeviceGetUtilizationRates", h, "utilization"))
+        p = self._point()
+        if p is not None:
+            u = {"gpu": p["gpu_util"], "memory": p["mem_util"]}
+        return SimpleNamespace(**u)
+
+    def nvmlDeviceGetTemperature(self, h: FakeHandle, sensor: int) -> int:  # noqa: N802
+        value = self._reading("nvmlDeviceGetTemperature", h, "temperature_gpu")
+        p = self._point()
+        return p["temp_c"] if p is not None else value
+
+    def nvmlDeviceGetTemperatureThreshold(self, h: FakeHandle, kind: int) -> int:  # noqa: N802
+        key = "temp_threshold_slowdown" if kind == 1 else "temp_threshold_shutdown"
+        return self._reading("nvmlDeviceGetTemperatureThreshold", h, key)
+
+    def nvmlDeviceGetPowerUsage(self, h: FakeHandle) -> int:  # noqa: N802
+        value = self._reading("nvmlDeviceGetPowerUsage", h, "power_usage_mw")
+        p = self._point()
+        return int(round(p["power_w"] * 1000)) if p is not None else value
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: FakeHandle) -> int:  # noqa: N802
+        return self._reading("nvmlDeviceGetEnforcedPowerLimit", h, "power_limit_mw")
+
+    def nvmlDeviceGetPowerManagementLimit(self, h: FakeHandle) -> int:  # noqa: N802
+        return self._reading("nvmlDeviceGetPowerManagementLimit", h, "power_mgmt_limit_mw")
+
+    def nvmlDeviceGetCudaComputeCapability(self, h: FakeHandle) -> tuple[int, int]:  # noqa: N802
+        major, minor = self._reading("nvmlDeviceGetCudaComputeCapability", h, "compute_capability")
+        return (major, minor)
+
+    def nvmlDeviceGetClockInfo(self, h: FakeHandle, clock: int) -> int:  # noqa: N802
+        key = "clock_sm_mhz" if clock == NVML_CLOCK_SM else "clock_mem_mhz"
+        value = self._reading("nvmlDeviceGetClockInfo", h, key)
+        p = self._point()
+        return p["sm_mhz"] if p is not None and clock == NVML_CLOCK_SM else value
+
+    def nvmlDeviceGetMaxClockInfo(self, h: FakeHandle, clock: int) -> int:  # noqa: N802
+        return self._reading("nvmlDeviceGetMaxClockInfo", h, "max_clock_sm_mhz")
+
+    def nvmlDeviceGetPerformanceState(self, h: FakeHandle) -> int:  # noqa: N802
+        return self._reading("nvmlDeviceGetPerformanceState", h, "pstate")
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h: FakeHandle) -> int:  # noqa: N802
+        return self._reading("nvmlDeviceGetCurrentClocksEventReasons", h, "throttle_reasons")
+
+    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
+
+    def nvmlDeviceGetFanSpeed(self, h: FakeHandle) -> int:  # noqa: N802
+        return self._reading("nvmlDeviceGetFanSpeed", h, "fan_speed")
+
+    def nvmlDeviceGetEccMode(self, h: FakeHandle) -> tuple[int, int]:  # noqa: N802
+        current, pending = self._reading("nvmlDeviceGetEccMode", h, "ecc_mode")
+        return (current, pending)
+
+    def nvmlDeviceGetTotalEccErrors(self, h: FakeHandle, kind: int, counter: int) -> int:  # noqa: N802
+        key = "ecc_uncorrected_volatile" if kind == 1 else "ecc_corrected_volatile"
+        return self._reading("nvmlDeviceGetTotalEccErrors", h, key)
+
+    def nvmlDeviceGetRetiredPages(self, h: FakeHandle, cause: int) -> list[int]:  # noqa: N802
+        return self._reading("nvmlDeviceGetRetiredPages", h, "retired_pages_dbe")
+
+    def nvmlDeviceGetRemappedRows(self, h: FakeHandle) -> tuple[int, int, int, int]:  # noqa: N802
+        corr, unc, pending, failure = self._reading("nvmlDeviceGetRemappedRows", h, "remapped_rows")
+        return (corr, unc, pending, failure)
+
+    def nvmlDeviceGetPciInfo(self, h: FakeHandle) -> SimpleNamespace:  # noqa: N802
+        return SimpleNamespace(**self._reading("nvmlDeviceGetPciInfo", h, "pci_info"))
+
+    def nvmlDeviceGetMigMode(self, h: FakeHandle) -> tuple[int, int]:  # noqa: N802
+        current, pending = self._reading("nvmlDeviceGetMigMode", h, "mig_mode")
+        return (current, pending)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: FakeHandle) -> list[Any]:  # noqa: N802
+        return list(self._reading("nvmlDeviceGetComputeRunningProcesses", h, "compute_processes"))
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: FakeHandle) -> int:  # noqa: N802
+        return self._reading("nvmlDeviceGetTotalEnergyConsumption", h, "total_energy_mj")
+
+    # -- events ------------------------------------------------------------------------
+
+    def nvmlEventSetCreate(self) -> FakeEventSet:  # noqa: N802
+        self._call("nvmlEventSetCreate")
+        es = FakeEventSet()
+        with self._lock:
+            self._sets.append(es)
+        return es
+
+    def nvmlDeviceGetSupportedEventTypes(self, h: FakeHandle) -> int:  # noqa: N802
+        dev = self._dev("nvmlDeviceGetSupportedEventTypes", h)
+        return _SUPPORTED_EVENTS if dev.get("xid_events") == "supported" else 0
+
+    def nvmlDeviceRegisterEvents(self, h: FakeHandle, mask: int, es: FakeEventSet) -> None:  # noqa: N802
+        dev = self._dev("nvmlDeviceRegisterEvents", h)
+        if dev.get("xid_events") != "supported" or mask & ~_SUPPORTED_EVENTS:
+            raise NVMLError_NotSupported()
+        with self._lock:
+            es.registered[h.index] = es.registered.get(h.index, 0) | mask
+
+    def nvmlEventSetWait_v2(self, es: FakeEventSet, timeoutms: int) -> SimpleNamespace:  # noqa: N802
+        self._call("nvmlEventSetWait")
+        with self._lock:
+            if es.queue:
+                return es.queue.popleft()
+        raise NVMLError_Timeout()  # a fake never blocks
+
+    nvmlEventSetWait = nvmlEventSetWait_v2
+
+    def nvmlEventSetFree(self, es: FakeEventSet) -> None:  # noqa: N802
+        self._call("nvmlEventSetFree")
+        es.freed = True
