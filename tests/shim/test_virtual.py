@@ -1,0 +1,212 @@
+"""The virtual fleet: real-time processor sharing, NVML-like samples, faults."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gpu_router.policy.errors import InvalidValue
+from gpu_router.policy.types import GpuStatus
+from gpu_router.shim.gpu_sources.base import GpuSource, JobNotFound, JobRunner, WorkerUnavailable
+from gpu_router.shim.gpu_sources.virtual import CalibratedModel, VirtualFleet, VirtualGpuSpec
+
+pytestmark = pytest.mark.timeout(30)
+
+TOL = 0.05  # seconds of scheduling slack on a loaded CI machine
+
+
+async def wait_terminal(worker: JobRunner, job_id: str, limit: float = 5.0) -> dict:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while loop.time() < end:
+        st = await worker.status(job_id)
+        if st["state"] != "running":
+            return st
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{job_id} still running")
+
+
+def test_model_sharing_gain() -> None:
+    m = CalibratedModel()
+    assert m.throughput(1) == 1.0
+    assert m.throughput(2) == pytest.approx(344 / 304)
+    assert m.throughput(4) == pytest.approx(353 / 304)
+    assert m.throughput(3) == pytest.approx((344 / 304 + 353 / 304) / 2)
+    assert m.throughput(16) == pytest.approx(353 / 304)
+
+
+def test_lone_job_runs_for_its_modelled_duration() -> None:
+    async def go() -> tuple[float, float, dict]:
+        fleet = VirtualFleet(2, specs=[VirtualGpuSpec(), VirtualGpuSpec(speed=2.0)])
+        assert isinstance(fleet, GpuSource)
+        assert fleet.worker_url("gpu-0") is None
+        w0, w1 = fleet.virtual_worker("gpu-0"), fleet.virtual_worker("gpu-1")
+        assert isinstance(w0, JobRunner)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        j0 = await w0.submit("r0", {}, 150, 1000)
+        j1 = await w1.submit("r1", None, 150, 1000)  # twice as fast
+        st1 = await wait_terminal(w1, j1)
+        t1 = loop.time() - t0
+        st0 = await wait_terminal(w0, j0)
+        t0 = loop.time() - t0
+        await fleet.aclose()
+        assert st1["state"] == "completed"
+        return t0, t1, st0
+
+    t0, t1, st0 = asyncio.run(go())
+    assert 0.15 <= t0 < 0.15 + TOL
+    assert 0.075 <= t1 < 0.075 + TOL
+    assert st0["state"] == "completed" and st0["progress"] == 1.0 and st0["error"] is None
+    assert st0["result"]["device"] == "virtual"
+    assert st0["result"]["modelled_ms"] == 150.0
+    assert 150 <= st0["result"]["wall_time_ms"] < 150 + TOL * 1000
+
+
+def test_two_colocated_jobs_share_the_gpu() -> None:
+    async def go() -> tuple[float, dict, dict]:
+        fleet = VirtualFleet(1, specs=[VirtualGpuSpec(slots=2)])
+        w = fleet.virtual_worker("gpu-0")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        a = await w.submit("a", {}, 100, 0)
+        b = await w.submit("b", {}, 100, 0)
+        await asyncio.sleep(0.05)
+        mid = await w.status(a)
+        sa, _ = await wait_terminal(w, a), await wait_terminal(w, b)
+        await fleet.aclose()
+        return loop.time() - t0, mid, sa
+
+    elapsed, mid, sa = asyncio.run(go())
+    expected = 2 * 0.1 / (344 / 304)  # each gets about 1/2 of a GPU that is 13% faster shared
+    assert expected <= elapsed < expected + TOL
+    assert 0.15 < mid["progress"] < 0.45
+    assert sa["result"]["max_colocated"] == 2
+
+
+def test_cancel_idempotent_resubmit_unknown_job() -> None:
+    async def go() -> None:
+        fleet = VirtualFleet(1)
+        w = fleet.virtual_worker("gpu-0")
+        j = await w.submit("r", {}, 10_000, 0)
+        assert await w.submit("r", {}, 10_000, 0) == j  # same request while it runs
+        await w.cancel(j)
+        await w.cancel(j)  # idempotent
+        st = await w.status(j)
+        assert st["state"] == "cancelled" and st["result"] is None
+        with pytest.raises(JobNotFound):
+            await w.status("nope")
+        with pytest.raises(JobNotFound):
+            await w.cancel("nope")
+        with pytest.raises(WorkerUnavailable):
+            fleet.virtual_worker("gpu-9")
+        with pytest.raises(InvalidValue, match="expected_duration_ms"):
+            await w.submit("x", {}, float("nan"), 0)
+        await fleet.aclose()
+
+    asyncio.run(go())
+
+
+def test_simulated_failure_and_out_of_memory() -> None:
+    async def go() -> tuple[dict, dict, dict]:
+        fleet = VirtualFleet(1)
+        w = fleet.virtual_worker("gpu-0")
+        f = await w.submit("f", {"simulate": {"duration_ms": 20, "fail": "boom"}}, 5000, 0)
+        oom = await w.submit("m", {}, 10, 90_000)
+        ok = await w.submit("q", {"simulate": {"duration_ms": 10}}, 60_000, 0)
+        res = await wait_terminal(w, f), await w.status(oom), await wait_terminal(w, ok)
+        await fleet.aclose()
+        return res
+
+    f, oom, ok = asyncio.run(go())
+    assert (f["state"], f["error"]) == ("failed", "boom")
+    assert (oom["state"], oom["error"]) == ("failed", "out of memory")
+    assert ok["state"] == "completed"
+
+
+def test_samples_show_memory_at_once_and_utilization_lagged() -> None:
+    async def go() -> list:
+        fleet = VirtualFleet(1, period_s=0.05, util_lag_s=0.1)
+        w = fleet.virtual_worker("gpu-0")
+        idle = (await fleet.sample())[0]
+        await w.submit("r", {}, 400, 2048)
+        at_once = (await fleet.sample())[0]
+        await asyncio.sleep(0.25)
+        later = (await fleet.sample())[0]
+        await fleet.aclose()
+        return [idle, at_once, later]
+
+    idle, at_once, later = asyncio.run(go())
+    assert idle.memory_used_mb == 480.0 and idle.utilization_pct == 0.0
+    assert idle.power_w == 72.0 and idle.temperature_c == 37.0
+    assert at_once.memory_used_mb == 480.0 + 2048 + 1024  # job memory plus its CUDA context
+    assert at_once.utilization_pct == 0.0  # NVML lag: the load is not visible yet
+    assert later.utilization_pct == 100.0
+    assert 72.0 < later.power_w <= 700.0 and later.temperature_c > 37.0
+    assert later.memory_total_mb == 81559.0 and later.compute_capability == (9, 0)
+
+
+def test_crash_fails_running_jobs_and_recover() -> None:
+    async def go() -> None:
+        fleet = VirtualFleet(2)
+        w = fleet.virtual_worker("gpu-1")
+        j = await w.submit("r", {}, 10_000, 0)
+        fleet.crash("gpu-1")
+        st = await w.status(j)
+        assert st["state"] == "failed" and "crashed" in st["error"]
+        states = {g.gpu_id: g for g in await fleet.sample()}
+        assert states["gpu-1"].status is GpuStatus.ERROR
+        assert states["gpu-0"].status is GpuStatus.ACTIVE
+        [sig] = fleet.drain_signals()
+        assert (sig.gpu_id, sig.kind, sig.hard) == ("gpu-1", "crashed", True)
+        with pytest.raises(WorkerUnavailable):
+            await w.submit("r2", {}, 10, 0)
+        fleet.recover("gpu-1")
+        j2 = await w.submit("r2", {}, 10, 0)
+        assert (await wait_terminal(w, j2))["state"] == "completed"
+        await fleet.aclose()
+
+    asyncio.run(go())
+
+
+def test_hung_worker_makes_no_progress() -> None:
+    async def go() -> None:
+        fleet = VirtualFleet(1)
+        w = fleet.virtual_worker("gpu-0")
+        j = await w.submit("r", {}, 30, 0)
+        fleet.hang("gpu-0")
+        await asyncio.sleep(0.08)
+        assert (await w.status(j))["state"] == "running"
+        fleet.recover("gpu-0")
+        assert (await wait_terminal(w, j))["state"] == "completed"
+        await fleet.aclose()
+
+    asyncio.run(go())
+
+
+def test_time_scale_speeds_up_the_clock() -> None:
+    async def go() -> float:
+        fleet = VirtualFleet(1, time_scale=0.01)
+        w = fleet.virtual_worker("gpu-0")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        j = await w.submit("r", {}, 5_000, 0)  # 5 s modelled -> 50 ms real
+        await wait_terminal(w, j)
+        await fleet.aclose()
+        return loop.time() - t0
+
+    assert 0.05 <= asyncio.run(go()) < 0.05 + TOL
+
+
+def test_close_cancels_running_jobs_and_refuses_new() -> None:
+    async def go() -> None:
+        fleet = VirtualFleet(1)
+        w = fleet.virtual_worker("gpu-0")
+        j = await w.submit("r", {}, 10_000, 0)
+        await fleet.aclose()
+        assert (await w.status(j))["state"] == "cancelled"
+        with pytest.raises(WorkerUnavailable):
+            await w.submit("r2", {}, 10, 0)
+
+    asyncio.run(go())
