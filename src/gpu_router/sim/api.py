@@ -1,0 +1,190 @@
+"""The public API of the simulator (what the sweep, the CLI and the notebooks call).
+
+    from gpu_router.sim import load_scenario, run_scenario, SimResult
+    scenario = load_scenario("scenarios/steady.yaml", {"workload.load": 0.9})
+    result = run_scenario(scenario, "hybrid-seed", seed=1)
+    result.summary; result.requests; result.gpus; result.timeline
+    result.write("out/")
+
+Strategy names are the policy registry's; options may follow a colon,
+``"power-of-d:d=3"``, or come from the scenario's ``router.strategy_options``
+(a mapping of options, or a mapping from strategy name to options).
+
+Randomness: one ``SeedSequence(seed)`` per run, spawned into independent child
+generators for the workload, the faults and the router, so the same seed gives
+the same tables to the last digit (except the two real-clock overhead columns).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..policy.errors import InvalidValue
+from . import metrics as m
+from .engine import Engine
+from .faults import schedule
+from .fleet import build_fleet, capacity
+from .gpus import SimGpu
+from .scenario import Scenario, ScenarioError, load_scenario
+from .service_model import ServiceModel
+from .theory import mmc_wait_or_nan
+from .traces import alibaba_pods, azure_llm
+from .workload import Workload, generate
+
+__all__ = ["SimResult", "load_scenario", "parse_strategy", "run_scenario"]
+
+RouterFactory = Callable[[list, Mapping[str, Any], np.random.Generator], object]
+
+
+@dataclass
+class SimResult:
+    """The tables of one run (column names in ``gpu_router.sim.metrics``)."""
+
+    scenario: Scenario
+    strategy: str
+    seed: int
+    requests: pd.DataFrame
+    gpus: pd.DataFrame
+    summary: pd.DataFrame
+    timeline: pd.DataFrame
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, directory: str | Path) -> Path:
+        """Write requests/gpus/summary/timeline.parquet into ``directory`` (created)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("requests", "gpus", "summary", "timeline"):
+            getattr(self, name).to_parquet(out / f"{name}.parquet", index=False)
+        return out
+
+    def row(self, priority: str = "all") -> dict[str, Any]:
+        """One summary row as a dict (``priority`` "1".."5" or "all")."""
+        part = self.summary.loc[self.summary[m.PRIORITY] == priority]
+        return part.iloc[0].to_dict()
+
+
+def parse_strategy(name: str) -> tuple[str, dict[str, Any]]:
+    """``"power-of-d:d=3,x=1"`` -> ``("power-of-d", {"d": 3, "x": 1})``."""
+    base, _, rest = name.partition(":")
+    opts: dict[str, Any] = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise ScenarioError(f"strategy={name!r}: options are key=value, got {part!r}")
+        opts[key.strip()] = yaml.safe_load(value)
+    return base.strip(), opts
+
+
+def router_config(scenario: Scenario, strategy: str, service: ServiceModel) -> dict[str, Any]:
+    """The RouterConfig mapping of a run: scenario ``router:`` + the strategy."""
+    name, opts = parse_strategy(strategy)
+    cfg = dict(scenario.router)
+    scen_opts = cfg.pop("strategy_options", None) or {}
+    if scen_opts and all(isinstance(v, Mapping) for v in scen_opts.values()):
+        scen_opts = scen_opts.get(name, {})
+    cfg["strategy"] = name
+    cfg["strategy_options"] = {**scen_opts, **opts}
+    cfg.setdefault("context_overhead_mb", service.cal.context_overhead_mb)
+    return cfg
+
+
+def _default_router(gpus: list, cfg: Mapping[str, Any], rng: np.random.Generator) -> object:
+    from ..policy import Router, RouterConfig
+
+    return Router(gpus, RouterConfig.from_mapping(cfg), rng)
+
+
+def build_workload(
+    scenario: Scenario, fleet_capacity: float, mean_speed: float, service: ServiceModel,
+    rng: np.random.Generator,
+) -> Workload:
+    spec = scenario.workload
+    if spec.trace is None:
+        wl = generate(rng, spec, fleet_capacity, scenario.horizon_s)
+    elif spec.trace.kind == "azure_llm":
+        wl = azure_llm(rng, spec, service, scenario.horizon_s)
+    else:
+        wl = alibaba_pods(rng, spec, mean_speed, scenario.horizon_s)
+    if spec.trace is not None:
+        wl = replace(wl, mean_work=float(wl.work.mean()) if len(wl) else math.nan)
+    return replace(wl, work=service.apply_floor(wl.work))
+
+
+def run_scenario(
+    scenario: Scenario, strategy: str, seed: int, *, router_factory: RouterFactory | None = None
+) -> SimResult:
+    """Run one scenario with one strategy and seed; deterministic for a given seed."""
+    wall0 = time.perf_counter()
+    wl_ss, fault_ss, router_ss = np.random.SeedSequence(seed).spawn(3)
+    fleet = build_fleet(scenario.fleet)
+    service = ServiceModel(scenario.service_model)
+    cap = capacity(fleet)
+    mean_speed = cap / len(fleet)
+    wl = build_workload(scenario, cap, mean_speed, service, np.random.default_rng(wl_ss))
+    fault_rng = np.random.default_rng(fault_ss)
+    faults = schedule(scenario.faults, len(fleet), scenario.horizon_s, fault_rng)
+    cfg = router_config(scenario, strategy, service)
+    try:
+        router = (router_factory or _default_router)(
+            [g.state() for g in fleet], cfg, np.random.default_rng(router_ss)
+        )
+    except InvalidValue as err:
+        key = err.field if err.field.startswith("router.") else f"router.{err.field}"
+        raise ScenarioError(f"{key}={err.value!r}: {err.reason}") from None
+    gpus = [SimGpu(i, spec, service) for i, spec in enumerate(fleet)]
+    engine = Engine(scenario, wl, gpus, router, faults, fault_rng)
+    engine.run()
+    return _result(scenario, strategy, seed, wl, engine, mean_speed, wall0)
+
+
+def _result(
+    scenario: Scenario, strategy: str, seed: int, wl: Workload, engine: Engine,
+    mean_speed: float, wall0: float,
+) -> SimResult:
+    gpu_ids = [g.gid for g in engine.gpus]
+    requests, served = engine.log.frame(wl, gpu_ids)
+    start, end = scenario.warmup_s, scenario.horizon_s
+    b0, b1 = (np.array(x) for x in engine.window_busy[:2])
+    window_busy = b1 - b0
+    span = end - start
+    utilization = float(window_busy.sum() / (len(gpu_ids) * span))
+    now = engine.env.now
+    gpus = pd.DataFrame(
+        {
+            m.GPU_ID: gpu_ids,
+            m.MODEL: [g.spec.model for g in engine.gpus],
+            m.BUSY_S: [g.busy_at(now) for g in engine.gpus],
+            m.UTILIZATION: window_busy / span,
+            m.FAILURES: [g.failures for g in engine.gpus],
+            m.COMPLETED_COUNT: [g.completed for g in engine.gpus],
+        },
+        columns=list(m.GPU_COLUMNS),
+    )
+    mu = mean_speed / wl.mean_work if wl.mean_work > 0 else math.nan
+    erlang = mmc_wait_or_nan(wl.rate_rps, mu, len(gpu_ids)) if len(wl) else math.nan
+    summary = m.summarize(
+        requests, demand_s=wl.work, served_s=served, window=(start, end),
+        utilization=utilization, overhead_ns=np.array(engine.overhead_ns, dtype=np.int64),
+        wait_target=dict(scenario.sla.wait_target_s), erlang_c_wait_s=erlang,
+    )
+    timeline = pd.DataFrame(engine.timeline, columns=list(m.TIMELINE_COLUMNS))
+    info = {
+        "wall_s": time.perf_counter() - wall0,
+        "n_requests": len(wl),
+        "rate_rps": wl.rate_rps,
+        "mean_work_s": wl.mean_work,
+        "end_s": now,
+        "router_calls": len(engine.overhead_ns),
+        "monitor_samples": engine.monitor.samples,
+        "monitor_delivered": engine.monitor.delivered,
+    }
+    return SimResult(scenario, strategy, seed, requests, gpus, summary, timeline, info)

@@ -1,0 +1,367 @@
+"""The SimPy model: replays a workload through ``policy.Router`` on a simulated fleet.
+
+Event kernel: SimPy's environment, with plain callbacks on ``Timeout`` events (no
+process per request, which is what keeps a 1,000,000-request run in budget).
+The loop, all in simulated seconds read from ``env.now``:
+
+- arrival i: build the ``Request``, ``router.submit`` -> apply its actions;
+- ``Dispatch``: the work starts on that GPU (processor sharing, gpus.SimGpu),
+  ``router.start``; ``Abort``: the work stops; ``Finished``: terminal, recorded;
+- a GPU's first completion: ``router.complete``; faults (faults.py) call
+  ``gpu_down``/``gpu_up``/``fail``; the monitor (monitor.py) calls ``observe``
+  with lagged snapshots; ``router.next_wakeup()`` schedules ``tick``.
+
+Every router call is timed with ``time.perf_counter_ns`` (real CPU time per
+decision, the routing-overhead metric); that clock never feeds back into the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from time import perf_counter_ns
+
+import numpy as np
+import simpy
+
+from ..policy.decisions import Abort, Dispatch, Finished, Reject
+from ..policy.types import GpuState, Request, RequestState, ResourceRequirements
+from . import metrics as m
+from .faults import FaultEvent
+from .gpus import SimGpu
+from .monitor import Monitor
+from .records import RequestLog
+from .scenario import Scenario
+from .workload import Workload
+
+INF = math.inf
+_STATE_CODE = {
+    RequestState.COMPLETED.value: m.OUTCOME_CODE[m.COMPLETED],
+    RequestState.FAILED.value: m.OUTCOME_CODE[m.FAILED],
+    RequestState.CANCELLED.value: m.OUTCOME_CODE[m.CANCELLED],
+    RequestState.REJECTED.value: m.OUTCOME_CODE[m.REJECTED],
+}
+_NOT_REROUTE = frozenset({"timeout", "cancelled"})
+XID_FAIL_DELAY_S = 0.05
+
+
+def id_width(n: int) -> int:
+    return max(6, len(str(max(n - 1, 0))))
+
+
+class Engine:
+    """One run: ``Engine(...).run()`` fills ``log``, ``gpus``, ``timeline``, ``overhead_ns``."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        workload: Workload,
+        gpus: list[SimGpu],
+        router: object,
+        faults: list[FaultEvent],
+        fault_rng: np.random.Generator,
+    ) -> None:
+        self.sc = scenario
+        self.wl = workload
+        self.gpus = gpus
+        self.router = router
+        self.faults = faults
+        self.fault_rng = fault_rng
+        self.env = simpy.Environment()
+        n = len(workload)
+        self.n = n
+        self.log = RequestLog(n)
+        self.gpu_index = {g.gid: g.index for g in gpus}
+        self.width = id_width(n)
+        self.rid_index: dict[str, int] = {}
+        self.overhead_ns: list[int] = []
+        self.outstanding = 0
+        self.interruptions = 0
+        self.timeline: list[tuple[float, int, int, int, int]] = []
+        self.window_busy: list[list[float]] = []
+        self._wake_at = INF
+        self._arrival = workload.arrival_s.tolist()
+        self._work = workload.work.tolist()
+        self._mem_true = [0.0] * n
+        self._res_cache: dict[tuple[float, float, object], ResourceRequirements] = {}
+        self._down = [0] * len(gpus)
+        self._hang = [0] * len(gpus)
+        self._detected = [False] * len(gpus)
+        self.horizon = scenario.horizon_s
+        drain = scenario.drain_s if scenario.drain_s is not None else 10 * self.horizon + 3600
+        self.end_s = self.horizon + drain
+        self.monitor = Monitor(self.env, gpus, scenario.monitor, self._observe, self._keep_running)
+        self.context_mb = gpus[0].model.cal.context_overhead_mb if gpus else 0.0
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self) -> None:
+        env = self.env
+        if self.n:
+            env.timeout(self._arrival[0], value=0).callbacks.append(self._arrive)
+        for ev in self.faults:
+            env.timeout(ev.at_s, value=ev).callbacks.append(self._fault_start)
+        self.monitor.start()
+        for t in (self.sc.warmup_s, self.horizon):
+            env.timeout(t).callbacks.append(self._snapshot_busy)
+        period = self.sc.timeline_period_s or self.horizon / 200.0
+        env.timeout(0.0, value=period).callbacks.append(self._sample_timeline)
+        env.run(until=self.end_s)
+        if len(self.window_busy) < 2:
+            self._snapshot_busy(None)
+
+    def _keep_running(self) -> bool:
+        return self.env.now < self.horizon or self.outstanding > 0
+
+    def _call(self, fn: Callable[..., list], *args: object) -> list:
+        t0 = perf_counter_ns()
+        actions = fn(*args)
+        self.overhead_ns.append(perf_counter_ns() - t0)
+        return actions
+
+    # -- arrivals -------------------------------------------------------------------
+
+    def _request(self, i: int, now: float) -> Request:
+        wl = self.wl
+        mi = int(wl.model_idx[i])
+        key = (float(wl.memory_mb[i]), float(wl.declared_ms[i]), mi)
+        res = self._res_cache.get(key)
+        if res is None:
+            res = ResourceRequirements(
+                memory_mb=key[0], expected_duration_ms=key[1],
+                min_compute_capability=wl.model_min_cc[mi],
+            )
+            if len(self._res_cache) < 100_000:
+                self._res_cache[key] = res
+        rid = f"r{i:0{self.width}d}"
+        self.rid_index[rid] = i
+        return Request(
+            request_id=rid, user_id=wl.user_names[wl.user[i]], model_id=wl.model_ids[mi],
+            priority=int(wl.priority[i]), type=wl.type_names[wl.type_idx[i]], resources=res,
+            timeout_s=wl.timeout_s, submitted_at=now,
+        )
+
+    def _arrive(self, event: simpy.events.Event) -> None:
+        i = event.value
+        now = self.env.now
+        if i + 1 < self.n:
+            nxt = self._arrival[i + 1]
+            self.env.timeout(nxt - now, value=i + 1).callbacks.append(self._arrive)
+        req = self._request(i, now)
+        self._mem_true[i] = req.resources.memory_mb + self.context_mb
+        t0 = perf_counter_ns()
+        decision, actions = self.router.submit(req, now)
+        self.overhead_ns.append(perf_counter_ns() - t0)
+        if type(decision) is Reject:
+            self.log.outcome[i] = m.OUTCOME_CODE[m.REJECTED]
+            self.log.finish[i] = now
+            return
+        self.log.admit[i] = now
+        self.outstanding += 1
+        if actions:
+            self._apply(actions)
+        self._wakeup()
+
+    # -- actions --------------------------------------------------------------------
+
+    def _apply(self, actions: list) -> None:
+        for a in actions:
+            kind = type(a)
+            if kind is Dispatch:
+                self._start(a)
+            elif kind is Finished:
+                self._finished(a)
+            elif kind is Abort:
+                self._abort(a)
+
+    def _start(self, a: Dispatch) -> None:
+        i = self.rid_index[a.request_id]
+        g = self.gpus[self.gpu_index[a.gpu_id]]
+        now = self.env.now
+        log = self.log
+        log.dispatch[i] = now
+        log.start[i] = now
+        log.gpu[i] = g.index
+        log.attempt[i] += 1
+        self.router.start(a.request_id, now)
+        if not g.up:  # crashed, not yet detected: the dispatch fails at once
+            self.env.timeout(0.0, value=(i, g.index, log.attempt[i], "gpu_unreachable")).callbacks.append(
+                self._job_fails
+            )
+            return
+        g.add(i, self._work[i] + self.sc.service_model.startup_s, self._mem_true[i], now)
+        self._reschedule(g)
+        if g.storm_p > 0 and self.fault_rng.random() < g.storm_p:
+            ev = self.env.timeout(XID_FAIL_DELAY_S, value=(i, g.index, log.attempt[i], "xid"))
+            ev.callbacks.append(self._job_fails)
+
+    def _abort(self, a: Abort) -> None:
+        i = self.rid_index[a.request_id]
+        g = self.gpus[self.gpu_index[a.gpu_id]]
+        if g.remove(i, self.env.now) is not None:
+            self._reschedule(g)
+            if a.reason not in _NOT_REROUTE:
+                self._interrupted(i)
+
+    def _finished(self, a: Finished) -> None:
+        i = self.rid_index[a.request_id]
+        self.log.outcome[i] = _STATE_CODE[a.state]
+        self.log.finish[i] = self.env.now
+        self.outstanding -= 1
+
+    def _interrupted(self, i: int) -> None:
+        self.log.retries[i] += 1
+        self.interruptions += 1
+
+    # -- GPU work -------------------------------------------------------------------
+
+    def _reschedule(self, g: SimGpu) -> None:
+        delay = g.reschedule()
+        if delay is not None:
+            self.env.timeout(delay, value=(g.index, g.version)).callbacks.append(self._done)
+
+    def _done(self, event: simpy.events.Event) -> None:
+        gi, version = event.value
+        g = self.gpus[gi]
+        if g.version != version:
+            return
+        now = self.env.now
+        i = g.first_job()
+        g.remove(i, now)
+        g.completed += 1
+        self._reschedule(g)
+        rid = f"r{i:0{self.width}d}"
+        t0 = perf_counter_ns()
+        actions = self.router.complete(rid, now)
+        self.overhead_ns.append(perf_counter_ns() - t0)
+        if actions:
+            self._apply(actions)
+        self._wakeup()
+
+    def _job_fails(self, event: simpy.events.Event) -> None:
+        i, gi, attempt, error = event.value
+        g = self.gpus[gi]
+        now = self.env.now
+        if self.log.attempt[i] != attempt or self.log.gpu[i] != gi:
+            return
+        if g.remove(i, now) is not None:
+            self._reschedule(g)
+        elif error == "xid":
+            return  # already gone (completed, aborted)
+        self._interrupted(i)
+        rid = f"r{i:0{self.width}d}"
+        self._apply(self._call(self.router.fail, rid, now, error))
+        self._wakeup()
+
+    # -- wakeups, monitor, timeline -------------------------------------------------
+
+    def _wakeup(self) -> None:
+        w = self.router.next_wakeup()
+        if w is None or w >= self._wake_at:
+            return
+        now = self.env.now
+        self._wake_at = w
+        self.env.timeout(max(0.0, w - now) or 1e-9 * max(1.0, now), value=w).callbacks.append(
+            self._tick
+        )
+
+    def _tick(self, event: simpy.events.Event) -> None:
+        if event.value != self._wake_at:
+            return
+        self._wake_at = INF
+        self._apply(self._call(self.router.tick, self.env.now))
+        self._wakeup()
+
+    def _observe(self, state: GpuState) -> None:
+        self._apply(self._call(self.router.observe, state, self.env.now))
+        self._wakeup()
+
+    def _sample_timeline(self, event: simpy.events.Event) -> None:
+        now = self.env.now
+        running = sum(len(g.jobs) for g in self.gpus)
+        up = sum(1 for g in self.gpus if g.up and not g.hung)
+        queued = getattr(self.router, "queue_length", 0)
+        self.timeline.append((now, int(queued), running, up, self.interruptions))
+        if self._keep_running():
+            self.env.timeout(event.value, value=event.value).callbacks.append(self._sample_timeline)
+
+    def _snapshot_busy(self, _event: object) -> None:
+        now = min(self.env.now, self.horizon)
+        self.window_busy.append([g.busy_at(now) for g in self.gpus])
+
+    # -- faults ---------------------------------------------------------------------
+
+    def _fault_start(self, event: simpy.events.Event) -> None:
+        ev: FaultEvent = event.value
+        now = self.env.now
+        end = self.env.timeout(ev.duration_s, value=ev)
+        end.callbacks.append(self._fault_end)
+        if ev.kind == "monitor_outage":
+            self.monitor.outages += 1
+            return
+        g = self.gpus[ev.gpu]
+        if ev.kind in ("crash", "hang"):
+            g.failures += 1
+            if ev.kind == "crash":
+                self._down[g.index] += 1
+                g.up = False
+                for i in list(g.jobs):
+                    g.remove(i, now)
+                    self._interrupted(i)
+            else:
+                self._hang[g.index] += 1
+                g.advance(now)
+                g.hung = True
+            self._reschedule(g)
+            if ev.kind == "crash" or ev.detect_s is not None:
+                delay = ev.detect_s or 0.0
+                self.env.timeout(delay, value=ev).callbacks.append(self._detect)
+        elif ev.kind == "throttle":
+            g.advance(now)
+            g.factor *= ev.factor
+            self._reschedule(g)
+        elif ev.kind == "xid_storm":
+            g.failures += 1
+            g.storm_p = ev.fail_prob
+            for i in list(g.jobs):
+                if self.fault_rng.random() < ev.fail_prob:
+                    value = (i, g.index, self.log.attempt[i], "xid")
+                    self.env.timeout(XID_FAIL_DELAY_S, value=value).callbacks.append(
+                        self._job_fails
+                    )
+
+    def _detect(self, event: simpy.events.Event) -> None:
+        ev: FaultEvent = event.value
+        g = self.gpus[ev.gpu]
+        still = (not g.up) if ev.kind == "crash" else g.hung
+        if not still or self._detected[g.index]:
+            return
+        self._detected[g.index] = True
+        reason = "crash" if ev.kind == "crash" else "worker_unresponsive"
+        self._apply(self._call(self.router.gpu_down, g.gid, self.env.now, reason))
+        self._wakeup()
+
+    def _fault_end(self, event: simpy.events.Event) -> None:
+        ev: FaultEvent = event.value
+        now = self.env.now
+        if ev.kind == "monitor_outage":
+            self.monitor.outages -= 1
+            return
+        g = self.gpus[ev.gpu]
+        if ev.kind == "crash":
+            self._down[g.index] -= 1
+            g.up = self._down[g.index] == 0
+        elif ev.kind == "hang":
+            self._hang[g.index] -= 1
+            g.advance(now)
+            g.hung = self._hang[g.index] > 0
+        elif ev.kind == "throttle":
+            g.advance(now)
+            g.factor /= ev.factor
+        elif ev.kind == "xid_storm":
+            g.storm_p = 0.0
+        self._reschedule(g)
+        if g.up and not g.hung and self._detected[g.index]:
+            self._detected[g.index] = False
+            self._apply(self._call(self.router.gpu_up, g.gid, now))
+            self._wakeup()

@@ -1,0 +1,126 @@
+"""The true state of one simulated GPU: processor sharing of its running requests.
+
+Each running request holds its remaining work in H100-seconds; all progress at the
+service model's per-request rate ``speed * factor * gain(n) / n`` (0 while the GPU is
+hung or crashed). ``advance(now)`` brings the remaining work up to date before any
+change; ``next_completion()`` says how long until the first request finishes at the
+current rate. The engine bumps ``version`` on every reschedule, so a completion
+event scheduled before a change is recognised as stale and ignored.
+"""
+
+from __future__ import annotations
+
+from ..policy.types import GpuState, GpuStatus
+from .fleet import GpuSpec
+from .service_model import ServiceModel
+
+IDLE_POWER_W = 70.0
+IDLE_TEMP_C = 30.0
+HOT_TEMP_C = 88.0
+
+
+class SimGpu:
+    """Mutable true state of one GPU (the router never sees this object)."""
+
+    __slots__ = (
+        "index", "spec", "gid", "speed", "jobs", "mem", "last", "rate", "version", "factor",
+        "hung", "up", "busy_acc", "busy_since", "mem_used", "completed", "failures",
+        "storm_p", "model",
+    )
+
+    def __init__(self, index: int, spec: GpuSpec, model: ServiceModel) -> None:
+        self.index = index
+        self.spec = spec
+        self.gid = spec.gpu_id
+        self.speed = spec.speed
+        self.model = model
+        self.jobs: dict[int, float] = {}
+        self.mem: dict[int, float] = {}
+        self.last = 0.0
+        self.rate = 0.0
+        self.version = 0
+        self.factor = 1.0
+        self.hung = False
+        self.up = True
+        self.busy_acc = 0.0
+        self.busy_since = -1.0
+        self.mem_used = 0.0
+        self.completed = 0
+        self.failures = 0
+        self.storm_p = 0.0
+
+    def advance(self, now: float) -> None:
+        """Charge the work done since the last change."""
+        if self.jobs and self.rate > 0.0:
+            done = (now - self.last) * self.rate
+            jobs = self.jobs
+            for j in jobs:
+                jobs[j] -= done
+        self.last = now
+
+    def add(self, job: int, work: float, memory_mb: float, now: float) -> None:
+        self.advance(now)
+        if not self.jobs:
+            self.busy_since = now
+        self.jobs[job] = work
+        self.mem[job] = memory_mb
+        self.mem_used += memory_mb
+
+    def remove(self, job: int, now: float) -> float | None:
+        """Take a job off; returns its remaining work (None when it was not here)."""
+        if job not in self.jobs:
+            return None
+        self.advance(now)
+        rem = self.jobs.pop(job)
+        self.mem_used -= self.mem.pop(job)
+        if not self.jobs:
+            self.busy_acc += now - self.busy_since
+            self.busy_since = -1.0
+            self.mem_used = 0.0
+        return rem
+
+    def reschedule(self) -> float | None:
+        """New rate after a change; seconds until the first completion (None: never)."""
+        self.version += 1
+        n = len(self.jobs)
+        if n == 0 or self.hung or not self.up:
+            self.rate = 0.0
+            return None
+        self.rate = rate = self.model.rate(self.speed, n, self.factor)
+        first = min(self.jobs.values())
+        return first / rate if first > 0.0 else 0.0
+
+    def first_job(self) -> int:
+        jobs = self.jobs
+        return min(jobs, key=jobs.__getitem__)
+
+    def busy_at(self, now: float) -> float:
+        """Seconds this GPU has had at least one request running, up to ``now``."""
+        return self.busy_acc + (now - self.busy_since if self.busy_since >= 0 else 0.0)
+
+    def snapshot(self, now: float, utilization: float) -> GpuState:
+        """What NVML would report: ``utilization`` in [0, 1] measured over the last period."""
+        spec = self.spec
+        util = min(100.0, max(0.0, utilization * 100.0))
+        throttled = self.factor < 1.0
+        limit = 700.0
+        power = limit if throttled else IDLE_POWER_W + (limit - IDLE_POWER_W) * util / 100.0
+        temp = HOT_TEMP_C if throttled else IDLE_TEMP_C + 45.0 * util / 100.0
+        status = GpuStatus.ACTIVE if self.up else GpuStatus.ERROR
+        return GpuState(
+            gpu_id=self.gid,
+            name=spec.model,
+            compute_capability=spec.compute_capability,
+            memory_total_mb=spec.memory_mb,
+            memory_used_mb=min(spec.memory_mb, self.mem_used),
+            utilization_pct=util,
+            temperature_c=temp,
+            power_w=power,
+            power_limit_w=limit,
+            error_rate=self.storm_p,
+            performance_index=min(1.0, self.speed),
+            status=status,
+            speed=self.speed,
+            slots=spec.slots,
+            sampled_at=now,
+        )

@@ -1,0 +1,270 @@
+"""Scenario files: the YAML schema, validated on load (docs/scenarios.md documents every key).
+
+``load_scenario(path, overrides)`` reads a YAML file, applies dotted-key overrides
+(``{"workload.load": 0.9, "fleet.count": 100, "fleet.groups.0.count": 4}``) and
+validates the result. Every error names the key and the bad value:
+``ScenarioError: steady.yaml: workload.load=-1: Input should be greater than 0``.
+Unknown keys are errors too, so a typo never silently falls back to a default.
+Units: seconds (``*_s``), megabytes (``*_mb``), rates per second unless named otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..policy.errors import RouterError
+
+
+class ScenarioError(RouterError, ValueError):
+    """A scenario file or override that cannot be run; the message names key and value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuGroup(_Strict):
+    model: str = "H100"
+    count: int = Field(1, ge=0)
+    slots: int | None = Field(None, ge=1)
+    speed: float | None = Field(None, gt=0)
+    memory_mb: float | None = Field(None, gt=0)
+
+
+class FleetSpec(_Strict):
+    source: Literal["scenario", "alibaba"] = "scenario"
+    model: str = "H100"
+    count: int | None = Field(None, ge=1)
+    groups: tuple[GpuGroup, ...] = ()
+    mode: Literal["exclusive", "shared"] = "exclusive"
+    slots: int = Field(1, ge=1)
+    nodes_path: str | None = None
+
+
+class ArrivalSpec(_Strict):
+    process: Literal["poisson", "mmpp", "diurnal"] = "poisson"
+    burst_factor: float = Field(5.0, ge=1)
+    burst_fraction: float = Field(0.1, gt=0, lt=1)
+    burst_mean_s: float = Field(10.0, gt=0)
+    period_s: float = Field(86_400.0, gt=0)
+    amplitude: float = Field(0.5, ge=0, le=1)
+    phase: float = 0.0
+
+
+class ServiceSpec(_Strict):
+    distribution: Literal["exponential", "deterministic", "lognormal", "gamma"] = "exponential"
+    mean_s: float = Field(1.0, gt=0)
+    cv: float = Field(1.0, ge=0)
+
+
+class TypeSpec(_Strict):
+    weight: float = Field(1.0, ge=0)
+    work_scale: float = Field(1.0, gt=0)
+
+
+class ModelSpec(_Strict):
+    id: str
+    weight: float = Field(1.0, ge=0)
+    memory_mb: float = Field(0.0, ge=0)
+    work_scale: float = Field(1.0, gt=0)
+    min_compute_capability: tuple[int, int] | None = None
+
+
+class UsersSpec(_Strict):
+    count: int = Field(10, ge=1)
+    skew: float = Field(0.0, ge=0)
+    heavy_share: float = Field(0.0, ge=0, lt=1)
+
+
+class TraceSpec(_Strict):
+    kind: Literal["azure_llm", "alibaba_pods"]
+    path: str | None = None
+    time_scale: float = Field(1.0, gt=0)
+    duration_scale: float = Field(1.0, gt=0)
+    start_s: float = Field(0.0, ge=0)
+    limit: int | None = Field(None, ge=1)
+
+
+class WorkloadSpec(_Strict):
+    load: float | None = Field(0.7, gt=0)
+    rate_rps: float | None = Field(None, gt=0)
+    arrival: ArrivalSpec = ArrivalSpec()
+    service: ServiceSpec = ServiceSpec()
+    priorities: dict[int, float] = Field(default_factory=lambda: {3: 1.0})
+    types: dict[str, TypeSpec] = Field(default_factory=lambda: {"inference": TypeSpec()})
+    models: tuple[ModelSpec, ...] = (ModelSpec(id="default"),)
+    users: UsersSpec = UsersSpec()
+    timeout_s: float | None = Field(None, gt=0)
+    trace: TraceSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkloadSpec:
+        for p, w in self.priorities.items():
+            if not 1 <= p <= 5:
+                raise ValueError(f"priorities: key {p!r} must be a priority 1..5")
+            if w < 0:
+                raise ValueError(f"priorities.{p}={w!r} must be >= 0")
+        if sum(self.priorities.values()) <= 0:
+            raise ValueError(f"priorities={self.priorities!r}: weights must sum to > 0")
+        if sum(t.weight for t in self.types.values()) <= 0:
+            raise ValueError("types: weights must sum to > 0")
+        if not self.models or sum(m.weight for m in self.models) <= 0:
+            raise ValueError("models: need at least one model with weight > 0")
+        return self
+
+
+class ServiceModelSpec(_Strict):
+    """Overrides of the calibrated constants (service_model.Calibration)."""
+
+    sharing_gain: dict[int, float] | None = None
+    context_overhead_mb: float | None = Field(None, ge=0)
+    floor_ms: float | None = Field(None, ge=0)
+    startup_s: float = Field(0.0, ge=0)
+    prefill_us_per_token: float | None = Field(None, gt=0)
+    decode_ms_per_token: float | None = Field(None, gt=0)
+
+
+class MonitorSpec(_Strict):
+    enabled: bool = True
+    period_s: float = Field(0.1, gt=0)
+    lag_s: float = Field(0.275, ge=0)
+    skip_unchanged: bool = True
+
+
+class FaultSpec(_Strict):
+    kind: Literal["crash", "hang", "throttle", "xid_storm", "monitor_outage"]
+    gpus: tuple[int, ...] = ()
+    fraction: float = Field(0.0, ge=0, le=1)
+    at_s: float | None = Field(None, ge=0)
+    duration_s: float = Field(60.0, gt=0)
+    rate_per_gpu_hour: float = Field(0.0, ge=0)
+    factor: float = Field(0.5, gt=0, le=1)
+    fail_prob: float = Field(0.5, ge=0, le=1)
+    detect_s: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FaultSpec:
+        if self.at_s is None and self.rate_per_gpu_hour == 0:
+            raise ValueError(f"fault {self.kind!r}: set at_s or rate_per_gpu_hour")
+        return self
+
+
+class Threshold(_Strict):
+    metric: str
+    priority: str = "all"
+    max: float | None = None
+    min: float | None = None
+
+
+class GateSpec(_Strict):
+    strategies: tuple[str, ...] = ("hybrid-seed",)
+    seed: int = 1
+    thresholds: tuple[Threshold, ...] = ()
+
+
+class SlaSpec(_Strict):
+    wait_target_s: dict[int, float] = Field(
+        default_factory=lambda: {1: 60.0, 2: 30.0, 3: 10.0, 4: 5.0, 5: 2.0}
+    )
+    gate: GateSpec | None = None
+
+
+class Scenario(_Strict):
+    name: str = "scenario"
+    description: str = ""
+    horizon_s: float = Field(600.0, gt=0)
+    warmup_s: float = Field(0.0, ge=0)
+    drain_s: float | None = Field(None, ge=0)
+    timeline_period_s: float | None = Field(None, gt=0)
+    fleet: FleetSpec = FleetSpec()
+    workload: WorkloadSpec = WorkloadSpec()
+    service_model: ServiceModelSpec = ServiceModelSpec()
+    monitor: MonitorSpec = MonitorSpec()
+    faults: tuple[FaultSpec, ...] = ()
+    router: dict[str, Any] = Field(default_factory=dict)
+    sla: SlaSpec = SlaSpec()
+    source_path: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        if self.warmup_s >= self.horizon_s:
+            raise ValueError(f"warmup_s={self.warmup_s!r} must be < horizon_s={self.horizon_s!r}")
+        if self.workload.load is None and self.workload.rate_rps is None:
+            if self.workload.trace is None:
+                raise ValueError("workload: set load or rate_rps")
+        return self
+
+
+def set_dotted(data: dict[str, Any], key: str, value: object) -> None:
+    """Set ``a.b.0.c`` in nested dicts/lists, creating dicts on the way."""
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_index(key, part, node)]
+            continue
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = {}
+            node[part] = nxt
+        elif not isinstance(nxt, dict | list):
+            raise ScenarioError(f"{'.'.join(parts[: i + 1])}={nxt!r}: not a mapping, cannot set {key}")
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(key, last, node)] = value
+    else:
+        node[last] = value
+
+
+def _index(key: str, part: str, node: list[Any]) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ScenarioError(f"{key}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _format(err: ValidationError, label: str, data: Mapping[str, Any]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
+        value = e.get("input")
+        where = f"{loc}={value!r}" if loc and not isinstance(value, dict) else (loc or "scenario")
+        lines.append(f"{label}: {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_scenario(
+    data: Mapping[str, Any], overrides: Mapping[str, object] | None = None, label: str = "scenario"
+) -> Scenario:
+    """Validate a scenario mapping (after applying dotted ``overrides``)."""
+    if not isinstance(data, Mapping):
+        raise ScenarioError(f"{label}: top level must be a mapping, got {type(data).__name__}")
+    raw = copy.deepcopy(dict(data))
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as err:
+        raise ScenarioError(_format(err, label, raw)) from None
+
+
+def load_scenario(path: str | Path, overrides: Mapping[str, object] | None = None) -> Scenario:
+    """Read and validate a scenario YAML file; ``overrides`` are dotted keys."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ScenarioError(f"{path}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ScenarioError(f"{path.name}: invalid YAML: {err}") from None
+    data = data or {}
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem)
+        data["source_path"] = str(path.resolve())
+    return parse_scenario(data, overrides, label=path.name)

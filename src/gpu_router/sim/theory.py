@@ -1,0 +1,111 @@
+"""Closed forms the simulator is validated against (and the sweep draws as bounds).
+
+All rates per second, times in seconds. ``lam`` is the total arrival rate,
+``mu`` the service rate of one server, ``c`` the number of servers.
+
+- Erlang C: M/M/c with one central FIFO queue (late binding): P(wait), mean wait.
+- Pollaczek-Khinchine: M/G/1 mean wait from the service time's first two moments.
+- Supermarket model (Mitzenmacher 2001; Vvedenskaya et al. 1996): n -> infinity
+  M/M/1 queues, each arrival joins the shortest of d sampled; the fraction of
+  queues with at least i requests is rho^((d^i - 1)/(d - 1)).
+- Random dispatch: each queue is M/M/1 at load rho: sojourn 1/(mu (1 - rho)).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _check_stable(lam: float, mu: float, c: int) -> float:
+    if lam <= 0 or mu <= 0 or c < 1:
+        raise ValueError(f"need lam > 0, mu > 0, c >= 1; got lam={lam}, mu={mu}, c={c}")
+    rho = lam / (c * mu)
+    if rho >= 1:
+        raise ValueError(f"rho={rho:.4f} >= 1: no steady state")
+    return rho
+
+
+def erlang_c(lam: float, mu: float, c: int) -> float:
+    """P(an arrival waits) in M/M/c, computed stably via the Erlang B recursion."""
+    rho = _check_stable(lam, mu, c)
+    a = lam / mu
+    b = 1.0
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+    return b / (1.0 - rho * (1.0 - b))
+
+
+def mmc_wait(lam: float, mu: float, c: int) -> float:
+    """Mean time in queue of M/M/c (FIFO): C(c, a) / (c mu - lam)."""
+    return erlang_c(lam, mu, c) / (c * mu - lam)
+
+
+def mmc_wait_or_nan(lam: float, mu: float, c: int) -> float:
+    """``mmc_wait`` where defined (stable, positive rates), else NaN."""
+    try:
+        return mmc_wait(lam, mu, c)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        return math.nan
+
+
+def mmc_wait_quantile(lam: float, mu: float, c: int, q: float) -> float:
+    """q-quantile of the M/M/c waiting time (0 when q <= 1 - P(wait))."""
+    pw = erlang_c(lam, mu, c)
+    if q <= 1 - pw:
+        return 0.0
+    return math.log(pw / (1 - q)) / (c * mu - lam)
+
+
+def pk_wait(lam: float, es: float, es2: float) -> float:
+    """Pollaczek-Khinchine mean wait of M/G/1: lam E[S^2] / (2 (1 - rho)), rho = lam E[S]."""
+    rho = lam * es
+    if rho >= 1 or lam <= 0:
+        raise ValueError(f"rho={rho:.4f}: need 0 < rho < 1")
+    return lam * es2 / (2.0 * (1.0 - rho))
+
+
+def md1_wait(lam: float, s: float) -> float:
+    """M/D/1 mean wait (P-K with E[S^2] = s^2)."""
+    return pk_wait(lam, s, s * s)
+
+
+def mm1_wait(lam: float, mean_s: float) -> float:
+    """M/M/1 mean wait (P-K with E[S^2] = 2 s^2)."""
+    return pk_wait(lam, mean_s, 2 * mean_s * mean_s)
+
+
+def supermarket_tail(rho: float, d: int, i: int) -> float:
+    """Fraction of queues holding at least ``i`` requests under power-of-d (n -> inf)."""
+    if d == 1:
+        return rho**i
+    return rho ** ((d**i - 1) / (d - 1))
+
+
+def supermarket_sojourn(rho: float, d: int, mu: float = 1.0, tol: float = 1e-15) -> float:
+    """Mean time in system under power-of-d in the n -> infinity limit.
+
+    Mean requests per queue is sum_{i>=1} s_i; by Little's law per queue
+    (arrival rate rho * mu) the sojourn is that sum / (rho * mu).
+    """
+    if not 0 < rho < 1 or d < 1:
+        raise ValueError(f"need 0 < rho < 1 and d >= 1; got rho={rho}, d={d}")
+    total, i = 0.0, 1
+    while True:
+        s = supermarket_tail(rho, d, i)
+        total += s
+        if s < tol or i > 10_000:
+            break
+        i += 1
+    return total / (rho * mu)
+
+
+def supermarket_wait(rho: float, d: int, mu: float = 1.0) -> float:
+    """Mean time in queue under power-of-d (sojourn minus the mean service 1/mu)."""
+    return supermarket_sojourn(rho, d, mu) - 1.0 / mu
+
+
+def random_dispatch_sojourn(rho: float, mu: float = 1.0) -> float:
+    """Mean sojourn with uniformly random dispatch to M/M/1 queues: 1 / (mu (1 - rho))."""
+    if not 0 < rho < 1:
+        raise ValueError(f"need 0 < rho < 1; got rho={rho}")
+    return 1.0 / (mu * (1.0 - rho))
