@@ -29,7 +29,7 @@ def is_gpu_compatible(gpu_state: Mapping[str, Any], model_requirements: Mapping[
         model_cc = tuple(map(int, model_requirements["min_compute_capability"].split(".")))
         if gpu_cc < model_cc:
             return False
-    if model_requirements.get("min_memory_mb"):
+    if model_requirements.get("min_memory_mb"):  # noqa: SIM102 - kept as the seed wrote it
         if gpu_state["memory_total"] < model_requirements["min_memory_mb"]:
             return False
     return True

@@ -34,7 +34,8 @@ def normalise_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
         return dict(SEED_WEIGHTS)
     unknown = set(weights) - set(SEED_WEIGHTS)
     if unknown:
-        raise InvalidValue("weights", sorted(unknown), f"unknown weight; known: {list(SEED_WEIGHTS)}")
+        known = list(SEED_WEIGHTS)
+        raise InvalidValue("weights", sorted(unknown), f"unknown weight; known: {known}")
     out = {k: float(weights.get(k, 0.0)) for k in SEED_WEIGHTS}
     for k, v in out.items():
         if not np.isfinite(v) or v < 0:
