@@ -67,6 +67,8 @@ class FleetView:
         self.work_left_s = f(n)  # expected seconds of work placed and not finished
         self.weight = np.ones(n)  # slow-start weight after an ejection, (0, 1]
         self.down = f(n, dtype=bool)  # crashed, ejected, maintenance, restarting
+        self._up = np.ones(n, dtype=bool)
+        self.version = 0  # bumped when health, speed or weight change (for strategy caches)
         for i, g in enumerate(states):
             self.observe(i, g)
 
@@ -83,6 +85,18 @@ class FleetView:
         self.compute_capability[i] = g.compute_capability[0] * 100 + g.compute_capability[1]
         self.capability_bits[i] = _capability_bits(g.capabilities)
         self.status_ok[i] = g.status == GpuStatus.ACTIVE
+        self._up[i] = self.status_ok[i] and not self.down[i]
+        self.version += 1
+
+    def set_weight(self, i: int, weight: float) -> None:
+        """Slow-start weight of GPU ``i`` in (0, 1]."""
+        self.weight[i] = weight
+        self.version += 1
+
+    def set_down(self, i: int, down: bool) -> None:
+        """The router takes GPU ``i`` out of service (True) or back (False)."""
+        self.down[i] = down
+        self._up[i] = self.status_ok[i] and not down
 
     # -- derived views used by strategies ---------------------------------------------
 
@@ -96,8 +110,9 @@ class FleetView:
         return np.maximum(self.utilization, occupancy)
 
     def available(self) -> np.ndarray:
-        """GPUs that may take new work: sampled active and not taken down by the router."""
-        return self.status_ok & ~self.down
+        """GPUs that may take new work: sampled active and not taken down by the router.
+        The array is shared; callers must not modify it."""
+        return self._up
 
     def compatible(self, min_cc: int, memory_mb: float, request_type: str) -> np.ndarray:
         """GPUs that could ever serve a request: compute capability, total memory, type."""

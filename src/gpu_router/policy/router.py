@@ -119,6 +119,15 @@ class Router:
         self.counts[Q] += 1
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, next(self._seq), request.request_id))
+        if not self.early and not len(self.queue):
+            # fast path: nothing waits, so this request is the head of the queue
+            slot_free = self.fleet.available() & (self.fleet.running < self.fleet.slots)
+            cands = np.flatnonzero(self._feasible(rec, slot_free))
+            if len(cands):
+                i = self.strategy.choose(Choice(request, rec.duration_s, self.fleet, cands,
+                                                self.rng, now))
+                self._place(rec, i, now)
+                return Placement(self.gpu_id(i)), [self._start_on(rec, i, now)]
         self.queue.push(request.request_id, request.user_id, request.priority, now)
         actions = self._dispatch(now)
         if rec.state is P:
@@ -356,7 +365,7 @@ class Router:
         actions = self._take_out(i, now, "restart", requeue_running=True, error="gpu restart")
         self.out_reasons[i].clear()
         self._ejected.discard(i)
-        self.fleet.down[i] = False
+        self.fleet.set_down(i, False)
         return actions + self._dispatch(now)
 
     def is_out(self, gpu_id: str) -> set[str]:
@@ -429,7 +438,7 @@ class Router:
     def _take_out(self, i: int, now: float, reason: str, *, requeue_running: bool,
                   error: str = "") -> list[Action]:
         self.out_reasons[i].add(reason)
-        self.fleet.down[i] = True
+        self.fleet.set_down(i, True)
         actions: list[Action] = []
         if requeue_running:
             for rid in sorted(self.on_gpu[i]):
@@ -451,10 +460,11 @@ class Router:
 
     def _bring_back(self, i: int, reason: str) -> None:
         self.out_reasons[i].discard(reason)
-        self.fleet.down[i] = bool(self.out_reasons[i])
+        self.fleet.set_down(i, bool(self.out_reasons[i]))
 
     def _refresh_weights(self, now: float) -> None:
         for i in sorted(self._ramping):
-            self.fleet.weight[i] = w = self.outlier.weight(self.gpu_id(i), now)
+            w = self.outlier.weight(self.gpu_id(i), now)
+            self.fleet.set_weight(i, max(w, 1e-3))
             if w >= 1.0:
                 self._ramping.discard(i)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidValue
+from ..fleet import FleetView
 from .base import Choice, argmin_first
 
 
@@ -31,17 +32,28 @@ class EarliestCompletion:
                 raise InvalidValue(key, value, "must be within [0, 1]")
         self.min_health = float(min_health)
         self.health_penalty = float(health_penalty)
+        self._cache_key: tuple[int, int] | None = None
+
+    def _refresh(self, f: FleetView) -> None:
+        """Per-GPU constants, recomputed only when health, speed or weight change."""
+        factor = (1.0 - self.health_penalty) + self.health_penalty * f.health
+        self._penalty = 1.0 / (np.maximum(factor, 1e-6) * f.weight)
+        self._inv_speed = 1.0 / f.speed
+        self._inv_slots = 1.0 / f.slots
+        self._unhealthy = f.health < self.min_health
+        self._cache_key = (id(f), f.version)
 
     def expected_finish_s(self, choice: Choice) -> np.ndarray:
         """Penalised expected finish time (s from now) of every candidate."""
         f, c = choice.fleet, choice.candidates
-        finish = f.work_left_s[c] / f.slots[c] + choice.duration_s / f.speed[c]
-        factor = (1.0 - self.health_penalty) + self.health_penalty * f.health[c]
-        return finish / (np.maximum(factor, 1e-6) * f.weight[c])
+        if self._cache_key != (id(f), f.version):
+            self._refresh(f)
+        finish = f.work_left_s[c] * self._inv_slots[c] + choice.duration_s * self._inv_speed[c]
+        return finish * self._penalty[c]
 
     def choose(self, choice: Choice) -> int:
         finish = self.expected_finish_s(choice)
-        healthy = choice.fleet.health[choice.candidates] >= self.min_health
-        if healthy.any() and not healthy.all():
-            finish = np.where(healthy, finish, np.inf)
+        unhealthy = self._unhealthy[choice.candidates]
+        if unhealthy.any() and not unhealthy.all():
+            finish[unhealthy] = np.inf
         return argmin_first(finish, choice.candidates)
