@@ -44,7 +44,8 @@ def make_fleet(n: int) -> list[GpuState]:
         mem, cc, speed = GPU_MODELS[model]
         for _ in range(count):
             fleet.append(GpuState(gpu_id=f"gpu-{len(fleet)}", name=model, memory_total_mb=mem,
-                                  compute_capability=cc, speed=speed, performance_index=min(1, speed)))
+                                  compute_capability=cc, speed=speed,
+                                  performance_index=min(1, speed)))
     return fleet
 
 
@@ -57,8 +58,9 @@ def measure(strategy: str, n: int, decisions: int, seed: int = 0) -> dict[str, f
     running: list[str] = []
 
     def request(k: int) -> Request:
+        memory = float(rng.integers(1, 12)) * 1024
         return Request(f"r{k}", users[k % 50], f"model-{k % 7}", int(rng.integers(1, 6)),
-                       "inference", ResourceRequirements(memory_mb=float(rng.integers(1, 12)) * 1024,
+                       "inference", ResourceRequirements(memory_mb=memory,
                                                          expected_duration_ms=2000.0))
 
     k = 0
