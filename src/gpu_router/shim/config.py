@@ -60,6 +60,8 @@ class GpuMonitoringSection(_Section):
     max_temperature: float = Field(85.0, gt=0, le=150)
     virtual_gpus: int = Field(4, ge=1, le=10_000)
     worker_urls: dict[str, str] = Field(default_factory=dict)  # gpu_id -> worker base URL
+    worker_base_port: int | None = Field(None, ge=1, le=65535)  # NVML: GPU i at base + i
+    worker_host: str = "127.0.0.1"
 
 
 class LoadBalancerSection(_Section):
@@ -85,17 +87,35 @@ class LoadBalancerSection(_Section):
 
 
 class RequestRouterSection(_Section):
+    """Calls to workers: ``max_retries`` more tries of a failed call (connection refused,
+    timeout, 5xx) ``retry_delay`` s apart before the worker is declared down;
+    ``request_timeout`` s per call."""
+
     max_retries: int = Field(3, ge=0, le=100)
     retry_delay: float = Field(1.0, ge=0, le=3600)
-    request_timeout: float = Field(30.0, gt=0, le=3600)  # seconds per HTTP call to a worker
+    request_timeout: float = Field(30.0, gt=0, le=3600)
 
 
 class ErrorHandlerSection(_Section):
+    """Failover: a request whose worker fails is re-queued up to ``max_retries`` times with
+    backoff ``retry_delay * 2**(n-1)``; ``consecutive_failures`` failures on one GPU eject
+    it for ``base_ejection_s`` growing up to ``gpu_cooldown_period``; a GPU taken out by a
+    hard signal (Xid, ECC, crash) stays out at least ``gpu_cooldown_period``; a sampled
+    error rate above ``error_threshold`` takes a GPU out."""
+
     max_retries: int = Field(3, ge=0, le=100)
     retry_delay: float = Field(1.0, ge=0, le=3600)
     error_threshold: float = Field(0.1, ge=0, le=1)
-    gpu_cooldown_period: float = Field(300.0, ge=0, le=86400)
-    consecutive_failures: int = Field(3, ge=1, le=1000)
+    gpu_cooldown_period: float = Field(300.0, gt=0, le=86400)
+    consecutive_failures: int = Field(5, ge=1, le=1000)
+    base_ejection_s: float = Field(30.0, gt=0, le=86400)
+    max_ejected_share: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _cooldown(self) -> ErrorHandlerSection:
+        if self.gpu_cooldown_period < self.base_ejection_s:
+            raise ValueError("gpu_cooldown_period must be >= base_ejection_s")
+        return self
 
 
 class UserQuotaSection(_Section):
@@ -170,8 +190,8 @@ class JournalSection(_Section):
 
 
 class DispatchSection(_Section):
-    poll_interval: float = Field(0.05, gt=0, le=60)  # seconds between job polls
-    max_attempts: int = Field(3, ge=1, le=100)  # worker calls per placement before failing it
+    poll_interval: float = Field(0.05, gt=0, le=60)  # first poll; grows to 10% of run time
+    max_poll_interval: float = Field(1.0, gt=0, le=600)
     health_probe_interval: float = Field(1.0, gt=0, le=3600)
     callback_retries: int = Field(5, ge=0, le=100)
     callback_backoff: float = Field(0.5, ge=0, le=3600)
@@ -287,3 +307,56 @@ def load_config(
     elif explicit:
         raise ConfigError("CONFIG_PATH" if path is None else str(file), "file not found")
     return config_from_mapping(raw, env)
+
+
+def router_config(cfg: ServiceConfig) -> Any:
+    """The policy ``RouterConfig`` this service config describes."""
+    from gpu_router.policy.config import RetryConfig, RouterConfig
+    from gpu_router.policy.errors import InvalidValue
+    from gpu_router.policy.outlier import OutlierConfig
+    from gpu_router.policy.queue import DEFAULT_ADMISSION_SHARE, DEFAULT_MAX_WAIT_S, QueueConfig
+    from gpu_router.policy.quota import QuotaLimits
+    from gpu_router.policy.strategies import DEFAULT_STRATEGY
+
+    lb, q, uq, eh = cfg.load_balancer, cfg.queue, cfg.user_quota_manager, cfg.error_handler
+    strategy = lb.strategy or DEFAULT_STRATEGY
+    options: dict[str, Any] = {}
+    if strategy.startswith("hybrid") and lb.weights is not None:
+        options["weights"] = dict(lb.weights)
+    if strategy == "power-of-d":
+        options["d"] = lb.d
+    try:
+        return RouterConfig(
+            strategy=strategy,
+            strategy_options=options,
+            binding=q.binding,
+            queue=QueueConfig(
+                max_size=q.max_length,
+                max_wait_s={**DEFAULT_MAX_WAIT_S, **q.max_wait_s},
+                admission_share={**DEFAULT_ADMISSION_SHARE, **q.admission_share},
+                fair_share=q.fair_share,
+            ),
+            quotas=QuotaLimits(
+                requests_per_minute=uq.requests_per_minute,
+                requests_per_day=uq.requests_per_day,
+                concurrent_requests=uq.default_request_limit,
+                priority_requests=uq.default_priority_limit,
+                gpu_minutes=(
+                    uq.gpu_minutes if uq.gpu_minutes is not None else uq.default_gpu_limit * 1440.0
+                ),
+                gpu_minutes_period_s=uq.gpu_minutes_period_s,
+            ),
+            retry=RetryConfig(max_retries=eh.max_retries, backoff_base_s=eh.retry_delay),
+            outlier=OutlierConfig(
+                consecutive_failures=eh.consecutive_failures,
+                base_ejection_s=eh.base_ejection_s,
+                max_ejection_s=eh.gpu_cooldown_period,
+                max_ejected_share=eh.max_ejected_share,
+            ),
+            default_timeout_s=None if q.default_timeout_ms is None else q.default_timeout_ms / 1e3,
+        )
+    except InvalidValue as exc:
+        key = {"strategy": "load_balancer.strategy", "strategy_options": "load_balancer.weights"}
+        raise ConfigError(
+            key.get(exc.field, exc.field), f"{exc.reason} (got {exc.value!r})"
+        ) from None

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
 CREATE INDEX IF NOT EXISTS requests_user ON requests(user_id, submitted_at);
+CREATE INDEX IF NOT EXISTS requests_submitted ON requests(submitted_at);
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -185,3 +190,20 @@ class Journal:
         return dict(
             self._db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
         )
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Persist an admin setting (None deletes it)."""
+        try:
+            if value is None:
+                self._db.execute("DELETE FROM settings WHERE key = ?", (key,))
+            else:
+                self._db.execute(
+                    "INSERT INTO settings (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, json.dumps(value)),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal setting {key!r} failed: {exc}") from exc
+
+    def settings(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM settings")}

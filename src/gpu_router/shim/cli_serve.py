@@ -1,0 +1,118 @@
+"""`gpu-router serve [--config FILE] [--virtual-gpus N] [--host H] [--port P]`.
+
+Reads the config (file, then environment overrides, then these flags), refuses to start
+on an invalid one naming the key and the reason, builds the GPU source the config names
+(``gpu_monitoring.source``: virtual, nvml or monitoring; ``--virtual-gpus`` forces a
+virtual fleet of N GPUs) and serves the API with uvicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from .config import ConfigError, ServiceConfig, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="config.yaml (default: $CONFIG_PATH, else ./config.yaml if present)",
+    )
+    parser.add_argument(
+        "--virtual-gpus",
+        type=int,
+        metavar="N",
+        help="serve over N virtual GPUs whatever the config says",
+    )
+    parser.add_argument("--host", help="bind address (overrides api.host and API_HOST)")
+    parser.add_argument("--port", type=int, help="port (overrides api.port and API_PORT)")
+    parser.add_argument("--journal", metavar="PATH", help="journal file (overrides journal.path)")
+
+
+def build_source(cfg: ServiceConfig, virtual_gpus: int | None = None) -> Any:
+    """The GPU source the config asks for."""
+    gm = cfg.gpu_monitoring
+    if virtual_gpus is not None or gm.source == "virtual":
+        from .gpu_sources.virtual import VirtualFleet
+
+        return VirtualFleet(virtual_gpus or gm.virtual_gpus, period_s=min(gm.update_interval, 0.5))
+    if gm.source == "nvml":
+        from .gpu_sources.nvml import NvmlSource
+
+        return NvmlSource(
+            period_s=gm.update_interval,
+            worker_urls=gm.worker_urls,
+            worker_base_port=gm.worker_base_port,
+            worker_host=gm.worker_host,
+        )
+    from .gpu_sources.monitoring import MonitoringSource
+
+    return MonitoringSource(
+        gm.url,
+        period_s=gm.update_interval,
+        health_period_s=gm.health_check_interval,
+        worker_urls=gm.worker_urls,
+    )
+
+
+def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> ServiceConfig:
+    cfg = load_config(args.config, env=os.environ if env is None else env)
+    api: dict[str, Any] = {}
+    if args.host is not None:
+        api["host"] = args.host
+    if args.port is not None:
+        api["port"] = args.port
+    changes: dict[str, Any] = {}
+    if api:
+        changes["api"] = cfg.api.model_copy(update=api)
+    if args.journal is not None:
+        changes["journal"] = cfg.journal.model_copy(update={"path": args.journal})
+    cfg = cfg.model_copy(update=changes) if changes else cfg
+    if args.virtual_gpus is not None and not 1 <= args.virtual_gpus <= 10_000:
+        raise ConfigError(
+            "--virtual-gpus", f"must be between 1 and 10000 (got {args.virtual_gpus})"
+        )
+    if not 0 <= cfg.api.port <= 65535:
+        raise ConfigError("--port", f"must be between 0 and 65535 (got {cfg.api.port})")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = resolve(args)
+        from .config import router_config
+
+        router_config(cfg)  # strategy names and weights are checked before binding a port
+    except ConfigError as exc:
+        print(f"gpu-router serve: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from .app import create_app
+    from .logs import setup_logging
+
+    logger = setup_logging(
+        cfg.logging.level, json_format=cfg.logging.json_format, url=cfg.logging.url
+    )
+    try:
+        source = build_source(cfg, args.virtual_gpus)
+    except Exception as exc:  # NVML missing, bad worker URLs, ...
+        print(
+            f"gpu-router serve: gpu_monitoring.source={cfg.gpu_monitoring.source}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    app = create_app(cfg, gpu_source=source, logger=logger, close_source=True)
+    uvicorn.run(
+        app,
+        host=cfg.api.host,
+        port=cfg.api.port,
+        log_level="warning",
+        access_log=cfg.api.debug,
+        lifespan="on",
+    )
+    return 0
