@@ -151,15 +151,20 @@ class CentralQueue:
         """Request ids in dispatch order at time ``now`` (lazily; at most ``limit``)."""
         n = 0
         cap = len(self._entries) if limit is None else limit
-        for _deadline, _p, _seq, rid in heapq.merge(*(self._overdue(p, now) for p in PRIORITIES)):
-            if n >= cap:
-                return
-            n += 1
-            yield rid
+        waits = self.config.max_wait_s
+        aged = [p for p in PRIORITIES
+                if self._by_age[p] and now - self._by_age[p][0].enqueued_at >= waits[p]]
+        if aged:
+            for _deadline, _p, _seq, rid in heapq.merge(*(self._overdue(p, now) for p in aged)):
+                if n >= cap:
+                    return
+                n += 1
+                yield rid
         for p in reversed(PRIORITIES):
-            wait = self.config.max_wait_s[p]
+            wait = waits[p]
+            check = p in aged
             for e in self._by_fair[p]:
-                if now - e.enqueued_at >= wait:
+                if check and now - e.enqueued_at >= wait:
                     continue  # already given as overdue
                 if n >= cap:
                     return
