@@ -10,8 +10,9 @@ with ``out of memory``. Samples look like NVML: utilization is the busy share of
 window ending ``util_lag_s`` ago (NVML lags load by 250-300 ms), power and temperature
 follow load through first-order lags up to the power cap.
 
-The model comes from ``gpu_router.sim.service_model`` when it offers
-``throughput(k)`` and ``context_mb``; otherwise from ``CalibratedModel`` below.
+The model is ``CalibratedModel`` (the simulator's calibration constants, without
+importing SimPy) unless a ``sim.service_model.ServiceModel`` or another model is passed.
+No job takes less than the launch-bound floor (3.36 ms on the reference GPU).
 
 A job's payload may hold ``{"simulate": {"duration_ms": D, "fail": "message"}}`` to
 override its modelled duration or make it fail at its end (for tests).
@@ -45,14 +46,17 @@ from .base import (
     positive_period,
 )
 
-#: total throughput of k co-located jobs relative to one (304 -> 344 -> 353 it/s)
-_SHARING = ((1, 1.0), (2, 344 / 304), (4, 353 / 304))
+#: total throughput of k co-located jobs relative to one (304 -> 344 -> 353 it/s); the
+#: same numbers as ``sim.service_model.Calibration`` (a test keeps the two equal)
+_SHARING = ((1, 1.0), (2, 1.13287), (4, 1.16250))
 
 
 class CalibratedModel:
-    """Service model from the H100 measurements: sharing gain and per-job CUDA context."""
+    """Service model from the H100 measurements: sharing gain, per-job CUDA context (MB)
+    and the launch-bound floor (s) below which no job runs."""
 
-    context_mb = 1024.0  # each process adds 0.7-1.4 GB beyond its tensors
+    context_mb = 794.96  # NVML used minus allocated, per co-located process
+    floor_s = 0.0033565  # median forward pass of the small transformer runs
 
     def throughput(self, k: int) -> float:
         if k <= 1:
@@ -63,22 +67,29 @@ class CalibratedModel:
         return _SHARING[-1][1]
 
 
-def default_model() -> Any:
-    """The simulator's service model if it offers what we need, else ``CalibratedModel``."""
-    try:
-        from gpu_router.sim import service_model as sm  # noqa: PLC0415 - optional
-    except Exception:  # noqa: BLE001 - the simulator may be absent or not yet importable
+class _SimModel:
+    """``sim.service_model.ServiceModel`` seen through the interface above."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.context_mb = float(model.cal.context_overhead_mb)
+        self.floor_s = float(model.cal.floor_s)
+
+    def throughput(self, k: int) -> float:
+        return 1.0 if k <= 1 else float(self._model.gain(k))
+
+
+def adapt_model(model: Any) -> Any:
+    """A model offering ``throughput(k)``, ``context_mb`` and ``floor_s``: ours as it is,
+    the simulator's ``ServiceModel`` (``gain``, ``cal``) through an adapter. ``None``:
+    ``CalibratedModel``, which keeps ``gpu-router serve`` from importing SimPy."""
+    if model is None:
         return CalibratedModel()
-    for name in ("ServiceModel", "default_model", "calibrated"):
-        factory = getattr(sm, name, None)
-        if callable(factory):
-            try:
-                model = factory()
-            except Exception:  # noqa: BLE001 - needs arguments we do not have
-                continue
-            if callable(getattr(model, "throughput", None)) and hasattr(model, "context_mb"):
-                return model
-    return CalibratedModel()
+    if callable(getattr(model, "throughput", None)) and hasattr(model, "context_mb"):
+        return model
+    if callable(getattr(model, "gain", None)) and hasattr(model, "cal"):
+        return _SimModel(model)
+    raise InvalidValue("model", model, "needs throughput(k) and context_mb, or gain(n) and cal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +199,7 @@ class VirtualFleet:
         if not (isinstance(time_scale, int | float) and time_scale > 0):
             raise InvalidValue("time_scale", time_scale, "must be a number > 0")
         self.period_s = positive_period("period_s", period_s)
-        self.model = model if model is not None else default_model()
+        self.model = adapt_model(model)
         self.util_lag_s = util_lag_s
         self.power_tau_s = power_tau_s
         self.temp_tau_s = temp_tau_s
@@ -289,7 +300,7 @@ class VirtualFleet:
         job = _Job(
             f"v{next(self._ids)}-{gpu_id}",
             request_id,
-            duration_ms / 1000.0,
+            max(duration_ms / 1000.0, getattr(self.model, "floor_s", 0.0)),
             float(memory_mb),
             now,
             fail=sim.get("fail"),
