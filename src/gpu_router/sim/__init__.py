@@ -9,6 +9,11 @@ from .api import SimResult, load_scenario, parse_strategy, run_scenario
 from .scenario import Scenario, ScenarioError, parse_scenario
 
 __all__ = [
-    "Scenario", "ScenarioError", "SimResult", "load_scenario", "parse_scenario",
-    "parse_strategy", "run_scenario",
+    "Scenario",
+    "ScenarioError",
+    "SimResult",
+    "load_scenario",
+    "parse_scenario",
+    "parse_strategy",
+    "run_scenario",
 ]

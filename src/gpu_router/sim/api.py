@@ -104,7 +104,10 @@ def _default_router(gpus: list, cfg: Mapping[str, Any], rng: np.random.Generator
 
 
 def build_workload(
-    scenario: Scenario, fleet_capacity: float, mean_speed: float, service: ServiceModel,
+    scenario: Scenario,
+    fleet_capacity: float,
+    mean_speed: float,
+    service: ServiceModel,
     rng: np.random.Generator,
 ) -> Workload:
     spec = scenario.workload
@@ -147,8 +150,13 @@ def run_scenario(
 
 
 def _result(
-    scenario: Scenario, strategy: str, seed: int, wl: Workload, engine: Engine,
-    mean_speed: float, wall0: float,
+    scenario: Scenario,
+    strategy: str,
+    seed: int,
+    wl: Workload,
+    engine: Engine,
+    mean_speed: float,
+    wall0: float,
 ) -> SimResult:
     gpu_ids = [g.gid for g in engine.gpus]
     requests, served = engine.log.frame(wl, gpu_ids)
@@ -172,9 +180,14 @@ def _result(
     mu = mean_speed / wl.mean_work if wl.mean_work > 0 else math.nan
     erlang = mmc_wait_or_nan(wl.rate_rps, mu, len(gpu_ids)) if len(wl) else math.nan
     summary = m.summarize(
-        requests, demand_s=wl.work, served_s=served, window=(start, end),
-        utilization=utilization, overhead_ns=np.array(engine.overhead_ns, dtype=np.int64),
-        wait_target=dict(scenario.sla.wait_target_s), erlang_c_wait_s=erlang,
+        requests,
+        demand_s=wl.work,
+        served_s=served,
+        window=(start, end),
+        utilization=utilization,
+        overhead_ns=np.array(engine.overhead_ns, dtype=np.int64),
+        wait_target=dict(scenario.sla.wait_target_s),
+        erlang_c_wait_s=erlang,
     )
     timeline = pd.DataFrame(engine.timeline, columns=list(m.TIMELINE_COLUMNS))
     info = {

@@ -128,7 +128,8 @@ class Engine:
         res = self._res_cache.get(key)
         if res is None:
             res = ResourceRequirements(
-                memory_mb=key[0], expected_duration_ms=key[1],
+                memory_mb=key[0],
+                expected_duration_ms=key[1],
                 min_compute_capability=wl.model_min_cc[mi],
             )
             if len(self._res_cache) < 100_000:
@@ -136,9 +137,14 @@ class Engine:
         rid = f"r{i:0{self.width}d}"
         self.rid_index[rid] = i
         return Request(
-            request_id=rid, user_id=wl.user_names[wl.user[i]], model_id=wl.model_ids[mi],
-            priority=int(wl.priority[i]), type=wl.type_names[wl.type_idx[i]], resources=res,
-            timeout_s=wl.timeout_s, submitted_at=now,
+            request_id=rid,
+            user_id=wl.user_names[wl.user[i]],
+            model_id=wl.model_ids[mi],
+            priority=int(wl.priority[i]),
+            type=wl.type_names[wl.type_idx[i]],
+            resources=res,
+            timeout_s=wl.timeout_s,
+            submitted_at=now,
         )
 
     def _arrive(self, event: simpy.events.Event) -> None:
@@ -185,9 +191,8 @@ class Engine:
         log.attempt[i] += 1
         self.router.start(a.request_id, now)
         if not g.up:  # crashed, not yet detected: the dispatch fails at once
-            self.env.timeout(0.0, value=(i, g.index, log.attempt[i], "gpu_unreachable")).callbacks.append(
-                self._job_fails
-            )
+            value = (i, g.index, log.attempt[i], "gpu_unreachable")
+            self.env.timeout(0.0, value=value).callbacks.append(self._job_fails)
             return
         g.add(i, self._work[i] + self.sc.service_model.startup_s, self._mem_true[i], now)
         self._reschedule(g)

@@ -76,7 +76,8 @@ def schedule(
                 durations = list(rng.exponential(spec.duration_s, count))
             for t, d in zip(times, durations, strict=True):
                 events.append(
-                    FaultEvent(float(t), g, spec.kind, float(d), spec.factor, spec.fail_prob,
-                               spec.detect_s)
+                    FaultEvent(
+                        float(t), g, spec.kind, float(d), spec.factor, spec.fail_prob, spec.detect_s
+                    )
                 )
     return sorted(events)

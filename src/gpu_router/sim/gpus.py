@@ -23,9 +23,25 @@ class SimGpu:
     """Mutable true state of one GPU (the router never sees this object)."""
 
     __slots__ = (
-        "index", "spec", "gid", "speed", "jobs", "mem", "last", "rate", "version", "factor",
-        "hung", "up", "busy_acc", "busy_since", "mem_used", "completed", "failures",
-        "storm_p", "model",
+        "index",
+        "spec",
+        "gid",
+        "speed",
+        "jobs",
+        "mem",
+        "last",
+        "rate",
+        "version",
+        "factor",
+        "hung",
+        "up",
+        "busy_acc",
+        "busy_since",
+        "mem_used",
+        "completed",
+        "failures",
+        "storm_p",
+        "model",
     )
 
     def __init__(self, index: int, spec: GpuSpec, model: ServiceModel) -> None:

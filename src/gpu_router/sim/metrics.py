@@ -44,13 +44,32 @@ LATENCY_S = "latency_s"
 SERVICE_S = "service_s"
 REROUTED = "rerouted"
 REQUEST_COLUMNS = (
-    REQUEST_ID, USER_ID, PRIORITY, TYPE, MODEL_ID, SUBMIT_S, ADMIT_S, DISPATCH_S, START_S,
-    FINISH_S, GPU_ID, OUTCOME, RETRIES, WAIT_S, LATENCY_S, SERVICE_S, REROUTED,
+    REQUEST_ID,
+    USER_ID,
+    PRIORITY,
+    TYPE,
+    MODEL_ID,
+    SUBMIT_S,
+    ADMIT_S,
+    DISPATCH_S,
+    START_S,
+    FINISH_S,
+    GPU_ID,
+    OUTCOME,
+    RETRIES,
+    WAIT_S,
+    LATENCY_S,
+    SERVICE_S,
+    REROUTED,
 )
 
 # outcomes, index = code stored in the engine's arrays
 COMPLETED, FAILED, REJECTED, CANCELLED, LOST = (
-    "completed", "failed", "rejected", "cancelled", "lost",
+    "completed",
+    "failed",
+    "rejected",
+    "cancelled",
+    "lost",
 )
 OUTCOMES = (COMPLETED, FAILED, REJECTED, CANCELLED, LOST)
 OUTCOME_CODE = {name: i for i, name in enumerate(OUTCOMES)}
@@ -86,10 +105,33 @@ OVERHEAD_US_P99 = "overhead_us_p99"
 HORIZON_S = "horizon_s"
 ERLANG_C_WAIT_S = "erlang_c_wait_s"
 SUMMARY_COLUMNS = (
-    PRIORITY, N_SUBMITTED, N_COMPLETED, N_REJECTED, N_FAILED, N_CANCELLED, N_LOST, N_REROUTED,
-    WAIT_MEAN_S, WAIT_P50_S, WAIT_P95_S, WAIT_P99_S, P_WAIT, LATENCY_MEAN_S, LATENCY_P50_S,
-    LATENCY_P95_S, LATENCY_P99_S, REROUTE_ADDED_S, SLA_ATTAINMENT, UTILIZATION, GOODPUT_S,
-    JAIN_FAIRNESS, THROUGHPUT_RPS, OVERHEAD_US_MEAN, OVERHEAD_US_P99, HORIZON_S, ERLANG_C_WAIT_S,
+    PRIORITY,
+    N_SUBMITTED,
+    N_COMPLETED,
+    N_REJECTED,
+    N_FAILED,
+    N_CANCELLED,
+    N_LOST,
+    N_REROUTED,
+    WAIT_MEAN_S,
+    WAIT_P50_S,
+    WAIT_P95_S,
+    WAIT_P99_S,
+    P_WAIT,
+    LATENCY_MEAN_S,
+    LATENCY_P50_S,
+    LATENCY_P95_S,
+    LATENCY_P99_S,
+    REROUTE_ADDED_S,
+    SLA_ATTAINMENT,
+    UTILIZATION,
+    GOODPUT_S,
+    JAIN_FAIRNESS,
+    THROUGHPUT_RPS,
+    OVERHEAD_US_MEAN,
+    OVERHEAD_US_P99,
+    HORIZON_S,
+    ERLANG_C_WAIT_S,
 )
 #: columns that depend on the real CPU clock; everything else is reproducible per seed
 NONDETERMINISTIC_COLUMNS = (OVERHEAD_US_MEAN, OVERHEAD_US_P99)

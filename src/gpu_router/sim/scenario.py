@@ -195,9 +195,9 @@ class Scenario(_Strict):
     def _check(self) -> Scenario:
         if self.warmup_s >= self.horizon_s:
             raise ValueError(f"warmup_s={self.warmup_s!r} must be < horizon_s={self.horizon_s!r}")
-        if self.workload.load is None and self.workload.rate_rps is None:
-            if self.workload.trace is None:
-                raise ValueError("workload: set load or rate_rps")
+        wl = self.workload
+        if wl.load is None and wl.rate_rps is None and wl.trace is None:
+            raise ValueError("workload: set load or rate_rps")
         return self
 
 
@@ -214,7 +214,8 @@ def set_dotted(data: dict[str, Any], key: str, value: object) -> None:
             nxt = {}
             node[part] = nxt
         elif not isinstance(nxt, dict | list):
-            raise ScenarioError(f"{'.'.join(parts[: i + 1])}={nxt!r}: not a mapping, cannot set {key}")
+            where = ".".join(parts[: i + 1])
+            raise ScenarioError(f"{where}={nxt!r}: not a mapping, cannot set {key}")
         node = nxt
     last = parts[-1]
     if isinstance(node, list):

@@ -109,3 +109,28 @@ def random_dispatch_sojourn(rho: float, mu: float = 1.0) -> float:
     if not 0 < rho < 1:
         raise ValueError(f"need 0 < rho < 1; got rho={rho}")
     return 1.0 / (mu * (1.0 - rho))
+
+
+#: two-sided 99% Student t quantiles (0.995) by degrees of freedom
+T995 = {9: 3.250, 14: 2.977, 19: 2.861, 29: 2.756, 39: 2.708, 49: 2.680}
+
+
+def batch_means_ci(x: object, batches: int = 20) -> tuple[float, float]:
+    """Mean and 99% half-width by the method of batch means.
+
+    The sequence (in arrival order, after warm-up) is cut into ``batches``
+    contiguous batches; their means are close to independent when each batch is
+    much longer than the autocorrelation time of the waits, so a t-interval over
+    them is an honest confidence interval for the steady-state mean.
+    """
+    import numpy as np
+
+    arr = np.asarray(x, dtype=float)
+    if batches - 1 not in T995:
+        raise ValueError(f"batches={batches}: choose one of {sorted(k + 1 for k in T995)}")
+    n = len(arr) // batches * batches
+    if n < batches * 10:
+        raise ValueError(f"{len(arr)} samples are too few for {batches} batches")
+    means = arr[:n].reshape(batches, -1).mean(axis=1)
+    half = T995[batches - 1] * float(means.std(ddof=1)) / math.sqrt(batches)
+    return float(means.mean()), half

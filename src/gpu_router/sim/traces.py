@@ -66,9 +66,12 @@ def azure_llm(
     t = (stamps - stamps.min()).dt.total_seconds().to_numpy()
     keep = _window(t, tr, horizon_s)
     arrival = (t[keep] - tr.start_s) / tr.time_scale
-    work = service.llm_work(
-        df["ContextTokens"].to_numpy()[keep], df["GeneratedTokens"].to_numpy()[keep]
-    ) * tr.duration_scale
+    work = (
+        service.llm_work(
+            df["ContextTokens"].to_numpy()[keep], df["GeneratedTokens"].to_numpy()[keep]
+        )
+        * tr.duration_scale
+    )
     rate = len(keep) / horizon_s
     return mix(rng, spec, arrival, work, rate)
 

@@ -59,7 +59,12 @@ def poisson_times(rng: np.random.Generator, rate: float, start: float, end: floa
 
 
 def mmpp_times(
-    rng: np.random.Generator, rate: float, horizon: float, factor: float, frac: float, burst_s: float
+    rng: np.random.Generator,
+    rate: float,
+    horizon: float,
+    factor: float,
+    frac: float,
+    burst_s: float,
 ) -> np.ndarray:
     base = rate / (1.0 - frac + frac * factor)
     calm_s = burst_s * (1.0 - frac) / frac
@@ -130,7 +135,10 @@ def arrival_rate(spec: WorkloadSpec, capacity: float) -> float:
 
 
 def mix(
-    rng: np.random.Generator, spec: WorkloadSpec, arrival: np.ndarray, work: np.ndarray | None,
+    rng: np.random.Generator,
+    spec: WorkloadSpec,
+    arrival: np.ndarray,
+    work: np.ndarray | None,
     rate: float,
 ) -> Workload:
     """Attach users, priorities, types and models to given arrival times (and base work)."""

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+
+from gpu_router.sim.fleet import shared_dir
+from gpu_router.sim.scenario import ServiceModelSpec
+from gpu_router.sim.service_model import (
+    FIXTURE,
+    Calibration,
+    ServiceModel,
+    fit_calibration,
+    mean_with_floor,
+)
+
+
+def test_frozen_calibration_matches_fixture():
+    fitted = fit_calibration(shared_dir() / FIXTURE)
+    frozen = Calibration()
+    assert fitted.floor_ms == pytest.approx(frozen.floor_ms, rel=1e-4)
+    assert fitted.ms_per_token == pytest.approx(frozen.ms_per_token, rel=1e-4)
+    assert fitted.context_overhead_mb == pytest.approx(frozen.context_overhead_mb, rel=1e-3)
+    assert dict(fitted.sharing_gain)[2] == pytest.approx(1.13287, rel=1e-4)
+    assert fitted.h2d_gb_s == 51.1
+
+
+def test_sharing_gives_each_about_one_kth_and_13_to_16_percent_total():
+    sm = ServiceModel()
+    assert sm.rate(1.0, 1) == 1.0
+    for k in (2, 4):
+        total = k * sm.rate(1.0, k)
+        assert 1.13 <= total <= 1.17
+        assert sm.rate(1.0, k) == pytest.approx(total / k)
+    assert sm.gain(3) == pytest.approx((1.13287 + 1.1625) / 2, rel=1e-4)
+    assert sm.gain(16) == pytest.approx(1.1625)
+    assert sm.rate(0.5, 2, factor=0.5) == pytest.approx(0.25 * 1.13287 / 2, rel=1e-4)
+
+
+def test_floor_memory_and_llm_work():
+    sm = ServiceModel()
+    assert np.allclose(sm.apply_floor(np.array([0.0, 1.0])), [0.0033565, 1.0])
+    assert sm.memory_mb(1000) == pytest.approx(1794.96)
+    work = sm.llm_work(np.array([10, 1000]), np.array([0, 100]))
+    assert work[0] == pytest.approx(0.0033565)  # launch-bound floor
+    assert work[1] == pytest.approx((1000 * sm.prefill_us_per_token / 1e3 + 500) / 1e3)
+    assert sm.load_time_s(51.1e9) == pytest.approx(1.0)
+
+
+def test_overrides():
+    sm = ServiceModel(ServiceModelSpec(sharing_gain={1: 1.0, 2: 1.5}, floor_ms=0))
+    assert sm.rate(1.0, 2) == 0.75 and sm.cal.floor_s == 0
+    assert mean_with_floor(1.0, 0) == 1.0 and mean_with_floor(1.0, 0.1) > 1.0
