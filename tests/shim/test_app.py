@@ -297,7 +297,7 @@ def test_limits_answer_429_with_retry_after_and_incompatible_503():
         quota = {"user_quota_manager": {"default_request_limit": 2}}
         async with running(n_gpus=1, **quota) as (c, app, fleet):
             long = {"simulate": {"duration_ms": 5000}}
-            for i in range(2):
+            for _i in range(2):
                 r = await c.post("/api/v1/route", json=body(payload=long), headers=H_ALICE)
                 assert r.status_code == 200
             r = await c.post("/api/v1/route", json=body(payload=long), headers=H_ALICE)
