@@ -1,0 +1,420 @@
+"""Open-loop load on the routing service over loopback, against a bare Starlette endpoint.
+
+    .venv/bin/python benchmarks/service_load.py [--rates 100,500,1000,2000] [--duration 5]
+        [--virtual-gpus 64] [--job-ms 20] [--out FILE]
+
+Starts ``gpu-router serve --virtual-gpus N`` and a bare Starlette JSON endpoint (same
+uvicorn settings, one process each, so one core each) as subprocesses on 127.0.0.1,
+then for each rate sends POST /api/v1/route at a constant rate for ``--duration``
+seconds (open loop: request i is due at t0 + i/rate whatever the earlier ones did, and
+its latency counts from when it was due, so a slow server cannot hide its queueing).
+After each router phase it polls GET /api/v1/requests/{id} until every acknowledged
+(200) request is terminal; one still not terminal after ``--drain-timeout`` is lost.
+Prints JSON: achieved rate, p50/p99/max latency, errors by HTTP status, acknowledged,
+completed, failed, lost, and the router/bare ratios of rate and latency.
+
+Traffic stays on 127.0.0.1 and is bounded: at most sum(rates) * duration requests per
+target, a cap of ``--max-inflight`` open requests (beyond it a due request is counted as
+``not_sent``), and every phase has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE_KEY = "bench-service-key-0123456789"
+TERMINAL = {"completed", "failed", "cancelled", "rejected"}
+ROUTE = "/api/v1/route"
+
+
+# -- the bare endpoint (run as `service_load.py --bare-server PORT`) -------------------------
+
+
+def bare_server(port: int) -> None:
+    """A Starlette app that parses the JSON body and answers a small JSON envelope."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    count = 0
+
+    async def route(request: Request) -> JSONResponse:
+        nonlocal count
+        body = await request.json()
+        count += 1
+        data = {"request_id": body.get("request_id") or f"bare-{count}", "status": "accepted"}
+        return JSONResponse({"status": "success", "data": data, "error": None, "meta": {}})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "success", "data": {"ready": True}})
+
+    app = Starlette(routes=[Route(ROUTE, route, methods=["POST"]), Route("/health", health)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def router_config(path: Path, journal: Path) -> None:
+    """Limits high enough that only the service's speed limits the run."""
+    import yaml
+
+    big = 1_000_000_000
+    cfg = {
+        "auth": {"keys": [{"key": SERVICE_KEY, "user_id": "orchestrator", "role": "service"}]},
+        "user_quota_manager": {
+            "default_gpu_limit": 1_000_000,
+            "default_request_limit": 1_000_000,
+            "default_priority_limit": 1_000_000,
+            "requests_per_minute": 100_000_000,
+            "requests_per_day": big,
+        },
+        "queue": {"max_length": 10_000_000},
+        "journal": {"path": str(journal)},
+        "logging": {"level": "WARNING"},
+    }
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    return subprocess.Popen(
+        cmd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {limit}s:\n{log.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+class Client:
+    """POST/GET returning (status, parsed JSON or None): aiohttp when installed (about 3x
+    less CPU per request than httpx, and the generator shares this machine's cores with
+    the server), else httpx. Either raises ``ClientFailure`` for a transport error."""
+
+    def __init__(self, base: str, connections: int, timeout: float, kind: str) -> None:
+        self.base, self.kind = base, kind
+        if kind == "aiohttp":
+            import aiohttp
+
+            self._aiohttp = aiohttp
+            self._s = aiohttp.ClientSession(
+                base_url=base,
+                connector=aiohttp.TCPConnector(limit=connections),
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            )
+        else:
+            limits = httpx.Limits(
+                max_connections=connections, max_keepalive_connections=connections
+            )
+            self._h = httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout)
+
+    async def call(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        try:
+            if self.kind == "aiohttp":
+                async with self._s.request(method, path, data=body, headers=headers) as r:
+                    raw = await r.read()
+                    status = r.status
+            else:
+                r = await self._h.request(method, path, content=body, headers=headers)
+                raw, status = r.content, r.status_code
+        except (TimeoutError, httpx.HTTPError, OSError) as exc:
+            raise ClientFailure(type(exc).__name__) from exc
+        except Exception as exc:  # aiohttp.ClientError and kin
+            if self.kind == "aiohttp" and isinstance(exc, self._aiohttp.ClientError):
+                raise ClientFailure(type(exc).__name__) from exc
+            raise
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, None
+
+    async def aclose(self) -> None:
+        if self.kind == "aiohttp":
+            await self._s.close()
+        else:
+            await self._h.aclose()
+
+
+class ClientFailure(Exception):
+    pass
+
+
+def default_client() -> str:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return "httpx"
+    return "aiohttp"
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * len(s)))] * 1000.0, 3)
+
+
+async def drive(
+    base: str, rate: int, duration: float, args: argparse.Namespace, tag: str
+) -> dict[str, Any]:
+    """Send rate * duration POSTs at a constant rate; latency from each one's due time."""
+    n = int(rate * duration)
+    headers = {"authorization": f"Bearer {SERVICE_KEY}", "content-type": "application/json"}
+    lat: list[float] = []
+    codes: dict[str, int] = {}
+    acked: list[str] = []
+    not_sent = 0
+    inflight = 0
+    done_at = 0.0
+    client = Client(base, args.connections, args.timeout, args.client)
+    loop = asyncio.get_running_loop()
+
+    async def one(i: int, due: float) -> None:
+        nonlocal inflight, done_at
+        body = {
+            "request_id": f"{tag}-{i}",
+            "user_id": f"user{i % args.users}",
+            "model_id": "llama-7b",
+            "priority": 1 + i % 5,
+            "type": "inference",
+            "resource_requirements": {"memory": 1000, "expected_duration": args.job_ms},
+        }
+        try:
+            status, data = await client.call("POST", ROUTE, json.dumps(body).encode(), headers)
+            code = str(status)
+            if status == 200:
+                acked.append(data["data"]["request_id"])
+        except ClientFailure as exc:
+            code = str(exc)
+        finally:
+            inflight -= 1
+        now = loop.time()
+        done_at = max(done_at, now)
+        codes[code] = codes.get(code, 0) + 1
+        lat.append(now - due)
+
+    tasks = []
+    t0 = loop.time() + 0.05
+    try:
+        for i in range(n):
+            due = t0 + i / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if inflight >= args.max_inflight:
+                not_sent += 1
+                continue
+            inflight += 1
+            tasks.append(asyncio.create_task(one(i, due)))
+        await asyncio.gather(*tasks)
+    finally:
+        await client.aclose()
+    answered = sum(codes.values())
+    elapsed = max(done_at - t0, 1e-9)
+    return {
+        "target_rate": rate,
+        "sent": n - not_sent,
+        "not_sent": not_sent,
+        "answered": answered,
+        "achieved_rps": round(answered / elapsed, 1),
+        "ok": codes.get("200", 0),
+        "errors": {k: v for k, v in sorted(codes.items()) if k != "200"},
+        "p50_ms": pct(lat, 0.50),
+        "p99_ms": pct(lat, 0.99),
+        "max_ms": pct(lat, 1.0),
+        "acked_ids": acked,
+    }
+
+
+async def check_terminal(base: str, ids: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Poll every acknowledged request until terminal; what is not by the deadline is lost."""
+    headers = {"authorization": f"Bearer {SERVICE_KEY}"}
+    pending = set(ids)
+    states: dict[str, int] = {}
+    deadline = time.monotonic() + args.drain_timeout
+    sem = asyncio.Semaphore(64)
+    client = Client(base, 64, args.timeout, args.client)
+
+    async def one(rid: str) -> None:
+        async with sem:
+            try:
+                status, data = await client.call("GET", f"/api/v1/requests/{rid}", None, headers)
+            except ClientFailure:
+                return
+        if status == 200:
+            state = data["data"]["status"]
+            if state in TERMINAL:
+                pending.discard(rid)
+                states[state] = states.get(state, 0) + 1
+
+    try:
+        while pending and time.monotonic() < deadline:
+            await asyncio.gather(*(one(rid) for rid in list(pending)))
+            if pending:
+                await asyncio.sleep(0.25)
+    finally:
+        await client.aclose()
+    return {"terminal": states, "lost": len(pending), "lost_ids": sorted(pending)[:10]}
+
+
+def run_phase(
+    base: str, rate: int, args: argparse.Namespace, tag: str, check: bool
+) -> dict[str, Any]:
+    res = asyncio.run(drive(base, rate, args.duration, args, tag))
+    ids = res.pop("acked_ids")
+    res["acknowledged"] = len(ids)
+    if check:
+        t = time.monotonic()
+        res.update(asyncio.run(check_terminal(base, ids, args)))
+        res["terminal_check_s"] = round(time.monotonic() - t, 2)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rates", default="100,500,1000,2000")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per rate")
+    p.add_argument("--virtual-gpus", type=int, default=64)
+    p.add_argument("--job-ms", type=int, default=20, help="expected_duration of each request")
+    p.add_argument("--users", type=int, default=50)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--client", choices=("aiohttp", "httpx"), default=default_client())
+    p.add_argument("--max-inflight", type=int, default=4096)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--drain-timeout", type=float, default=60.0)
+    p.add_argument("--targets", default="bare,router")
+    p.add_argument("--out", help="also write the JSON here")
+    p.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.bare_server:
+        bare_server(args.bare_server)
+        return 0
+    rates = [int(r) for r in args.rates.split(",")]
+    if any(not 1 <= r <= 10_000 for r in rates) or not 0 < args.duration <= 60:
+        p.error("rates must be in [1, 10000] and duration in (0, 60]")
+    targets = args.targets.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="gpu-router-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    out: dict[str, Any] = {
+        "benchmark": "service_load",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "config": {k: v for k, v in vars(args).items() if k not in ("bare_server", "out")},
+        "results": [],
+    }
+    try:
+        urls = {}
+        if "router" in targets:
+            port = free_port()
+            cfg = tmp / "config.yaml"
+            router_config(cfg, tmp / "journal.sqlite3")
+            log = tmp / "router.log"
+            procs.append(
+                start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gpu_router.cli",
+                        "serve",
+                        "--config",
+                        str(cfg),
+                        "--virtual-gpus",
+                        str(args.virtual_gpus),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                    ],
+                    log,
+                )
+            )
+            urls["router"] = f"http://127.0.0.1:{port}"
+            wait_ready(urls["router"], procs[-1], log)
+        if "bare" in targets:
+            port = free_port()
+            log = tmp / "bare.log"
+            procs.append(start([sys.executable, __file__, "--bare-server", str(port)], log))
+            urls["bare"] = f"http://127.0.0.1:{port}"
+            wait_ready(urls["bare"], procs[-1], log)
+        for rate in rates:
+            row: dict[str, Any] = {"rate": rate}
+            for target in targets:
+                row[target] = run_phase(
+                    urls[target], rate, args, f"{target}-{rate}", check=target == "router"
+                )
+                print(f"# {target} @ {rate}/s: {json.dumps(row[target])}", file=sys.stderr)
+            if "router" in row and "bare" in row:
+                r, b = row["router"], row["bare"]
+                row["rate_ratio"] = round(r["achieved_rps"] / max(b["achieved_rps"], 1e-9), 3)
+                if r["p99_ms"] is not None and b["p99_ms"] is not None:
+                    row["added_p50_ms"] = round(r["p50_ms"] - b["p50_ms"], 3)
+                    row["added_p99_ms"] = round(r["p99_ms"] - b["p99_ms"], 3)
+            out["results"].append(row)
+    finally:
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
