@@ -336,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain-timeout", type=float, default=60.0)
     p.add_argument("--targets", default="bare,router")
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument(
+        "--router-url",
+        help="drive a router already running on loopback (with this script's service key) "
+        "instead of starting one",
+    )
     p.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.bare_server:
@@ -354,12 +359,18 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "config": {k: v for k, v in vars(args).items() if k not in ("bare_server", "out")},
+        "config": {
+            k: v for k, v in vars(args).items() if k not in ("bare_server", "out", "router_url")
+        },
         "results": [],
     }
     try:
         urls = {}
-        if "router" in targets:
+        if "router" in targets and args.router_url:
+            if not args.router_url.startswith(("http://127.0.0.1:", "http://localhost:")):
+                p.error("--router-url must be on loopback")
+            urls["router"] = args.router_url.rstrip("/")
+        elif "router" in targets:
             port = free_port()
             cfg = tmp / "config.yaml"
             router_config(cfg, tmp / "journal.sqlite3")

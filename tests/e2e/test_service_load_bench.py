@@ -1,0 +1,49 @@
+"""benchmarks/service_load.py end to end at a tiny rate: it starts both servers, drives
+them, checks every acknowledged request reaches a terminal state, and prints JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "service_load.py"
+
+
+def test_service_load_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--rates",
+            "20",
+            "--duration",
+            "1",
+            "--virtual-gpus",
+            "4",
+            "--job-ms",
+            "5",
+            "--drain-timeout",
+            "30",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report == json.loads(out.read_text())
+    [row] = report["results"]
+    router, bare = row["router"], row["bare"]
+    assert row["rate"] == 20 and bare["ok"] == 20
+    assert router["acknowledged"] == router["ok"] == 20
+    assert router["lost"] == 0 and router["terminal"] == {"completed": 20}
+    assert router["p99_ms"] is not None and "rate_ratio" in row and "added_p99_ms" in row
