@@ -159,6 +159,23 @@ def test_lost_gpu_is_unreachable_and_keeps_last_values() -> None:
     assert (sig.gpu_id, sig.kind, sig.hard) == ("gpu-1", "unreachable", True)
 
 
+def test_gpu_lost_before_the_first_sample_is_retried_not_fatal() -> None:
+    fake = FakePynvml(device_count=2)
+    fake.lose_gpu(0)
+    src, _, _ = make(fake)
+    a, b = src.sample_sync()
+    assert a.status is GpuStatus.ERROR and a.gpu_id == "gpu-0"
+    assert b.status is GpuStatus.ACTIVE
+    assert [(s.gpu_id, s.kind) for s in src.drain_signals()] == [("gpu-0", "unreachable")]
+    fake.lose_gpu(0, False)  # the GPU is back after a reset; the signal holds until cleared
+    assert src.sample_sync()[0].status is GpuStatus.ERROR
+    src.clear("gpu-0")
+    a = src.sample_sync()[0]
+    assert a.status is GpuStatus.ACTIVE and a.name == "NVIDIA H100 80GB HBM3"
+    assert a.compute_capability == (9, 0) and a.memory_total_mb == 81559.0
+    assert fake.calls["nvmlEventSetCreate"] == 2  # one set per GPU, none made twice
+
+
 def test_no_xid_support_means_no_event_set() -> None:
     src, fake, _ = make(FakePynvml(xid_supported=False))
     src.sample_sync()

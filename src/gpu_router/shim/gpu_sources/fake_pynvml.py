@@ -262,6 +262,8 @@ class FakePynvml:
         self._call("nvmlDeviceGetHandleByIndex")
         if not 0 <= index < len(self._handles):
             raise NVMLError_InvalidArgument()
+        if index in self._lost:
+            raise NVMLError_GpuIsLost()
         return self._handles[index]
 
     def nvmlDeviceGetName(self, h: FakeHandle) -> str:  # noqa: N802

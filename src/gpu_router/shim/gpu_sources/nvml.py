@@ -188,18 +188,35 @@ class NvmlSource:
             self.driver_version = _text(nv.nvmlSystemGetDriverVersion())
         except Exception:  # noqa: BLE001 - informational only
             self.driver_version = None
-        count = nv.nvmlDeviceGetCount()
+        try:
+            count = nv.nvmlDeviceGetCount()
+        except nv.NVMLError as exc:
+            raise SourceUnavailable(f"NVML could not count the GPUs: {exc}") from exc
         indices = range(count) if self._indices is None else self._indices
         devices = []
         for i in indices:
             if not 0 <= i < count:
                 raise SourceUnavailable(f"indices: GPU {i} does not exist (NVML sees {count})")
-            devices.append(self._open_device(nv, i))
+            dev = _Device(i, f"{self._id_prefix}{i}", None)
+            self._try_open(nv, dev, self._clock())
+            devices.append(dev)
         self._devices = devices
         return devices
 
-    def _open_device(self, nv: Any, index: int) -> _Device:
-        dev = _Device(index, f"{self._id_prefix}{index}", nv.nvmlDeviceGetHandleByIndex(index))
+    def _try_open(self, nv: Any, dev: _Device, now: float) -> bool:
+        """Get the handle and static facts of a GPU; a GPU lost now is retried next sample."""
+        try:
+            self._open_device(nv, dev)
+            return True
+        except (_Lost, nv.NVMLError) as exc:
+            dev.handle = None
+            if HardSignal.UNREACHABLE.value not in dev.held:
+                self._signal(dev, HardSignal.UNREACHABLE.value, True, f"NVML: {exc}", now)
+            return False
+
+    def _open_device(self, nv: Any, dev: _Device) -> None:
+        index = dev.index
+        dev.handle = nv.nvmlDeviceGetHandleByIndex(index)
         q = self._query
         dev.name = _text(q(dev, "name", nv.nvmlDeviceGetName, dev.handle) or "GPU")
         dev.uuid = _text(q(dev, "uuid", nv.nvmlDeviceGetUUID, dev.handle))
@@ -212,10 +229,9 @@ class NvmlSource:
             uuid=dev.uuid,
             pci_bus_id=_text(getattr(pci, "busId", None)) if pci is not None else None,
         )
-        if self._events:
+        if self._events and dev.event_set is None:
             dev.event_set = self._register_events(nv, dev)
         dev.details["xid_events"] = dev.event_set is not None
-        return dev
 
     def _register_events(self, nv: Any, dev: _Device) -> Any:
         try:
@@ -276,6 +292,8 @@ class NvmlSource:
     def _read(self, dev: _Device, now: float) -> GpuState:
         new_error = False
         try:
+            if dev.handle is None and not self._try_open(self._nvml, dev, now):
+                raise _Lost("no handle")
             state, new_error = self._read_device(dev, now)
         except _Lost as exc:
             if HardSignal.UNREACHABLE.value not in dev.held:
