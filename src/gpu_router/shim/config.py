@@ -63,6 +63,21 @@ class GpuMonitoringSection(_Section):
     worker_base_port: int | None = Field(None, ge=1, le=65535)  # NVML: GPU i at base + i
     worker_host: str = "127.0.0.1"
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("worker_urls")
+    @classmethod
+    def _worker_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for gpu_id, url in value.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"worker URL of {gpu_id} must be an http(s) URL (got {url!r})")
+        return value
+
 
 class LoadBalancerSection(_Section):
     """``strategy``: a policy strategy name (``hybrid`` is the seed's hybrid-seed); None

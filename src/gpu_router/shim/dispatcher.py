@@ -147,6 +147,7 @@ class Dispatcher:
         monotonic: Callable[[], float],
         logger: logging.Logger,
         on_worker_error: Callable[[str], None] = lambda gpu_id: None,
+        worker_urls: dict[str, str] | None = None,
     ) -> None:
         self.source = source
         self.events = events
@@ -158,9 +159,14 @@ class Dispatcher:
         self.on_worker_error = on_worker_error
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self.worker_urls = {g: u.rstrip("/") for g, u in (worker_urls or {}).items()}
+
+    def url(self, gpu_id: str) -> str | None:
+        """The GPU's HTTP worker: configured ``worker_urls`` first, then the source's."""
+        return self.worker_urls.get(gpu_id) or self.source.worker_url(gpu_id)
 
     def runner(self, gpu_id: str, traceparent: str | None = None) -> JobRunner:
-        url = self.source.worker_url(gpu_id)
+        url = self.url(gpu_id)
         if url is None:
             return self.source.virtual_worker(gpu_id)
         return HttpRunner(self.http, url, self.calls.request_timeout, traceparent)
@@ -276,7 +282,7 @@ class Dispatcher:
 
     async def probe(self, gpu_id: str) -> bool:
         """Whether the GPU's worker answers its health check (virtual: always)."""
-        url = self.source.worker_url(gpu_id)
+        url = self.url(gpu_id)
         if url is None:
             return True
         return await HttpRunner(self.http, url, self.calls.request_timeout).healthy()

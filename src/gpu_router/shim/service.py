@@ -152,6 +152,7 @@ class RouterService:
             monotonic=clock.now,
             logger=logger,
             on_worker_error=lambda g: self.prom.worker_failures.labels(g).inc(),
+            worker_urls=dict(config.gpu_monitoring.worker_urls),
         )
 
     # ================================================================ lifecycle
