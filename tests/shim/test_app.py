@@ -309,7 +309,7 @@ def test_limits_answer_429_with_retry_after_and_incompatible_503():
             assert r.status_code == 200  # one user's limit never touches another
             big = body(user_id="bob", resource_requirements={"memory": 9_000_000})
             r = await c.post("/api/v1/route", json=big, headers=H_BOB)
-            assert r.status_code == 503 and r.json()["error"]["code"] == "incompatible"
+            assert r.status_code == 422 and r.json()["error"]["code"] == "incompatible"
             check_schema("POST", "/api/v1/route", r)
 
     run(scenario())

@@ -47,8 +47,10 @@ from .logs import log
 from .metrics import JsonStats, PromMetrics
 from .schemas import RouteRequest
 
+#: INCOMPATIBLE (no GPU of the fleet could ever serve it) is the request's fault: 422 with
+#: the reason. NO_CAPACITY (every compatible GPU is down now) is ours: 503 + Retry-After.
 REJECT_STATUS = {
-    RC.INCOMPATIBLE: 503,
+    RC.INCOMPATIBLE: 422,
     RC.NO_CAPACITY: 503,
     RC.QUEUE_FULL: 429,
     RC.RATE_LIMITED: 429,
@@ -231,7 +233,7 @@ class RouterService:
             self.prom.submissions.labels("rejected", prio).inc()
             status = REJECT_STATUS.get(decision.code, 503)
             retry = decision.retry_after_s
-            if status == 429 and retry is None:
+            if status in (429, 503) and retry is None:
                 retry = 1.0
             return Outcome(
                 status, self._rejected(rid, decision.reason), decision.code, decision.reason, retry
