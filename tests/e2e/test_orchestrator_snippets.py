@@ -1,3 +1,4 @@
+# ruff: noqa: W293 - the seed code is kept byte for byte, blank lines with spaces included
 """The AI Orchestrator code of seed 000 section 2.1 (route, status, cancel with aiohttp),
 copied unchanged, against a live router that trusts the loopback network."""
 
