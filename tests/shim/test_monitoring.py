@@ -145,6 +145,10 @@ def test_envelope_health_critical_and_gone_gpu(service) -> None:
             sig1 = src.drain_signals()
             fake.gpus = [SEED_ITEM]
             second = {g.gpu_id: g for g in await src.sample()}
+            fake.health = {}
+            src.clear("gpu-a")  # an admin restart: health is fetched again at once
+            third = {g.gpu_id: g for g in await src.sample()}
+            assert third["gpu-a"].status is GpuStatus.ACTIVE
             return first, sig1, second, src.worker_url("gpu-b")
         finally:
             await src.aclose()
@@ -158,7 +162,7 @@ def test_envelope_health_critical_and_gone_gpu(service) -> None:
     }
     assert second["gpu-a"].status is GpuStatus.ERROR  # health kept between fetches
     assert second["gpu-b"].status is GpuStatus.INACTIVE  # left the list
-    assert fake.hits["gpu-a"] == 1  # health fetched once per health period
+    assert fake.hits["gpu-a"] == 2  # once per health period, and again after clear
     assert url_b == "http://w:1"
 
 

@@ -10,7 +10,10 @@ A source (NVML, the Monitoring Service, the virtual fleet) implements:
   hard ones mean "take this GPU out of service now" (``Router.gpu_down``);
 - ``worker_url(gpu_id) -> str | None``: the HTTP worker of a GPU; ``None`` for
   virtual GPUs, whose in-process worker ``virtual_worker(gpu_id)`` returns;
-- ``async aclose()``.
+- ``async aclose()``;
+- ``clear(gpu_id)`` (all three sources have it; not part of the Protocol): forget latched
+  hard signals of a GPU after an admin restart or a GPU reset. Without it an NVML GPU that
+  had a critical Xid keeps reporting ``error``.
 
 A worker, HTTP (``shim.worker_client.WorkerClient``) or virtual, offers the same job
 API: ``submit(request_id, payload, expected_duration_ms, memory_mb) -> job_id``,

@@ -137,6 +137,14 @@ class MonitoringSource:
     def virtual_worker(self, gpu_id: str) -> JobRunner:
         raise WorkerUnavailable(f"{gpu_id}: a monitored GPU has an HTTP worker, not a virtual one")
 
+    def clear(self, gpu_id: str) -> None:
+        """Forget the health reports of a GPU (after an admin restart); the next fetch of
+        /gpus/{id}/health, due at the next sample, decides again."""
+        self._reports.pop((gpu_id, "/gpus"), None)
+        self._reports.pop((gpu_id, "/health"), None)
+        self._health.pop(gpu_id, None)
+        self._health_at = None
+
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()

@@ -268,6 +268,10 @@ class VirtualFleet:
         g.hung = hung
         self._reschedule(g, now)
 
+    def clear(self, gpu_id: str) -> None:
+        """Nothing is latched here: a crashed virtual GPU stays down until ``recover``."""
+        self._gpu(gpu_id)
+
     def recover(self, gpu_id: str) -> None:
         g = self._gpu(gpu_id)
         g.crashed = None
