@@ -4,7 +4,8 @@ Each check runs a seeded M/M/c-style scenario, estimates the steady-state mean w
 a 99% batch-means confidence interval (theory.batch_means_ci) and asserts that the
 closed form lies inside it. Default runs use ~15,000 requests per check (interval
 half-width ~5-15% of the mean); the ``slow`` versions use 200,000 and heavier
-loads. docs/simulator.md explains the request counts.
+loads (100,000 for the 100-GPU supermarket check, whose per-GPU queues cost
+more per decision). docs/simulator.md explains the request counts.
 """
 
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_power_of_two_choices_supermarket():
 @pytest.mark.parametrize("d", [2, 3])
 def test_supermarket_precise(d):
     over = {"fleet.count": 100, "workload.load": 0.9, "router.binding": "early"}
-    sojourn, _ = measured(over, f"power-of-d:d={d}", "latency_s", 200_000)
+    sojourn, _ = measured(over, f"power-of-d:d={d}", "latency_s", 100_000)
     assert_in_ci(sojourn, th.supermarket_sojourn(0.9, d))
 
 
