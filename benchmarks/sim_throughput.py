@@ -102,11 +102,11 @@ class FifoStub:
 
 
 def ours(c: int, n: int, load: float, stub: bool, seed: int = 1) -> tuple[float, int]:
-    sc = load_scenario(MMC, {"fleet.count": c, "workload.load": load,
-                             "horizon_s": n / (load * c), "warmup_s": 0})
+    sc = load_scenario(
+        MMC, {"fleet.count": c, "workload.load": load, "horizon_s": n / (load * c), "warmup_s": 0}
+    )
     t0 = time.perf_counter()
-    res = run_scenario(sc, "earliest-completion", seed,
-                       router_factory=FifoStub if stub else None)
+    res = run_scenario(sc, "earliest-completion", seed, router_factory=FifoStub if stub else None)
     return time.perf_counter() - t0, len(res.requests)
 
 
@@ -118,8 +118,12 @@ def main() -> None:
     ap.add_argument("--million", action="store_true", help="time a 1,000,000-request run")
     ap.add_argument("--alibaba", action="store_true", help="time the Alibaba-fleet replay")
     args = ap.parse_args()
-    out: dict[str, object] = {"python": platform.python_version(), "simpy": simpy.__version__,
-                              "load": args.load, "sizes": {}}
+    out: dict[str, object] = {
+        "python": platform.python_version(),
+        "simpy": simpy.__version__,
+        "load": args.load,
+        "sizes": {},
+    }
     for c in args.sizes:
         bare = bare_simpy(c, args.requests, args.load)
         eng, n_eng = ours(c, args.requests, args.load, stub=True)
@@ -141,8 +145,11 @@ def main() -> None:
         sc = load_scenario(ROOT / "scenarios" / "alibaba_replay.yaml")
         t0 = time.perf_counter()
         res = run_scenario(sc, "earliest-completion", 1)
-        out["alibaba_replay"] = {"gpus": len(res.gpus), "requests": len(res.requests),
-                                 "wall_s": round(time.perf_counter() - t0, 1)}
+        out["alibaba_replay"] = {
+            "gpus": len(res.gpus),
+            "requests": len(res.requests),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
     print(json.dumps(out, indent=1))
 
 
