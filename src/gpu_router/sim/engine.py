@@ -82,6 +82,14 @@ class Engine:
         self._wake_at = INF
         self._arrival = workload.arrival_s.tolist()
         self._work = workload.work.tolist()
+        self._cols = (
+            workload.model_idx.tolist(),
+            workload.memory_mb.tolist(),
+            workload.declared_ms.tolist(),
+            workload.user.tolist(),
+            workload.priority.tolist(),
+            workload.type_idx.tolist(),
+        )
         self._mem_true = [0.0] * n
         self._res_cache: dict[tuple[float, float, object], ResourceRequirements] = {}
         self._down = [0] * len(gpus)
@@ -123,8 +131,9 @@ class Engine:
 
     def _request(self, i: int, now: float) -> Request:
         wl = self.wl
-        mi = int(wl.model_idx[i])
-        key = (float(wl.memory_mb[i]), float(wl.declared_ms[i]), mi)
+        models, memory, declared, users, prios, types = self._cols
+        mi = models[i]
+        key = (memory[i], declared[i], mi)
         res = self._res_cache.get(key)
         if res is None:
             res = ResourceRequirements(
@@ -138,10 +147,10 @@ class Engine:
         self.rid_index[rid] = i
         return Request(
             request_id=rid,
-            user_id=wl.user_names[wl.user[i]],
+            user_id=wl.user_names[users[i]],
             model_id=wl.model_ids[mi],
-            priority=int(wl.priority[i]),
-            type=wl.type_names[wl.type_idx[i]],
+            priority=prios[i],
+            type=wl.type_names[types[i]],
             resources=res,
             timeout_s=wl.timeout_s,
             submitted_at=now,
