@@ -116,3 +116,19 @@ def test_default_registry_is_the_policy_registry(scen_dir):
     s = parse_sweep({"scenarios": ["alpha"], "strategies": sorted(STRATEGIES)}, base=scen_dir,
                     check=False)
     assert len(s.cells) == len(STRATEGIES)
+
+
+def test_shipped_sweeps_are_valid():
+    """Every sweeps/*.yaml parses against the real registry and scenario schema."""
+    root = Path(__file__).resolve().parents[2]
+    files = sorted((root / "sweeps").glob("*.yaml"))
+    names = {f.stem for f in files}
+    assert {"default", "strategies_vs_load", "fleet_size", "fault_rates", "seed_targets"} <= names
+    for f in files:
+        s = load_sweep(f)
+        assert s.cells, f
+    fleet = load_sweep(root / "sweeps" / "fleet_size.yaml")
+    counts = {dict(c.overrides)["fleet.count"] for c in fleet.cells}
+    assert min(counts) == 10 and max(counts) == 6212
+    loads = {c.load for c in load_sweep(root / "sweeps" / "strategies_vs_load.yaml").cells}
+    assert min(loads) == 0.5 and max(loads) == 0.98

@@ -50,3 +50,19 @@ def test_figures_carry_the_data(result_dir):
     assert "gpu_failure" in tl.axes[0].get_title()
     assert len(tl.axes[1].get_lines()) == 2
     assert plots.failure_scenario(table) == "gpu_failure"
+
+
+def test_swept_key_figures_and_series_labels(scen_dir, tmp_path):
+    spec = parse_sweep({"name": "k", "scenarios": ["alpha"], "strategies": ["round-robin"],
+                        "seeds": 2, "grid": {"fleet.count": [2, 4, 8], "router.binding":
+                                             ["late", "early"]}},
+                       base=scen_dir, known_strategies=["round-robin"], check=False)
+    run_sweep(spec, tmp_path / "k", cell_fn=fake_cell, progress=False)
+    names = {p.name for p in plots.write_all(tmp_path / "k", formats=("png",))}
+    assert "wait_p99_s_vs_fleet_count.png" in names and "wait_p99_vs_load.png" not in names
+    from gpu_router.sweep.results import load_results
+
+    fig = plots.metric_vs_key_figure(load_results(tmp_path / "k"), "fleet.count", "wait_p99_s")
+    labels = sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert labels == ["round-robin binding=early", "round-robin binding=late"]
+    assert len(fig.axes[0].get_lines()[0].get_xdata()) == 3

@@ -255,7 +255,7 @@ def parse_sweep(
                 try:
                     check(paths[name], ov)
                 except (ValueError, KeyError, TypeError) as exc:
-                    raise InvalidValue(_where(source, f"scenario {name} with {ov}"), ov,
+                    raise InvalidValue(_where(source, f"scenario {name} with overrides"), ov,
                                        str(exc)) from None
     cells = [
         Cell(

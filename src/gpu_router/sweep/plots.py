@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import results as res
-from .stats import mean_ci
+from .stats import mean_ci, series_labels, swept_columns
 
 FORMATS = ("png", "svg")
 LABELS = {
@@ -27,8 +27,11 @@ LABELS = {
 }
 
 
-def _rows(table: pd.DataFrame, priority: str = "all") -> pd.DataFrame:
-    return table[table["priority"].astype(str) == priority] if "priority" in table else table
+def _rows(table: pd.DataFrame, priority: str = "all", exclude: Sequence[str] = ()
+          ) -> pd.DataFrame:
+    """The rows of one priority, with ``series``: the strategy plus other swept keys."""
+    rows = table[table["priority"].astype(str) == priority] if "priority" in table else table
+    return rows.assign(series=series_labels(rows, exclude))
 
 
 def _colors(strategies: Sequence[str]) -> dict[str, tuple[float, ...]]:
@@ -46,14 +49,15 @@ def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "
     """
     rows = _rows(table, priority).dropna(subset=["load"])
     scenarios = list(dict.fromkeys(rows["scenario"]))
-    strategies = list(dict.fromkeys(rows["strategy"]))
+    strategies = list(dict.fromkeys(rows["series"]))
     colors = _colors(strategies)
-    fig = Figure(figsize=(5.2 * max(1, len(scenarios)), 4.0), layout="constrained")
+    fig = Figure(figsize=(5.2 * max(1, len(scenarios)), 4.0 + 0.12 * len(strategies)),
+                 layout="constrained")
     axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
     for ax, scenario in zip(axes, scenarios, strict=False):
         sub = rows[rows["scenario"] == scenario]
         for strategy in strategies:
-            s = sub[sub["strategy"] == strategy]
+            s = sub[sub["series"] == strategy]
             if s.empty:
                 continue
             stats = [(load, *mean_ci(g[metric].to_numpy(float))) for load, g in s.groupby("load")]
@@ -74,7 +78,37 @@ def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "
             ax.set_yscale("log" if positive.all() else "symlog",
                           **({} if positive.all() else {"linthresh": 1e-3}))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=6, ncols=2 if len(strategies) > 8 else 1)
+    return fig
+
+
+def metric_vs_key_figure(table: pd.DataFrame, key: str, metric: str, *, priority: str = "all",
+                         log_x: bool = True) -> Figure:
+    """``metric`` against a swept scenario key (fleet size, fault rate) per strategy."""
+    rows = _rows(table, priority, exclude=[key])
+    scenarios = list(dict.fromkeys(rows["scenario"]))
+    series = list(dict.fromkeys(rows["series"]))
+    colors = _colors(series)
+    fig = Figure(figsize=(5.2 * max(1, len(scenarios)), 4.0), layout="constrained")
+    axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
+    for ax, scenario in zip(axes, scenarios, strict=False):
+        sub = rows[rows["scenario"] == scenario]
+        for name in series:
+            s = sub[sub["series"] == name]
+            stats = [(x, *mean_ci(g[metric].to_numpy(float)))
+                     for x, g in s.groupby(key, sort=True)]
+            if not stats:
+                continue
+            x, mean, hw = (np.array([r[i] for r in stats], float) for i in range(3))
+            ax.errorbar(x, mean, yerr=np.nan_to_num(hw), marker="o", ms=3, capsize=2,
+                        color=colors[name], label=name)
+        if log_x and (sub[key].astype(float) > 0).all():
+            ax.set_xscale("log")
+        ax.set_title(scenario)
+        ax.set_xlabel(key)
+        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
     return fig
 
 
@@ -96,7 +130,7 @@ def utilization_vs_load_figure(table: pd.DataFrame) -> Figure:
 def sla_heatmap_figure(table: pd.DataFrame, priority: str = "all") -> Figure:
     """SLA attainment, strategy x scenario (mean over loads and seeds)."""
     rows = _rows(table, priority)
-    grid = rows.pivot_table(index="strategy", columns="scenario", values="sla_attainment",
+    grid = rows.pivot_table(index="series", columns="scenario", values="sla_attainment",
                             aggfunc="mean", sort=False)
     fig = Figure(figsize=(1.2 * grid.shape[1] + 3.5, 0.45 * grid.shape[0] + 1.8),
                  layout="constrained")
@@ -116,14 +150,14 @@ def fairness_figure(table: pd.DataFrame) -> Figure:
     """Jain's fairness index over users per strategy (mean and 95% CI), grouped by scenario."""
     rows = _rows(table)
     scenarios = list(dict.fromkeys(rows["scenario"]))
-    strategies = list(dict.fromkeys(rows["strategy"]))
+    strategies = list(dict.fromkeys(rows["series"]))
     colors = _colors(strategies)
     fig = Figure(figsize=(max(6.0, 1.1 * len(scenarios) * len(strategies) * 0.35 + 3), 4.0),
                  layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(strategies))
     for k, strategy in enumerate(strategies):
-        stats = [mean_ci(rows[(rows.scenario == sc) & (rows.strategy == strategy)]
+        stats = [mean_ci(rows[(rows.scenario == sc) & (rows.series == strategy)]
                          ["jain_fairness"].to_numpy(float)) for sc in scenarios]
         x = np.arange(len(scenarios)) + (k - (len(strategies) - 1) / 2) * width
         ax.bar(x, [s[0] for s in stats], width, yerr=np.nan_to_num([s[1] for s in stats]),
@@ -156,12 +190,12 @@ def latency_cdf_figure(out: str | Path, scenario: str | None = None, load: float
     """Empirical CDF of per-request latency (all seeds pooled) per strategy."""
     out = Path(out)
     rows, scenario, load = _cells(out, res.load_results(out), scenario, load)
-    strategies = list(dict.fromkeys(rows["strategy"]))
+    strategies = list(dict.fromkeys(rows["series"]))
     colors = _colors(strategies)
     fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for strategy in strategies:
-        ids = rows.loc[rows["strategy"] == strategy, "cell_id"].unique()
+        ids = rows.loc[rows["series"] == strategy, "cell_id"].unique()
         vals = [pd.read_parquet(res.cell_dir(out, c) / "requests.parquet", columns=[column])
                 for c in ids if (res.cell_dir(out, c) / "requests.parquet").is_file()]
         x = np.sort(pd.concat(vals)[column].dropna().to_numpy(float)) if vals else np.array([])
@@ -198,7 +232,7 @@ def failure_timeline_figure(out: str | Path, scenario: str | None = None,
     rows, scenario, load = _cells(out, table, scenario, load)
     seed = int(rows["seed"].min()) if seed is None and len(rows) else seed
     rows = rows[rows["seed"] == seed]
-    colors = _colors(list(dict.fromkeys(rows["strategy"])))
+    colors = _colors(list(dict.fromkeys(rows["series"])))
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
     for _, row in rows.iterrows():
@@ -208,9 +242,9 @@ def failure_timeline_figure(out: str | Path, scenario: str | None = None,
         tl = pd.read_parquet(path)
         if tl.empty:
             continue
-        c = colors[row["strategy"]]
+        c = colors[row["series"]]
         axes[0].step(tl["t"], tl["queue_length"], where="post", color=c, lw=1,
-                     label=row["strategy"])
+                     label=row["series"])
         axes[1].step(tl["t"], tl["gpus_up"], where="post", color=c, lw=1)
         axes[2].step(tl["t"], tl["rerouted"], where="post", color=c, lw=1)
     for ax, label in zip(axes, ("queue length", "GPUs up", "re-routed"), strict=True):
@@ -246,6 +280,13 @@ def write_all(out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     if has_loads:
         written += save(wait_vs_load_figure(table), figs / "wait_p99_vs_load", formats)
         written += save(utilization_vs_load_figure(table), figs / "utilization_vs_load", formats)
+    for key in swept_columns(table):
+        if table[key].nunique() > 1 and pd.api.types.is_numeric_dtype(table[key]):
+            stem = key.replace(".", "_")
+            for metric in ("wait_p99_s", "utilization", "overhead_us_p99"):
+                if metric in table:
+                    written += save(metric_vs_key_figure(table, key, metric),
+                                    figs / f"{metric}_vs_{stem}", formats)
     if "sla_attainment" in table:
         written += save(sla_heatmap_figure(table), figs / "sla_heatmap", formats)
     if "jain_fairness" in table:

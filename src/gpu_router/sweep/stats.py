@@ -114,6 +114,15 @@ def swept_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if "." in c]
 
 
+def series_labels(table: pd.DataFrame, exclude: Sequence[str] = ()) -> pd.Series:
+    """One label per row: the strategy, plus the swept keys' values (``early`` binding etc.)."""
+    keys = [k for k in swept_columns(table) if k not in exclude]
+    labels = table["strategy"].astype(str)
+    for key in keys:
+        labels = labels + f" {key.rsplit('.', 1)[-1]}=" + table[key].astype(str)
+    return labels
+
+
 #: The comparison table's columns: (metric, heading, lower is better).
 COMPARISON = (
     ("wait_mean_s", "wait mean s", True),
@@ -127,9 +136,9 @@ COMPARISON = (
 
 
 def comparison_table(table: pd.DataFrame, priority: str = "all") -> pd.DataFrame:
-    """One row per strategy: each metric's mean over all its cells, and its wins.
+    """One row per strategy (and swept-key value): each metric's mean over its cells, and wins.
 
-    ``wins`` counts the scenario x load groups where the strategy has the lowest mean
+    ``wins`` counts the scenario x load groups where the row has the lowest mean
     p99 wait; ``wait/ErlangC`` is the mean wait over the pooled M/M/c (late binding) wait.
     """
     rows = table[table["priority"].astype(str) == priority].copy() if "priority" in table else table
@@ -140,10 +149,11 @@ def comparison_table(table: pd.DataFrame, priority: str = "all") -> pd.DataFrame
         rows["vs_erlang_c"] = np.where(bound > 0, rows["wait_mean_s"] / bound.where(bound > 0),
                                        np.nan)
     cols = [m for m, _, _ in COMPARISON if m in rows]
+    rows["strategy"] = series_labels(rows)
     out = rows.groupby("strategy", sort=False)[cols].mean()
     out.insert(0, "cells", rows.groupby("strategy", sort=False)["cell_id"].nunique())
     if "wait_p99_s" in rows:
-        group = [c for c in ("scenario", "load", *swept_columns(rows)) if c in rows]
+        group = [c for c in ("scenario", "load") if c in rows]
         per = rows.groupby([*group, "strategy"], dropna=False)["wait_p99_s"].mean().reset_index()
         best = per.loc[per.groupby(group, dropna=False)["wait_p99_s"].idxmin().dropna()]
         out["wins"] = best["strategy"].value_counts().reindex(out.index).fillna(0).astype(int)
