@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +115,13 @@ class Journal:
 
     @staticmethod
     def _row(record: JournalRecord) -> list[Any]:
-        values = asdict(record)
-        for col in _JSON_COLUMNS:
-            values[col] = None if values[col] is None else json.dumps(values[col])
-        return [values[c] for c in _COLUMNS]
+        out = []
+        for col in _COLUMNS:  # getattr, not asdict: asdict deep-copies the payload
+            value = getattr(record, col)
+            if col in _JSON_COLUMNS and value is not None:
+                value = json.dumps(value)
+            out.append(value)
+        return out
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> JournalRecord:

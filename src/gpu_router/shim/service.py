@@ -331,6 +331,9 @@ class RouterService:
 
     def restart_gpu(self, gpu_id: str) -> None:
         now = self.clock.now()
+        clear = getattr(self.source, "clear", None)
+        if clear is not None:  # latched source state (monitoring health) is reset too
+            clear(gpu_id)
         self._apply(self.r.restart(gpu_id, now))
         self.down.pop(gpu_id, None)
         self.maintenance_info.pop(gpu_id, None)
