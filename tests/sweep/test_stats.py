@@ -74,3 +74,10 @@ def test_comparison_table():
     text = format_comparison(comp)
     assert "wait p99 s" in text and "wins" in text
     assert format_comparison(comparison_table(table().iloc[:0])) == "(no finished cells)"
+
+
+def test_comparison_ties_all_win():
+    t = table()
+    t["wait_p99_s"] = 1.0
+    comp = comparison_table(t)
+    assert comp.loc["a", "wins"] == 1 and comp.loc["b", "wins"] == 1

@@ -139,7 +139,8 @@ def comparison_table(table: pd.DataFrame, priority: str = "all") -> pd.DataFrame
     """One row per strategy (and swept-key value): each metric's mean over its cells, and wins.
 
     ``wins`` counts the scenario x load groups where the row has the lowest mean
-    p99 wait; ``wait/ErlangC`` is the mean wait over the pooled M/M/c (late binding) wait.
+    p99 wait (every tied row wins); ``wait/ErlangC`` is the mean wait over the pooled
+    M/M/c (late binding) wait.
     """
     rows = table[table["priority"].astype(str) == priority].copy() if "priority" in table else table
     if rows.empty:
@@ -155,8 +156,9 @@ def comparison_table(table: pd.DataFrame, priority: str = "all") -> pd.DataFrame
     if "wait_p99_s" in rows:
         group = [c for c in ("scenario", "load") if c in rows]
         per = rows.groupby([*group, "strategy"], dropna=False)["wait_p99_s"].mean().reset_index()
-        best = per.loc[per.groupby(group, dropna=False)["wait_p99_s"].idxmin().dropna()]
-        out["wins"] = best["strategy"].value_counts().reindex(out.index).fillna(0).astype(int)
+        best = per.groupby(group, dropna=False)["wait_p99_s"].transform("min")
+        winners = per.loc[per["wait_p99_s"] <= best * (1 + 1e-9), "strategy"]  # ties all win
+        out["wins"] = winners.value_counts().reindex(out.index).fillna(0).astype(int)
     sort = "wait_mean_s" if "wait_mean_s" in out else cols[0]
     out = out.sort_values(sort)
     return out.rename(columns={m: h for m, h, _ in COMPARISON})
