@@ -203,3 +203,23 @@ def test_early_binding_queues_on_a_gpu():
     # a crash moves its queue back to the central queue and on to the live GPU
     r.gpu_down("g0", 2.0)
     assert r.record("c").gpu_id == "g1" and r.fleet.queued[0] == 0
+
+
+def test_resumed_request_skips_quota_checks_but_takes_its_slot():
+    r = router(fleet(1), quotas=QuotaLimits(concurrent_requests=1))
+    r.submit(req("a"), 0.0)
+    assert isinstance(r.submit(req("b", t=1.0), 1.0)[0], Reject)
+    assert isinstance(r.submit(req("c", t=1.0), 1.0, resumed=True)[0], Enqueue)
+    assert r.quotas.usage("u", 1.0).concurrent_requests.used == 2
+    r.complete("a", 2.0)
+    r.complete("c", 3.0)
+    assert r.quotas.usage("u", 3.0).concurrent_requests.used == 0
+
+
+def test_forget_drops_only_finished_records():
+    r = router(fleet(1))
+    r.submit(req("a"), 0.0)
+    assert not r.forget("a") and not r.forget("nope")
+    r.complete("a", 1.0)
+    assert r.forget("a") and "a" not in r.records
+    assert r.counts[S.COMPLETED] == 0

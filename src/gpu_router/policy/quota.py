@@ -267,6 +267,14 @@ class QuotaManager:
                 u.priority += 1
         return refusal
 
+    def restore(self, user_id: str, priority: int, now: float) -> None:
+        """Count an already-acknowledged request again (after a restart) without checking
+        any limit: it takes its concurrent and priority slots, no rate tokens."""
+        u = self._user(user_id, now)
+        u.running += 1
+        if priority >= PRIORITY_THRESHOLD:
+            u.priority += 1
+
     def release(self, user_id: str, priority: int) -> None:
         """A request admitted with ``priority`` reached a terminal state: free its slots."""
         u = self._users.get(user_id)

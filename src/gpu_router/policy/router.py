@@ -88,13 +88,28 @@ class Router:
             times.append(ejection)
         return min(times) if times else None
 
+    def forget(self, request_id: str) -> bool:
+        """Drop the record of a finished request (its history lives with the caller, e.g.
+        the service's journal). Returns False for unknown or unfinished requests."""
+        rec = self.records.get(request_id)
+        if rec is None or not rec.state.terminal:
+            return False
+        del self.records[request_id]
+        self.counts[rec.state] -= 1
+        return True
+
     def gpu_id(self, index: int) -> str:
         return self.fleet.gpu_ids[index]
 
     # -- admission ----------------------------------------------------------------
 
-    def submit(self, request: Request, now: float) -> tuple[Decision, list[Action]]:
-        """Admit or refuse ``request``; admitted ones are dispatched as soon as they fit."""
+    def submit(self, request: Request, now: float, *, resumed: bool = False
+               ) -> tuple[Decision, list[Action]]:
+        """Admit or refuse ``request``; admitted ones are dispatched as soon as they fit.
+
+        ``resumed`` re-admits a request acknowledged before a restart: it skips the
+        queue bound and the quota checks (it was admitted once) but takes its quota slots.
+        """
         if request.request_id in self.records:
             return Reject(RC.DUPLICATE, f"request_id {request.request_id} already exists"), []
         res = request.resources
@@ -104,11 +119,14 @@ class Router:
         compat = self._compatible(request, memory)
         if not compat.any():
             return Reject(RC.INCOMPATIBLE, self._incompatible_reason(request, memory)), []
-        if not self.queue.admits(request.priority, self.queue_length - len(self.queue)):
+        if resumed:
+            if self.config.quotas_enabled:
+                self.quotas.restore(request.user_id, request.priority, now)
+        elif not self.queue.admits(request.priority, self.queue_length - len(self.queue)):
             wait = max(1.0, est.duration_s * (1 + self.queue_length) / max(1, self._slots_up()))
             return Reject(RC.QUEUE_FULL, f"queue full for priority {request.priority}",
                           round(wait, 3)), []
-        if self.config.quotas_enabled:
+        elif self.config.quotas_enabled:
             refusal = self.quotas.admit(request.user_id, request.priority, now)
             if refusal is not None:
                 return Reject(refusal.code, refusal.reason, refusal.retry_after_s), []
