@@ -33,7 +33,7 @@ from . import metrics as m
 from .engine import Engine
 from .faults import schedule
 from .fleet import build_fleet, capacity
-from .gpus import SimGpu
+from .gpus import SampleClock, SimGpu
 from .scenario import Scenario, ScenarioError, load_scenario
 from .service_model import ServiceModel
 from .theory import mmc_wait_or_nan
@@ -143,7 +143,8 @@ def run_scenario(
     except InvalidValue as err:
         key = err.field if err.field.startswith("router.") else f"router.{err.field}"
         raise ScenarioError(f"{key}={err.value!r}: {err.reason}") from None
-    gpus = [SimGpu(i, spec, service) for i, spec in enumerate(fleet)]
+    clock = SampleClock()
+    gpus = [SimGpu(i, spec, service, clock) for i, spec in enumerate(fleet)]
     engine = Engine(scenario, wl, gpus, router, faults, fault_rng)
     engine.run()
     return _result(scenario, strategy, seed, wl, engine, mean_speed, wall0)

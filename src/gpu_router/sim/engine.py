@@ -98,7 +98,9 @@ class Engine:
         self.horizon = scenario.horizon_s
         drain = scenario.drain_s if scenario.drain_s is not None else 10 * self.horizon + 3600
         self.end_s = self.horizon + drain
-        self.monitor = Monitor(self.env, gpus, scenario.monitor, self._observe, self._keep_running)
+        self.monitor = Monitor(
+            self.env, gpus, scenario.monitor, self._observe, self._keep_running, gpus[0].clock
+        )
         self.context_mb = gpus[0].model.cal.context_overhead_mb if gpus else 0.0
 
     # -- running --------------------------------------------------------------------

@@ -19,6 +19,17 @@ IDLE_TEMP_C = 30.0
 HOT_TEMP_C = 88.0
 
 
+class SampleClock:
+    """Shared by a fleet's GPUs and the monitor: the current sampling period's start and
+    the GPUs changed since then, so a sample only has to look at those."""
+
+    __slots__ = ("period_start", "touched")
+
+    def __init__(self) -> None:
+        self.period_start = 0.0
+        self.touched: set[int] = set()
+
+
 class SimGpu:
     """Mutable true state of one GPU (the router never sees this object)."""
 
@@ -42,10 +53,18 @@ class SimGpu:
         "failures",
         "storm_p",
         "model",
+        "clock",
+        "mark_time",
+        "mark_busy",
     )
 
-    def __init__(self, index: int, spec: GpuSpec, model: ServiceModel) -> None:
+    def __init__(
+        self, index: int, spec: GpuSpec, model: ServiceModel, clock: SampleClock | None = None
+    ) -> None:
         self.index = index
+        self.clock = clock or SampleClock()
+        self.mark_time = -1.0
+        self.mark_busy = 0.0
         self.spec = spec
         self.gid = spec.gpu_id
         self.speed = spec.speed
@@ -66,7 +85,15 @@ class SimGpu:
         self.storm_p = 0.0
 
     def advance(self, now: float) -> None:
-        """Charge the work done since the last change."""
+        """Charge the work done since the last change (call before every change)."""
+        clock = self.clock
+        if self.mark_time != clock.period_start:  # first change this sampling period
+            start = clock.period_start
+            self.mark_busy = self.busy_acc + (
+                start - self.busy_since if self.busy_since >= 0 else 0.0
+            )
+            self.mark_time = start
+            clock.touched.add(self.index)
         if self.jobs and self.rate > 0.0:
             done = (now - self.last) * self.rate
             jobs = self.jobs
@@ -98,6 +125,7 @@ class SimGpu:
     def reschedule(self) -> float | None:
         """New rate after a change; seconds until the first completion (None: never)."""
         self.version += 1
+        self.clock.touched.add(self.index)
         n = len(self.jobs)
         if n == 0 or self.hung or not self.up:
             self.rate = 0.0
@@ -109,6 +137,12 @@ class SimGpu:
     def first_job(self) -> int:
         jobs = self.jobs
         return min(jobs, key=jobs.__getitem__)
+
+    def period_utilization(self, now: float, period: float) -> float:
+        """Busy share over [clock.period_start, now] (period = its length)."""
+        if self.mark_time == self.clock.period_start:
+            return (self.busy_at(now) - self.mark_busy) / period
+        return 1.0 if self.jobs else 0.0
 
     def busy_at(self, now: float) -> float:
         """Seconds this GPU has had at least one request running, up to ``now``."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import simpy
 
 from ..policy.types import GpuState
-from .gpus import SimGpu
+from .gpus import SampleClock, SimGpu
 from .scenario import MonitorSpec
 
 
@@ -31,16 +31,18 @@ class Monitor:
         spec: MonitorSpec,
         deliver: Callable[[GpuState], None],
         keep_running: Callable[[], bool],
+        clock: SampleClock,
     ) -> None:
         self.env = env
         self.gpus = gpus
         self.spec = spec
         self.deliver = deliver
         self.keep_running = keep_running
+        self.clock = clock
         self.outages = 0
         self.samples = 0
         self.delivered = 0
-        self._last_busy = [0.0] * len(gpus)
+        self._prev_touched: set[int] = set(range(len(gpus)))
         self._last_sent: list[tuple[float, ...] | None] = [None] * len(gpus)
 
     def start(self) -> None:
@@ -50,12 +52,17 @@ class Monitor:
     def _sample(self, _event: simpy.events.Event) -> None:
         now = self.env.now
         period = self.spec.period_s
-        batch: list[tuple[SimGpu, float]] = []
-        last = self._last_busy
-        for g in self.gpus:
-            busy = g.busy_at(now)
-            batch.append((g, (busy - last[g.index]) / period))
-            last[g.index] = busy
+        clock = self.clock
+        if self.spec.skip_unchanged:
+            # a GPU untouched in this period and the last one reads as it did last time
+            ids = sorted(clock.touched | self._prev_touched)
+        else:
+            ids = range(len(self.gpus))
+        gpus = self.gpus
+        batch = [(gpus[i], gpus[i].period_utilization(now, period)) for i in ids]
+        self._prev_touched = clock.touched
+        clock.touched = set()
+        clock.period_start = now
         self.samples += 1
         if self.spec.lag_s > 0:
             self.env.timeout(self.spec.lag_s, value=(now, batch)).callbacks.append(self._deliver)
@@ -74,7 +81,7 @@ class Monitor:
         skip = self.spec.skip_unchanged
         sent = self._last_sent
         for g, util in batch:
-            key = (round(util, 4), round(g.mem_used, 1), g.up, g.factor, g.storm_p)
+            key = (util, g.mem_used, g.up, g.factor, g.storm_p)
             if skip and sent[g.index] == key:
                 continue
             sent[g.index] = key
