@@ -26,8 +26,8 @@ def result_dir(scen_dir, tmp_path):
 def test_write_all_writes_png_and_svg(result_dir):
     files = plots.write_all(result_dir)
     names = {p.name for p in files}
-    for stem in ("latency_cdf", "wait_p99_vs_load", "utilization_vs_load", "sla_heatmap",
-                 "fairness", "failure_timeline"):
+    for stem in ("latency_cdf", "wait_p99_vs_load", "wait_mean_vs_load", "utilization_vs_load",
+                 "sla_heatmap", "fairness", "failure_timeline"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names, stem
     for p in files:
         assert p.stat().st_size > 5_000, p
@@ -42,7 +42,8 @@ def test_figures_carry_the_data(result_dir):
     fig = plots.wait_vs_load_figure(table)
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert sorted(labels) == ["Erlang C (pooled M/M/c)", "earliest-completion", "round-robin"]
+    assert sorted(labels) == ["Erlang C mean wait (pooled M/M/c)", "earliest-completion",
+                              "round-robin"]
     cdf = plots.latency_cdf_figure(result_dir, scenario="alpha", load=0.8)
     lines = cdf.axes[0].get_lines()
     assert len(lines) == 2 and len(lines[0].get_xdata()) == 2 * 200  # two seeds pooled

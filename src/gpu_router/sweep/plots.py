@@ -35,10 +35,28 @@ def _rows(table: pd.DataFrame, priority: str = "all", exclude: Sequence[str] = (
 
 
 def _colors(strategies: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """A color per strategy (the label's first word); series differing only in a swept
+    key share it and differ in line style (see ``_styles``)."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10"]
-    return {s: cmap(i % 10) for i, s in enumerate(strategies)}
+    bases = list(dict.fromkeys(s.split(" ")[0] for s in strategies))
+    cmap = colormaps["tab10" if len(bases) <= 10 else "tab20"]
+    base_color = {b: cmap(i % cmap.N) for i, b in enumerate(bases)}
+    return {s: base_color[s.split(" ")[0]] for s in strategies}
+
+
+def _styles(strategies: Sequence[str]) -> dict[str, str]:
+    suffixes = list(dict.fromkeys(s.partition(" ")[2] for s in strategies))
+    cycle = ["-", "--", ":", "-."]
+    return {s: cycle[suffixes.index(s.partition(" ")[2]) % len(cycle)] for s in strategies}
+
+
+def _legend(fig: Figure, axes: Sequence, n: int) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    if n > 6:
+        fig.legend(handles, labels, loc="outside right center", fontsize=7)
+    else:
+        axes[0].legend(handles, labels, fontsize=7)
 
 
 def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "all",
@@ -50,9 +68,9 @@ def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "
     rows = _rows(table, priority).dropna(subset=["load"])
     scenarios = list(dict.fromkeys(rows["scenario"]))
     strategies = list(dict.fromkeys(rows["series"]))
-    colors = _colors(strategies)
-    fig = Figure(figsize=(5.2 * max(1, len(scenarios)), 4.0 + 0.12 * len(strategies)),
-                 layout="constrained")
+    colors, styles = _colors(strategies), _styles(strategies)
+    wide = 2.8 if len(strategies) > 6 else 0.0
+    fig = Figure(figsize=(5.2 * max(1, len(scenarios)) + wide, 4.2), layout="constrained")
     axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
     for ax, scenario in zip(axes, scenarios, strict=False):
         sub = rows[rows["scenario"] == scenario]
@@ -66,10 +84,11 @@ def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "
             # on a log axis an interval reaching 0 is drawn down to 1% of the mean
             low = np.minimum(hw, 0.99 * np.abs(mean)) if log else hw
             ax.errorbar(x, mean, yerr=[low, hw], marker="o", ms=3, capsize=2,
-                        color=colors[strategy], label=strategy)
+                        color=colors[strategy], ls=styles[strategy], label=strategy)
         if bound and bound in sub and sub[bound].notna().any():
             b = sub.groupby("load")[bound].mean()
-            ax.plot(b.index, b.to_numpy(), "k--", lw=1.5, label="Erlang C (pooled M/M/c)")
+            ax.plot(b.index, b.to_numpy(), color="black", ls=(0, (6, 2)), lw=2,
+                    label="Erlang C mean wait (pooled M/M/c)")
         ax.set_title(scenario)
         ax.set_xlabel("offered load (utilization)")
         ax.set_ylabel(LABELS.get(metric, metric) + ("" if priority == "all" else f", p{priority}"))
@@ -78,7 +97,7 @@ def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "
             ax.set_yscale("log" if positive.all() else "symlog",
                           **({} if positive.all() else {"linthresh": 1e-3}))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, ncols=2 if len(strategies) > 8 else 1)
+    _legend(fig, axes, len(strategies))
     return fig
 
 
@@ -88,8 +107,9 @@ def metric_vs_key_figure(table: pd.DataFrame, key: str, metric: str, *, priority
     rows = _rows(table, priority, exclude=[key])
     scenarios = list(dict.fromkeys(rows["scenario"]))
     series = list(dict.fromkeys(rows["series"]))
-    colors = _colors(series)
-    fig = Figure(figsize=(5.2 * max(1, len(scenarios)), 4.0), layout="constrained")
+    colors, styles = _colors(series), _styles(series)
+    wide = 2.8 if len(series) > 6 else 0.0
+    fig = Figure(figsize=(5.2 * max(1, len(scenarios)) + wide, 4.2), layout="constrained")
     axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
     for ax, scenario in zip(axes, scenarios, strict=False):
         sub = rows[rows["scenario"] == scenario]
@@ -101,23 +121,30 @@ def metric_vs_key_figure(table: pd.DataFrame, key: str, metric: str, *, priority
                 continue
             x, mean, hw = (np.array([r[i] for r in stats], float) for i in range(3))
             ax.errorbar(x, mean, yerr=np.nan_to_num(hw), marker="o", ms=3, capsize=2,
-                        color=colors[name], label=name)
+                        color=colors[name], ls=styles[name], label=name)
         if log_x and (sub[key].astype(float) > 0).all():
             ax.set_xscale("log")
         ax.set_title(scenario)
         ax.set_xlabel(key)
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    _legend(fig, axes, len(series))
     return fig
 
 
 def wait_vs_load_figure(table: pd.DataFrame, priority: str = "all") -> Figure:
-    """p99 wait against load per strategy, with the pooled M/M/c (Erlang C) wait drawn in."""
-    bound = "erlang_c_wait_p99_s" if "erlang_c_wait_p99_s" in table else "erlang_c_wait_s"
-    fig = metric_vs_load_figure(table, "wait_p99_s", priority=priority, bound=bound, log=True)
-    fig.suptitle("p99 wait vs load (dashed: Erlang C "
-                 + ("p99" if bound.endswith("p99_s") else "mean") + " wait, late binding bound)")
+    """p99 wait against load per strategy, with the pooled M/M/c (Erlang C) mean wait."""
+    fig = metric_vs_load_figure(table, "wait_p99_s", priority=priority, bound="erlang_c_wait_s",
+                                log=True)
+    fig.suptitle("p99 wait vs load (dashed: Erlang C mean wait,\nthe late-binding reference)")
+    return fig
+
+
+def wait_mean_vs_load_figure(table: pd.DataFrame, priority: str = "all") -> Figure:
+    """Mean wait against load per strategy, against its closed-form bound (Erlang C)."""
+    fig = metric_vs_load_figure(table, "wait_mean_s", priority=priority, bound="erlang_c_wait_s",
+                                log=True)
+    fig.suptitle("mean wait vs load (dashed: Erlang C, pooled M/M/c)")
     return fig
 
 
@@ -191,8 +218,8 @@ def latency_cdf_figure(out: str | Path, scenario: str | None = None, load: float
     out = Path(out)
     rows, scenario, load = _cells(out, res.load_results(out), scenario, load)
     strategies = list(dict.fromkeys(rows["series"]))
-    colors = _colors(strategies)
-    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    colors, styles = _colors(strategies), _styles(strategies)
+    fig = Figure(figsize=(6.5 + (2.8 if len(strategies) > 6 else 0), 4.2), layout="constrained")
     ax = fig.subplots()
     for strategy in strategies:
         ids = rows.loc[rows["series"] == strategy, "cell_id"].unique()
@@ -202,14 +229,14 @@ def latency_cdf_figure(out: str | Path, scenario: str | None = None, load: float
         if x.size == 0:
             continue
         ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", color=colors[strategy],
-                label=f"{strategy} (p99 {np.quantile(x, 0.99):.3g} s)")
+                ls=styles[strategy], label=f"{strategy} (p99 {np.quantile(x, 0.99):.3g} s)")
     ax.set_xscale("log")
     ax.set_xlabel(column.replace("_s", "") + " (s, log)")
     ax.set_ylabel("fraction of requests")
     where = f"{scenario}" + (f", load {load:g}" if load else "")
     ax.set_title(f"{column.replace('_s', '')} CDF: {where}")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    _legend(fig, [ax], len(strategies))
     return fig
 
 
@@ -279,6 +306,7 @@ def write_all(out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     written += save(latency_cdf_figure(out), figs / "latency_cdf", formats)
     if has_loads:
         written += save(wait_vs_load_figure(table), figs / "wait_p99_vs_load", formats)
+        written += save(wait_mean_vs_load_figure(table), figs / "wait_mean_vs_load", formats)
         written += save(utilization_vs_load_figure(table), figs / "utilization_vs_load", formats)
     for key in swept_columns(table):
         if table[key].nunique() > 1 and pd.api.types.is_numeric_dtype(table[key]):
