@@ -188,3 +188,25 @@ def test_unknown_strategy_is_a_scenario_error():
 
     with pytest.raises(ScenarioError, match="strategy"):
         run_scenario(parse_scenario({"horizon_s": 1}), "no-such", 1)
+
+
+def test_client_cancellations_and_error_column():
+    over = {
+        "workload.load": 1.3,
+        "horizon_s": 100,
+        "workload.cancel": {"share": 0.3, "patience_s": 2.0},
+    }
+    res = run_scenario(mmc(**over), "least-loaded", 1)
+    req = res.requests
+    cancelled = req[req.outcome == "cancelled"]
+    assert len(cancelled) > 10 and res.row()[m.N_CANCELLED] > 0
+    assert (cancelled.error == "cancelled").all()
+    assert res.row()[m.N_LOST] == 0
+    assert req.loc[req.outcome == "completed", "error"].isna().all()
+
+
+def test_reject_code_in_error_column():
+    over = {"workload.load": 3.0, "horizon_s": 60, "router.queue": {"max_size": 5}}
+    res = run_scenario(mmc(**over), "least-loaded", 1)
+    rejected = res.requests[res.requests.outcome == "rejected"]
+    assert len(rejected) > 0 and (rejected.error == "queue_full").all()

@@ -82,6 +82,8 @@ class Engine:
         self._wake_at = INF
         self._arrival = workload.arrival_s.tolist()
         self._work = workload.work.tolist()
+        cancel = workload.cancel_at
+        self._cancel_at = cancel.tolist() if cancel is not None else None
         self._cols = (
             workload.model_idx.tolist(),
             workload.memory_mb.tolist(),
@@ -172,9 +174,13 @@ class Engine:
         if type(decision) is Reject:
             self.log.outcome[i] = m.OUTCOME_CODE[m.REJECTED]
             self.log.finish[i] = now
+            self.log.error[i] = decision.code
             return
         self.log.admit[i] = now
         self.outstanding += 1
+        if self._cancel_at is not None and self._cancel_at[i] == self._cancel_at[i]:
+            delay = self._cancel_at[i] - now
+            self.env.timeout(delay, value=i).callbacks.append(self._cancel)
         if actions:
             self._apply(actions)
         self._wakeup()
@@ -223,7 +229,16 @@ class Engine:
         i = self.rid_index[a.request_id]
         self.log.outcome[i] = _STATE_CODE[a.state]
         self.log.finish[i] = self.env.now
+        self.log.error[i] = a.error
         self.outstanding -= 1
+
+    def _cancel(self, event: simpy.events.Event) -> None:
+        i = event.value
+        if self.log.outcome[i] != m.OUTCOME_CODE[m.LOST]:
+            return  # already terminal
+        rid = f"r{i:0{self.width}d}"
+        self._apply(self._call(self.router.cancel, rid, self.env.now))
+        self._wakeup()
 
     def _interrupted(self, i: int) -> None:
         self.log.retries[i] += 1

@@ -43,6 +43,7 @@ WAIT_S = "wait_s"
 LATENCY_S = "latency_s"
 SERVICE_S = "service_s"
 REROUTED = "rerouted"
+ERROR = "error"  # reject code, or the error of a failed/cancelled request
 REQUEST_COLUMNS = (
     REQUEST_ID,
     USER_ID,
@@ -61,6 +62,7 @@ REQUEST_COLUMNS = (
     LATENCY_S,
     SERVICE_S,
     REROUTED,
+    ERROR,
 )
 
 # outcomes, index = code stored in the engine's arrays

@@ -27,6 +27,7 @@ class RequestLog:
         self.outcome = [m.OUTCOME_CODE[m.LOST]] * n
         self.retries = [0] * n
         self.attempt = [0] * n
+        self.error: list[str | None] = [None] * n
 
     def frame(self, wl: Workload, gpu_ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
         """The requests table (REQUEST_COLUMNS) and the per-request served work."""
@@ -60,6 +61,7 @@ class RequestLog:
                 m.LATENCY_S: np.where(done, finish - submit, np.nan),
                 m.SERVICE_S: np.where(done, finish - start, np.nan),
                 m.REROUTED: retries > 0,
+                m.ERROR: pd.array(self.error, dtype="string"),
             },
             columns=list(m.REQUEST_COLUMNS),
         )

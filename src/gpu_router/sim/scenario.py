@@ -82,6 +82,13 @@ class UsersSpec(_Strict):
     heavy_share: float = Field(0.0, ge=0, lt=1)
 
 
+class CancelSpec(_Strict):
+    """Clients that give up: a share of requests is cancelled after an exponential patience."""
+
+    share: float = Field(0.0, ge=0, le=1)
+    patience_s: float = Field(30.0, gt=0)
+
+
 class TraceSpec(_Strict):
     kind: Literal["azure_llm", "alibaba_pods"]
     path: str | None = None
@@ -101,6 +108,7 @@ class WorkloadSpec(_Strict):
     models: tuple[ModelSpec, ...] = (ModelSpec(id="default"),)
     users: UsersSpec = UsersSpec()
     timeout_s: float | None = Field(None, gt=0)
+    cancel: CancelSpec = CancelSpec()
     trace: TraceSpec | None = None
 
     @model_validator(mode="after")

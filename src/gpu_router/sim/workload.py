@@ -45,6 +45,7 @@ class Workload:
     rate_rps: float
     mean_work: float
     timeout_s: float | None = None
+    cancel_at: np.ndarray | None = None  # absolute time a client cancels (NaN: never)
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -158,8 +159,14 @@ def mix(
     else:
         work = np.asarray(work, dtype=float) * tscale * mscale
         declared = work * 1e3
+    arrival = np.asarray(arrival, dtype=float)
+    cancel_at = None
+    if spec.cancel.share > 0:
+        who = rng.random(n) < spec.cancel.share
+        patience = rng.exponential(spec.cancel.patience_s, n)
+        cancel_at = np.where(who, arrival + patience, np.nan)
     return Workload(
-        arrival_s=np.asarray(arrival, dtype=float),
+        arrival_s=arrival,
         user=uidx,
         priority=np.array(prios, dtype=np.int8)[pidx],
         type_idx=tidx,
@@ -174,6 +181,7 @@ def mix(
         rate_rps=rate,
         mean_work=mean_work(spec),
         timeout_s=spec.timeout_s,
+        cancel_at=cancel_at,
     )
 
 
