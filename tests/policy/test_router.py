@@ -223,3 +223,15 @@ def test_forget_drops_only_finished_records():
     r.complete("a", 1.0)
     assert r.forget("a") and "a" not in r.records
     assert r.counts[S.COMPLETED] == 0
+
+
+def test_forgotten_requests_leave_no_stale_timers():
+    r = router(fleet(1))
+    r.submit(req("a", timeout=10.0), 0.0)
+    r.complete("a", 1.0)
+    assert r.forget("a")
+    assert r.next_wakeup() is None  # the deadline of "a" is stale, not a KeyError
+    r.submit(req("b", timeout=10.0, t=2.0), 2.0)
+    r.complete("b", 3.0)
+    r.forget("b")
+    assert r.tick(20.0) == []  # past both deadlines: nothing to do, nothing raised

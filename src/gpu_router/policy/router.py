@@ -77,16 +77,24 @@ class Router:
 
     def next_wakeup(self) -> float | None:
         """The earliest time ``tick`` has something to do (backoff, timeout, ejection end)."""
-        while self._backoff and self.records[self._backoff[0][2]].not_before is None:
+        while self._backoff and self._gone(self._backoff[0][2], backoff=True):
             heapq.heappop(self._backoff)
         times = [t for t, _s, _r in self._backoff[:1]]
-        while self._deadlines and self.records[self._deadlines[0][2]].state.terminal:
+        while self._deadlines and self._gone(self._deadlines[0][2]):
             heapq.heappop(self._deadlines)
         times += [t for t, _s, _r in self._deadlines[:1]]
         ejection = self.outlier.next_change(self._last_tick)
         if ejection is not None:
             times.append(ejection)
         return min(times) if times else None
+
+    def _gone(self, request_id: str, *, backoff: bool = False) -> bool:
+        """Whether a timer entry is stale: its request finished (or was forgotten), or,
+        for a backoff, no longer waits one out."""
+        rec = self.records.get(request_id)
+        if rec is None:
+            return True
+        return rec.not_before is None if backoff else rec.state.terminal
 
     def forget(self, request_id: str) -> bool:
         """Drop the record of a finished request (its history lives with the caller, e.g.
@@ -324,16 +332,16 @@ class Router:
         self._last_tick = max(self._last_tick, now)
         while self._backoff and self._backoff[0][0] <= now:
             _t, _s, rid = heapq.heappop(self._backoff)
-            rec = self.records[rid]
-            if rec.state is Q and rec.not_before is not None:
+            rec = self.records.get(rid)  # None: finished and forgotten
+            if rec is not None and rec.state is Q and rec.not_before is not None:
                 rec.not_before = None
                 self._held -= 1
                 self.queue.push(rid, rec.request.user_id, rec.request.priority,
                                 rec.request.submitted_at, head=True)
         while self._deadlines and self._deadlines[0][0] <= now:
             _t, _s, rid = heapq.heappop(self._deadlines)
-            rec = self.records[rid]
-            if rec.state.terminal:
+            rec = self.records.get(rid)  # None: finished and forgotten
+            if rec is None or rec.state.terminal:
                 continue
             if rec.state is P:
                 i = self._release(rec, now)
