@@ -11,7 +11,8 @@ Definitions (requests submitted in the measurement window ``[warmup_s, horizon_s
 - utilization: time-weighted share of GPU-time with at least one request running,
   over the window and the GPUs of the fleet.
 - goodput_s: GPU-seconds spent running requests that completed.
-- jain_fairness: Jain's index over users of (GPU time served / GPU time demanded).
+- jain_fairness: Jain's index over users of served work / their max-min fair share of
+  the work served (water-filling over the users' demands).
 - sla_attainment: share of submitted requests that completed with wait <= their
   priority's target (``sla.wait_target_s``).
 - overhead_us_*: real CPU time of each policy call (perf_counter_ns), the only
@@ -159,13 +160,34 @@ def jain_index(x: np.ndarray) -> float:
     return float(x.sum() ** 2 / (len(x) * np.square(x).sum()))
 
 
+def maxmin_share(demand: np.ndarray, total: float) -> np.ndarray:
+    """Max-min fair split of ``total`` among users with these demands (water-filling)."""
+    demand = np.asarray(demand, dtype=float)
+    alloc = np.zeros(len(demand))
+    remaining = float(total)
+    order = np.argsort(demand, kind="stable")
+    for k, idx in enumerate(order):
+        alloc[idx] = a = min(demand[idx], remaining / (len(demand) - k))
+        remaining -= a
+    return alloc
+
+
 def _jain_over_users(req: pd.DataFrame) -> float:
+    """Jain's index over users of served work / their max-min fair share of what was served.
+
+    1.0 when every user got its fair share (all of its demand, or an equal cut of the
+    capacity when it asked for more); a heavy user served beyond its share while light
+    users went short lowers it. Refusing an abuser's excess does not.
+    """
     if req.empty:
         return math.nan
-    demand = req.groupby(USER_ID, sort=True)["_demand"].sum()
-    served = req["_served"].groupby(req[USER_ID], sort=True).sum()
-    share = (served / demand.where(demand > 0)).fillna(0.0)
-    return jain_index(share.to_numpy())
+    demand = req.groupby(USER_ID, sort=True, observed=True)["_demand"].sum().to_numpy()
+    served = req.groupby(USER_ID, sort=True, observed=True)["_served"].sum().to_numpy()
+    fair = maxmin_share(demand, served.sum())
+    ok = fair > 0
+    if not ok.any():
+        return math.nan
+    return jain_index(served[ok] / fair[ok])
 
 
 def _row(req: pd.DataFrame, wait_target: dict[int, float]) -> dict[str, float]:
