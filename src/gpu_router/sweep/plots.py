@@ -240,6 +240,16 @@ def latency_cdf_figure(out: str | Path, scenario: str | None = None, load: float
     return fig
 
 
+def contrasting_scenario(table: pd.DataFrame, metric: str = "latency_p99_s") -> str | None:
+    """The scenario where the strategies differ most in ``metric`` (relative spread)."""
+    rows = _rows(table)
+    if rows.empty or metric not in rows:
+        return None
+    per = rows.groupby(["scenario", "series"])[metric].mean().groupby(level=0)
+    spread = (per.max() - per.min()) / per.mean().abs().replace(0, np.nan)
+    return str(spread.fillna(0).idxmax())
+
+
 def failure_scenario(table: pd.DataFrame) -> str | None:
     """The scenario to draw a failure timeline for: one named like a failure, if any."""
     names = list(dict.fromkeys(_rows(table)["scenario"]))
@@ -303,7 +313,8 @@ def write_all(out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     if table.empty:
         return written
     has_loads = table["load"].notna().any() and table["load"].nunique() > 1
-    written += save(latency_cdf_figure(out), figs / "latency_cdf", formats)
+    written += save(latency_cdf_figure(out, contrasting_scenario(table)), figs / "latency_cdf",
+                    formats)
     if has_loads:
         written += save(wait_vs_load_figure(table), figs / "wait_p99_vs_load", formats)
         written += save(wait_mean_vs_load_figure(table), figs / "wait_mean_vs_load", formats)
