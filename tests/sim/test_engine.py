@@ -210,3 +210,23 @@ def test_reject_code_in_error_column():
     res = run_scenario(mmc(**over), "least-loaded", 1)
     rejected = res.requests[res.requests.outcome == "rejected"]
     assert len(rejected) > 0 and (rejected.error == "queue_full").all()
+
+
+def test_simultaneous_faults_and_outage_do_not_strand_a_gpu():
+    """Regression: readings dropped during a monitor outage are re-sent afterwards."""
+    over = {
+        "fleet.count": 1,
+        "fleet.mode": "shared",
+        "fleet.slots": 2,
+        "workload.load": 1.0,
+        "monitor": {"enabled": True, "period_s": 0.5},
+        "router.binding": "early",
+        "router.retry": {"max_retries": 20, "backoff_base_s": 0.1},
+        "faults": [
+            {"kind": "crash", "gpus": [0], "at_s": 4.47, "duration_s": 12.47, "detect_s": 2.0},
+            {"kind": "hang", "gpus": [0], "at_s": 4.47, "duration_s": 5.52, "detect_s": 2.0},
+            {"kind": "monitor_outage", "at_s": 8.66, "duration_s": 10.1},
+        ],
+    }
+    res = run_scenario(mmc(**{**over, "horizon_s": 40}), "random", 1)
+    assert res.row()[m.N_LOST] == 0

@@ -354,6 +354,7 @@ class Engine:
         elif ev.kind == "xid_storm":
             g.failures += 1
             g.storm_p = ev.fail_prob
+            g.clock.touched.add(g.index)  # the monitor reports the new error rate
             for i in list(g.jobs):
                 if self.fault_rng.random() < ev.fail_prob:
                     value = (i, g.index, self.log.attempt[i], "xid")

@@ -27,7 +27,7 @@ import numpy as np
 from .scenario import FaultSpec, ScenarioError
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class FaultEvent:
     """One fault on one GPU (gpu = -1 for fleet-wide kinds such as monitor_outage)."""
 
@@ -80,4 +80,4 @@ def schedule(
                         float(t), g, spec.kind, float(d), spec.factor, spec.fail_prob, spec.detect_s
                     )
                 )
-    return sorted(events)
+    return sorted(events, key=lambda e: (e.at_s, e.gpu))  # stable: spec order on ties

@@ -43,6 +43,7 @@ class Monitor:
         self.samples = 0
         self.delivered = 0
         self._prev_touched: set[int] = set(range(len(gpus)))
+        self._resend: set[int] = set()  # readings dropped by an outage
         self._last_sent: list[tuple[float, ...] | None] = [None] * len(gpus)
 
     def start(self) -> None:
@@ -55,7 +56,8 @@ class Monitor:
         clock = self.clock
         if self.spec.skip_unchanged:
             # a GPU untouched in this period and the last one reads as it did last time
-            ids = sorted(clock.touched | self._prev_touched)
+            ids = sorted(clock.touched | self._prev_touched | self._resend)
+            self._resend = set()
         else:
             ids = range(len(self.gpus))
         gpus = self.gpus
@@ -77,6 +79,7 @@ class Monitor:
 
     def _send(self, sampled_at: float, batch: list[tuple[SimGpu, float]]) -> None:
         if self.outages > 0:
+            self._resend.update(g.index for g, _u in batch)
             return
         skip = self.spec.skip_unchanged
         sent = self._last_sent
