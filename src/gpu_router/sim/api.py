@@ -30,7 +30,7 @@ import yaml
 
 from ..policy.errors import InvalidValue
 from . import metrics as m
-from .engine import Engine
+from .engine import Engine, RouterLike
 from .faults import schedule
 from .fleet import build_fleet, capacity
 from .gpus import SampleClock, SimGpu
@@ -42,7 +42,7 @@ from .workload import Workload, generate
 
 __all__ = ["SimResult", "load_scenario", "parse_strategy", "run_scenario"]
 
-RouterFactory = Callable[[list, Mapping[str, Any], np.random.Generator], object]
+RouterFactory = Callable[[list[Any], Mapping[str, Any], np.random.Generator], RouterLike]
 
 
 @dataclass
@@ -97,7 +97,9 @@ def router_config(scenario: Scenario, strategy: str, service: ServiceModel) -> d
     return cfg
 
 
-def _default_router(gpus: list, cfg: Mapping[str, Any], rng: np.random.Generator) -> object:
+def _default_router(
+    gpus: list[Any], cfg: Mapping[str, Any], rng: np.random.Generator
+) -> RouterLike:
     from ..policy import Router, RouterConfig
 
     return Router(gpus, RouterConfig.from_mapping(cfg), rng)

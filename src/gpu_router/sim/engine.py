@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from time import perf_counter_ns
+from typing import Any, Protocol
 
 import numpy as np
 import simpy
@@ -45,6 +46,21 @@ _NOT_REROUTE = frozenset({"timeout", "cancelled"})
 XID_FAIL_DELAY_S = 0.05
 
 
+class RouterLike(Protocol):
+    """The calls of policy.Router the engine makes (docs/architecture.md)."""
+
+    def submit(self, request: Request, now: float) -> tuple[Any, list[Any]]: ...
+    def start(self, request_id: str, now: float) -> list[Any]: ...
+    def complete(self, request_id: str, now: float) -> list[Any]: ...
+    def fail(self, request_id: str, now: float, error: str) -> list[Any]: ...
+    def cancel(self, request_id: str, now: float) -> list[Any]: ...
+    def tick(self, now: float) -> list[Any]: ...
+    def next_wakeup(self) -> float | None: ...
+    def observe(self, state: GpuState, now: float) -> list[Any]: ...
+    def gpu_down(self, gpu_id: str, now: float, reason: str) -> list[Any]: ...
+    def gpu_up(self, gpu_id: str, now: float) -> list[Any]: ...
+
+
 def id_width(n: int) -> int:
     return max(6, len(str(max(n - 1, 0))))
 
@@ -57,7 +73,7 @@ class Engine:
         scenario: Scenario,
         workload: Workload,
         gpus: list[SimGpu],
-        router: object,
+        router: RouterLike,
         faults: list[FaultEvent],
         fault_rng: np.random.Generator,
     ) -> None:
@@ -125,7 +141,7 @@ class Engine:
     def _keep_running(self) -> bool:
         return self.env.now < self.horizon or self.outstanding > 0
 
-    def _call(self, fn: Callable[..., list], *args: object) -> list:
+    def _call(self, fn: Callable[..., list[Any]], *args: object) -> list[Any]:
         t0 = perf_counter_ns()
         actions = fn(*args)
         self.overhead_ns.append(perf_counter_ns() - t0)
@@ -160,7 +176,7 @@ class Engine:
             submitted_at=now,
         )
 
-    def _arrive(self, event: simpy.events.Event) -> None:
+    def _arrive(self, event: Any) -> None:
         i = event.value
         now = self.env.now
         if i + 1 < self.n:
@@ -187,7 +203,7 @@ class Engine:
 
     # -- actions --------------------------------------------------------------------
 
-    def _apply(self, actions: list) -> None:
+    def _apply(self, actions: list[Any]) -> None:
         for a in actions:
             kind = type(a)
             if kind is Dispatch:
@@ -232,7 +248,7 @@ class Engine:
         self.log.error[i] = a.error
         self.outstanding -= 1
 
-    def _cancel(self, event: simpy.events.Event) -> None:
+    def _cancel(self, event: Any) -> None:
         i = event.value
         if self.log.outcome[i] != m.OUTCOME_CODE[m.LOST]:
             return  # already terminal
@@ -251,7 +267,7 @@ class Engine:
         if delay is not None:
             self.env.timeout(delay, value=(g.index, g.version)).callbacks.append(self._done)
 
-    def _done(self, event: simpy.events.Event) -> None:
+    def _done(self, event: Any) -> None:
         gi, version = event.value
         g = self.gpus[gi]
         if g.version != version:
@@ -269,7 +285,7 @@ class Engine:
             self._apply(actions)
         self._wakeup()
 
-    def _job_fails(self, event: simpy.events.Event) -> None:
+    def _job_fails(self, event: Any) -> None:
         i, gi, attempt, error = event.value
         g = self.gpus[gi]
         now = self.env.now
@@ -296,7 +312,7 @@ class Engine:
             self._tick
         )
 
-    def _tick(self, event: simpy.events.Event) -> None:
+    def _tick(self, event: Any) -> None:
         if event.value != self._wake_at:
             return
         self._wake_at = INF
@@ -307,7 +323,7 @@ class Engine:
         self._apply(self._call(self.router.observe, state, self.env.now))
         self._wakeup()
 
-    def _sample_timeline(self, event: simpy.events.Event) -> None:
+    def _sample_timeline(self, event: Any) -> None:
         now = self.env.now
         running = sum(len(g.jobs) for g in self.gpus)
         up = sum(1 for g in self.gpus if g.up and not g.hung)
@@ -322,7 +338,7 @@ class Engine:
 
     # -- faults ---------------------------------------------------------------------
 
-    def _fault_start(self, event: simpy.events.Event) -> None:
+    def _fault_start(self, event: Any) -> None:
         ev: FaultEvent = event.value
         now = self.env.now
         end = self.env.timeout(ev.duration_s, value=ev)
@@ -362,7 +378,7 @@ class Engine:
                         self._job_fails
                     )
 
-    def _detect(self, event: simpy.events.Event) -> None:
+    def _detect(self, event: Any) -> None:
         ev: FaultEvent = event.value
         g = self.gpus[ev.gpu]
         still = (not g.up) if ev.kind == "crash" else g.hung
@@ -373,7 +389,7 @@ class Engine:
         self._apply(self._call(self.router.gpu_down, g.gid, self.env.now, reason))
         self._wakeup()
 
-    def _fault_end(self, event: simpy.events.Event) -> None:
+    def _fault_end(self, event: Any) -> None:
         ev: FaultEvent = event.value
         now = self.env.now
         if ev.kind == "monitor_outage":

@@ -12,7 +12,8 @@ During a ``monitor_outage`` nothing is delivered.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import simpy
 
@@ -50,10 +51,11 @@ class Monitor:
         if self.spec.enabled:
             self.env.timeout(self.spec.period_s).callbacks.append(self._sample)
 
-    def _sample(self, _event: simpy.events.Event) -> None:
+    def _sample(self, _event: Any) -> None:
         now = self.env.now
         period = self.spec.period_s
         clock = self.clock
+        ids: Iterable[int]
         if self.spec.skip_unchanged:
             # a GPU untouched in this period and the last one reads as it did last time
             ids = sorted(clock.touched | self._prev_touched | self._resend)
@@ -73,7 +75,7 @@ class Monitor:
         if self.keep_running():
             self.env.timeout(period).callbacks.append(self._sample)
 
-    def _deliver(self, event: simpy.events.Event) -> None:
+    def _deliver(self, event: Any) -> None:
         sampled_at, batch = event.value
         self._send(sampled_at, batch)
 

@@ -31,83 +31,83 @@ class _Strict(BaseModel):
 
 class GpuGroup(_Strict):
     model: str = "H100"
-    count: int = Field(1, ge=0)
-    slots: int | None = Field(None, ge=1)
-    speed: float | None = Field(None, gt=0)
-    memory_mb: float | None = Field(None, gt=0)
+    count: int = Field(default=1, ge=0)
+    slots: int | None = Field(default=None, ge=1)
+    speed: float | None = Field(default=None, gt=0)
+    memory_mb: float | None = Field(default=None, gt=0)
 
 
 class FleetSpec(_Strict):
     source: Literal["scenario", "alibaba"] = "scenario"
     model: str = "H100"
-    count: int | None = Field(None, ge=1)
+    count: int | None = Field(default=None, ge=1)
     groups: tuple[GpuGroup, ...] = ()
     mode: Literal["exclusive", "shared"] = "exclusive"
-    slots: int = Field(1, ge=1)
+    slots: int = Field(default=1, ge=1)
     nodes_path: str | None = None
 
 
 class ArrivalSpec(_Strict):
     process: Literal["poisson", "mmpp", "diurnal"] = "poisson"
-    burst_factor: float = Field(5.0, ge=1)
-    burst_fraction: float = Field(0.1, gt=0, lt=1)
-    burst_mean_s: float = Field(10.0, gt=0)
-    period_s: float = Field(86_400.0, gt=0)
-    amplitude: float = Field(0.5, ge=0, le=1)
+    burst_factor: float = Field(default=5.0, ge=1)
+    burst_fraction: float = Field(default=0.1, gt=0, lt=1)
+    burst_mean_s: float = Field(default=10.0, gt=0)
+    period_s: float = Field(default=86_400.0, gt=0)
+    amplitude: float = Field(default=0.5, ge=0, le=1)
     phase: float = 0.0
 
 
 class ServiceSpec(_Strict):
     distribution: Literal["exponential", "deterministic", "lognormal", "gamma"] = "exponential"
-    mean_s: float = Field(1.0, gt=0)
-    cv: float = Field(1.0, ge=0)
+    mean_s: float = Field(default=1.0, gt=0)
+    cv: float = Field(default=1.0, ge=0)
 
 
 class TypeSpec(_Strict):
-    weight: float = Field(1.0, ge=0)
-    work_scale: float = Field(1.0, gt=0)
+    weight: float = Field(default=1.0, ge=0)
+    work_scale: float = Field(default=1.0, gt=0)
 
 
 class ModelSpec(_Strict):
     id: str
-    weight: float = Field(1.0, ge=0)
-    memory_mb: float = Field(0.0, ge=0)
-    work_scale: float = Field(1.0, gt=0)
+    weight: float = Field(default=1.0, ge=0)
+    memory_mb: float = Field(default=0.0, ge=0)
+    work_scale: float = Field(default=1.0, gt=0)
     min_compute_capability: tuple[int, int] | None = None
 
 
 class UsersSpec(_Strict):
-    count: int = Field(10, ge=1)
-    skew: float = Field(0.0, ge=0)
-    heavy_share: float = Field(0.0, ge=0, lt=1)
+    count: int = Field(default=10, ge=1)
+    skew: float = Field(default=0.0, ge=0)
+    heavy_share: float = Field(default=0.0, ge=0, lt=1)
 
 
 class CancelSpec(_Strict):
     """Clients that give up: a share of requests is cancelled after an exponential patience."""
 
-    share: float = Field(0.0, ge=0, le=1)
-    patience_s: float = Field(30.0, gt=0)
+    share: float = Field(default=0.0, ge=0, le=1)
+    patience_s: float = Field(default=30.0, gt=0)
 
 
 class TraceSpec(_Strict):
     kind: Literal["azure_llm", "alibaba_pods"]
     path: str | None = None
-    time_scale: float = Field(1.0, gt=0)
-    duration_scale: float = Field(1.0, gt=0)
-    start_s: float = Field(0.0, ge=0)
-    limit: int | None = Field(None, ge=1)
+    time_scale: float = Field(default=1.0, gt=0)
+    duration_scale: float = Field(default=1.0, gt=0)
+    start_s: float = Field(default=0.0, ge=0)
+    limit: int | None = Field(default=None, ge=1)
 
 
 class WorkloadSpec(_Strict):
-    load: float | None = Field(0.7, gt=0)
-    rate_rps: float | None = Field(None, gt=0)
+    load: float | None = Field(default=0.7, gt=0)
+    rate_rps: float | None = Field(default=None, gt=0)
     arrival: ArrivalSpec = ArrivalSpec()
     service: ServiceSpec = ServiceSpec()
     priorities: dict[int, float] = Field(default_factory=lambda: {3: 1.0})
     types: dict[str, TypeSpec] = Field(default_factory=lambda: {"inference": TypeSpec()})
     models: tuple[ModelSpec, ...] = (ModelSpec(id="default"),)
     users: UsersSpec = UsersSpec()
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
     cancel: CancelSpec = CancelSpec()
     trace: TraceSpec | None = None
 
@@ -131,30 +131,30 @@ class ServiceModelSpec(_Strict):
     """Overrides of the calibrated constants (service_model.Calibration)."""
 
     sharing_gain: dict[int, float] | None = None
-    context_overhead_mb: float | None = Field(None, ge=0)
-    floor_ms: float | None = Field(None, ge=0)
-    startup_s: float = Field(0.0, ge=0)
-    prefill_us_per_token: float | None = Field(None, gt=0)
-    decode_ms_per_token: float | None = Field(None, gt=0)
+    context_overhead_mb: float | None = Field(default=None, ge=0)
+    floor_ms: float | None = Field(default=None, ge=0)
+    startup_s: float = Field(default=0.0, ge=0)
+    prefill_us_per_token: float | None = Field(default=None, gt=0)
+    decode_ms_per_token: float | None = Field(default=None, gt=0)
 
 
 class MonitorSpec(_Strict):
     enabled: bool = True
-    period_s: float = Field(0.1, gt=0)
-    lag_s: float = Field(0.275, ge=0)
+    period_s: float = Field(default=0.1, gt=0)
+    lag_s: float = Field(default=0.275, ge=0)
     skip_unchanged: bool = True
 
 
 class FaultSpec(_Strict):
     kind: Literal["crash", "hang", "throttle", "xid_storm", "monitor_outage"]
     gpus: tuple[int, ...] = ()
-    fraction: float = Field(0.0, ge=0, le=1)
-    at_s: float | None = Field(None, ge=0)
-    duration_s: float = Field(60.0, gt=0)
-    rate_per_gpu_hour: float = Field(0.0, ge=0)
-    factor: float = Field(0.5, gt=0, le=1)
-    fail_prob: float = Field(0.5, ge=0, le=1)
-    detect_s: float | None = Field(None, ge=0)
+    fraction: float = Field(default=0.0, ge=0, le=1)
+    at_s: float | None = Field(default=None, ge=0)
+    duration_s: float = Field(default=60.0, gt=0)
+    rate_per_gpu_hour: float = Field(default=0.0, ge=0)
+    factor: float = Field(default=0.5, gt=0, le=1)
+    fail_prob: float = Field(default=0.5, ge=0, le=1)
+    detect_s: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> FaultSpec:
@@ -186,10 +186,10 @@ class SlaSpec(_Strict):
 class Scenario(_Strict):
     name: str = "scenario"
     description: str = ""
-    horizon_s: float = Field(600.0, gt=0)
-    warmup_s: float = Field(0.0, ge=0)
-    drain_s: float | None = Field(None, ge=0)
-    timeline_period_s: float | None = Field(None, gt=0)
+    horizon_s: float = Field(default=600.0, gt=0)
+    warmup_s: float = Field(default=0.0, ge=0)
+    drain_s: float | None = Field(default=None, ge=0)
+    timeline_period_s: float | None = Field(default=None, gt=0)
     fleet: FleetSpec = FleetSpec()
     workload: WorkloadSpec = WorkloadSpec()
     service_model: ServiceModelSpec = ServiceModelSpec()
