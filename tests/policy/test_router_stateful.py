@@ -199,6 +199,9 @@ class RouterMachine(RuleBasedStateMachine):
             assert abs(f.reserved_mb[i] - held) < 1e-6
             assert f.reserved_mb[i] <= f.memory_total[i]
             assert f.running[i] == len(self.router.on_gpu[i]) <= f.slots[i]
+            assert abs(f.free_mb[i] - (f.memory_total[i] - f.reserved_mb[i])) < 1e-6
+            assert f.open[i] == (f.available()[i] and f.running[i] < f.slots[i])
+        assert f.open_count == int(f.open.sum())
 
     @invariant()
     def user_usage_within_quota(self):

@@ -68,6 +68,9 @@ class FleetView:
         self.weight = np.ones(n)  # slow-start weight after an ejection, (0, 1]
         self.down = f(n, dtype=bool)  # crashed, ejected, maintenance, restarting
         self._up = np.ones(n, dtype=bool)
+        self.free_mb = f(n)  # memory_total - reserved_mb, kept in step
+        self.open = np.zeros(n, dtype=bool)  # up and with a free slot
+        self.open_count = 0
         self.version = 0  # bumped when health, speed or weight change (for strategy caches)
         for i, g in enumerate(states):
             self.observe(i, g)
@@ -86,7 +89,32 @@ class FleetView:
         self.capability_bits[i] = _capability_bits(g.capabilities)
         self.status_ok[i] = g.status == GpuStatus.ACTIVE
         self._up[i] = self.status_ok[i] and not self.down[i]
+        self.free_mb[i] = g.memory_total_mb - self.reserved_mb[i]
+        self._reopen(i)
         self.version += 1
+
+    def _reopen(self, i: int) -> None:
+        now_open = bool(self._up[i] and self.running[i] < self.slots[i])
+        if now_open != self.open[i]:
+            self.open[i] = now_open
+            self.open_count += 1 if now_open else -1
+
+    def occupy(self, i: int, memory_mb: float) -> None:
+        """A request starts on GPU ``i``: one slot and ``memory_mb`` taken."""
+        self.running[i] += 1
+        self.reserved_mb[i] += memory_mb
+        self.free_mb[i] -= memory_mb
+        self.pending_mb[i] += memory_mb
+        if self.running[i] >= self.slots[i] and self.open[i]:
+            self.open[i] = False
+            self.open_count -= 1
+
+    def vacate(self, i: int, memory_mb: float) -> None:
+        """A request leaves GPU ``i``: its slot and memory are free again."""
+        self.running[i] -= 1
+        self.reserved_mb[i] -= memory_mb
+        self.free_mb[i] += memory_mb
+        self._reopen(i)
 
     def set_weight(self, i: int, weight: float) -> None:
         """Slow-start weight of GPU ``i`` in (0, 1]."""
@@ -97,6 +125,7 @@ class FleetView:
         """The router takes GPU ``i`` out of service (True) or back (False)."""
         self.down[i] = down
         self._up[i] = self.status_ok[i] and not down
+        self._reopen(i)
 
     # -- derived views used by strategies ---------------------------------------------
 

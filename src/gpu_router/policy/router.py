@@ -147,8 +147,7 @@ class Router:
             heapq.heappush(self._deadlines, (deadline, next(self._seq), request.request_id))
         if not self.early and not len(self.queue):
             # fast path: nothing waits, so this request is the head of the queue
-            slot_free = self.fleet.available() & (self.fleet.running < self.fleet.slots)
-            cands = np.flatnonzero(self._feasible(rec, slot_free))
+            cands = np.flatnonzero(self._feasible(rec)) if self.fleet.open_count else ()
             if len(cands):
                 i = self.strategy.choose(Choice(request, rec.duration_s, self.fleet, cands,
                                                 self.rng, now))
@@ -192,21 +191,18 @@ class Router:
     def _dispatch(self, now: float) -> list[Action]:
         return self._dispatch_early(now) if self.early else self._dispatch_late(now)
 
-    def _feasible(self, rec: RequestRecord, slot_free: np.ndarray) -> np.ndarray:
+    def _feasible(self, rec: RequestRecord) -> np.ndarray:
+        """GPUs the request can start on now: compatible, open (up, free slot), memory."""
         f = self.fleet
-        ok = self._compatible(rec.request, rec.memory_mb) & slot_free
-        return ok & (f.reserved_mb + rec.memory_mb <= f.memory_total)
+        return self._compatible(rec.request, rec.memory_mb) & f.open & (f.free_mb >= rec.memory_mb)
 
     def _dispatch_late(self, now: float) -> list[Action]:
         f, actions = self.fleet, []
-        while len(self.queue):
-            slot_free = f.available() & (f.running < f.slots)
-            if not slot_free.any():
-                break
+        while len(self.queue) and f.open_count:
             progressed = False
             for rid in list(self.queue.ordered(now, self.config.dispatch_scan_limit)):
                 rec = self.records[rid]
-                cands = np.flatnonzero(self._feasible(rec, slot_free))
+                cands = np.flatnonzero(self._feasible(rec))
                 if len(cands) == 0:
                     if self.queue.is_overdue(rid, now):
                         return actions  # hold the capacity for the aged request
@@ -217,8 +213,7 @@ class Router:
                 self._place(rec, i, now)
                 actions.append(self._start_on(rec, i, now))
                 progressed = True
-                slot_free = f.available() & (f.running < f.slots)
-                if not slot_free.any():
+                if not f.open_count:
                     break
             if not progressed:
                 break
@@ -237,13 +232,13 @@ class Router:
             self._place(rec, i, now)
             f.queued[i] += 1
             self.gpu_queues[i].push(rid, rec.request.user_id, rec.request.priority, now)
-        for i in np.flatnonzero(avail & (f.queued > 0) & (f.running < f.slots)):
+        for i in np.flatnonzero(f.open & (f.queued > 0)):
             gq = self.gpu_queues[i]
             for rid in list(gq.ordered(now, self.config.dispatch_scan_limit)):
                 if f.running[i] >= f.slots[i]:
                     break
                 rec = self.records[rid]
-                if f.reserved_mb[i] + rec.memory_mb > f.memory_total[i]:
+                if f.free_mb[i] < rec.memory_mb:
                     if gq.is_overdue(rid, now):
                         break
                     continue
@@ -260,9 +255,7 @@ class Router:
 
     def _start_on(self, rec: RequestRecord, i: int, now: float) -> Dispatch:
         f = self.fleet
-        f.running[i] += 1
-        f.reserved_mb[i] += rec.memory_mb
-        f.pending_mb[i] += rec.memory_mb
+        f.occupy(i, rec.memory_mb)
         self._pending[i].append((now, rec.memory_mb))
         rid = rec.request.request_id
         self.on_gpu[i].add(rid)
@@ -425,8 +418,7 @@ class Router:
         i = rec.gpu_index
         assert i is not None  # noqa: S101 - a processing record always has a GPU
         f = self.fleet
-        f.running[i] -= 1
-        f.reserved_mb[i] -= rec.memory_mb
+        f.vacate(i, rec.memory_mb)
         f.work_left_s[i] = max(0.0, f.work_left_s[i] - rec.placed_s)
         self.on_gpu[i].discard(rec.request.request_id)
         return i
