@@ -152,7 +152,7 @@ class FaultSpec(_Strict):
     at_s: float | None = Field(default=None, ge=0)
     duration_s: float = Field(default=60.0, gt=0)
     rate_per_gpu_hour: float = Field(default=0.0, ge=0)
-    factor: float = Field(default=0.5, gt=0, le=1)
+    factor: float = Field(default=0.78, gt=0, le=1)
     fail_prob: float = Field(default=0.5, ge=0, le=1)
     detect_s: float | None = Field(default=None, ge=0)
 
