@@ -309,8 +309,13 @@ def test_limits_answer_429_with_retry_after_and_incompatible_503():
             assert r.status_code == 200  # one user's limit never touches another
             big = body(user_id="bob", resource_requirements={"memory": 9_000_000})
             r = await c.post("/api/v1/route", json=big, headers=H_BOB)
-            assert r.status_code == 422 and r.json()["error"]["code"] == "incompatible"
+            # no GPU can ever serve it: 503 (DESIGN 5.1), no Retry-After (retrying cannot help)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "incompatible"
+            assert "retry-after" not in r.headers and "retry_after" not in r.json()["error"]
+            d = r.json()["data"]
+            assert d["status"] == "rejected" and d["message"].startswith("no GPU can serve it")
             check_schema("POST", "/api/v1/route", r)
+            assert len(app.state.service.live) == 3  # the incompatible one is not kept
 
     run(scenario())
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,7 +32,15 @@ from . import views
 from .auth import Authenticator, AuthError, Identity
 from .clock import Clock, SystemClock
 from .config import ServiceConfig
-from .envelope import MetaBuilder, Timings, TraceContext, envelope, error_body, parse_traceparent
+from .envelope import (
+    MetaBuilder,
+    Timings,
+    TraceContext,
+    envelope,
+    error_body,
+    new_request_id,
+    parse_traceparent,
+)
 from .gpu_sources.base import GpuSource
 from .journal import Journal
 from .logs import LOGGER_NAME, log
@@ -89,6 +96,22 @@ class Ctx:
     trace: TraceContext
     timings: Timings
     gpu_id: str | None = None
+    headers: dict[str, str] | None = None
+
+    def header(self, name: str) -> str | None:
+        """A request header (lower-case ``name``); the headers are read once per request,
+        not scanned per lookup as ``request.headers`` does (the first of repeats wins)."""
+        if self.headers is None:
+            self.headers = {
+                k.decode("latin-1"): v.decode("latin-1")
+                for k, v in reversed(self.request.scope["headers"])
+            }
+        return self.headers.get(name)
+
+
+#: answers are encoded with one prebuilt encoder (``json.dumps`` with options builds one
+#: per call)
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
 Handler = Callable[[Ctx], Awaitable[tuple[int, Any]]]
@@ -137,9 +160,9 @@ def create_app(
         if meta_builder.wanted():
             s = holder.get("svc")
             gpu = views.gpu_resources(s, ctx.gpu_id) if s is not None else None
-            req_id = ctx.request.headers.get("x-request-id")
+            req_id = ctx.header("x-request-id")
             if not req_id or not _ID.match(req_id):
-                req_id = str(uuid.uuid4())
+                req_id = new_request_id()
             meta = meta_builder.build(
                 request_id=req_id,
                 wall_now=clock.wall(),
@@ -151,30 +174,21 @@ def create_app(
             headers["x-request-id"] = req_id
         if tracing.enabled and tracing.propagate_headers:
             headers["traceparent"] = ctx.trace.traceparent
-        body = json.dumps(
-            envelope(data, error=err, meta=meta),
-            ensure_ascii=False,
-            allow_nan=False,
-            separators=(",", ":"),
-        ).encode("utf-8")
+        body = _encode(envelope(data, error=err, meta=meta)).encode("utf-8")
         return Response(body, status, headers=headers, media_type="application/json")
 
     def _endpoint(name: str, auth: Auth, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             started = clock.now()
-            ctx = Ctx(
-                request,
-                None,
-                parse_traceparent(request.headers.get("traceparent")),
-                Timings(started),
-            )
+            ctx = Ctx(request, None, None, Timings(started))  # type: ignore[arg-type]
+            ctx.trace = parse_traceparent(ctx.header("traceparent"))
             headers: dict[str, str] = {}
             data: Any = None
             err: dict[str, Any] | None = None
             try:
                 if auth != "none":
                     host = request.client.host if request.client else None
-                    ctx.identity = authn.authenticate(request.headers.get("authorization"), host)
+                    ctx.identity = authn.authenticate(ctx.header("authorization"), host)
                     if auth == "admin" and not ctx.identity.is_admin:
                         raise ApiError(403, "forbidden", "this path needs an admin key")
                 ctx.timings.add("preprocessing", clock.now() - started)
@@ -199,15 +213,15 @@ def create_app(
                 err = error_body("internal_error", "internal error; see the service log")
             response = respond(ctx, status, data, err, headers)
             elapsed = clock.now() - started
-            prom.http_requests.labels(request.method, name, str(status)).inc()
-            prom.http_latency.labels(request.method, name).observe(elapsed)
+            prom.child(prom.http_requests, request.method, name, str(status)).inc()
+            prom.child(prom.http_latency, request.method, name).observe(elapsed)
             return response
 
         return handler
 
     async def read_body(ctx: Ctx, model: type[BaseModel], *, optional: bool = False) -> Any:
         request = ctx.request
-        length = request.headers.get("content-length")
+        length = ctx.header("content-length")
         if length is not None:
             if not length.isdigit():
                 raise ApiError(400, "bad_request", "invalid Content-Length")
@@ -217,7 +231,7 @@ def create_app(
                 )
         chunks: list[bytes] = []
         size = 0
-        ctype = request.headers.get("content-type")
+        ctype = ctx.header("content-type")
         checked = False
         async for chunk in request.stream():
             if not chunk:
@@ -282,7 +296,7 @@ def create_app(
             raise ApiError(403, "forbidden", "a user key may submit only as its own user_id")
         t = clock.now()
         child = ctx.trace.child().traceparent if tracing.enabled else None
-        out = s.submit(req, child)
+        out = await s.submit(req, child)
         ctx.timings.add("routing", clock.now() - t)
         ctx.gpu_id = out.gpu_id
         if out.status_code != 200:
@@ -296,8 +310,7 @@ def create_app(
         return 200, out.data
 
     def owned(ctx: Ctx, s: RouterService, rid: str) -> Any:
-        live = s.live.get(rid)
-        rec = live.rec if live is not None else s.journal.get(rid)
+        rec = s.lookup(rid)
         assert ctx.identity is not None
         if rec is None or not ctx.identity.may_act_for(rec.user_id):
             raise not_found(f"request {rid}")
@@ -322,11 +335,7 @@ def create_app(
         rid = _path_id(ctx, "request_id", "request")
         owned(ctx, s, rid)
         before = s.cancel(rid, reason)
-        after = (
-            s.journal.get(rid).state
-            if rid not in s.live  # type: ignore[union-attr]
-            else s.live[rid].rec.state
-        )
+        after = s.lookup(rid).state  # type: ignore[union-attr]
         done = before not in (None, "completed", "failed", "cancelled")
         msg = "cancelled" if done else f"not cancelled: the request is already {before}"
         return 200, {"request_id": rid, "status": after, "cancelled": done, "message": msg}
@@ -480,7 +489,7 @@ def create_app(
         headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
         names = {404: "not_found", 405: "method_not_allowed"}
         msg = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        prom.http_requests.labels(request.method, "unmatched", str(code)).inc()
+        prom.child(prom.http_requests, request.method, "unmatched", str(code)).inc()
         return respond(ctx, code, None, error_body(names.get(code, "error"), str(msg)), headers)
 
     def r(path: str, name: str, auth: Auth, fn: Handler, methods: list[str]) -> Route:

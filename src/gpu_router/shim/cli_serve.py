@@ -3,7 +3,9 @@
 Reads the config (file, then environment overrides, then these flags), refuses to start
 on an invalid one naming the key and the reason, builds the GPU source the config names
 (``gpu_monitoring.source``: virtual, nvml or monitoring; ``--virtual-gpus`` forces a
-virtual fleet of N GPUs) and serves the API with uvicorn.
+virtual fleet of N GPUs) and serves the API with uvicorn, on uvloop's event loop and the
+httptools HTTP parser when they are installed (they are dependencies; uvicorn's pure-Python
+h11 parser and asyncio's loop cost about twice as much CPU per request).
 """
 
 from __future__ import annotations
@@ -81,6 +83,18 @@ def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Serv
     return cfg
 
 
+def fast_servers() -> dict[str, str]:
+    """uvicorn's ``loop`` and ``http`` settings: uvloop and httptools where importable."""
+    out = {"loop": "asyncio", "http": "h11"}
+    for key, module, value in (("loop", "uvloop", "uvloop"), ("http", "httptools", "httptools")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        out[key] = value
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = resolve(args)
@@ -114,5 +128,6 @@ def run(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=cfg.api.debug,
         lifespan="on",
+        **fast_servers(),  # type: ignore[arg-type]
     )
     return 0

@@ -202,6 +202,11 @@ class JournalSection(_Section):
     path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
+    # group commit (shim.group_commit): an acknowledgement waits at most commit_delay_ms
+    # for its batch; later state changes ride a batch at most lazy_commit_ms later
+    commit_delay_ms: float = Field(2.0, ge=0, le=1000)
+    lazy_commit_ms: float = Field(20.0, ge=0, le=60_000)
+    max_batch: int = Field(256, ge=1, le=100_000)
 
 
 class DispatchSection(_Section):

@@ -3,7 +3,9 @@
 For every ``Dispatch`` the service starts one task here: it POSTs the payload to the
 GPU's worker (HTTP, or the in-process virtual worker; both speak the job API of
 ``gpu_sources.base.JobRunner``), then polls the job (first after ``poll_interval``,
-then every 10% of the time it has run, at most ``max_poll_interval``) until it ends.
+then every 10% of the time it has run, at most ``max_poll_interval``) until it ends. A
+runner with ``wait(job_id, timeout)`` (the virtual worker) is asked that instead of
+sleeping then polling: it answers at the same times, or as soon as the job ends.
 What happens is reported through the :class:`DispatchEvents` callbacks, each tagged with
 the attempt number, so the service can ignore a task it has already given up on.
 
@@ -246,9 +248,13 @@ class Dispatcher:
             ev.job_started(rid, attempt, gpu_id, job_id)
             started = self.monotonic()
             delay = self.cfg.poll_interval
+            wait = getattr(runner, "wait", None)
             while True:
-                await asyncio.sleep(delay)
-                st = await self._call(gpu_id, lambda: runner.status(job_id))
+                if wait is not None:
+                    st = await self._call(gpu_id, lambda d=delay: wait(job_id, d))
+                else:
+                    await asyncio.sleep(delay)
+                    st = await self._call(gpu_id, lambda: runner.status(job_id))
                 state = st.get("state")
                 progress = st.get("progress")
                 if isinstance(progress, int | float) and 0 <= progress <= 1:

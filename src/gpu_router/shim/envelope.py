@@ -10,11 +10,12 @@ detail_level, sampling_rate, components).
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import re
-import secrets
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .config import ApiMetadataSection
@@ -22,6 +23,36 @@ from .config import ApiMetadataSection
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+
+# Trace and span ids need to be unique, not secret (W3C trace context 3.2.2.3): a PRNG
+# seeded from the OS is enough and costs a fraction of ``secrets.token_hex``.
+_ids = random.Random(os.urandom(16))
+
+
+def _hex(bits: int) -> str:
+    while True:  # all-zero ids are invalid
+        v = _ids.getrandbits(bits)
+        if v:
+            return f"{v:0{bits // 4}x}"
+
+
+def new_span_id() -> str:
+    return _hex(64)
+
+
+def new_trace_id() -> str:
+    return _hex(128)
+
+
+_rid_prefix = f"{_ids.getrandbits(32):08x}-{_ids.getrandbits(16):04x}-4{_ids.getrandbits(12):03x}"
+_rid_counter = itertools.count(_ids.getrandbits(24))
+
+
+def new_request_id() -> str:
+    """A UUID-shaped id for the ``meta`` block, unique within this process run (random
+    prefix, then a counter): cheaper than ``uuid4`` on every answer."""
+    n = next(_rid_counter)
+    return f"{_rid_prefix}-{0x8000 | (n >> 48) & 0x3FFF:04x}-{n & 0xFFFFFFFFFFFF:012x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +70,7 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """The context to send downstream (workers, callbacks): same trace, new span."""
-        return TraceContext(self.trace_id, secrets.token_hex(8), self.flags, True)
+        return TraceContext(self.trace_id, new_span_id(), self.flags, True)
 
 
 def parse_traceparent(header: str | None) -> TraceContext:
@@ -48,13 +79,24 @@ def parse_traceparent(header: str | None) -> TraceContext:
     if header:
         m = _TRACEPARENT.match(header.strip().lower())
         if m and m.group(1) != "ff" and m.group(2) != _ZERO_TRACE and m.group(3) != _ZERO_SPAN:
-            return TraceContext(m.group(2), secrets.token_hex(8), m.group(4), True)
-    return TraceContext(secrets.token_hex(16), secrets.token_hex(8), "01", False)
+            return TraceContext(m.group(2), new_span_id(), m.group(4), True)
+    return TraceContext(new_trace_id(), new_span_id(), "01", False)
+
+
+_iso_second = -1
+_iso_prefix = ""
 
 
 def iso(ts: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with milliseconds and a Z, as seed 004 writes them."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """Epoch seconds as ISO 8601 UTC with milliseconds and a Z, as seed 004 writes them
+    (``datetime.fromtimestamp(ts, UTC)`` truncated to ms; the date and time of the last
+    second formatted are kept, since most timestamps of an answer fall in it)."""
+    global _iso_second, _iso_prefix
+    second, micros = divmod(round(ts * 1_000_000), 1_000_000)
+    if second != _iso_second:
+        _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _iso_second = second
+    return f"{_iso_prefix}.{micros // 1000:03d}Z"
 
 
 @dataclass(slots=True)

@@ -5,17 +5,30 @@ later change of state is written as it happens. After a crash the service reads 
 requests that are not terminal and resumes them; terminal ones are never run again, and
 their results stay readable behind ``result_url``.
 
+Group commit: ``insert``/``update`` commit at once (autocommit), while ``stage_insert``/
+``stage_update`` only queue the write; ``commit_staged`` then writes every queued row in
+one transaction and tells each staged insert's ``done`` callback whether its row is
+committed (``shim.group_commit`` decides when). A staged update rewrites the changing
+columns from the record object, which the service keeps current, so several changes of
+one request between two commits cost one row write. A read of a request with staged
+writes, and every read of many requests, commits the staged writes first, so reads see
+what was written.
+
 ``synchronous=NORMAL`` in WAL mode survives the death of the process (SIGKILL) without an
-fsync per commit; ``FULL`` survives power loss too at the cost of one fsync per commit.
+fsync per commit: a committed transaction is in the WAL file, which the next open
+replays. It does not survive a power loss or an OS crash (the last commits may be lost):
+``FULL`` survives those too, at the cost of one fsync per commit (per batch, with group
+commit).
 
 Wall-clock times (epoch seconds) are stored; they are what the API reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -44,8 +57,10 @@ CREATE TABLE IF NOT EXISTS requests (
     callback_state  TEXT,
     trace_id        TEXT
 );
-CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
-CREATE INDEX IF NOT EXISTS requests_user ON requests(user_id, submitted_at);
+-- no index on state or user: no hot query uses one, and every write would maintain it
+-- (state changes two or three times per request); journals made before drop them
+DROP INDEX IF EXISTS requests_state;
+DROP INDEX IF EXISTS requests_user;
 CREATE INDEX IF NOT EXISTS requests_submitted ON requests(submitted_at);
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
@@ -86,10 +101,31 @@ class JournalRecord:
 
 _JSON_COLUMNS = ("body", "answer", "result")
 _COLUMNS = [f.name for f in fields(JournalRecord)]
+_COLUMN_SET = frozenset(_COLUMNS)
+#: what changes after the insert (rewritten from the record by a staged update)
+_MUTABLE = (
+    "state",
+    "gpu_id",
+    "job_id",
+    "attempts",
+    "start_time",
+    "completion_time",
+    "result",
+    "error",
+    "callback_state",
+)
 
 
 class JournalError(Exception):
     """The journal could not be written: the request must not be acknowledged."""
+
+
+class DuplicateRequest(JournalError):
+    """A staged insert found its request_id taken (by a request no longer in memory)."""
+
+
+#: told ``None`` once a staged insert is committed, or the error that lost it
+Done = Callable[[JournalError | None], None]
 
 
 class Journal:
@@ -109,9 +145,102 @@ class Journal:
             f"INSERT INTO requests ({', '.join(_COLUMNS)}) "
             f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
         )
+        self._update_sql = (
+            f"UPDATE requests SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE request_id = ?"
+        )
+        self._inserts: list[tuple[JournalRecord, Done | None]] = []  # staged, in order
+        self._insert_ids: set[str] = set()
+        self._dirty: dict[str, JournalRecord] = {}  # staged updates: rows to rewrite
+        #: told the messages of staged updates that could not be committed
+        self.on_lost: Callable[[list[str]], None] | None = None
+        self.batches = 0  # transactions committed by commit_staged (for tests and metrics)
 
     def close(self) -> None:
+        self.commit_staged()
         self._db.close()
+
+    # -- group commit ------------------------------------------------------------------
+
+    @property
+    def staged(self) -> int:
+        """Rows staged and not committed yet."""
+        return len(self._inserts) + len(self._dirty)
+
+    def stage_insert(self, record: JournalRecord, done: Done | None = None) -> None:
+        """Queue a new request for the next :meth:`commit_staged`. The row is built from
+        ``record`` at commit time, so changes made to it meanwhile are in it."""
+        self._inserts.append((record, done))
+        self._insert_ids.add(record.request_id)
+
+    def stage_update(self, record: JournalRecord) -> None:
+        """Queue a rewrite of the row's changing columns (state, gpu_id, job_id, attempts,
+        times, result, error, callback_state) from ``record`` at the next commit: the
+        record is the truth, and any number of changes to it cost one row write."""
+        self._dirty[record.request_id] = record
+
+    def commit_staged(self) -> None:
+        """Write every staged row in one transaction and commit it. Never raises: each
+        staged insert's ``done`` hears its fate (:class:`DuplicateRequest` when the id is
+        taken); lost updates go to ``on_lost``."""
+        inserts, dirty = self._inserts, self._dirty
+        if not inserts and not dirty:
+            return
+        self._inserts, self._dirty = [], {}
+        self._insert_ids.clear()
+        failed: dict[int, JournalError] = {}
+        batch_error: JournalError | None = None
+        try:
+            self._db.execute("BEGIN")
+            for n, (record, _done) in enumerate(inserts):
+                rid = record.request_id
+                if dirty.get(rid) is record:  # the inserted row has its latest state already
+                    del dirty[rid]
+                try:
+                    self.insert(record)
+                except JournalError as exc:
+                    if not self._db.in_transaction:  # SQLite rolled the whole batch back
+                        raise
+                    failed[n] = exc
+            if dirty:
+                self._db.executemany(self._update_sql, map(self._mutable_row, dirty.values()))
+            self._db.execute("COMMIT")
+            self.batches += 1
+        except (sqlite3.Error, JournalError) as exc:
+            batch_error = (
+                exc if isinstance(exc, JournalError) else JournalError(f"journal commit: {exc}")
+            )
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+        for n, (_record, done) in enumerate(inserts):
+            if done is not None:
+                done(batch_error or failed.get(n))
+        if batch_error is not None and dirty and self.on_lost is not None:
+            self.on_lost([f"update of {rid!r} lost: {batch_error}" for rid in dirty])
+
+    def _settle(self, request_id: str | None = None) -> None:
+        """Commit staged writes before a read that may concern them."""
+        if request_id is None:
+            if self._inserts or self._dirty:
+                self.commit_staged()
+        elif request_id in self._dirty or request_id in self._insert_ids:
+            self.commit_staged()
+
+    @staticmethod
+    def _mutable_row(record: JournalRecord) -> tuple[Any, ...]:
+        result = record.result
+        return (
+            record.state,
+            record.gpu_id,
+            record.job_id,
+            record.attempts,
+            record.start_time,
+            record.completion_time,
+            None if result is None else json.dumps(result),
+            record.error,
+            record.callback_state,
+            record.request_id,
+        )
 
     @staticmethod
     def _row(record: JournalRecord) -> list[Any]:
@@ -135,6 +264,8 @@ class Journal:
         """Commit a new request; raises :class:`JournalError` (id taken, disk full, ...)."""
         try:
             self._db.execute(self._insert_sql, self._row(record))
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateRequest(f"request_id {record.request_id!r} is taken: {exc}") from exc
         except sqlite3.Error as exc:
             raise JournalError(f"journal insert of {record.request_id!r} failed: {exc}") from exc
 
@@ -142,7 +273,7 @@ class Journal:
         """Commit changed columns of one request."""
         if not changes:
             return
-        bad = set(changes) - set(_COLUMNS)
+        bad = set(changes) - _COLUMN_SET
         if bad:
             raise KeyError(f"unknown journal columns {sorted(bad)}")
         cols = ", ".join(f"{c} = ?" for c in changes)
@@ -157,6 +288,7 @@ class Journal:
             raise JournalError(f"journal update of {request_id!r} failed: {exc}") from exc
 
     def get(self, request_id: str) -> JournalRecord | None:
+        self._settle(request_id)
         row = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE request_id = ?", (request_id,)
         ).fetchone()
@@ -164,6 +296,7 @@ class Journal:
 
     def unfinished(self) -> list[JournalRecord]:
         """Requests not yet terminal, in submission order."""
+        self._settle()
         marks = ", ".join("?" for _ in TERMINAL)
         rows = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM requests "
@@ -174,6 +307,7 @@ class Journal:
 
     def pending_callbacks(self) -> list[JournalRecord]:
         """Terminal requests whose callback has not been delivered or given up on."""
+        self._settle()
         rows = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE callback_state = 'pending' "
             "ORDER BY rowid"
@@ -182,6 +316,7 @@ class Journal:
 
     def since(self, wall_ts: float) -> Iterator[JournalRecord]:
         """Requests submitted at or after ``wall_ts`` (to rebuild quota usage on restart)."""
+        self._settle()
         cur = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE submitted_at >= ? ORDER BY rowid",
             (wall_ts,),
@@ -190,6 +325,7 @@ class Journal:
             yield self._record(row)
 
     def count_by_state(self) -> dict[str, int]:
+        self._settle()
         return dict(
             self._db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
         )

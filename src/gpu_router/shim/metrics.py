@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -93,10 +94,28 @@ class PromMetrics:
         self.callbacks = Counter(
             "gpu_router_callbacks", "Callback deliveries", ["outcome"], registry=r
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._gpu_states: dict[str, str] = {}
+
+    MAX_CACHED = 10_000  # label sets kept (every label here has a bounded set of values)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: ``labels()`` validates and hashes its
+        arguments under a lock on every call, the cache is one dict lookup."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = metric.labels(*labels)
+            if len(self._children) < self.MAX_CACHED:
+                self._children[key] = c
+        return c
 
     def set_gpu_state(self, gpu_id: str, state: str) -> None:
+        if self._gpu_states.get(gpu_id) == state:
+            return
+        self._gpu_states[gpu_id] = state
         for s in GPU_STATES:
-            self.gpu_state.labels(gpu_id, s).set(1.0 if s == state else 0.0)
+            self.child(self.gpu_state, gpu_id, s).set(1.0 if s == state else 0.0)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
@@ -154,6 +173,13 @@ class JsonStats:
             a.total += 1
             a.active += 1
             a.memory_mb_sum += memory_mb
+
+    def withdrawn(self, user: str, model: str, memory_mb: float) -> None:
+        """Undo :meth:`accepted` for a request that was not acknowledged after all."""
+        for a in self._aggs(user, model):
+            a.total -= 1
+            a.active = max(0, a.active - 1)
+            a.memory_mb_sum -= memory_mb
 
     def finished(
         self,

@@ -25,7 +25,8 @@ _ERRORS = {
     415: "Body is not application/json",
     422: "Body does not match the schema",
     429: "Rate limit, quota or queue bound reached; see Retry-After",
-    503: "No GPU can serve it, or the service is not ready",
+    503: "No GPU can ever serve it (code incompatible, no Retry-After), none can now, the "
+    "journal cannot be written, or the service is not ready",
 }
 
 

@@ -7,6 +7,12 @@ probe GPUs that were taken out. The clock is read through ``self.clock`` only.
 
 Every router call returns actions, applied by :meth:`_apply`: ``Dispatch`` starts a job,
 ``Abort`` stops one, ``Finished`` journals the terminal state and sends the callback.
+
+Journal writes go through :class:`~.group_commit.GroupCommit`: a submission awaits the
+commit of its row before it is answered 200 (and its job is not started before that);
+later state changes ride the next batch. A finished request is dropped from the router
+(``Router.forget``) and from ``live``; the last ``RECENT`` of them stay in memory for the
+status API, older ones are read back from the journal.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,15 +49,17 @@ from .config import ServiceConfig, router_config
 from .dispatcher import Dispatcher, JobSpec
 from .envelope import iso
 from .gpu_sources.base import JOB_COMPLETED, JOB_RUNNING, GpuSource
-from .journal import Journal, JournalError, JournalRecord
+from .group_commit import GroupCommit
+from .journal import DuplicateRequest, Journal, JournalError, JournalRecord
 from .logs import log
 from .metrics import JsonStats, PromMetrics
 from .schemas import RouteRequest
 
-#: INCOMPATIBLE (no GPU of the fleet could ever serve it) is the request's fault: 422 with
-#: the reason. NO_CAPACITY (every compatible GPU is down now) is ours: 503 + Retry-After.
+#: INCOMPATIBLE (no GPU of the fleet could ever serve it): 503 without Retry-After, since a
+#: retry cannot help (DESIGN 5.1). NO_CAPACITY (every compatible GPU is down now): 503 with
+#: Retry-After.
 REJECT_STATUS = {
-    RC.INCOMPATIBLE: 422,
+    RC.INCOMPATIBLE: 503,
     RC.NO_CAPACITY: 503,
     RC.QUEUE_FULL: 429,
     RC.RATE_LIMITED: 429,
@@ -72,6 +81,13 @@ class Live:
     result: Any = None
     started_mono: float | None = None
     reattach: tuple[str, str] | None = None  # (gpu_id, job_id) found running after a restart
+    committed: asyncio.Future[None] | None = None  # the insert of a new submission
+    held: Dispatch | None = None  # its dispatch, started once the insert is committed
+    unjournaled: bool = False  # the insert failed: nothing more is written for it
+
+    @property
+    def pending_commit(self) -> bool:
+        return self.committed is not None and not self.committed.done()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +102,11 @@ class Outcome:
     gpu_id: str | None = None
 
 
-def body_hash(req: RouteRequest) -> str:
-    canon = json.dumps(req.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def body_hash(req: RouteRequest, body: dict[str, Any] | None = None) -> str:
+    """SHA-256 of the canonical JSON of the validated body (``body``: its model_dump)."""
+    if body is None:
+        body = req.model_dump(mode="json")
+    canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()
 
 
@@ -116,6 +135,8 @@ def to_policy_request(req: RouteRequest, request_id: str, now: float) -> Request
 
 
 class RouterService:
+    RECENT = 10_000  # finished requests kept in memory for the status API
+
     def __init__(
         self,
         config: ServiceConfig,
@@ -137,6 +158,17 @@ class RouterService:
         self.stats = JsonStats()
         self.router: Router | None = None
         self.live: dict[str, Live] = {}
+        self.recent: OrderedDict[str, JournalRecord] = OrderedDict()
+        jc = config.journal
+        self.writer = GroupCommit(
+            journal,
+            delay_s=jc.commit_delay_ms / 1000.0,
+            lazy_delay_s=jc.lazy_commit_ms / 1000.0,
+            max_batch=jc.max_batch,
+        )
+        journal.on_lost = lambda lost: log(
+            logger, logging.ERROR, "journal updates lost", count=len(lost), first=lost[0]
+        )
         self.down: dict[str, tuple[str, float]] = {}  # gpu_id -> (why, since) taken out by us
         self.gpu_since: dict[str, float] = {}  # gpu_id -> when it last came into service
         self.maintenance_info: dict[str, dict[str, Any]] = {}
@@ -153,7 +185,7 @@ class RouterService:
             http=http,
             monotonic=clock.now,
             logger=logger,
-            on_worker_error=lambda g: self.prom.worker_failures.labels(g).inc(),
+            on_worker_error=lambda g: self.prom.child(self.prom.worker_failures, g).inc(),
             worker_urls=dict(config.gpu_monitoring.worker_urls),
         )
 
@@ -174,7 +206,7 @@ class RouterService:
         self.stats.system.failed = counts.get("failed", 0)
         await self._restore(now)
         for rec in self.journal.pending_callbacks():
-            self._send_callback(rec)
+            self._send_callback(self.recent.get(rec.request_id) or rec)
         self._loops = [
             asyncio.ensure_future(c) for c in (self._sampler(), self._ticker(), self._health())
         ]
@@ -198,6 +230,7 @@ class RouterService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.dispatcher.aclose()
+        self.writer.flush()
 
     @property
     def r(self) -> Router:
@@ -207,22 +240,33 @@ class RouterService:
 
     # ================================================================ submission
 
-    def submit(self, req: RouteRequest, trace_child: str | None) -> Outcome:
+    def lookup(self, rid: str) -> JournalRecord | None:
+        """A request's record: live, recently finished, or from the journal."""
+        live = self.live.get(rid)
+        if live is not None:
+            return live.rec
+        rec = self.recent.get(rid)
+        return rec if rec is not None else self.journal.get(rid)
+
+    async def submit(self, req: RouteRequest, trace_child: str | None) -> Outcome:
+        """Admit ``req``; a 200 is returned only once its journal row is committed."""
         now, wall = self.clock.now(), self.clock.wall()
-        rid = req.request_id or str(uuid.uuid4())
-        digest = body_hash(req)
-        known = self.live[rid].rec if rid in self.live else self.journal.get(rid)
+        given = req.request_id
+        rid = given or str(uuid.uuid4())
+        body = req.model_dump(mode="json")
+        digest = body_hash(req, body)
+        # A re-submission is found in memory (live or recently finished); one of an older
+        # request is found by the journal itself: its insert fails as a duplicate, below.
+        # (No SELECT per submission: ids are almost always new.)
+        live = self.live.get(rid) if given else None
+        known = None if given is None else live.rec if live is not None else self.recent.get(rid)
         if known is not None:
-            if known.body_hash == digest:
-                data = dict(known.answer)
-                data["message"] = "already accepted: this is the original answer"
-                return Outcome(200, data, gpu_id=known.gpu_id)
-            return Outcome(
-                409,
-                self._rejected(rid, "request_id already used with another body"),
-                "conflict",
-                f"request_id {rid} was already submitted with a different body",
-            )
+            if live is not None and live.committed is not None and known.body_hash == digest:
+                try:  # the first submission is not acknowledged before its commit
+                    await asyncio.shield(live.committed)
+                except JournalError:
+                    return self._unwritable(rid)
+            return self._resubmitted(known, digest)
         try:
             request = to_policy_request(req, rid, now)
         except InvalidValue as exc:
@@ -230,10 +274,10 @@ class RouterService:
         decision, actions = self.r.submit(request, now)
         prio = str(req.priority)
         if isinstance(decision, Reject):
-            self.prom.submissions.labels("rejected", prio).inc()
+            self.prom.child(self.prom.submissions, "rejected", prio).inc()
             status = REJECT_STATUS.get(decision.code, 503)
             retry = decision.retry_after_s
-            if status in (429, 503) and retry is None:
+            if status in (429, 503) and retry is None and decision.code != RC.INCOMPATIBLE:
                 retry = 1.0
             return Outcome(
                 status, self._rejected(rid, decision.reason), decision.code, decision.reason, retry
@@ -257,7 +301,7 @@ class RouterService:
             user_id=req.user_id,
             model_id=req.model_id,
             priority=req.priority,
-            body=req.model_dump(mode="json"),
+            body=body,
             body_hash=digest,
             answer=answer,
             state="processing" if placed else "queued",
@@ -267,25 +311,52 @@ class RouterService:
             callback_url=req.callback_url,
             trace_id=(trace_child or "")[3:35] or None,
         )
-        try:
-            self.journal.insert(rec)
-        except JournalError as exc:
-            log(self.logger, logging.ERROR, "journal write failed", request_id=rid, error=str(exc))
-            undo = self.r.cancel(rid, now, "journal unavailable")
-            keep = [a for a in (*actions, *undo) if a.request_id != rid]
-            self._apply(keep)
-            return Outcome(
-                503,
-                self._rejected(rid, "the journal cannot be written"),
-                "unavailable",
-                "the request journal cannot be written; retry later",
-                5.0,
-            )
-        self.live[rid] = Live(rec, request, trace_child)
+        live = Live(rec, request, trace_child, committed=self.writer.insert(rec))
+        self.live[rid] = live
         self.stats.accepted(req.user_id, req.model_id, snap.memory_mb)
-        self.prom.submissions.labels("accepted" if placed else "queued", prio).inc()
-        self._apply(actions, fresh=rid)
+        self._apply(actions)  # its own Dispatch is held until the commit
+        try:
+            await asyncio.shield(live.committed)  # type: ignore[arg-type]
+        except JournalError as exc:
+            duplicate = isinstance(exc, DuplicateRequest)
+            if not duplicate:
+                log(self.logger, logging.ERROR, "journal write failed", request_id=rid, error=exc)
+            if self.live.get(rid) is live:  # undo the admission; its job never started
+                live.unjournaled = True
+                live.held = None
+                self._apply(self.r.cancel(rid, self.clock.now(), "not acknowledged"))
+            self.stats.withdrawn(req.user_id, req.model_id, snap.memory_mb)
+            known = self.journal.get(rid) if duplicate else None
+            return self._unwritable(rid) if known is None else self._resubmitted(known, digest)
+        self.prom.child(self.prom.submissions, "accepted" if placed else "queued", prio).inc()
+        if live.held is not None and self.live.get(rid) is live:
+            held, live.held = live.held, None
+            self._on_dispatch(held)
         return Outcome(200, answer, gpu_id=gpu)
+
+    def _resubmitted(self, known: JournalRecord, digest: str) -> Outcome:
+        """The answer to a request_id seen before: the original answer for the same body,
+        409 for another one."""
+        if known.body_hash == digest:
+            data = dict(known.answer)
+            data["message"] = "already accepted: this is the original answer"
+            return Outcome(200, data, gpu_id=known.gpu_id)
+        rid = known.request_id
+        return Outcome(
+            409,
+            self._rejected(rid, "request_id already used with another body"),
+            "conflict",
+            f"request_id {rid} was already submitted with a different body",
+        )
+
+    def _unwritable(self, rid: str) -> Outcome:
+        return Outcome(
+            503,
+            self._rejected(rid, "the journal cannot be written"),
+            "unavailable",
+            "the request journal cannot be written; retry later",
+            5.0,
+        )
 
     @staticmethod
     def _rejected(rid: str, message: str) -> dict[str, Any]:
@@ -315,7 +386,7 @@ class RouterService:
         """Cancel; returns the state before (None: unknown). Idempotent."""
         live = self.live.get(rid)
         if live is None:
-            rec = self.journal.get(rid)
+            rec = self.lookup(rid)
             return None if rec is None else rec.state
         before = live.rec.state
         self._apply(self.r.cancel(rid, self.clock.now(), reason))
@@ -372,31 +443,30 @@ class RouterService:
 
     # ================================================================ actions
 
-    def _apply(self, actions: list[Action], fresh: str | None = None) -> None:
+    def _apply(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, Dispatch):
-                self._on_dispatch(a, fresh)
+                self._on_dispatch(a)
             elif isinstance(a, Abort):
                 self._on_abort(a)
             elif isinstance(a, Finished):
                 self._on_finished(a)
 
-    def _on_dispatch(self, a: Dispatch, fresh: str | None) -> None:
+    def _on_dispatch(self, a: Dispatch) -> None:
         live = self.live.get(a.request_id)
         if live is None:  # pragma: no cover - the router only dispatches what we submitted
+            return
+        if live.pending_commit:  # nothing runs before its acknowledgement is durable
+            live.held = a
             return
         live.attempt += 1
         live.job_id = None
         live.progress = 0.0
         rec = live.rec
-        if not (a.request_id == fresh and live.attempt == 1):  # else inserted as placed
-            rec.state, rec.gpu_id, rec.attempts = "processing", a.gpu_id, rec.attempts + 1
+        if not (live.attempt == 1 and rec.state == "processing" and rec.gpu_id == a.gpu_id):
+            # (else the row says so already: it was inserted as placed there)
             self._journal(
-                a.request_id,
-                state="processing",
-                gpu_id=a.gpu_id,
-                job_id=None,
-                attempts=rec.attempts,
+                rec, state="processing", gpu_id=a.gpu_id, job_id=None, attempts=rec.attempts + 1
             )
         attach = None
         if live.reattach is not None:
@@ -423,38 +493,39 @@ class RouterService:
         self.dispatcher.abort(a.request_id, a.gpu_id, job)
         if live is None:
             return
+        live.held = None
         live.job_id = None
         live.attempt += 1  # whatever the old task still reports is stale
-        state = self.r.record(a.request_id).state.value
-        if state == "queued":
-            live.rec.state, live.rec.gpu_id = "queued", None
-            self._journal(a.request_id, state="queued", gpu_id=None, job_id=None, error=a.reason)
+        rrec = self.r.records.get(a.request_id)
+        if rrec is not None and rrec.state.value == "queued":
+            self._journal(live.rec, state="queued", gpu_id=None, job_id=None, error=a.reason)
 
     def _on_finished(self, a: Finished) -> None:
         live = self.live.pop(a.request_id, None)
         self.dispatcher.stop(a.request_id)
+        self.r.forget(a.request_id)  # its history is in the journal (and in `recent`)
         if live is None:  # pragma: no cover
+            return
+        live.held = None
+        if live.unjournaled:  # never acknowledged: no trace of it is kept
             return
         now, wall = self.clock.now(), self.clock.wall()
         rec = live.rec
-        rec.state, rec.error, rec.completion_time = a.state, a.error, wall
-        if a.state == "completed":
-            rec.result = live.result
-        if rec.callback_url:
-            rec.callback_state = "pending"
         self._journal(
-            a.request_id,
+            rec,
             state=a.state,
             error=a.error,
             completion_time=wall,
-            result=rec.result,
-            callback_state=rec.callback_state,
+            result=live.result if a.state == "completed" else rec.result,
+            callback_state="pending" if rec.callback_url else rec.callback_state,
         )
+        self._remember(rec)
         response_s = wall - rec.submitted_at
         gpu_s = (now - live.started_mono) if live.started_mono is not None else 0.0
         prio = str(rec.priority)
-        self.prom.finished.labels(a.state, prio).inc()
-        self.prom.completion.labels(a.state, prio).observe(max(0.0, response_s))
+        p = self.prom
+        p.child(p.finished, a.state, prio).inc()
+        p.child(p.completion, a.state, prio).observe(max(0.0, response_s))
         self.stats.finished(
             rec.user_id,
             rec.model_id,
@@ -464,9 +535,9 @@ class RouterService:
             gpu_s if a.state == "completed" else 0.0,
             now,
         )
-        log(
+        log(  # per request: completions at DEBUG (the journal has them), the rest at INFO
             self.logger,
-            logging.INFO,
+            logging.DEBUG if a.state == "completed" else logging.INFO,
             "request finished",
             request_id=a.request_id,
             state=a.state,
@@ -477,11 +548,16 @@ class RouterService:
         if rec.callback_url:
             self._send_callback(rec)
 
-    def _journal(self, rid: str, **changes: Any) -> None:
-        try:
-            self.journal.update(rid, **changes)
-        except JournalError as exc:
-            log(self.logger, logging.ERROR, "journal update failed", request_id=rid, error=str(exc))
+    def _remember(self, rec: JournalRecord) -> None:
+        self.recent[rec.request_id] = rec
+        if len(self.recent) > self.RECENT:
+            self.recent.popitem(last=False)
+
+    def _journal(self, rec: JournalRecord, **changes: Any) -> None:
+        """Change the record and stage its row for the next group commit (nobody waits)."""
+        for name, value in changes.items():
+            setattr(rec, name, value)
+        self.writer.update(rec)
 
     # ================================================================ dispatch events
 
@@ -496,10 +572,9 @@ class RouterService:
             return
         live.job_id = job_id
         live.started_mono = self.clock.now()
-        changes: dict[str, Any] = {"job_id": job_id}
-        if live.rec.start_time is None:
-            live.rec.start_time = changes["start_time"] = self.clock.wall()
-        self._journal(request_id, **changes)
+        rec = live.rec
+        start = self.clock.wall() if rec.start_time is None else rec.start_time
+        self._journal(rec, job_id=job_id, start_time=start)
         self._apply(self.r.start(request_id, self.clock.now()))
 
     def job_progress(self, request_id: str, attempt: int, progress: float) -> None:
@@ -528,16 +603,16 @@ class RouterService:
             error=error,
         )
         if live.rec.gpu_id is not None:
-            self.prom.worker_failures.labels(live.rec.gpu_id).inc()
+            self.prom.child(self.prom.worker_failures, live.rec.gpu_id).inc()
         self._apply(self.r.fail(request_id, self.clock.now(), error, gpu_fault=gpu_fault))
         self._sync_queued(request_id, error)
 
     def _sync_queued(self, rid: str, error: str) -> None:
         live = self.live.get(rid)
-        if live is not None and self.r.record(rid).state.value == "queued":
-            live.rec.state, live.rec.gpu_id = "queued", None
+        rrec = self.r.records.get(rid)
+        if live is not None and rrec is not None and rrec.state.value == "queued":
             live.attempt += 1
-            self._journal(rid, state="queued", gpu_id=None, job_id=None, error=error)
+            self._journal(live.rec, state="queued", gpu_id=None, job_id=None, error=error)
 
     def worker_down(self, gpu_id: str, reason: str) -> None:
         self.take_out(gpu_id, "worker", reason)
@@ -597,9 +672,9 @@ class RouterService:
             if s.gpu_id in index:
                 self._apply(self.r.observe(s, now))
                 p = self.prom
-                p.gpu_util.labels(s.gpu_id).set(s.utilization_pct)
-                p.gpu_mem.labels(s.gpu_id).set(s.memory_used_mb)
-                p.gpu_temp.labels(s.gpu_id).set(s.temperature_c)
+                p.child(p.gpu_util, s.gpu_id).set(s.utilization_pct)
+                p.child(p.gpu_mem, s.gpu_id).set(s.memory_used_mb)
+                p.child(p.gpu_temp, s.gpu_id).set(s.temperature_c)
                 p.set_gpu_state(s.gpu_id, self.gpu_status(s.gpu_id))
 
     async def _ticker(self) -> None:
@@ -655,6 +730,7 @@ class RouterService:
         )
         for r, st in zip(probes, states, strict=True):
             running[r.request_id] = st
+        self._replay_usage(now, wall)  # before the resumed requests take their slots
         for rec in unfinished:
             st = running.get(rec.request_id)
             req = RouteRequest.model_validate(rec.body)
@@ -667,44 +743,40 @@ class RouterService:
                 continue
             if st is not None and st.get("state") == JOB_RUNNING:
                 live.reattach = (rec.gpu_id or "", rec.job_id or "")
-            decision, actions = self.r.submit(request, now)
-            if isinstance(decision, Reject):
+            # acknowledged once: no quota or queue-bound refusal now, but it takes its slots
+            decision, actions = self.r.submit(request, now, resumed=True)
+            if isinstance(decision, Reject):  # the fleet changed: no GPU can serve it
                 self._finish_offline(
                     live, "failed", f"not resumable after restart: {decision.reason}", None
                 )
                 continue
-            rec.state, rec.gpu_id = "queued", None
             self.live[rec.request_id] = live
             self.stats.accepted(rec.user_id, rec.model_id, float(request.memory_mb))
-            self._journal(rec.request_id, state="queued", gpu_id=None)
+            self._journal(rec, state="queued", gpu_id=None)
             self._apply(actions)
-        self._replay_usage(now, wall)
 
     def _finish_offline(self, live: Live, state: str, error: str | None, result: Any) -> None:
         rec = live.rec
-        wall = self.clock.wall()
-        rec.state, rec.error, rec.result, rec.completion_time = state, error, result, wall
-        rec.callback_state = "pending" if rec.callback_url else None
         self._journal(
-            rec.request_id,
+            rec,
             state=state,
             error=error,
             result=result,
-            completion_time=wall,
-            callback_state=rec.callback_state,
+            completion_time=self.clock.wall(),
+            callback_state="pending" if rec.callback_url else None,
         )
         if state == "completed":
             self.stats.system.completed += 1
         else:
             self.stats.system.failed += 1
+        self._remember(rec)
 
     def _replay_usage(self, now: float, wall: float) -> None:
-        """Quota usage of finished requests from the journal: rate buckets count the requests
-        of the last day (as of now), GPU time counts what ran in the current period."""
+        """Quota usage from the journal, before unfinished requests are resumed: rate buckets
+        count the requests of the last day (as of now), GPU time counts what ran in the
+        current period. Resumed requests take their concurrent slots when resubmitted."""
         q = self.r.quotas
         for rec in self.journal.since(wall - 86_400.0):
-            if not rec.terminal or rec.request_id in self.live:
-                continue
             if q.admit(rec.user_id, rec.priority, now) is None:
                 q.release(rec.user_id, rec.priority)
             period = q.limits(rec.user_id).gpu_minutes_period_s
@@ -730,7 +802,8 @@ class RouterService:
 
         async def run() -> None:
             ok = await self.dispatcher.deliver(rec.callback_url or "", body, headers)
-            self.prom.callbacks.labels("delivered" if ok else "failed").inc()
-            self._journal(rec.request_id, callback_state="delivered" if ok else "failed")
+            state = "delivered" if ok else "failed"
+            self.prom.child(self.prom.callbacks, state).inc()
+            self._journal(rec, callback_state=state)
 
         self.dispatcher.spawn(run())

@@ -18,7 +18,10 @@ A source (NVML, the Monitoring Service, the virtual fleet) implements:
 A worker, HTTP (``shim.worker_client.WorkerClient``) or virtual, offers the same job
 API: ``submit(request_id, payload, expected_duration_ms, memory_mb) -> job_id``,
 ``status(job_id) -> dict`` (``state`` running|completed|failed|cancelled, ``progress``
-0-1, ``result``, ``error``) and ``cancel(job_id)``.
+0-1, ``result``, ``error``) and ``cancel(job_id)``. A runner may also offer
+``wait(job_id, timeout) -> dict``: the status once the job ends or ``timeout`` s have
+passed (the virtual worker does; the dispatcher then needs no separate sleep per poll and
+sees a finished job at once).
 """
 
 from __future__ import annotations

@@ -122,6 +122,7 @@ class _Job:
     error: str | None = None
     result: dict[str, Any] | None = None
     peak_k: int = 1
+    waiters: list[asyncio.Future[None]] | None = None  # VirtualWorker.wait callers
 
     def view(self) -> dict[str, Any]:
         total = self.work_s
@@ -173,6 +174,11 @@ class VirtualWorker:
 
     async def cancel(self, job_id: str) -> None:
         self._fleet.cancel(self.gpu_id, job_id)
+
+    async def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        """The job's status once it has ended or ``timeout`` s have passed, whichever
+        comes first: a poll that answers as soon as the job ends."""
+        return await self._fleet.wait(self.gpu_id, job_id, timeout)
 
 
 class VirtualFleet:
@@ -331,6 +337,26 @@ class VirtualFleet:
         self._advance(g, self._now())
         return job.view()
 
+    async def wait(self, gpu_id: str, job_id: str, timeout: float) -> dict[str, Any]:
+        g = self._gpu(gpu_id)
+        job = g.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"{gpu_id}: no job {job_id!r}")
+        if job.state == JOB_RUNNING and timeout > 0:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            if job.waiters is None:
+                job.waiters = []
+            job.waiters.append(fut)
+            timer = loop.call_later(timeout, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                if job.waiters is not None and fut in job.waiters:
+                    job.waiters.remove(fut)
+        return self.job_status(gpu_id, job_id)
+
     def cancel(self, gpu_id: str, job_id: str) -> None:
         g = self._gpu(gpu_id)
         job = g.jobs.get(job_id)
@@ -391,6 +417,9 @@ class VirtualFleet:
 
     def _finish(self, g: _Gpu, job: _Job, state: str, now: float, error: str | None) -> None:
         job.state, job.finished, job.error = state, now, error
+        waiters, job.waiters = job.waiters, None
+        for fut in waiters or ():
+            _wake(fut)
         if job.job_id in g.running:
             del g.running[job.job_id]
             if not g.running:
@@ -488,6 +517,11 @@ class VirtualFleet:
             return self._gpus[gpu_id]
         except KeyError:
             raise WorkerUnavailable(f"no virtual GPU {gpu_id!r}") from None
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _check(name: str, value: Any) -> None:
