@@ -2,8 +2,8 @@
 (arrivals, processor sharing, faults, records) independently of policy changes."""
 
 from gpu_router.policy.decisions import Dispatch, Enqueue, Finished
-from gpu_router.sim import parse_scenario, run_scenario
 from gpu_router.sim import metrics as m
+from gpu_router.sim import parse_scenario, run_scenario
 
 
 class FirstFitStub:
