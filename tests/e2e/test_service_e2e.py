@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -221,3 +222,56 @@ def test_invalid_config_refuses_to_start(tmp_path):
         env=env,
     )
     assert p.returncode == 2 and "api.port" in p.stderr and "not-a-port" in p.stderr
+
+
+def test_group_commit_acknowledged_survives_sigkill_right_after_the_200(tmp_path):
+    """Requests race a SIGKILL sent the moment the 30th 200 arrives: every request that was
+    answered 200 is in the journal (its batch was committed before the answer), and the
+    restarted router runs each of them to the end. The commit delay is stretched to 300 ms,
+    so that submissions share batches and the kill finds some waiting for theirs (a router
+    that answered before committing would have committed nothing yet)."""
+    import asyncio
+
+    cfg = router_config(tmp_path, None, journal={"commit_delay_ms": 300.0})
+    port = free_port()
+    router, url = start_router(tmp_path, cfg, port)
+    acked: list[str] = []
+
+    async def race() -> None:
+        killed = asyncio.Event()
+
+        async def one(c: httpx.AsyncClient, i: int) -> None:
+            user = ("alice", "bob", "carol")[i % 3]
+            body = {
+                "request_id": f"gc-{i}",
+                "user_id": user,
+                "model_id": "mm",
+                "priority": 1 + i % 5,
+                "resource_requirements": {"memory": 512, "expected_duration": 200},
+            }
+            try:
+                r = await c.post("/api/v1/route", json=body, headers=hdr(KEYS[user]))
+            except httpx.HTTPError:
+                return  # the router died first: not acknowledged, nothing promised
+            if r.status_code == 200 and not killed.is_set():
+                acked.append(body["request_id"])
+                if len(acked) == 30:
+                    router.p.send_signal(signal.SIGKILL)  # at once, from the event loop
+                    killed.set()
+
+        async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+            await asyncio.gather(*(one(c, i) for i in range(120)))
+
+    try:
+        asyncio.run(race())
+        router.kill()
+        assert len(acked) >= 30
+        journaled = _journal(tmp_path)
+        missing = [rid for rid in acked if rid not in journaled]
+        assert not missing, f"acknowledged but not journaled: {missing[:5]}"
+        router, url = start_router(tmp_path, cfg, port)
+        with httpx.Client(base_url=url, timeout=10) as c:
+            done = wait_terminal(c, acked, hdr(ADMIN))
+            assert {d["status"] for d in done.values()} == {"completed"}
+    finally:
+        router.stop()
