@@ -230,3 +230,24 @@ def test_simultaneous_faults_and_outage_do_not_strand_a_gpu():
     }
     res = run_scenario(mmc(**{**over, "horizon_s": 40}), "random", 1)
     assert res.row()[m.N_LOST] == 0
+
+
+def test_model_loads_cost_h2d_time_when_not_resident():
+    def services(resident):
+        over = {
+            "fleet.count": 1,
+            "workload.load": 0.1,
+            "workload.service.distribution": "deterministic",
+            "service_model.resident_models": resident,
+            "workload.models": [
+                {"id": "a", "weights_mb": 5110.0},
+                {"id": "b", "weights_mb": 5110.0},
+            ],
+        }
+        res = run_scenario(mmc(**{**over, "horizon_s": 200}), "least-loaded", 1)
+        return res.requests[res.requests.outcome == "completed"].service_s.to_numpy()
+
+    cold, warm = services(1), services(2)
+    load = 5110e6 / 51.1e9  # 0.1 s at the measured H2D rate
+    assert np.allclose(np.unique(np.round(cold, 9)), [1.0, 1.0 + load])
+    assert np.isclose(warm, 1.0 + load).sum() == 2  # each model loaded once

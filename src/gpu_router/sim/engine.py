@@ -100,6 +100,7 @@ class Engine:
         self._wake_at = INF
         self._arrival = workload.arrival_s.tolist()
         self._work = workload.work.tolist()
+        self._loads = any(w > 0 for w in workload.model_weights_mb)
         cancel = workload.cancel_at
         self._cancel_at = cancel.tolist() if cancel is not None else None
         self._cols = (
@@ -236,7 +237,12 @@ class Engine:
             value = (i, g.index, log.attempt[i], "gpu_unreachable")
             self.env.timeout(0.0, value=value).callbacks.append(self._job_fails)
             return
-        g.add(i, self._work[i] + self.sc.service_model.startup_s, self._mem_true[i], now)
+        extra = self.sc.service_model.startup_s
+        if self._loads:
+            mi = self._cols[0][i]
+            keep = self.sc.service_model.resident_models
+            extra += g.load_s(mi, self.wl.model_weights_mb[mi], keep) * g.speed
+        g.add(i, self._work[i] + extra, self._mem_true[i], now)
         self._reschedule(g)
         if g.storm_p > 0 and self.fault_rng.random() < g.storm_p:
             ev = self.env.timeout(XID_FAIL_DELAY_S, value=(i, g.index, log.attempt[i], "xid"))

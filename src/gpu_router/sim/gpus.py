@@ -56,6 +56,7 @@ class SimGpu:
         "clock",
         "mark_time",
         "mark_busy",
+        "resident",
     )
 
     def __init__(
@@ -83,6 +84,7 @@ class SimGpu:
         self.completed = 0
         self.failures = 0
         self.storm_p = 0.0
+        self.resident: list[int] = []  # model indices, most recently used last
 
     def advance(self, now: float) -> None:
         """Charge the work done since the last change (call before every change)."""
@@ -121,6 +123,20 @@ class SimGpu:
             self.busy_since = -1.0
             self.mem_used = 0.0
         return rem
+
+    def load_s(self, model: int, weights_mb: float, keep: int) -> float:
+        """Seconds to copy ``model``'s weights in (0 when resident); updates the LRU list."""
+        if weights_mb <= 0:
+            return 0.0
+        res = self.resident
+        if model in res:
+            res.remove(model)
+            res.append(model)
+            return 0.0
+        res.append(model)
+        if len(res) > keep:
+            del res[0]
+        return self.model.load_time_s(weights_mb * 1e6)
 
     def reschedule(self) -> float | None:
         """New rate after a change; seconds until the first completion (None: never)."""

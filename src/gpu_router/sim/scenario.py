@@ -74,6 +74,7 @@ class ModelSpec(_Strict):
     memory_mb: float = Field(default=0.0, ge=0)
     work_scale: float = Field(default=1.0, gt=0)
     min_compute_capability: tuple[int, int] | None = None
+    weights_mb: float = Field(default=0.0, ge=0)
 
 
 class UsersSpec(_Strict):
@@ -134,6 +135,7 @@ class ServiceModelSpec(_Strict):
     context_overhead_mb: float | None = Field(default=None, ge=0)
     floor_ms: float | None = Field(default=None, ge=0)
     startup_s: float = Field(default=0.0, ge=0)
+    resident_models: int = Field(default=2, ge=1)
     prefill_us_per_token: float | None = Field(default=None, gt=0)
     decode_ms_per_token: float | None = Field(default=None, gt=0)
 

@@ -42,6 +42,7 @@ class Workload:
     type_names: tuple[str, ...]
     model_ids: tuple[str, ...]
     model_min_cc: tuple[tuple[int, int] | None, ...]
+    model_weights_mb: tuple[float, ...]
     rate_rps: float
     mean_work: float
     timeout_s: float | None = None
@@ -178,6 +179,7 @@ def mix(
         type_names=tuple(types),
         model_ids=tuple(m.id for m in spec.models),
         model_min_cc=tuple(m.min_compute_capability for m in spec.models),
+        model_weights_mb=tuple(m.weights_mb for m in spec.models),
         rate_rps=rate,
         mean_work=mean_work(spec),
         timeout_s=spec.timeout_s,
