@@ -376,8 +376,9 @@ class RouterService:
         f = self.r.fleet
         speed = float(f.speed[f.index[gpu]]) if gpu is not None else 1.0
         run_s = duration_s / max(speed, 1e-9)
-        slots = max(1, int(f.slots[f.available()].sum()))
-        wait_s = 0.0 if position == 0 else position * duration_s / slots
+        wait_s = 0.0
+        if position:
+            wait_s = position * duration_s / max(1, int(f.slots[f.available()].sum()))
         return wall + wait_s, wall + wait_s + run_s
 
     # ================================================================ cancel / admin
