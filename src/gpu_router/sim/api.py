@@ -198,7 +198,7 @@ def _result(
         "n_requests": len(wl),
         "rate_rps": wl.rate_rps,
         "mean_work_s": wl.mean_work,
-        "last_finish_s": float(np.nanmax(requests[m.FINISH_S])) if len(requests) else math.nan,
+        "last_finish_s": float(requests[m.FINISH_S].max()) if len(requests) else math.nan,
         "router_calls": len(engine.overhead_ns),
         "monitor_samples": engine.monitor.samples,
         "monitor_delivered": engine.monitor.delivered,
