@@ -29,7 +29,7 @@ import simpy
 from ..policy.decisions import Abort, Dispatch, Finished, Reject
 from ..policy.types import GpuState, Request, RequestState, ResourceRequirements
 from . import metrics as m
-from .faults import FaultEvent
+from .faults import XID_FAIL_DELAY_S, FaultEffects, FaultEvent
 from .gpus import SimGpu
 from .monitor import Monitor
 from .records import RequestLog
@@ -44,7 +44,7 @@ _STATE_CODE = {
     RequestState.REJECTED.value: m.OUTCOME_CODE[m.REJECTED],
 }
 _NOT_REROUTE = frozenset({"timeout", "cancelled"})
-XID_FAIL_DELAY_S = 0.05
+
 GC_THRESHOLD_0 = 50_000
 
 
@@ -67,7 +67,7 @@ def id_width(n: int) -> int:
     return max(6, len(str(max(n - 1, 0))))
 
 
-class Engine:
+class Engine(FaultEffects):
     """One run: ``Engine(...).run()`` fills ``log``, ``gpus``, ``timeline``, ``overhead_ns``."""
 
     def __init__(
@@ -350,81 +350,3 @@ class Engine:
     def _snapshot_busy(self, _event: object) -> None:
         now = min(self.env.now, self.horizon)
         self.window_busy.append([g.busy_at(now) for g in self.gpus])
-
-    # -- faults ---------------------------------------------------------------------
-
-    def _fault_start(self, event: Any) -> None:
-        ev: FaultEvent = event.value
-        now = self.env.now
-        end = self.env.timeout(ev.duration_s, value=ev)
-        end.callbacks.append(self._fault_end)
-        if ev.kind == "monitor_outage":
-            self.monitor.outages += 1
-            return
-        g = self.gpus[ev.gpu]
-        if ev.kind in ("crash", "hang"):
-            g.failures += 1
-            if ev.kind == "crash":
-                self._down[g.index] += 1
-                g.up = False
-                for i in list(g.jobs):
-                    g.remove(i, now)
-                    self._interrupted(i)
-            else:
-                self._hang[g.index] += 1
-                g.advance(now)
-                g.hung = True
-            self._reschedule(g)
-            if ev.kind == "crash" or ev.detect_s is not None:
-                delay = ev.detect_s or 0.0
-                self.env.timeout(delay, value=ev).callbacks.append(self._detect)
-        elif ev.kind == "throttle":
-            g.advance(now)
-            g.factor *= ev.factor
-            self._reschedule(g)
-        elif ev.kind == "xid_storm":
-            g.failures += 1
-            g.storm_p = ev.fail_prob
-            g.clock.touched.add(g.index)  # the monitor reports the new error rate
-            for i in list(g.jobs):
-                if self.fault_rng.random() < ev.fail_prob:
-                    value = (i, g.index, self.log.attempt[i], "xid")
-                    self.env.timeout(XID_FAIL_DELAY_S, value=value).callbacks.append(
-                        self._job_fails
-                    )
-
-    def _detect(self, event: Any) -> None:
-        ev: FaultEvent = event.value
-        g = self.gpus[ev.gpu]
-        still = (not g.up) if ev.kind == "crash" else g.hung
-        if not still or self._detected[g.index]:
-            return
-        self._detected[g.index] = True
-        reason = "crash" if ev.kind == "crash" else "worker_unresponsive"
-        self._apply(self._call(self.router.gpu_down, g.gid, self.env.now, reason))
-        self._wakeup()
-
-    def _fault_end(self, event: Any) -> None:
-        ev: FaultEvent = event.value
-        now = self.env.now
-        if ev.kind == "monitor_outage":
-            self.monitor.outages -= 1
-            return
-        g = self.gpus[ev.gpu]
-        if ev.kind == "crash":
-            self._down[g.index] -= 1
-            g.up = self._down[g.index] == 0
-        elif ev.kind == "hang":
-            self._hang[g.index] -= 1
-            g.advance(now)
-            g.hung = self._hang[g.index] > 0
-        elif ev.kind == "throttle":
-            g.advance(now)
-            g.factor /= ev.factor
-        elif ev.kind == "xid_storm":
-            g.storm_p = 0.0
-        self._reschedule(g)
-        if g.up and not g.hung and self._detected[g.index]:
-            self._detected[g.index] = False
-            self._apply(self._call(self.router.gpu_up, g.gid, now))
-            self._wakeup()

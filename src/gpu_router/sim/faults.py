@@ -1,4 +1,4 @@
-"""Fault schedules: when which GPU crashes, hangs, throttles or storms, drawn up front.
+"""Faults: when which GPU crashes, hangs, throttles or storms (drawn up front), and their effects.
 
 Kinds (scenario ``faults:`` list; docs/scenarios.md has every key):
 - ``crash``: the GPU dies at once; its running work is lost. The router is told
@@ -20,11 +20,18 @@ the fault generator, else GPU 0. When: ``at_s``, or a Poisson process of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import simpy
 
+from .gpus import SimGpu
+from .records import RequestLog
 from .scenario import FaultSpec, ScenarioError
+
+XID_FAIL_DELAY_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +88,99 @@ def schedule(
                     )
                 )
     return sorted(events, key=lambda e: (e.at_s, e.gpu))  # stable: spec order on ties
+
+
+class FaultEffects:
+    """What faults do to the running model (mixed into the engine, which owns the state)."""
+
+    env: simpy.Environment
+    gpus: list[SimGpu]
+    log: RequestLog
+    router: Any
+    monitor: Any
+    fault_rng: np.random.Generator
+    _down: list[int]
+    _hang: list[int]
+    _detected: list[bool]
+    _interrupted: Callable[[int], None]
+    _reschedule: Callable[[SimGpu], None]
+    _job_fails: Callable[[Any], None]
+    _apply: Callable[[list[Any]], None]
+    _call: Callable[..., list[Any]]
+    _wakeup: Callable[[], None]
+
+    def _fault_start(self, event: Any) -> None:
+        ev: FaultEvent = event.value
+        now = self.env.now
+        end = self.env.timeout(ev.duration_s, value=ev)
+        end.callbacks.append(self._fault_end)
+        if ev.kind == "monitor_outage":
+            self.monitor.outages += 1
+            return
+        g = self.gpus[ev.gpu]
+        if ev.kind in ("crash", "hang"):
+            g.failures += 1
+            if ev.kind == "crash":
+                self._down[g.index] += 1
+                g.up = False
+                for i in list(g.jobs):
+                    g.remove(i, now)
+                    self._interrupted(i)
+            else:
+                self._hang[g.index] += 1
+                g.advance(now)
+                g.hung = True
+            self._reschedule(g)
+            if ev.kind == "crash" or ev.detect_s is not None:
+                delay = ev.detect_s or 0.0
+                self.env.timeout(delay, value=ev).callbacks.append(self._detect)
+        elif ev.kind == "throttle":
+            g.advance(now)
+            g.factor *= ev.factor
+            self._reschedule(g)
+        elif ev.kind == "xid_storm":
+            g.failures += 1
+            g.storm_p = ev.fail_prob
+            g.clock.touched.add(g.index)  # the monitor reports the new error rate
+            for i in list(g.jobs):
+                if self.fault_rng.random() < ev.fail_prob:
+                    value = (i, g.index, self.log.attempt[i], "xid")
+                    self.env.timeout(XID_FAIL_DELAY_S, value=value).callbacks.append(
+                        self._job_fails
+                    )
+
+    def _detect(self, event: Any) -> None:
+        ev: FaultEvent = event.value
+        g = self.gpus[ev.gpu]
+        still = (not g.up) if ev.kind == "crash" else g.hung
+        if not still or self._detected[g.index]:
+            return
+        self._detected[g.index] = True
+        reason = "crash" if ev.kind == "crash" else "worker_unresponsive"
+        self._apply(self._call(self.router.gpu_down, g.gid, self.env.now, reason))
+        self._wakeup()
+
+    def _fault_end(self, event: Any) -> None:
+        ev: FaultEvent = event.value
+        now = self.env.now
+        if ev.kind == "monitor_outage":
+            self.monitor.outages -= 1
+            return
+        g = self.gpus[ev.gpu]
+        if ev.kind == "crash":
+            self._down[g.index] -= 1
+            g.up = self._down[g.index] == 0
+        elif ev.kind == "hang":
+            self._hang[g.index] -= 1
+            g.advance(now)
+            g.hung = self._hang[g.index] > 0
+        elif ev.kind == "throttle":
+            g.advance(now)
+            g.factor /= ev.factor
+        elif ev.kind == "xid_storm":
+            g.storm_p = 0.0
+        self._reschedule(g)
+        if g.up and not g.hung and self._detected[g.index]:
+            self._detected[g.index] = False
+            self._apply(self._call(self.router.gpu_up, g.gid, now))
+            self._wakeup()
