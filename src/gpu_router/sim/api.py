@@ -163,6 +163,8 @@ def _result(
 ) -> SimResult:
     gpu_ids = [g.gid for g in engine.gpus]
     requests, served = engine.log.frame(wl, gpu_ids)
+    speeds = np.array([g.speed for g in engine.gpus] + [1.0])
+    gpu_seconds = served / speeds[np.array(engine.log.gpu, dtype=np.int64)]
     start, end = scenario.warmup_s, scenario.horizon_s
     b0, b1 = (np.array(x) for x in engine.window_busy[:2])
     window_busy = b1 - b0
@@ -186,6 +188,7 @@ def _result(
         requests,
         demand_s=wl.work,
         served_s=served,
+        gpu_seconds=gpu_seconds,
         window=(start, end),
         utilization=utilization,
         overhead_ns=np.array(engine.overhead_ns, dtype=np.int64),

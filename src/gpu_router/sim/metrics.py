@@ -10,7 +10,8 @@ Definitions (requests submitted in the measurement window ``[warmup_s, horizon_s
   latency = finish - submit; both over completed requests.
 - utilization: time-weighted share of GPU-time with at least one request running,
   over the window and the GPUs of the fleet.
-- goodput_s: GPU-seconds spent running requests that completed.
+- goodput_s: GPU-seconds of exclusive GPU time the completed requests needed on the
+  GPU that ran them (their work / that GPU's speed).
 - jain_fairness: Jain's index over users of served work / their max-min fair share of
   the work served (water-filling over the users' demands).
 - sla_attainment: share of submitted requests that completed with wait <= their
@@ -235,6 +236,7 @@ def summarize(
     *,
     demand_s: np.ndarray,
     served_s: np.ndarray,
+    gpu_seconds: np.ndarray,
     window: tuple[float, float],
     utilization: float,
     overhead_ns: np.ndarray,
@@ -243,7 +245,8 @@ def summarize(
 ) -> pd.DataFrame:
     """The summary table of one run (see the module docstring for the definitions).
 
-    ``demand_s``/``served_s`` are per-request GPU-seconds demanded and served (aligned
+    ``demand_s``/``served_s`` are per-request work (H100-seconds) demanded and served;
+    ``gpu_seconds`` the GPU time of each completed request's successful run (aligned
     with ``requests``); ``window`` the measurement window in simulated seconds.
     """
     start, end = window
@@ -251,11 +254,12 @@ def summarize(
     req = requests.loc[in_window].copy()
     req["_demand"] = demand_s[in_window]
     req["_served"] = served_s[in_window]
+    req["_gpu_s"] = gpu_seconds[in_window]
     span = max(end - start, 1e-12)
     done = req[OUTCOME].to_numpy() == COMPLETED
     fleet = {
         UTILIZATION: utilization,
-        GOODPUT_S: float(req["_served"].to_numpy()[done].sum()),
+        GOODPUT_S: float(req["_gpu_s"].to_numpy()[done].sum()),
         THROUGHPUT_RPS: float(done.sum() / span),
         OVERHEAD_US_MEAN: float(overhead_ns.mean() / 1e3) if len(overhead_ns) else math.nan,
         OVERHEAD_US_P99: percentile(overhead_ns, 99) / 1e3,
