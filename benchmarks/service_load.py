@@ -11,7 +11,12 @@ its latency counts from when it was due, so a slow server cannot hide its queuei
 After each router phase it polls GET /api/v1/requests/{id} until every acknowledged
 (200) request is terminal; one still not terminal after ``--drain-timeout`` is lost.
 Prints JSON: achieved rate, p50/p99/max latency, errors by HTTP status, acknowledged,
-completed, failed, lost, and the router/bare ratios of rate and latency.
+completed, failed, lost, and the router/bare ratios of rate and latency. For the servers
+it starts (Linux), it also reports each one's own CPU time per answered request during
+the phase (``server_cpu_ms_per_request``, user + system, from /proc) and the rate that
+implies on one fully available core (``implied_single_core_rps``): the load generator
+shares the machine's cores with the servers, so the achieved rate can be bounded by the
+machine rather than by the server.
 
 Traffic stays on 127.0.0.1 and is bounded: at most sum(rates) * duration requests per
 target, a cap of ``--max-inflight`` open requests (beyond it a due request is counted as
@@ -309,10 +314,32 @@ async def check_terminal(base: str, ids: list[str], args: argparse.Namespace) ->
     return {"terminal": states, "lost": len(pending), "lost_ids": sorted(pending)[:10]}
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process so far (Linux), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_phase(
-    base: str, rate: int, args: argparse.Namespace, tag: str, check: bool
+    base: str,
+    rate: int,
+    args: argparse.Namespace,
+    tag: str,
+    check: bool,
+    pid: int | None = None,
 ) -> dict[str, Any]:
+    cpu0 = cpu_seconds(pid)
     res = asyncio.run(drive(base, rate, args.duration, args, tag))
+    cpu1 = cpu_seconds(pid)
+    if cpu0 is not None and cpu1 is not None and res["answered"]:
+        per = (cpu1 - cpu0) / res["answered"]
+        res["server_cpu_ms_per_request"] = round(per * 1000.0, 3)
+        res["implied_single_core_rps"] = round(1.0 / per) if per > 0 else None
     ids = res.pop("acked_ids")
     res["acknowledged"] = len(ids)
     if check:
@@ -366,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         urls = {}
+        pids: dict[str, int] = {}
         if "router" in targets and args.router_url:
             if not args.router_url.startswith(("http://127.0.0.1:", "http://localhost:")):
                 p.error("--router-url must be on loopback")
@@ -395,18 +423,25 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             urls["router"] = f"http://127.0.0.1:{port}"
+            pids["router"] = procs[-1].pid
             wait_ready(urls["router"], procs[-1], log)
         if "bare" in targets:
             port = free_port()
             log = tmp / "bare.log"
             procs.append(start([sys.executable, __file__, "--bare-server", str(port)], log))
             urls["bare"] = f"http://127.0.0.1:{port}"
+            pids["bare"] = procs[-1].pid
             wait_ready(urls["bare"], procs[-1], log)
         for rate in rates:
             row: dict[str, Any] = {"rate": rate}
             for target in targets:
                 row[target] = run_phase(
-                    urls[target], rate, args, f"{target}-{rate}", check=target == "router"
+                    urls[target],
+                    rate,
+                    args,
+                    f"{target}-{rate}",
+                    check=target == "router",
+                    pid=pids.get(target),
                 )
                 print(f"# {target} @ {rate}/s: {json.dumps(row[target])}", file=sys.stderr)
             if "router" in row and "bare" in row:
