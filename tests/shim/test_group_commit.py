@@ -162,3 +162,22 @@ def test_resumed_requests_are_not_refused_by_their_own_quota(tmp_path):
             assert r.status_code == 429  # yet they still count against the rate limit
 
     asyncio.run(scenario())
+
+
+def test_the_fast_route_path_keeps_the_error_answers():
+    async def scenario():
+        async with running() as (c, app, fleet):
+            svc = app.state.service
+
+            async def broken(req, trace):
+                raise RuntimeError("boom")
+
+            svc.submit = broken
+            r = await c.post("/api/v1/route", json=body(request_id="fp-1"), headers=H_ALICE)
+            assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+            assert "boom" not in r.text and "Traceback" not in r.text
+            r = await c.post("/api/v1/route", json=body(), headers={})
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            assert (await c.get("/api/v1/route")).status_code == 405  # through Starlette
+
+    asyncio.run(scenario())

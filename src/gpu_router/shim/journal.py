@@ -93,6 +93,7 @@ class JournalRecord:
     callback_url: str | None = None
     callback_state: str | None = None  # None, "pending", "delivered", "failed"
     trace_id: str | None = None
+    body_json: str | None = None  # not a column: ``body`` already encoded (saves a dumps)
 
     @property
     def terminal(self) -> bool:
@@ -100,7 +101,7 @@ class JournalRecord:
 
 
 _JSON_COLUMNS = ("body", "answer", "result")
-_COLUMNS = [f.name for f in fields(JournalRecord)]
+_COLUMNS = [f.name for f in fields(JournalRecord) if f.name != "body_json"]
 _COLUMN_SET = frozenset(_COLUMNS)
 #: what changes after the insert (rewritten from the record by a staged update)
 _MUTABLE = (
@@ -247,7 +248,9 @@ class Journal:
         out = []
         for col in _COLUMNS:  # getattr, not asdict: asdict deep-copies the payload
             value = getattr(record, col)
-            if col in _JSON_COLUMNS and value is not None:
+            if col == "body" and record.body_json is not None:
+                value = record.body_json
+            elif col in _JSON_COLUMNS and value is not None:
                 value = json.dumps(value)
             out.append(value)
         return out

@@ -102,12 +102,16 @@ class Outcome:
     gpu_id: str | None = None
 
 
-def body_hash(req: RouteRequest, body: dict[str, Any] | None = None) -> str:
-    """SHA-256 of the canonical JSON of the validated body (``body``: its model_dump)."""
-    if body is None:
-        body = req.model_dump(mode="json")
+def canonical_body(req: RouteRequest) -> tuple[dict[str, Any], str, str]:
+    """The validated body as a JSON object, its canonical JSON text (sorted keys, no
+    spaces; the journal stores it) and that text's SHA-256 (compared on re-submission)."""
+    body = req.model_dump(mode="json")
     canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canon.encode()).hexdigest()
+    return body, canon, hashlib.sha256(canon.encode()).hexdigest()
+
+
+def body_hash(req: RouteRequest) -> str:
+    return canonical_body(req)[2]
 
 
 def to_policy_request(req: RouteRequest, request_id: str, now: float) -> Request:
@@ -253,8 +257,7 @@ class RouterService:
         now, wall = self.clock.now(), self.clock.wall()
         given = req.request_id
         rid = given or str(uuid.uuid4())
-        body = req.model_dump(mode="json")
-        digest = body_hash(req, body)
+        body, canon, digest = canonical_body(req)
         # A re-submission is found in memory (live or recently finished); one of an older
         # request is found by the journal itself: its insert fails as a duplicate, below.
         # (No SELECT per submission: ids are almost always new.)
@@ -310,6 +313,7 @@ class RouterService:
             attempts=1 if placed else 0,
             callback_url=req.callback_url,
             trace_id=(trace_child or "")[3:35] or None,
+            body_json=canon,
         )
         live = Live(rec, request, trace_child, committed=self.writer.insert(rec))
         self.live[rid] = live
