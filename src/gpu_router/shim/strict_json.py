@@ -41,6 +41,10 @@ def _constant(name: str) -> Any:
     raise BadJson("body", f"{name} is not allowed")
 
 
+#: one decoder for every body (``json.loads`` with hooks builds a new one per call)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_constant)
+
+
 def _path(parent: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{parent}[{key}]"
@@ -91,7 +95,7 @@ def loads_strict(body: bytes, *, max_depth: int = 32) -> Any:
     except UnicodeDecodeError as exc:
         raise BadJson("body", f"not valid UTF-8 at byte {exc.start}") from None
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_constant)
+        value = _DECODER.decode(text)
     except BadJson:
         raise
     except RecursionError:
