@@ -76,3 +76,26 @@ def test_memory_journal():
     j.insert(rec())
     assert j.get("r1").state == "queued"
     j.close()
+
+
+def test_checkpoints_run_off_the_writer(tmp_path):
+    import shutil
+    import time
+
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path, checkpoint_interval_s=0.05)
+    assert j._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # never inline
+    for i in range(50):
+        j.insert(rec(f"r{i}"))
+    deadline = time.monotonic() + 5
+    rows = 0
+    while time.monotonic() < deadline and rows < 50:
+        time.sleep(0.1)
+        copy = tmp_path / f"copy-{time.monotonic_ns()}.sqlite3"
+        shutil.copyfile(path, copy)  # the database file alone, without its WAL
+        other = sqlite3.connect(copy)
+        rows = other.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+        other.close()
+    assert rows == 50  # the background thread copied the WAL into the database file
+    j.close()
+    assert not j._checkpointer.is_alive()

@@ -14,6 +14,11 @@ one request between two commits cost one row write. A read of a request with sta
 writes, and every read of many requests, commits the staged writes first, so reads see
 what was written.
 
+Checkpoints (copying the WAL into the database file, with an fsync or two) do not run on
+the writer's thread, where SQLite would run one every thousand pages and stall the event
+loop for milliseconds: a background thread with its own connection runs a passive
+checkpoint every ``checkpoint_interval_s``, which never blocks the writer.
+
 ``synchronous=NORMAL`` in WAL mode survives the death of the process (SIGKILL) without an
 fsync per commit: a committed transaction is in the WAL file, which the next open
 replays. It does not survive a power loss or an OS crash (the last commits may be lost):
@@ -28,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -130,7 +136,14 @@ Done = Callable[[JournalError | None], None]
 
 
 class Journal:
-    def __init__(self, path: str | Path, *, wal: bool = True, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        wal: bool = True,
+        synchronous: str = "NORMAL",
+        checkpoint_interval_s: float | None = 1.0,
+    ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +155,17 @@ class Journal:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if wal and self.path != ":memory:" and checkpoint_interval_s:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = threading.Thread(
+                target=self._checkpoints,
+                args=(checkpoint_interval_s,),
+                name="journal-checkpoint",
+                daemon=True,
+            )
+            self._checkpointer.start()
         self._insert_sql = (
             f"INSERT INTO requests ({', '.join(_COLUMNS)}) "
             f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
@@ -158,7 +182,21 @@ class Journal:
 
     def close(self) -> None:
         self.commit_staged()
-        self._db.close()
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._checkpointer.join()
+        self._db.close()  # the last connection to close checkpoints what is left
+
+    def _checkpoints(self, interval_s: float) -> None:
+        """Passive checkpoints from a connection of this thread (never blocks the writer)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            while not self._stop.wait(interval_s):
+                with contextlib.suppress(sqlite3.Error):  # busy now: next time
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            db.close()
 
     # -- group commit ------------------------------------------------------------------
 

@@ -140,6 +140,7 @@ def to_policy_request(req: RouteRequest, request_id: str, now: float) -> Request
 
 class RouterService:
     RECENT = 10_000  # finished requests kept in memory for the status API
+    OBSERVE_CHUNK = 16  # GPU samples applied per turn of the event loop
 
     def __init__(
         self,
@@ -653,7 +654,10 @@ class RouterService:
             except Exception as exc:  # a source that fails must not stop the service
                 log(self.logger, logging.WARNING, "GPU sampling failed", error=repr(exc))
                 continue
-            self.observe(states)
+            for i in range(0, len(states), self.OBSERVE_CHUNK):
+                if i:  # let requests in between: a large fleet is a few ms of work
+                    await asyncio.sleep(0)
+                self.observe(states[i : i + self.OBSERVE_CHUNK])
             for sig in self.source.drain_signals():
                 log(
                     self.logger,
