@@ -28,7 +28,7 @@ test-all: setup system-deps
 
 ## The main job: the strategy comparison over the default scenarios, then the SLA gate.
 run: setup
-	$(BIN)/gpu-router sweep sweeps/default.yaml --out results/default
+	$(BIN)/gpu-router sweep sweeps/default.yaml --out results/default --plots
 	$(BIN)/gpu-router gate
 
 gate: setup
