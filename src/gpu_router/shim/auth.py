@@ -84,9 +84,9 @@ class Authenticator:
     def authenticate(self, authorization: str | None, client_host: str | None) -> Identity:
         """The caller's identity, or :class:`AuthError`."""
         if authorization is not None:
-            known = self._known.get(authorization)
-            if known is not None:
-                return known
+            cached = self._known.get(authorization)
+            if cached is not None:
+                return cached
             scheme, _, token = authorization.strip().partition(" ")
             token = token.strip()
             if scheme.lower() != "bearer" or not token:

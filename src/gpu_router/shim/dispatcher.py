@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -251,7 +252,7 @@ class Dispatcher:
             wait = getattr(runner, "wait", None)
             while True:
                 if wait is not None:
-                    st = await self._call(gpu_id, lambda d=delay: wait(job_id, d))
+                    st = await self._call(gpu_id, functools.partial(wait, job_id, delay))
                 else:
                     await asyncio.sleep(delay)
                     st = await self._call(gpu_id, lambda: runner.status(job_id))
