@@ -197,26 +197,28 @@ class Router:
         return self._compatible(rec.request, rec.memory_mb) & f.open & (f.free_mb >= rec.memory_mb)
 
     def _dispatch_late(self, now: float) -> list[Action]:
+        """Place the first request in queue order that fits, and again while GPUs are
+        open. Each pass restarts at the head (requests skipped before still do not fit:
+        capacity only shrank), so no pass materialises the queue."""
         f, actions = self.fleet, []
         while len(self.queue) and f.open_count:
-            progressed = False
-            for rid in list(self.queue.ordered(now, self.config.dispatch_scan_limit)):
+            placed = None
+            for rid in self.queue.ordered(now, self.config.dispatch_scan_limit):
                 rec = self.records[rid]
                 cands = np.flatnonzero(self._feasible(rec))
                 if len(cands) == 0:
                     if self.queue.is_overdue(rid, now):
                         return actions  # hold the capacity for the aged request
                     continue
-                i = self.strategy.choose(Choice(rec.request, rec.duration_s, f, cands,
-                                                self.rng, now))
-                self.queue.remove(rid, dispatched=True)
-                self._place(rec, i, now)
-                actions.append(self._start_on(rec, i, now))
-                progressed = True
-                if not f.open_count:
-                    break
-            if not progressed:
+                placed = rec, self.strategy.choose(
+                    Choice(rec.request, rec.duration_s, f, cands, self.rng, now))
+                break  # the queue changes below: leave its iterator first
+            if placed is None:
                 break
+            rec, i = placed
+            self.queue.remove(rec.request.request_id, dispatched=True)
+            self._place(rec, i, now)
+            actions.append(self._start_on(rec, i, now))
         return actions
 
     def _dispatch_early(self, now: float) -> list[Action]:
