@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -11,9 +10,8 @@ from ..fleet import FleetView
 from ..types import Request
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """Everything a strategy may look at for one decision.
+class Choice(NamedTuple):
+    """Everything a strategy may look at for one decision (a tuple: cheap to build).
 
     ``candidates`` are indices into ``fleet`` of the GPUs the request may go to now
     (compatible, available, with memory and, under late binding, a free slot); never

@@ -37,10 +37,11 @@ class EarliestCompletion:
     def _refresh(self, f: FleetView) -> None:
         """Per-GPU constants, recomputed only when health, speed or weight change."""
         factor = (1.0 - self.health_penalty) + self.health_penalty * f.health
-        self._penalty = 1.0 / (np.maximum(factor, 1e-6) * f.weight)
-        self._inv_speed = 1.0 / f.speed
-        self._inv_slots = 1.0 / f.slots
+        penalty = 1.0 / (np.maximum(factor, 1e-6) * f.weight)
+        self._work_coef = penalty / f.slots  # per second of placed work
+        self._run_coef = penalty / f.speed  # per second of reference work
         self._unhealthy = f.health < self.min_health
+        self._any_unhealthy = bool(self._unhealthy.any())
         self._cache_key = (id(f), f.version)
 
     def expected_finish_s(self, choice: Choice) -> np.ndarray:
@@ -48,12 +49,12 @@ class EarliestCompletion:
         f, c = choice.fleet, choice.candidates
         if self._cache_key != (id(f), f.version):
             self._refresh(f)
-        finish = f.work_left_s[c] * self._inv_slots[c] + choice.duration_s * self._inv_speed[c]
-        return finish * self._penalty[c]
+        return f.work_left_s[c] * self._work_coef[c] + choice.duration_s * self._run_coef[c]
 
     def choose(self, choice: Choice) -> int:
         finish = self.expected_finish_s(choice)
-        unhealthy = self._unhealthy[choice.candidates]
-        if unhealthy.any() and not unhealthy.all():
-            finish[unhealthy] = np.inf
+        if self._any_unhealthy:
+            unhealthy = self._unhealthy[choice.candidates]
+            if not unhealthy.all():
+                finish[unhealthy] = np.inf
         return argmin_first(finish, choice.candidates)
