@@ -235,3 +235,10 @@ def test_forgotten_requests_leave_no_stale_timers():
     r.complete("b", 3.0)
     r.forget("b")
     assert r.tick(20.0) == []  # past both deadlines: nothing to do, nothing raised
+
+
+def test_a_sample_that_changes_what_a_gpu_can_serve_updates_compatibility():
+    r = router(fleet(1, memory_total_mb=16_000))
+    assert isinstance(r.submit(req("big", mem=20_000), 0.0)[0], Reject)
+    r.observe(GpuState(gpu_id="g0", memory_total_mb=40_000, sampled_at=1.0), 1.0)
+    assert r.submit(req("big2", mem=20_000), 1.0)[0] == Placement("g0")

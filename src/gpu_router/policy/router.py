@@ -55,7 +55,7 @@ class Router:
         self._seq = count()
         self._backoff: list[tuple[float, int, str]] = []
         self._deadlines: list[tuple[float, int, str]] = []
-        self._compat: dict[tuple[int, float, str], np.ndarray] = {}
+        self._compat: dict[tuple[int, float, str], tuple[np.ndarray, bool]] = {}
         self.counts = dict.fromkeys(RequestState, 0)
         self._held = 0  # requests waiting out a retry backoff
         self._last_tick = float("-inf")
@@ -73,7 +73,11 @@ class Router:
     @property
     def queue_length(self) -> int:
         """Requests admitted and not yet dispatched (backoffs and GPU queues included)."""
-        return len(self.queue) + self._held + int(self.fleet.queued.sum())
+        return len(self.queue) + self._waiting_elsewhere()
+
+    def _waiting_elsewhere(self) -> int:
+        """Admitted requests outside the central queue: backoffs and GPU queues."""
+        return self._held + (int(self.fleet.queued.sum()) if self.early else 0)
 
     def next_wakeup(self) -> float | None:
         """The earliest time ``tick`` has something to do (backoff, timeout, ejection end)."""
@@ -124,13 +128,12 @@ class Router:
         est = self.estimator.estimate(request.model_id, request.type, res.max_batch_size,
                                       res.memory_mb, request.expected_duration_s)
         memory = est.memory_mb + self.config.context_overhead_mb
-        compat = self._compatible(request, memory)
-        if not compat.any():
+        if not self._compatible_any(request, memory):
             return Reject(RC.INCOMPATIBLE, self._incompatible_reason(request, memory)), []
         if resumed:
             if self.config.quotas_enabled:
                 self.quotas.restore(request.user_id, request.priority, now)
-        elif not self.queue.admits(request.priority, self.queue_length - len(self.queue)):
+        elif not self.queue.admits(request.priority, self._waiting_elsewhere()):
             wait = max(1.0, est.duration_s * (1 + self.queue_length) / max(1, self._slots_up()))
             return Reject(RC.QUEUE_FULL, f"queue full for priority {request.priority}",
                           round(wait, 3)), []
@@ -167,15 +170,22 @@ class Router:
         return Enqueue(self.queue.position(rid) if rid in self.queue else 1)
 
     def _compatible(self, request: Request, memory: float) -> np.ndarray:
+        return self._compat_entry(request, memory)[0]
+
+    def _compatible_any(self, request: Request, memory: float) -> bool:
+        return self._compat_entry(request, memory)[1]
+
+    def _compat_entry(self, request: Request, memory: float) -> tuple[np.ndarray, bool]:
+        """(mask of GPUs that could ever serve it, whether any can), cached per class."""
         cc = request.resources.min_compute_capability
         key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type)
-        mask = self._compat.get(key)
-        if mask is None:
+        entry = self._compat.get(key)
+        if entry is None:
             mask = self.fleet.compatible(*key)
             if len(self._compat) > 4096:
                 self._compat.clear()
-            self._compat[key] = mask
-        return mask
+            entry = self._compat[key] = (mask, bool(mask.any()))
+        return entry
 
     def _incompatible_reason(self, request: Request, memory: float) -> str:
         f = self.fleet
@@ -357,6 +367,10 @@ class Router:
     def observe(self, state: GpuState, now: float) -> list[Action]:
         """A monitor sample of one GPU; placements after ``state.sampled_at`` stay counted."""
         i = self._index(state.gpu_id)
+        old = self.fleet.states[i]
+        if (old.memory_total_mb, old.compute_capability, old.capabilities) != (
+                state.memory_total_mb, state.compute_capability, state.capabilities):
+            self._compat.clear()  # what could ever be served changed
         self.fleet.observe(i, state)
         pending = [(t, m) for t, m in self._pending[i] if t > state.sampled_at]
         self._pending[i] = pending
