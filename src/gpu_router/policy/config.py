@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import InvalidValue
@@ -88,7 +88,7 @@ class RouterConfig:
                 raise InvalidValue(f"router.{key}", value, f"unknown key; known: {sorted(known)}")
             if key in nested and isinstance(value, Mapping):
                 sub = nested[key]
-                sub_known = set(sub.__dataclass_fields__)
+                sub_known = {f.name for f in fields(sub)}
                 for k in value:
                     if k not in sub_known:
                         raise InvalidValue(f"router.{key}.{k}", value[k],

@@ -30,6 +30,7 @@ from .types import GpuState, Request, RequestState
 Q, P = RequestState.QUEUED, RequestState.PROCESSING
 #: why a GPU is out of service (any reason present keeps it out)
 CRASHED, MAINTENANCE = "crashed", "maintenance"
+_NONE = np.empty(0, dtype=np.int64)
 
 
 class Router:
@@ -150,7 +151,7 @@ class Router:
             heapq.heappush(self._deadlines, (deadline, next(self._seq), request.request_id))
         if not self.early and not len(self.queue):
             # fast path: nothing waits, so this request is the head of the queue
-            cands = np.flatnonzero(self._feasible(rec)) if self.fleet.open_count else ()
+            cands = np.flatnonzero(self._feasible(rec)) if self.fleet.open_count else _NONE
             if len(cands):
                 i = self.strategy.choose(Choice(request, rec.duration_s, self.fleet, cands,
                                                 self.rng, now))
@@ -210,7 +211,8 @@ class Router:
         """Place the first request in queue order that fits, and again while GPUs are
         open. Each pass restarts at the head (requests skipped before still do not fit:
         capacity only shrank), so no pass materialises the queue."""
-        f, actions = self.fleet, []
+        f = self.fleet
+        actions: list[Action] = []
         while len(self.queue) and f.open_count:
             placed = None
             for rid in self.queue.ordered(now, self.config.dispatch_scan_limit):
@@ -232,7 +234,8 @@ class Router:
         return actions
 
     def _dispatch_early(self, now: float) -> list[Action]:
-        f, actions = self.fleet, []
+        f = self.fleet
+        actions: list[Action] = []
         avail = f.available()
         for rid in list(self.queue.ordered(now)):
             rec = self.records[rid]
@@ -244,7 +247,8 @@ class Router:
             self._place(rec, i, now)
             f.queued[i] += 1
             self.gpu_queues[i].push(rid, rec.request.user_id, rec.request.priority, now)
-        for i in np.flatnonzero(f.open & (f.queued > 0)):
+        for gpu in np.flatnonzero(f.open & (f.queued > 0)):
+            i = int(gpu)
             gq = self.gpu_queues[i]
             for rid in list(gq.ordered(now, self.config.dispatch_scan_limit)):
                 if f.running[i] >= f.slots[i]:
@@ -256,7 +260,7 @@ class Router:
                     continue
                 gq.remove(rid, dispatched=True)
                 f.queued[i] -= 1
-                actions.append(self._start_on(rec, int(i), now))
+                actions.append(self._start_on(rec, i, now))
         return actions
 
     def _place(self, rec: RequestRecord, i: int, now: float) -> None:
