@@ -59,6 +59,17 @@ def _legend(fig: Figure, axes: Sequence, n: int) -> None:
         axes[0].legend(handles, labels, fontsize=7)
 
 
+def _panel_per_scenario(rows: pd.DataFrame):
+    """One panel per scenario, side by side, with a colour and line style per series
+    (wider when the legend has many entries): scenarios, series, colors, styles, fig, axes."""
+    scenarios = list(dict.fromkeys(rows["scenario"]))
+    series = list(dict.fromkeys(rows["series"]))
+    wide = 2.8 if len(series) > 6 else 0.0
+    fig = Figure(figsize=(5.2 * max(1, len(scenarios)) + wide, 4.2), layout="constrained")
+    axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
+    return scenarios, series, _colors(series), _styles(series), fig, axes
+
+
 def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "all",
                           bound: str | None = None, log: bool = False) -> Figure:
     """``metric`` against load per strategy (mean and 95% CI over seeds), one panel per scenario.
@@ -66,12 +77,7 @@ def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "
     ``bound`` names a column drawn as a dashed reference line (the Erlang C wait).
     """
     rows = _rows(table, priority).dropna(subset=["load"])
-    scenarios = list(dict.fromkeys(rows["scenario"]))
-    strategies = list(dict.fromkeys(rows["series"]))
-    colors, styles = _colors(strategies), _styles(strategies)
-    wide = 2.8 if len(strategies) > 6 else 0.0
-    fig = Figure(figsize=(5.2 * max(1, len(scenarios)) + wide, 4.2), layout="constrained")
-    axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
+    scenarios, strategies, colors, styles, fig, axes = _panel_per_scenario(rows)
     for ax, scenario in zip(axes, scenarios, strict=False):
         sub = rows[rows["scenario"] == scenario]
         for strategy in strategies:
@@ -105,12 +111,7 @@ def metric_vs_key_figure(table: pd.DataFrame, key: str, metric: str, *, priority
                          log_x: bool = True) -> Figure:
     """``metric`` against a swept scenario key (fleet size, fault rate) per strategy."""
     rows = _rows(table, priority, exclude=[key])
-    scenarios = list(dict.fromkeys(rows["scenario"]))
-    series = list(dict.fromkeys(rows["series"]))
-    colors, styles = _colors(series), _styles(series)
-    wide = 2.8 if len(series) > 6 else 0.0
-    fig = Figure(figsize=(5.2 * max(1, len(scenarios)) + wide, 4.2), layout="constrained")
-    axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
+    scenarios, series, colors, styles, fig, axes = _panel_per_scenario(rows)
     for ax, scenario in zip(axes, scenarios, strict=False):
         sub = rows[rows["scenario"] == scenario]
         for name in series:
