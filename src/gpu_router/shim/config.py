@@ -11,7 +11,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -45,22 +45,22 @@ class _Section(BaseModel):
 
 class ApiSection(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
     debug: bool = False
-    max_body_bytes: int = Field(1_048_576, ge=1024, le=1 << 30)
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 1_048_576
     public_url: str | None = None  # base of result_url; default http://host:port
-    max_json_depth: int = Field(32, ge=2, le=200)
+    max_json_depth: Annotated[int, Field(ge=2, le=200)] = 32
 
 
 class GpuMonitoringSection(_Section):
     source: Literal["virtual", "nvml", "monitoring"] = "virtual"
     url: str = "http://gpu-monitoring-service:8080"
-    update_interval: float = Field(5.0, gt=0, le=3600)  # seconds between samples
-    health_check_interval: float = Field(60.0, gt=0, le=86400)
-    max_temperature: float = Field(85.0, gt=0, le=150)
-    virtual_gpus: int = Field(4, ge=1, le=10_000)
+    update_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0  # seconds between samples
+    health_check_interval: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    max_temperature: Annotated[float, Field(gt=0, le=150)] = 85.0
+    virtual_gpus: Annotated[int, Field(ge=1, le=10_000)] = 4
     worker_urls: dict[str, str] = Field(default_factory=dict)  # gpu_id -> worker base URL
-    worker_base_port: int | None = Field(None, ge=1, le=65535)  # NVML: GPU i at base + i
+    worker_base_port: Annotated[int | None, Field(ge=1, le=65535)] = None  # NVML: GPU i at base + i
     worker_host: str = "127.0.0.1"
 
     @field_validator("url")
@@ -85,7 +85,7 @@ class LoadBalancerSection(_Section):
 
     strategy: str | None = None
     weights: dict[str, float] | None = None
-    d: int = Field(2, ge=1, le=64)
+    d: Annotated[int, Field(ge=1, le=64)] = 2
 
     @field_validator("weights")
     @classmethod
@@ -106,9 +106,9 @@ class RequestRouterSection(_Section):
     timeout, 5xx) ``retry_delay`` s apart before the worker is declared down;
     ``request_timeout`` s per call."""
 
-    max_retries: int = Field(3, ge=0, le=100)
-    retry_delay: float = Field(1.0, ge=0, le=3600)
-    request_timeout: float = Field(30.0, gt=0, le=3600)
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    retry_delay: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    request_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
 class ErrorHandlerSection(_Section):
@@ -118,13 +118,13 @@ class ErrorHandlerSection(_Section):
     hard signal (Xid, ECC, crash) stays out at least ``gpu_cooldown_period``; a sampled
     error rate above ``error_threshold`` takes a GPU out."""
 
-    max_retries: int = Field(3, ge=0, le=100)
-    retry_delay: float = Field(1.0, ge=0, le=3600)
-    error_threshold: float = Field(0.1, ge=0, le=1)
-    gpu_cooldown_period: float = Field(300.0, gt=0, le=86400)
-    consecutive_failures: int = Field(5, ge=1, le=1000)
-    base_ejection_s: float = Field(30.0, gt=0, le=86400)
-    max_ejected_share: float = Field(0.5, ge=0, le=1)
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    retry_delay: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    error_threshold: Annotated[float, Field(ge=0, le=1)] = 0.1
+    gpu_cooldown_period: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    base_ejection_s: Annotated[float, Field(gt=0, le=86400)] = 30.0
+    max_ejected_share: Annotated[float, Field(ge=0, le=1)] = 0.5
 
     @model_validator(mode="after")
     def _cooldown(self) -> ErrorHandlerSection:
@@ -139,22 +139,22 @@ class UserQuotaSection(_Section):
     ``default_request_limit`` concurrent requests (queued + running),
     ``default_priority_limit`` concurrent requests of priority >= 4."""
 
-    default_gpu_limit: float = Field(2, gt=0, le=1_000_000)
-    default_request_limit: int = Field(100, ge=0, le=1_000_000)
-    default_priority_limit: int = Field(3, ge=0, le=1_000_000)
-    quota_check_interval: float = Field(60.0, gt=0, le=86400)
-    requests_per_minute: int = Field(600, ge=0, le=100_000_000)
-    requests_per_day: int = Field(100_000, ge=0, le=1_000_000_000)
-    gpu_minutes: float | None = Field(None, ge=0, le=1e12)  # per gpu_minutes_period_s
-    gpu_minutes_period_s: float = Field(86_400.0, gt=0, le=1e9)
+    default_gpu_limit: Annotated[float, Field(gt=0, le=1_000_000)] = 2
+    default_request_limit: Annotated[int, Field(ge=0, le=1_000_000)] = 100
+    default_priority_limit: Annotated[int, Field(ge=0, le=1_000_000)] = 3
+    quota_check_interval: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    requests_per_minute: Annotated[int, Field(ge=0, le=100_000_000)] = 600
+    requests_per_day: Annotated[int, Field(ge=0, le=1_000_000_000)] = 100_000
+    gpu_minutes: Annotated[float | None, Field(ge=0, le=1e12)] = None  # per gpu_minutes_period_s
+    gpu_minutes_period_s: Annotated[float, Field(gt=0, le=1e9)] = 86_400.0
 
 
 class QueueSection(_Section):
-    max_length: int = Field(10_000, ge=1, le=10_000_000)
+    max_length: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     max_wait_s: dict[int, float] = Field(default_factory=dict)  # priority -> aging bound
     admission_share: dict[int, float] = Field(default_factory=dict)  # priority -> share
     fair_share: bool = True
-    default_timeout_ms: int | None = Field(None, gt=0, le=30 * 86_400_000)
+    default_timeout_ms: Annotated[int | None, Field(gt=0, le=30 * 86_400_000)] = None
     binding: Literal["late", "early"] = "late"
 
     @field_validator("max_wait_s", "admission_share")
@@ -169,9 +169,9 @@ class QueueSection(_Section):
 
 
 class ApiKey(_Section):
-    key: str | None = Field(None, min_length=16, max_length=512)
-    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    user_id: str = Field(pattern=_ID_PATTERN)
+    key: Annotated[str | None, Field(min_length=16, max_length=512)] = None
+    key_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+    user_id: Annotated[str, Field(pattern=_ID_PATTERN)]
     role: Literal["user", "service", "admin"] = "user"
 
     @model_validator(mode="after")
@@ -183,7 +183,7 @@ class ApiKey(_Section):
 
 class TrustedNetwork(_Section):
     cidr: str
-    user_id: str = Field("orchestrator", pattern=_ID_PATTERN)
+    user_id: Annotated[str, Field(pattern=_ID_PATTERN)] = "orchestrator"
     role: Literal["user", "service", "admin"] = "service"
 
     @field_validator("cidr")
@@ -204,18 +204,19 @@ class JournalSection(_Section):
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     # group commit (shim.group_commit): an acknowledgement waits at most commit_delay_ms
     # for its batch; later state changes ride a batch at most lazy_commit_ms later
-    commit_delay_ms: float = Field(2.0, ge=0, le=1000)
-    lazy_commit_ms: float = Field(20.0, ge=0, le=60_000)
-    max_batch: int = Field(256, ge=1, le=100_000)
+    commit_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
+    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
 
 
 class DispatchSection(_Section):
-    poll_interval: float = Field(0.05, gt=0, le=60)  # first poll; grows to 10% of run time
-    max_poll_interval: float = Field(1.0, gt=0, le=600)
-    health_probe_interval: float = Field(1.0, gt=0, le=3600)
-    callback_retries: int = Field(5, ge=0, le=100)
-    callback_backoff: float = Field(0.5, ge=0, le=3600)
-    callback_timeout: float = Field(5.0, gt=0, le=600)
+    # first poll; grows to 10% of run time
+    poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.05
+    max_poll_interval: Annotated[float, Field(gt=0, le=600)] = 1.0
+    health_probe_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    callback_retries: Annotated[int, Field(ge=0, le=100)] = 5
+    callback_backoff: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    callback_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
 
 
 class LoggingSection(_Section):
@@ -252,7 +253,7 @@ class ApiMetadataSection(_Section):
     enabled: bool = True
     include_in_response: bool = True
     detail_level: Literal["minimal", "standard", "full"] = "full"
-    sampling_rate: float = Field(1.0, ge=0, le=1)
+    sampling_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
     version: str = "1.0"
     components: MetadataComponents = MetadataComponents()
 
@@ -270,7 +271,7 @@ class ServiceConfig(_Section):
     dispatch: DispatchSection = DispatchSection()
     logging: LoggingSection = LoggingSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
-    seed: int = Field(0, ge=0)  # seeds the router's random generator
+    seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
 
 
 def _first_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:

@@ -150,7 +150,7 @@ class MetaBuilder:
                 pt["components"] = {k: round(v, 3) for k, v in timings.components.items()}
             meta["processing_time"] = pt
         if level != "minimal" and comps.gpu_resources.enabled and gpu is not None:
-            res = {k: gpu[k] for k in ("device_id", "device_name") if k in gpu}
+            res: dict[str, Any] = {k: gpu[k] for k in ("device_id", "device_name") if k in gpu}
             res.update({k: gpu[k] for k in ("memory_used_mb", "memory_total_mb") if k in gpu})
             if level == "full":
                 if comps.gpu_resources.include_utilization and "utilization_percent" in gpu:

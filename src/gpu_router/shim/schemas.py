@@ -8,7 +8,7 @@ agree).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,24 +33,24 @@ class _Out(BaseModel):
 
 
 class ResourceRequirementsIn(_In):
-    memory: int = Field(0, ge=0, le=10_000_000, description="MB")
-    compute_units: int = Field(1, ge=1, le=1_000_000)
-    max_batch_size: int = Field(1, ge=1, le=1_000_000)
-    expected_duration: int = Field(0, ge=0, le=MAX_DURATION_MS, description="ms")
-    min_compute_capability: str | None = Field(None, pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")
+    memory: Annotated[int, Field(ge=0, le=10_000_000, description="MB")] = 0
+    compute_units: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    max_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    expected_duration: Annotated[int, Field(ge=0, le=MAX_DURATION_MS, description="ms")] = 0
+    min_compute_capability: Annotated[str | None, Field(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")] = None
 
 
 class RouteRequest(_In):
     """POST /api/v1/route (seed 6.3.1). ``request_id`` is generated when absent."""
 
-    request_id: str | None = Field(None, pattern=ID_PATTERN)
-    user_id: str = Field(pattern=ID_PATTERN)
-    model_id: str = Field(pattern=MODEL_PATTERN)
-    priority: int = Field(ge=1, le=5, description="1-5, 5 highest")
+    request_id: Annotated[str | None, Field(pattern=ID_PATTERN)] = None
+    user_id: Annotated[str, Field(pattern=ID_PATTERN)]
+    model_id: Annotated[str, Field(pattern=MODEL_PATTERN)]
+    priority: Annotated[int, Field(ge=1, le=5, description="1-5, 5 highest")]
     type: Literal["inference", "training", "fine-tuning", "embedding", "batch"] = "inference"
     resource_requirements: ResourceRequirementsIn = ResourceRequirementsIn()
-    timeout: int | None = Field(None, ge=1, le=MAX_DURATION_MS, description="ms")
-    callback_url: str | None = Field(None, max_length=2048)
+    timeout: Annotated[int | None, Field(ge=1, le=MAX_DURATION_MS, description="ms")] = None
+    callback_url: Annotated[str | None, Field(max_length=2048)] = None
     payload: dict[str, Any] | None = None
 
     @field_validator("callback_url")
@@ -70,8 +70,8 @@ class RouteRequest(_In):
 
 
 class MaintenanceIn(_In):
-    reason: str = Field("", max_length=1024)
-    estimated_duration: int | None = Field(None, ge=0, le=525_600, description="minutes")
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    estimated_duration: Annotated[int | None, Field(ge=0, le=525_600, description="minutes")] = None
 
 
 class RestartIn(_In):
@@ -79,17 +79,17 @@ class RestartIn(_In):
 
 
 class AdminCancelIn(_In):
-    reason: str = Field("", max_length=1024)
+    reason: Annotated[str, Field(max_length=1024)] = ""
 
 
 class QuotaUpdateIn(_In):
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    gpu_time_limit: int | None = Field(None, ge=0, le=10_000_000, description="minutes")
-    concurrent_requests_limit: int | None = Field(None, ge=0, le=1_000_000)
-    priority_requests_limit: int | None = Field(None, ge=0, le=1_000_000)
-    requests_per_minute_limit: int | None = Field(None, ge=0, le=10_000_000)
-    requests_per_day_limit: int | None = Field(None, ge=0, le=1_000_000_000)
+    gpu_time_limit: Annotated[int | None, Field(ge=0, le=10_000_000, description="minutes")] = None
+    concurrent_requests_limit: Annotated[int | None, Field(ge=0, le=1_000_000)] = None
+    priority_requests_limit: Annotated[int | None, Field(ge=0, le=1_000_000)] = None
+    requests_per_minute_limit: Annotated[int | None, Field(ge=0, le=10_000_000)] = None
+    requests_per_day_limit: Annotated[int | None, Field(ge=0, le=1_000_000_000)] = None
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:
@@ -126,8 +126,8 @@ class RequestStatusOut(_Out):
     submitted_time: str
     start_time: str | None = None
     completion_time: str | None = None
-    duration: int | None = Field(None, description="ms")
-    progress: float = Field(ge=0, le=1)
+    duration: Annotated[int | None, Field(description="ms")] = None
+    progress: Annotated[float, Field(ge=0, le=1)]
     retries: int
     result_url: str | None = None
     error: str | None = None
@@ -175,7 +175,7 @@ class GpuOut(_Out):
     error_rate: float
     active_requests: int
     queued_requests: int
-    uptime: int = Field(description="seconds")
+    uptime: Annotated[int, Field(description="seconds")]
     health_status: Literal["healthy", "warning", "critical"]
 
 
@@ -278,7 +278,7 @@ class HealthOut(_Out):
     gpus_active: int
     queued_requests: int
     active_requests: int
-    uptime: float = Field(description="seconds")
+    uptime: Annotated[float, Field(description="seconds")]
     reason: str | None = None
 
 
@@ -291,7 +291,7 @@ class ErrorInfo(_Out):
     code: str
     message: str
     details: list[ErrorDetail] | None = None
-    retry_after: float | None = Field(None, description="seconds")
+    retry_after: Annotated[float | None, Field(description="seconds")] = None
 
 
 class ProcessingTime(_Out):
