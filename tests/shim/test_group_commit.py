@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 
@@ -93,21 +94,84 @@ def test_group_commit_batches_acknowledgements_within_its_delay(tmp_path):
         late = gc.insert(rec("r9"))
         await late
         assert j.batches == 2 and committed(tmp_path / "j.sqlite3")["r0"] == "completed"
-        gc.flush()
+        gc.close()
         j.close()
 
     asyncio.run(scenario())
 
 
-def test_max_batch_commits_at_once(tmp_path):
+def test_max_batch_is_handed_over_at_once(tmp_path):
     async def scenario():
         j = Journal(tmp_path / "j.sqlite3")
         gc = GroupCommit(j, delay_s=10.0, max_batch=3)
         futs = [gc.insert(rec(f"r{i}")) for i in range(3)]
-        assert all(f.done() for f in futs) and j.batches == 1
+        await asyncio.wait_for(asyncio.gather(*futs), 2.0)  # not 10 s
+        assert j.batches == 1
+        gc.close()
         j.close()
 
     asyncio.run(scenario())
+
+
+def test_commits_run_on_the_writer_thread_and_merge_while_it_is_busy(tmp_path):
+    async def scenario():
+        j = Journal(tmp_path / "j.sqlite3")
+        gc = GroupCommit(j)
+        threads: list[str] = []
+        real = j.commit_batch
+
+        def spy(batch):
+            threads.append(threading.current_thread().name)
+            return real(batch)
+
+        j.commit_batch = spy
+        with j._lock:  # the writer is "busy": three hand-overs queue up meanwhile
+            futs = []
+            for i in range(3):
+                futs.append(gc.insert(rec(f"r{i}")))
+                await asyncio.sleep(0.01)
+            assert not any(f.done() for f in futs)
+        await asyncio.wait_for(asyncio.gather(*futs), 2.0)
+        assert threads and set(threads) == {"journal-writer"}
+        assert j.batches <= 2  # the queued hand-overs were merged (the first may be alone)
+        r = rec("r0", "completed")
+        gc.update(r)  # staged, not yet handed over: a read waits for it
+        assert j.get("r0").state == "completed"
+        assert committed(tmp_path / "j.sqlite3") == {
+            "r0": "completed",
+            "r1": "queued",
+            "r2": "queued",
+        }
+        gc.close()
+        assert not gc._thread.is_alive() and j.before_read is None
+        j.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_large_batch_with_a_duplicate_in_the_middle(tmp_path):
+    """The duplicate fails alone, and the update of it merged from a later hand-over does
+    not overwrite the old request's row."""
+    j = Journal(tmp_path / "j.sqlite3")
+    j.insert(rec("r300", "completed"))
+    fates: dict[str, JournalError | None] = {}
+    records = [rec(f"r{i}") for i in range(600)]
+    for r in records:
+        j.stage_insert(r, lambda e, rid=r.request_id: fates.__setitem__(rid, e))
+    batch = j.take_staged()
+    for r in records[:10] + [records[300]]:
+        r.state = "processing"
+        j.stage_update(r)
+    batch.extend(j.take_staged())  # a later hand-over merged by the writer
+    assert len(batch.inserts) == 600 and len(batch.updates) == 11
+    for done, fate in j.commit_batch(batch):  # one transaction, multi-row statements
+        done(fate)
+    assert isinstance(fates.pop("r300"), DuplicateRequest)
+    assert set(fates.values()) == {None} and len(fates) == 599
+    rows = committed(tmp_path / "j.sqlite3")
+    assert len(rows) == 600 and rows["r300"] == "completed"
+    assert [rows[f"r{i}"] for i in (0, 9, 10, 599)] == ["processing"] * 2 + ["queued"] * 2
+    j.close()
 
 
 def test_the_answer_waits_for_the_commit_and_finished_requests_are_forgotten(tmp_path):
@@ -153,7 +217,7 @@ def test_resumed_requests_are_not_refused_by_their_own_quota(tmp_path):
                 t.cancel()
             for t in list(svc.dispatcher.tasks.values()):
                 t.cancel()
-            svc.journal.commit_staged = lambda: None
+            svc.journal.commit_batch = lambda batch: []
         async with running(path, **fleet_kw, **quota) as (c, app, _):
             for rid in ("q-1", "q-2"):  # the minute's two requests are these two: resumed
                 d = await wait_state(c, rid, {"completed", "failed"}, H_ALICE)

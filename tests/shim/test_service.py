@@ -43,7 +43,7 @@ def test_restart_resumes_unfinished_and_never_reruns_finished(tmp_path):
                 t.cancel()
             for t in list(svc.dispatcher.tasks.values()):
                 t.cancel()
-            svc.journal.commit_staged = lambda: None  # a dead process writes nothing more
+            svc.journal.commit_batch = lambda batch: []  # a dead process writes nothing more
         runs_before = {j.request_id for j in fleet._gpus["gpu-0"].jobs.values()}
         assert runs_before == {"done-1", "run-1"}
         async with running(path, fleet=fleet) as (c, app, _):
@@ -111,13 +111,8 @@ def test_journal_failure_refuses_with_503_and_nothing_runs():
     async def scenario():
         async with running() as (c, app, fleet):
             svc = app.state.service
-
-            def broken(record):
-                from gpu_router.shim.journal import JournalError
-
-                raise JournalError("disk full")
-
-            svc.journal.insert = broken
+            with svc.journal._lock:  # every write now fails in SQLite, as on a full disk
+                svc.journal._db.execute("PRAGMA query_only=ON")
             r = await c.post("/api/v1/route", json=body(request_id="j-1"), headers=H_ALICE)
             assert r.status_code == 503 and r.json()["data"]["status"] == "rejected"
             assert "j-1" not in svc.live and not svc.dispatcher.tasks

@@ -202,9 +202,11 @@ class JournalSection(_Section):
     path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
-    # group commit (shim.group_commit): an acknowledgement waits at most commit_delay_ms
-    # for its batch; later state changes ride a batch at most lazy_commit_ms later
-    commit_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    # group commit (shim.group_commit, a writer thread): new requests are handed to the
+    # writer commit_delay_ms after the first of a batch (0: on the next turn of the event
+    # loop; the writer batches whatever arrives while it commits); later state changes
+    # are handed over at most lazy_commit_ms later
+    commit_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
 

@@ -1,31 +1,36 @@
-"""Group commit: many journal writes, one SQLite transaction.
+"""Group commit on a writer thread: many journal writes, one SQLite transaction, off the
+event loop.
 
-A commit costs about the same whether it holds one row or a hundred, so the service does
-not commit per write. It stages writes in the :class:`~.journal.Journal` and this class
-commits them together:
+A commit costs about the same whether it holds one row or a hundred, and SQLite's own
+work (B-tree inserts, the WAL append) releases the GIL, so the service neither commits
+per write nor on the event loop. It stages writes in the :class:`~.journal.Journal`; on
+the next turn of the event loop (or ``delay_s`` later, when set, to gather more) the
+staged rows are built (on the loop thread, a consistent snapshot of the records) and
+handed to a writer thread, which commits whatever has been handed over meanwhile in one
+transaction: while one batch commits, the next gathers.
 
 - an acknowledgement (a new request that will be answered 200) is awaited: the handler
-  awaits :meth:`GroupCommit.insert`, whose future resolves once the row is committed, so
-  no 200 leaves before its row is durable. Such a write is committed ``delay_s`` after
-  the first one of its batch (two milliseconds by default: the batch is whatever arrived
-  meanwhile) when acknowledgements come closer together than that; when they come
-  further apart, waiting would batch nothing and only add latency, so the batch commits
-  on the next turn of the event loop (with whatever that turn produced);
+  awaits :meth:`GroupCommit.insert`, whose future resolves on the loop once the row is
+  committed, so no 200 leaves before its row is durable;
 - later state changes (dispatched, started, finished, callback delivered) are not
-  awaited: :meth:`GroupCommit.update` stages them for the next batch, which commits at
-  the latest ``lazy_delay_s`` after the first of them (or with the next acknowledgement);
-- ``max_batch`` staged writes commit at once.
+  awaited: :meth:`GroupCommit.update` stages them for the next hand-over, at the latest
+  ``lazy_delay_s`` later (or with the next acknowledgement), so that the several changes
+  of a short job often cost one row write;
+- ``max_batch`` staged writes are handed over at once.
 
-Everything runs on the event loop thread (SQLite in WAL mode with ``synchronous=NORMAL``
-commits without an fsync, in a few tens of microseconds), so no lock is needed and
-the order of writes is the order they were staged in.
+Batches are committed in the order they were handed over. A read of the journal that may
+concern staged or handed-over writes waits for them to be committed first
+(:meth:`sync`, through ``Journal.before_read``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections import deque
 
-from .journal import Journal, JournalError, JournalRecord
+from .journal import Done, Journal, JournalError, JournalRecord, StagedBatch
 
 
 class GroupCommit:
@@ -33,7 +38,7 @@ class GroupCommit:
         self,
         journal: Journal,
         *,
-        delay_s: float = 0.002,
+        delay_s: float = 0.0,
         lazy_delay_s: float = 0.02,
         max_batch: int = 256,
     ) -> None:
@@ -41,15 +46,24 @@ class GroupCommit:
         self.delay_s = delay_s
         self.lazy_delay_s = lazy_delay_s
         self.max_batch = max_batch
-        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._due = float("inf")
-        self._last_insert = float("-inf")
-        self._gap = float("inf")  # moving average of the time between acknowledgements
+        self._cond = threading.Condition()
+        self._queue: deque[StagedBatch] = deque()  # handed over, not yet committed
+        self._handed = 0  # batches handed over ...
+        self._committed = 0  # ... and committed (or failed) by the writer
+        self._closed = False
+        self._thread = threading.Thread(target=self._write, name="journal-writer", daemon=True)
+        self._thread.start()
+        journal.before_read = self._before_read
+
+    # -- the event loop's side -------------------------------------------------------------
 
     def insert(self, record: JournalRecord) -> asyncio.Future[None]:
         """Stage a new request; the future resolves once its row is committed, or raises
         :class:`JournalError` if it could not be."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
 
         def done(err: JournalError | None) -> None:
@@ -60,33 +74,103 @@ class GroupCommit:
                     fut.set_exception(err)
 
         self.journal.stage_insert(record, done)
-        now = loop.time()
-        gap = min(now - self._last_insert, 10 * self.delay_s)  # a pause is soon forgotten
-        self._last_insert = now
-        self._gap = 0.8 * self._gap + 0.2 * gap if self._gap < float("inf") else gap
-        self._schedule(loop, self.delay_s if self._gap < self.delay_s else 0.0)
+        self._schedule(loop, self.delay_s)
         return fut
 
     def update(self, record: JournalRecord) -> None:
-        """Stage the record's changed row for the next batch (nobody waits for it)."""
+        """Stage the record's changed row for a coming batch (nobody waits for it)."""
         self.journal.stage_update(record)
-        self._schedule(asyncio.get_running_loop(), self.lazy_delay_s)
+        loop = self._loop = asyncio.get_running_loop()
+        self._schedule(loop, self.lazy_delay_s)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
         if self.journal.staged >= self.max_batch:
-            self.flush()
+            self._hand_over()
             return
         due = loop.time() + delay
         if due < self._due:
             if self._handle is not None:
                 self._handle.cancel()
             self._due = due
-            self._handle = loop.call_at(due, self.flush)
+            self._handle = (
+                loop.call_at(due, self._hand_over) if delay else loop.call_soon(self._hand_over)
+            )
 
-    def flush(self) -> None:
-        """Commit everything staged now."""
+    def _hand_over(self) -> None:
+        """Give everything staged to the writer thread."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
         self._due = float("inf")
-        self.journal.commit_staged()
+        if not self.journal.staged:
+            return
+        batch = self.journal.take_staged()
+        with self._cond:
+            if not self._closed:
+                self._queue.append(batch)
+                self._handed += 1
+                self._cond.notify_all()
+                return
+        _run_all(self.journal.commit_batch(batch))  # after close: on this thread
+
+    def sync(self) -> None:
+        """Hand over what is staged and block until the writer has committed all of it."""
+        self._hand_over()
+        with self._cond:
+            target = self._handed
+            self._cond.wait_for(lambda: self._committed >= target or not self._thread.is_alive())
+
+    def _before_read(self, request_id: str | None) -> None:
+        if self._handed > self._committed or self.journal.staged:
+            self.sync()
+
+    def flush(self) -> None:
+        """Commit everything staged or handed over, and wait for it (shutdown, tests)."""
+        self.sync()
+
+    def close(self) -> None:
+        """Commit what is left and stop the writer thread."""
+        self.sync()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self.journal.before_read == self._before_read:
+            self.journal.before_read = None
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _write(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._queue or self._closed)
+                    if not self._queue:
+                        return  # closed and drained
+                    batch = self._queue.popleft()
+                    taken = 1
+                    while self._queue:  # whatever else was handed over rides along
+                        batch.extend(self._queue.popleft())
+                        taken += 1
+                fates = self.journal.commit_batch(batch)
+                with self._cond:
+                    self._committed += taken
+                    self._cond.notify_all()
+                if fates:
+                    self._tell(fates)
+        finally:  # nobody waits forever on a dead writer (sync checks is_alive)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _tell(self, fates: list[tuple[Done, JournalError | None]]) -> None:
+        """Run the staged inserts' ``done`` callbacks on the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(_run_all, fates)
+
+
+def _run_all(fates: list[tuple[Done, JournalError | None]]) -> None:
+    for done, fate in fates:
+        done(fate)

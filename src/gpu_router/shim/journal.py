@@ -6,13 +6,17 @@ requests that are not terminal and resumes them; terminal ones are never run aga
 their results stay readable behind ``result_url``.
 
 Group commit: ``insert``/``update`` commit at once (autocommit), while ``stage_insert``/
-``stage_update`` only queue the write; ``commit_staged`` then writes every queued row in
-one transaction and tells each staged insert's ``done`` callback whether its row is
-committed (``shim.group_commit`` decides when). A staged update rewrites the changing
-columns from the record object, which the service keeps current, so several changes of
-one request between two commits cost one row write. A read of a request with staged
-writes, and every read of many requests, commits the staged writes first, so reads see
-what was written.
+``stage_update`` only queue the write. :meth:`Journal.take_staged` turns what is queued
+into a :class:`StagedBatch` of row values (built on the caller's thread, so the rows are a
+consistent snapshot of the records), and :meth:`Journal.commit_batch` writes a batch in one
+transaction with multi-row statements (a handful of SQLite calls per batch, not one per
+row) on whatever thread calls it; ``commit_staged`` does both at once.
+``shim.group_commit`` runs ``commit_batch`` on a writer thread. A staged update rewrites
+the changing columns from the record object, which the service keeps current, so several
+changes of one request between two batches cost one row write. A read of a request with
+staged writes, and every read of many requests, first has the staged writes committed
+(through ``before_read`` when a writer thread owns them), so reads see what was written.
+Every use of the connection holds the journal's lock.
 
 Checkpoints (copying the WAL into the database file, with an fsync or two) do not run on
 the writer's thread, where SQLite would run one every thousand pages and stall the event
@@ -38,6 +42,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from . import fastjson
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -134,6 +140,34 @@ class DuplicateRequest(JournalError):
 #: told ``None`` once a staged insert is committed, or the error that lost it
 Done = Callable[[JournalError | None], None]
 
+#: rows per multi-row statement: the chunks of a batch are powers of two up to this, so a
+#: dozen statement texts (prepared once, then cached by sqlite3) cover every batch size
+_CHUNK = 256
+
+
+@dataclass(slots=True)
+class StagedBatch:
+    """Staged writes as row values: new rows ``(request_id, values, done)`` in staging
+    order, and the changing columns of updated rows by request_id."""
+
+    inserts: list[tuple[str, list[Any], Done | None]]
+    updates: dict[str, tuple[Any, ...]]
+
+    def __len__(self) -> int:
+        return len(self.inserts) + len(self.updates)
+
+    def extend(self, later: StagedBatch) -> None:
+        """Append a later batch (its updates supersede this one's)."""
+        self.inserts.extend(later.inserts)
+        self.updates.update(later.updates)
+
+
+def _chunks(n: int) -> list[int]:
+    """``n`` as a sum of powers of two, none above ``_CHUNK`` (largest first)."""
+    rest = n % _CHUNK
+    bits = [1 << b for b in range(rest.bit_length() - 1, -1, -1) if rest >> b & 1]
+    return [_CHUNK] * (n // _CHUNK) + bits
+
 
 class Journal:
     def __init__(
@@ -148,6 +182,7 @@ class Journal:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()  # the writer thread and the event loop share _db
         if wal and self.path != ":memory:":
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -173,6 +208,11 @@ class Journal:
         self._update_sql = (
             f"UPDATE requests SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE request_id = ?"
         )
+        self._insert_many: dict[int, str] = {}
+        self._update_many: dict[int, str] = {}
+        #: called before a read with the request_id read (None: many) while a writer
+        #: thread holds staged writes (``shim.group_commit`` sets it)
+        self.before_read: Callable[[str | None], None] | None = None
         self._inserts: list[tuple[JournalRecord, Done | None]] = []  # staged, in order
         self._insert_ids: set[str] = set()
         self._dirty: dict[str, JournalRecord] = {}  # staged updates: rows to rewrite
@@ -217,49 +257,111 @@ class Journal:
         record is the truth, and any number of changes to it cost one row write."""
         self._dirty[record.request_id] = record
 
-    def commit_staged(self) -> None:
-        """Write every staged row in one transaction and commit it. Never raises: each
-        staged insert's ``done`` hears its fate (:class:`DuplicateRequest` when the id is
-        taken); lost updates go to ``on_lost``."""
+    def take_staged(self) -> StagedBatch:
+        """Everything staged, as row values built now; the staging is emptied. A record
+        both inserted and updated is written once, by its insert (which has its latest
+        state)."""
         inserts, dirty = self._inserts, self._dirty
-        if not inserts and not dirty:
-            return
         self._inserts, self._dirty = [], {}
         self._insert_ids.clear()
+        rows = []
+        for record, done in inserts:
+            rid = record.request_id
+            if dirty.get(rid) is record:
+                del dirty[rid]
+            rows.append((rid, self._row(record), done))
+        return StagedBatch(rows, {rid: self._mutable_row(r) for rid, r in dirty.items()})
+
+    def commit_staged(self) -> None:
+        """Write every staged row in one transaction and commit it (on this thread)."""
+        if self._inserts or self._dirty:
+            for done, fate in self.commit_batch(self.take_staged()):
+                done(fate)
+
+    def commit_batch(self, batch: StagedBatch) -> list[tuple[Done, JournalError | None]]:
+        """Write ``batch`` in one transaction and commit it. Never raises: returns each
+        staged insert's ``done`` with its fate (None: committed; :class:`DuplicateRequest`
+        when the id is taken, and then that request's updates in the batch are dropped);
+        lost updates go to ``on_lost``. Any thread may call it."""
+        if not batch:
+            return []
+        updates = batch.updates
         failed: dict[int, JournalError] = {}
         batch_error: JournalError | None = None
-        try:
-            self._db.execute("BEGIN")
-            for n, (record, _done) in enumerate(inserts):
-                rid = record.request_id
-                if dirty.get(rid) is record:  # the inserted row has its latest state already
-                    del dirty[rid]
-                try:
-                    self.insert(record)
-                except JournalError as exc:
-                    if not self._db.in_transaction:  # SQLite rolled the whole batch back
-                        raise
-                    failed[n] = exc
-            if dirty:
-                self._db.executemany(self._update_sql, map(self._mutable_row, dirty.values()))
-            self._db.execute("COMMIT")
-            self.batches += 1
-        except (sqlite3.Error, JournalError) as exc:
-            batch_error = (
-                exc if isinstance(exc, JournalError) else JournalError(f"journal commit: {exc}")
-            )
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-        for n, (_record, done) in enumerate(inserts):
-            if done is not None:
-                done(batch_error or failed.get(n))
-        if batch_error is not None and dirty and self.on_lost is not None:
-            self.on_lost([f"update of {rid!r} lost: {batch_error}" for rid in dirty])
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                failed = self._insert_rows(batch.inserts)
+                for n in failed:
+                    updates.pop(batch.inserts[n][0], None)
+                self._update_rows(list(updates.values()))
+                self._db.execute("COMMIT")
+                self.batches += 1
+            except (sqlite3.Error, JournalError) as exc:
+                batch_error = (
+                    exc if isinstance(exc, JournalError) else JournalError(f"journal commit: {exc}")
+                )
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+        if batch_error is not None and updates and self.on_lost is not None:
+            self.on_lost([f"update of {rid!r} lost: {batch_error}" for rid in updates])
+        return [
+            (done, batch_error or failed.get(n))
+            for n, (_rid, _row, done) in enumerate(batch.inserts)
+            if done is not None
+        ]
+
+    def _insert_rows(
+        self, rows: list[tuple[str, list[Any], Done | None]]
+    ) -> dict[int, JournalError]:
+        """Insert in multi-row statements; a chunk with a taken id is retried row by row
+        (a failed statement undoes only itself). Returns the failed rows by position."""
+        failed: dict[int, JournalError] = {}
+        at = 0
+        for size in _chunks(len(rows)):
+            chunk = rows[at : at + size]
+            sql = self._insert_many.get(size)
+            if sql is None:
+                one = f"({', '.join('?' for _ in _COLUMNS)})"
+                sql = self._insert_many[size] = (
+                    f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES "
+                    + ", ".join([one] * size)
+                )
+            try:
+                self._db.execute(sql, [v for _rid, values, _done in chunk for v in values])
+            except sqlite3.IntegrityError:
+                if not self._db.in_transaction:  # pragma: no cover - SQLite rolled back all
+                    raise
+                for n, (rid, values, _done) in enumerate(chunk, at):
+                    try:
+                        self._db.execute(self._insert_sql, values)
+                    except sqlite3.IntegrityError as exc:
+                        failed[n] = DuplicateRequest(f"request_id {rid!r} is taken: {exc}")
+            at += size
+        return failed
+
+    def _update_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rewrite the changing columns of many rows, a multi-row UPDATE ... FROM VALUES
+        per chunk."""
+        at = 0
+        for size in _chunks(len(rows)):
+            sql = self._update_many.get(size)
+            if sql is None:
+                one = f"({', '.join('?' for _ in range(len(_MUTABLE) + 1))})"
+                sets = ", ".join(f"{c} = v.column{i}" for i, c in enumerate(_MUTABLE, 1))
+                sql = self._update_many[size] = (
+                    f"UPDATE requests SET {sets} FROM (VALUES {', '.join([one] * size)}) AS v "
+                    f"WHERE requests.request_id = v.column{len(_MUTABLE) + 1}"
+                )
+            self._db.execute(sql, [v for row in rows[at : at + size] for v in row])
+            at += size
 
     def _settle(self, request_id: str | None = None) -> None:
         """Commit staged writes before a read that may concern them."""
-        if request_id is None:
+        if self.before_read is not None:
+            self.before_read(request_id)
+        elif request_id is None:
             if self._inserts or self._dirty:
                 self.commit_staged()
         elif request_id in self._dirty or request_id in self._insert_ids:
@@ -275,7 +377,7 @@ class Journal:
             record.attempts,
             record.start_time,
             record.completion_time,
-            None if result is None else json.dumps(result),
+            None if result is None else fastjson.dumps(result),
             record.error,
             record.callback_state,
             record.request_id,
@@ -289,7 +391,7 @@ class Journal:
             if col == "body" and record.body_json is not None:
                 value = record.body_json
             elif col in _JSON_COLUMNS and value is not None:
-                value = json.dumps(value)
+                value = fastjson.dumps(value)
             out.append(value)
         return out
 
@@ -304,7 +406,8 @@ class Journal:
     def insert(self, record: JournalRecord) -> None:
         """Commit a new request; raises :class:`JournalError` (id taken, disk full, ...)."""
         try:
-            self._db.execute(self._insert_sql, self._row(record))
+            with self._lock:
+                self._db.execute(self._insert_sql, self._row(record))
         except sqlite3.IntegrityError as exc:
             raise DuplicateRequest(f"request_id {record.request_id!r} is taken: {exc}") from exc
         except sqlite3.Error as exc:
@@ -319,71 +422,70 @@ class Journal:
             raise KeyError(f"unknown journal columns {sorted(bad)}")
         cols = ", ".join(f"{c} = ?" for c in changes)
         vals = [
-            json.dumps(v) if c in _JSON_COLUMNS and v is not None else v for c, v in changes.items()
+            fastjson.dumps(v) if c in _JSON_COLUMNS and v is not None else v
+            for c, v in changes.items()
         ]
         try:
-            self._db.execute(
-                f"UPDATE requests SET {cols} WHERE request_id = ?", (*vals, request_id)
-            )
+            with self._lock:
+                self._db.execute(
+                    f"UPDATE requests SET {cols} WHERE request_id = ?", (*vals, request_id)
+                )
         except sqlite3.Error as exc:
             raise JournalError(f"journal update of {request_id!r} failed: {exc}") from exc
 
+    def _select(self, where: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM requests {where}", params
+            ).fetchall()
+
     def get(self, request_id: str) -> JournalRecord | None:
         self._settle(request_id)
-        row = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE request_id = ?", (request_id,)
-        ).fetchone()
-        return None if row is None else self._record(row)
+        rows = self._select("WHERE request_id = ?", (request_id,))
+        return self._record(rows[0]) if rows else None
 
     def unfinished(self) -> list[JournalRecord]:
         """Requests not yet terminal, in submission order."""
         self._settle()
         marks = ", ".join("?" for _ in TERMINAL)
-        rows = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM requests "
-            f"WHERE state NOT IN ({marks}) ORDER BY rowid",
-            TERMINAL,
-        ).fetchall()
+        rows = self._select(f"WHERE state NOT IN ({marks}) ORDER BY rowid", TERMINAL)
         return [self._record(r) for r in rows]
 
     def pending_callbacks(self) -> list[JournalRecord]:
         """Terminal requests whose callback has not been delivered or given up on."""
         self._settle()
-        rows = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE callback_state = 'pending' "
-            "ORDER BY rowid"
-        ).fetchall()
+        rows = self._select("WHERE callback_state = 'pending' ORDER BY rowid")
         return [self._record(r) for r in rows]
 
     def since(self, wall_ts: float) -> Iterator[JournalRecord]:
         """Requests submitted at or after ``wall_ts`` (to rebuild quota usage on restart)."""
         self._settle()
-        cur = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE submitted_at >= ? ORDER BY rowid",
-            (wall_ts,),
-        )
-        for row in cur:
+        for row in self._select("WHERE submitted_at >= ? ORDER BY rowid", (wall_ts,)):
             yield self._record(row)
 
     def count_by_state(self) -> dict[str, int]:
         self._settle()
-        return dict(
-            self._db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
-        )
+        with self._lock:
+            return dict(
+                self._db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
+            )
 
     def set_setting(self, key: str, value: Any) -> None:
         """Persist an admin setting (None deletes it)."""
         try:
-            if value is None:
-                self._db.execute("DELETE FROM settings WHERE key = ?", (key,))
-            else:
-                self._db.execute(
-                    "INSERT INTO settings (key, value) VALUES (?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (key, json.dumps(value)),
-                )
+            with self._lock:
+                if value is None:
+                    self._db.execute("DELETE FROM settings WHERE key = ?", (key,))
+                else:
+                    self._db.execute(
+                        "INSERT INTO settings (key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (key, json.dumps(value)),
+                    )
         except sqlite3.Error as exc:
             raise JournalError(f"journal setting {key!r} failed: {exc}") from exc
 
     def settings(self) -> dict[str, Any]:
-        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM settings")}
+        with self._lock:
+            rows = self._db.execute("SELECT key, value FROM settings").fetchall()
+        return {k: json.loads(v) for k, v in rows}

@@ -8,11 +8,11 @@ probe GPUs that were taken out. The clock is read through ``self.clock`` only.
 Every router call returns actions, applied by :meth:`_apply`: ``Dispatch`` starts a job,
 ``Abort`` stops one, ``Finished`` journals the terminal state and sends the callback.
 
-Journal writes go through :class:`~.group_commit.GroupCommit`: a submission awaits the
-commit of its row before it is answered 200 (and its job is not started before that);
-later state changes ride the next batch. A finished request is dropped from the router
-(``Router.forget``) and from ``live``; the last ``RECENT`` of them stay in memory for the
-status API, older ones are read back from the journal.
+Journal writes go through :class:`~.group_commit.GroupCommit` (a writer thread): a
+submission awaits the commit of its row before it is answered 200 (and its job is not
+started before that); later state changes ride a later batch. A finished request is
+dropped from the router (``Router.forget``) and from ``live``; the last ``RECENT`` of them
+stay in memory for the status API, older ones are read back from the journal.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import uuid
 from collections import OrderedDict
@@ -44,6 +43,7 @@ from gpu_router.policy.errors import InvalidValue
 from gpu_router.policy.router import Router
 from gpu_router.policy.types import GpuState, Request, ResourceRequirements
 
+from . import fastjson
 from .clock import Clock
 from .config import ServiceConfig, router_config
 from .dispatcher import Dispatcher, JobSpec
@@ -106,7 +106,7 @@ def canonical_body(req: RouteRequest) -> tuple[dict[str, Any], str, str]:
     """The validated body as a JSON object, its canonical JSON text (sorted keys, no
     spaces; the journal stores it) and that text's SHA-256 (compared on re-submission)."""
     body = req.model_dump(mode="json")
-    canon = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    canon = fastjson.dumps(body, sort_keys=True)
     return body, canon, hashlib.sha256(canon.encode()).hexdigest()
 
 
@@ -235,7 +235,7 @@ class RouterService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.dispatcher.aclose()
-        self.writer.flush()
+        self.writer.close()
 
     @property
     def r(self) -> Router:
