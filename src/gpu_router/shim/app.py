@@ -41,6 +41,7 @@ from .envelope import (
     new_request_id,
     parse_traceparent,
 )
+from .fastjson import dumps_bytes
 from .gpu_sources.base import GpuSource
 from .journal import Journal
 from .logs import LOGGER_NAME, log
@@ -109,11 +110,6 @@ class Ctx:
         return self.headers.get(name)
 
 
-#: answers are encoded with one prebuilt encoder (``json.dumps`` with options builds one
-#: per call)
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-
-
 Handler = Callable[[Ctx], Awaitable[tuple[int, Any]]]
 
 
@@ -174,7 +170,7 @@ def create_app(
             headers["x-request-id"] = req_id
         if tracing.enabled and tracing.propagate_headers:
             headers["traceparent"] = ctx.trace.traceparent
-        body = _encode(envelope(data, error=err, meta=meta)).encode("utf-8")
+        body = dumps_bytes(envelope(data, error=err, meta=meta))
         return Response(body, status, headers=headers, media_type="application/json")
 
     def _endpoint(name: str, auth: Auth, fn: Handler) -> Callable[[Request], Awaitable[Response]]:
