@@ -16,6 +16,22 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def test_the_status_shows_an_in_process_jobs_progress_while_it_runs():
+    async def scenario():
+        async with running() as (c, app, fleet):
+            b = body(request_id="slow-1", payload={"simulate": {"duration_ms": 400}})
+            assert (await c.post("/api/v1/route", json=b, headers=H_ALICE)).status_code == 200
+            await wait_state(c, "slow-1", {"processing"}, H_ALICE)
+            assert not app.state.service.dispatcher.tasks  # no task per in-process job
+            await asyncio.sleep(0.2)
+            mid = (await c.get("/api/v1/requests/slow-1", headers=H_ALICE)).json()["data"]
+            assert mid["status"] == "processing" and 0.2 < mid["progress"] < 0.9
+            done = await wait_state(c, "slow-1", {"completed"}, H_ALICE)
+            assert done["progress"] == 1.0
+
+    run(scenario())
+
+
 def test_submit_complete_status_result_with_meta_and_trace():
     async def scenario():
         async with running() as (c, app, fleet):

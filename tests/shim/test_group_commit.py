@@ -217,6 +217,7 @@ def test_resumed_requests_are_not_refused_by_their_own_quota(tmp_path):
                 t.cancel()
             for t in list(svc.dispatcher.tasks.values()):
                 t.cancel()
+            svc.dispatcher.local.clear()  # in-process jobs: their ends go unheard
             svc.journal.commit_batch = lambda batch: []
         async with running(path, **fleet_kw, **quota) as (c, app, _):
             for rid in ("q-1", "q-2"):  # the minute's two requests are these two: resumed

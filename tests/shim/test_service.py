@@ -43,6 +43,7 @@ def test_restart_resumes_unfinished_and_never_reruns_finished(tmp_path):
                 t.cancel()
             for t in list(svc.dispatcher.tasks.values()):
                 t.cancel()
+            svc.dispatcher.local.clear()  # in-process jobs: their ends go unheard
             svc.journal.commit_batch = lambda batch: []  # a dead process writes nothing more
         runs_before = {j.request_id for j in fleet._gpus["gpu-0"].jobs.values()}
         assert runs_before == {"done-1", "run-1"}

@@ -243,3 +243,33 @@ def test_close_cancels_running_jobs_and_refuses_new() -> None:
             await w.submit("r2", {}, 10, 0)
 
     asyncio.run(go())
+
+
+def test_watch_tells_the_end_once_on_the_loop_and_at_once_for_an_ended_job() -> None:
+    async def go() -> None:
+        fleet = VirtualFleet(1)
+        w = fleet.virtual_worker("gpu-0")
+        ends: list[tuple[str, str]] = []
+        job = w.start_job("r1", {}, 50, 0)
+        w.watch(job, lambda st: ends.append(("r1", st["state"])))
+        p = w.progress(job)
+        assert p is not None and 0.0 <= p < 0.5 and not ends
+        await asyncio.sleep(0.03)
+        assert 0.3 < (w.progress(job) or 0.0) < 1.0 and not ends
+        await asyncio.sleep(0.05)
+        assert ends == [("r1", "completed")]
+        w.watch(job, lambda st: ends.append(("again", st["state"])))
+        assert len(ends) == 1  # told on the next turn, not inside watch()
+        await asyncio.sleep(0)
+        assert ends[-1] == ("again", "completed")
+        doomed = w.start_job("r2", {}, 10_000, 0)
+        w.watch(doomed, lambda st: ends.append(("r2", st["error"])))
+        fleet.crash("gpu-0")
+        await asyncio.sleep(0)
+        assert ends[-1] == ("r2", "gpu gpu-0 crashed")
+        with pytest.raises(JobNotFound):
+            w.watch("no-such-job", lambda st: None)
+        assert w.progress("no-such-job") is None
+        await fleet.aclose()
+
+    asyncio.run(go())

@@ -4,8 +4,11 @@ For every ``Dispatch`` the service starts one task here: it POSTs the payload to
 GPU's worker (HTTP, or the in-process virtual worker; both speak the job API of
 ``gpu_sources.base.JobRunner``), then polls the job (first after ``poll_interval``,
 then every 10% of the time it has run, at most ``max_poll_interval``) until it ends. A
-runner with ``wait(job_id, timeout)`` (the virtual worker) is asked that instead of
-sleeping then polling: it answers at the same times, or as soon as the job ends.
+runner with ``wait(job_id, timeout)`` is asked that instead of sleeping then polling: it
+answers at the same times, or as soon as the job ends. An in-process runner with
+``start_job`` and ``watch`` (the virtual worker) needs neither a task nor polling: the
+job is started on the next turn of the event loop and reports its end through a
+callback, which is what lets one core serve a thousand virtual jobs a second.
 What happens is reported through the :class:`DispatchEvents` callbacks, each tagged with
 the attempt number, so the service can ignore a task it has already given up on.
 
@@ -161,6 +164,8 @@ class Dispatcher:
         self.logger = logger
         self.on_worker_error = on_worker_error
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        #: in-process jobs: request_id -> [attempt, runner, job_id once started]
+        self.local: dict[str, list[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.worker_urls = {g: u.rstrip("/") for g, u in (worker_urls or {}).items()}
 
@@ -186,10 +191,74 @@ class Dispatcher:
     def start(
         self, gpu_id: str, attempt: int, spec: JobSpec, attach_job: str | None = None
     ) -> None:
-        self.stop(spec.request_id)
+        rid = spec.request_id
+        self.stop(rid)
+        runner = self.runner(gpu_id, spec.traceparent)
+        if hasattr(runner, "watch"):
+            self.local[rid] = [attempt, runner, None]
+            asyncio.get_running_loop().call_soon(
+                self._start_local, gpu_id, attempt, spec, attach_job
+            )
+            return
         task = asyncio.ensure_future(self._run(gpu_id, attempt, spec, attach_job))
-        self.tasks[spec.request_id] = task
-        task.add_done_callback(lambda t, rid=spec.request_id: self._done(rid, t))
+        self.tasks[rid] = task
+        task.add_done_callback(lambda t, rid=rid: self._done(rid, t))
+
+    def _start_local(
+        self, gpu_id: str, attempt: int, spec: JobSpec, attach_job: str | None
+    ) -> None:
+        rid, ev = spec.request_id, self.events
+        entry = self.local.get(rid)
+        if entry is None or entry[0] != attempt:
+            return  # stopped meanwhile
+        runner = entry[1]
+        try:
+            job_id = attach_job or runner.start_job(
+                rid, spec.payload, spec.expected_duration_ms, spec.memory_mb
+            )
+            entry[2] = job_id
+            runner.watch(job_id, lambda st: self._local_ended(rid, attempt, st))
+        except WorkerUnavailable as exc:
+            del self.local[rid]
+            self.on_worker_error(gpu_id)
+            ev.worker_down(gpu_id, f"worker unreachable: {exc}")
+            return
+        except JobNotFound:
+            del self.local[rid]
+            ev.job_failed(rid, attempt, f"job lost by the worker of {gpu_id}", True)
+            return
+        except SourceError as exc:
+            del self.local[rid]
+            ev.job_failed(rid, attempt, f"worker refused the job: {exc}", False)
+            return
+        ev.job_started(rid, attempt, gpu_id, job_id)
+
+    def _local_ended(self, rid: str, attempt: int, st: dict[str, Any]) -> None:
+        entry = self.local.get(rid)
+        if entry is None or entry[0] != attempt:
+            return  # given up on meanwhile
+        del self.local[rid]
+        self._report_end(rid, attempt, st)
+
+    def _report_end(self, rid: str, attempt: int, st: dict[str, Any]) -> bool:
+        """Report a job's status if it has ended; whether it had."""
+        state, ev = st.get("state"), self.events
+        if state == JOB_COMPLETED:
+            ev.job_completed(rid, attempt, st.get("result"))
+        elif state == JOB_FAILED:
+            ev.job_failed(rid, attempt, str(st.get("error") or "job failed"), True)
+        elif state != JOB_RUNNING:  # cancelled behind our back, or nonsense
+            ev.job_failed(rid, attempt, f"job ended {state!r} on the worker", False)
+        else:
+            return False
+        return True
+
+    def progress(self, request_id: str) -> float | None:
+        """The progress of an in-process job, read now (None: not one, or not started)."""
+        entry = self.local.get(request_id)
+        if entry is None or entry[2] is None:
+            return None
+        return entry[1].progress(entry[2])
 
     def _done(self, request_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(request_id) is task:
@@ -206,6 +275,7 @@ class Dispatcher:
 
     def stop(self, request_id: str) -> None:
         """Forget the task of ``request_id`` (it is cancelled at its next await)."""
+        self.local.pop(request_id, None)
         task = self.tasks.pop(request_id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -256,18 +326,10 @@ class Dispatcher:
                 else:
                     await asyncio.sleep(delay)
                     st = await self._call(gpu_id, lambda: runner.status(job_id))
-                state = st.get("state")
                 progress = st.get("progress")
                 if isinstance(progress, int | float) and 0 <= progress <= 1:
                     ev.job_progress(rid, attempt, float(progress))
-                if state == JOB_COMPLETED:
-                    ev.job_completed(rid, attempt, st.get("result"))
-                    return
-                if state == JOB_FAILED:
-                    ev.job_failed(rid, attempt, str(st.get("error") or "job failed"), True)
-                    return
-                if state != JOB_RUNNING:  # cancelled behind our back, or nonsense
-                    ev.job_failed(rid, attempt, f"job ended {state!r} on the worker", False)
+                if self._report_end(rid, attempt, st):
                     return
                 ran = self.monotonic() - started
                 delay = min(self.cfg.max_poll_interval, max(self.cfg.poll_interval, 0.1 * ran))
@@ -326,6 +388,7 @@ class Dispatcher:
     async def aclose(self) -> None:
         tasks = [*self.tasks.values(), *self._background]
         self.tasks.clear()
+        self.local.clear()
         for t in tasks:
             t.cancel()
         for t in tasks:

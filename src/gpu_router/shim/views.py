@@ -23,7 +23,12 @@ def result_url(svc: RouterService, rid: str) -> str:
 
 def status_data(svc: RouterService, rec: JournalRecord) -> dict[str, Any]:
     live = svc.live.get(rec.request_id)
-    progress = 1.0 if rec.state == "completed" else (live.progress if live else 0.0)
+    progress = 0.0
+    if rec.state == "completed":
+        progress = 1.0
+    elif live is not None:
+        local = svc.dispatcher.progress(rec.request_id)
+        progress = live.progress if local is None else local
     duration = None
     if rec.start_time is not None and rec.completion_time is not None:
         duration = max(0, round((rec.completion_time - rec.start_time) * 1000.0))

@@ -123,6 +123,7 @@ class _Job:
     result: dict[str, Any] | None = None
     peak_k: int = 1
     waiters: list[asyncio.Future[None]] | None = None  # VirtualWorker.wait callers
+    watchers: list[Callable[[dict[str, Any]], None]] | None = None  # VirtualWorker.watch
 
     def view(self) -> dict[str, Any]:
         total = self.work_s
@@ -179,6 +180,25 @@ class VirtualWorker:
         """The job's status once it has ended or ``timeout`` s have passed, whichever
         comes first: a poll that answers as soon as the job ends."""
         return await self._fleet.wait(self.gpu_id, job_id, timeout)
+
+    # in-process only (the dispatcher's fast path: no task and no polling per job)
+
+    def start_job(
+        self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
+    ) -> str:
+        """:meth:`submit`, synchronously."""
+        return self._fleet.submit(self.gpu_id, request_id, payload, expected_duration_ms, memory_mb)
+
+    def watch(self, job_id: str, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(status)`` on the event loop once the job has ended."""
+        self._fleet.watch(self.gpu_id, job_id, callback)
+
+    def progress(self, job_id: str) -> float | None:
+        """The job's progress in [0, 1] now, or None when the job is unknown."""
+        try:
+            return float(self._fleet.job_status(self.gpu_id, job_id)["progress"])
+        except JobNotFound:
+            return None
 
 
 class VirtualFleet:
@@ -357,6 +377,19 @@ class VirtualFleet:
                     job.waiters.remove(fut)
         return self.job_status(gpu_id, job_id)
 
+    def watch(self, gpu_id: str, job_id: str, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(status)`` on the event loop's next turn once the job has ended
+        (at once if it already has)."""
+        job = self._gpu(gpu_id).jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"{gpu_id}: no job {job_id!r}")
+        if job.state != JOB_RUNNING:
+            asyncio.get_running_loop().call_soon(callback, job.view())
+        elif job.watchers is None:
+            job.watchers = [callback]
+        else:
+            job.watchers.append(callback)
+
     def cancel(self, gpu_id: str, job_id: str) -> None:
         g = self._gpu(gpu_id)
         job = g.jobs.get(job_id)
@@ -420,6 +453,7 @@ class VirtualFleet:
         waiters, job.waiters = job.waiters, None
         for fut in waiters or ():
             _wake(fut)
+        watchers, job.watchers = job.watchers, None
         if job.job_id in g.running:
             del g.running[job.job_id]
             if not g.running:
@@ -435,6 +469,10 @@ class VirtualFleet:
                 "modelled_ms": round(job.work_s * 1000.0 / g.spec.speed, 3),
                 "max_colocated": job.peak_k,
             }
+        if watchers:
+            loop = asyncio.get_running_loop()
+            for callback in watchers:
+                loop.call_soon(callback, job.view())
 
     def _note_busy(self, g: _Gpu, now: float, busy: bool) -> None:
         g.busy_changes.append((now, busy))
