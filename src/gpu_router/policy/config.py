@@ -79,8 +79,13 @@ class RouterConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> RouterConfig:
         """Build from plain data (YAML), nested blocks included; unknown keys are errors."""
-        nested = {"queue": QueueConfig, "quotas": QuotaLimits, "retry": RetryConfig,
-                  "outlier": OutlierConfig, "estimator": EstimatorConfig}
+        nested = {
+            "queue": QueueConfig,
+            "quotas": QuotaLimits,
+            "retry": RetryConfig,
+            "outlier": OutlierConfig,
+            "estimator": EstimatorConfig,
+        }
         known = set(cls.__dataclass_fields__)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
@@ -91,8 +96,11 @@ class RouterConfig:
                 sub_known = {f.name for f in fields(sub)}
                 for k in value:
                     if k not in sub_known:
-                        raise InvalidValue(f"router.{key}.{k}", value[k],
-                                           f"unknown key; known: {sorted(sub_known)}")
+                        raise InvalidValue(
+                            f"router.{key}.{k}",
+                            value[k],
+                            f"unknown key; known: {sorted(sub_known)}",
+                        )
                 value = sub(**value)
             kwargs[key] = value
         return cls(**kwargs)

@@ -55,8 +55,10 @@ class QueueConfig:
             raise InvalidValue("queue.max_size", self.max_size, "must be an integer")
         if self.max_size < 1:
             raise InvalidValue("queue.max_size", self.max_size, "must be >= 1")
-        for name, table, high in (("max_wait_s", self.max_wait_s, math.inf),
-                                  ("admission_share", self.admission_share, 1.0)):
+        for name, table, high in (
+            ("max_wait_s", self.max_wait_s, math.inf),
+            ("admission_share", self.admission_share, 1.0),
+        ):
             if set(table) != set(PRIORITIES):
                 raise InvalidValue(f"queue.{name}", dict(table), "needs one value per priority 1-5")
             for p, v in table.items():
@@ -102,8 +104,15 @@ class CentralQueue:
         limit = self.config.max_size * self.config.admission_share[priority]
         return len(self._entries) + extra < limit
 
-    def push(self, request_id: str, user_id: str, priority: int, enqueued_at: float,
-             *, head: bool = False) -> None:
+    def push(
+        self,
+        request_id: str,
+        user_id: str,
+        priority: int,
+        enqueued_at: float,
+        *,
+        head: bool = False,
+    ) -> None:
         """Add a request; ``head`` puts it first in its priority (failover re-queue)."""
         if request_id in self._entries:
             raise InvalidValue("request_id", request_id, "is already queued")
@@ -152,8 +161,11 @@ class CentralQueue:
         n = 0
         cap = len(self._entries) if limit is None else limit
         waits = self.config.max_wait_s
-        aged = [p for p in PRIORITIES
-                if self._by_age[p] and now - self._by_age[p][0].enqueued_at >= waits[p]]
+        aged = [
+            p
+            for p in PRIORITIES
+            if self._by_age[p] and now - self._by_age[p][0].enqueued_at >= waits[p]
+        ]
         if aged:
             for _deadline, _p, _seq, rid in heapq.merge(*(self._overdue(p, now) for p in aged)):
                 if n >= cap:

@@ -57,8 +57,9 @@ class JoinShortestQueue:
     name = "join-shortest-queue"
 
     def choose(self, choice: Choice) -> int:
-        return argmin_first(assigned(choice) / choice.fleet.slots[choice.candidates],
-                            choice.candidates)
+        return argmin_first(
+            assigned(choice) / choice.fleet.slots[choice.candidates], choice.candidates
+        )
 
 
 class PowerOfD:
