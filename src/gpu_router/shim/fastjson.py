@@ -38,4 +38,3 @@ def dumps(obj: Any, *, sort_keys: bool = False) -> str:
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
     except TypeError:
         return (_sorted if sort_keys else _compact)(obj)
-

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
-from collections import deque
 
 from .journal import Done, Journal, JournalError, JournalRecord, StagedBatch
 
@@ -49,8 +49,9 @@ class GroupCommit:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._due = float("inf")
-        self._cond = threading.Condition()
-        self._queue: deque[StagedBatch] = deque()  # handed over, not yet committed
+        self._cond = threading.Condition()  # sync() waits on it
+        self._syncing = 0  # threads waiting in sync()
+        self._queue: queue.SimpleQueue[StagedBatch | None] = queue.SimpleQueue()
         self._handed = 0  # batches handed over ...
         self._committed = 0  # ... and committed (or failed) by the writer
         self._closed = False
@@ -105,20 +106,24 @@ class GroupCommit:
         if not self.journal.staged:
             return
         batch = self.journal.take_staged()
-        with self._cond:
-            if not self._closed:
-                self._queue.append(batch)
-                self._handed += 1
-                self._cond.notify_all()
-                return
-        _run_all(self.journal.commit_batch(batch))  # after close: on this thread
+        if self._closed:
+            _run_all(self.journal.commit_batch(batch))  # after close: on this thread
+            return
+        self._handed += 1
+        self._queue.put(batch)  # a C queue: no Python-level lock work on the loop thread
 
     def sync(self) -> None:
         """Hand over what is staged and block until the writer has committed all of it."""
         self._hand_over()
+        target = self._handed
         with self._cond:
-            target = self._handed
-            self._cond.wait_for(lambda: self._committed >= target or not self._thread.is_alive())
+            self._syncing += 1
+            try:
+                self._cond.wait_for(
+                    lambda: self._committed >= target or not self._thread.is_alive()
+                )
+            finally:
+                self._syncing -= 1
 
     def _before_read(self, request_id: str | None) -> None:
         if self._handed > self._committed or self.journal.staged:
@@ -130,10 +135,11 @@ class GroupCommit:
 
     def close(self) -> None:
         """Commit what is left and stop the writer thread."""
+        if self._closed:
+            return
         self.sync()
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._closed = True
+        self._queue.put(None)
         self._thread.join()
         if self.journal.before_read == self._before_read:
             self.journal.before_read = None
@@ -141,23 +147,30 @@ class GroupCommit:
     # -- the writer thread -------------------------------------------------------------------
 
     def _write(self) -> None:
+        queue = self._queue
         try:
             while True:
-                with self._cond:
-                    self._cond.wait_for(lambda: self._queue or self._closed)
-                    if not self._queue:
-                        return  # closed and drained
-                    batch = self._queue.popleft()
-                    taken = 1
-                    while self._queue:  # whatever else was handed over rides along
-                        batch.extend(self._queue.popleft())
-                        taken += 1
+                batch = queue.get()
+                if batch is None:
+                    return  # closed (everything before the sentinel is committed)
+                taken = 1
+                stop = False
+                while not queue.empty():  # whatever else was handed over rides along
+                    more = queue.get_nowait()
+                    if more is None:
+                        stop = True
+                        break
+                    batch.extend(more)
+                    taken += 1
                 fates = self.journal.commit_batch(batch)
-                with self._cond:
-                    self._committed += taken
-                    self._cond.notify_all()
+                self._committed += taken  # only this thread writes it
+                if self._syncing:
+                    with self._cond:
+                        self._cond.notify_all()
                 if fates:
                     self._tell(fates)
+                if stop:
+                    return
         finally:  # nobody waits forever on a dead writer (sync checks is_alive)
             with self._cond:
                 self._cond.notify_all()
