@@ -7,7 +7,11 @@ Starts ``gpu-router serve --virtual-gpus N`` and a bare Starlette JSON endpoint 
 uvicorn settings, one process each, so one core each) as subprocesses on 127.0.0.1,
 then for each rate sends POST /api/v1/route at a constant rate for ``--duration``
 seconds (open loop: request i is due at t0 + i/rate whatever the earlier ones did, and
-its latency counts from when it was due, so a slow server cannot hide its queueing).
+its latency counts from when it was due, so a slow server cannot hide its queueing),
+through ``open_loop``: raw keep-alive connections and pre-built requests, so that the
+generator (which shares the machine's cores with the servers) costs a small fraction of
+what the servers do; its own CPU time per request is reported
+(``generator_cpu_ms_per_request``).
 After each router phase it polls GET /api/v1/requests/{id} until every acknowledged
 (200) request is terminal; one still not terminal after ``--drain-timeout`` is lost.
 Prints JSON: achieved rate, p50/p99/max latency, errors by HTTP status, acknowledged,
@@ -41,6 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import open_loop  # noqa: E402  (benchmarks/ is not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_KEY = "bench-service-key-0123456789"
@@ -204,82 +211,66 @@ def default_client() -> str:
     return "aiohttp"
 
 
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(q * len(s)))] * 1000.0, 3)
-
-
 async def drive(
     base: str, rate: int, duration: float, args: argparse.Namespace, tag: str
 ) -> dict[str, Any]:
-    """Send rate * duration POSTs at a constant rate; latency from each one's due time."""
+    """Send rate * duration POSTs at a constant rate (``open_loop``: latency from each
+    one's due time) and report what came back, with this generator's own CPU time."""
     n = int(rate * duration)
-    headers = {"authorization": f"Bearer {SERVICE_KEY}", "content-type": "application/json"}
-    lat: list[float] = []
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    headers = {"Authorization": f"Bearer {SERVICE_KEY}", "Content-Type": "application/json"}
+    ids = [f"{tag}-{i}" for i in range(n)]
+    requests = [
+        open_loop.post(
+            ROUTE,
+            host,
+            int(port),
+            json.dumps(
+                {
+                    "request_id": ids[i],
+                    "user_id": f"user{i % args.users}",
+                    "model_id": "llama-7b",
+                    "priority": 1 + i % 5,
+                    "type": "inference",
+                    "resource_requirements": {"memory": 1000, "expected_duration": args.job_ms},
+                }
+            ).encode(),
+            headers,
+        )
+        for i in range(n)
+    ]
+    cpu0 = open_loop.cpu_s()
+    run = await open_loop.open_loop(
+        host,
+        int(port),
+        requests,
+        rate,
+        max_connections=args.connections,
+        max_inflight=args.max_inflight,
+        timeout_s=args.timeout,
+    )
+    cpu = open_loop.cpu_s() - cpu0
     codes: dict[str, int] = {}
-    acked: list[str] = []
-    not_sent = 0
-    inflight = 0
-    done_at = 0.0
-    client = Client(base, args.connections, args.timeout, args.client)
-    loop = asyncio.get_running_loop()
-
-    async def one(i: int, due: float) -> None:
-        nonlocal inflight, done_at
-        body = {
-            "request_id": f"{tag}-{i}",
-            "user_id": f"user{i % args.users}",
-            "model_id": "llama-7b",
-            "priority": 1 + i % 5,
-            "type": "inference",
-            "resource_requirements": {"memory": 1000, "expected_duration": args.job_ms},
-        }
-        try:
-            status, data = await client.call("POST", ROUTE, json.dumps(body).encode(), headers)
-            code = str(status)
-            if status == 200:
-                acked.append(data["data"]["request_id"])
-        except ClientFailure as exc:
-            code = str(exc)
-        finally:
-            inflight -= 1
-        now = loop.time()
-        done_at = max(done_at, now)
+    for status in run.status:
+        code = "transport_error" if status is None else str(status)
         codes[code] = codes.get(code, 0) + 1
-        lat.append(now - due)
-
-    tasks = []
-    t0 = loop.time() + 0.05
-    try:
-        for i in range(n):
-            due = t0 + i / rate
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if inflight >= args.max_inflight:
-                not_sent += 1
-                continue
-            inflight += 1
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
-    finally:
-        await client.aclose()
-    answered = sum(codes.values())
-    elapsed = max(done_at - t0, 1e-9)
+    answered = len(run.status)
+    elapsed = max(run.last_done - run.first_due, 1e-9)
+    lat = run.latency_s
     return {
         "target_rate": rate,
-        "sent": n - not_sent,
-        "not_sent": not_sent,
+        "sent": n - run.not_sent,
+        "not_sent": run.not_sent,
         "answered": answered,
+        "unanswered": n - run.not_sent - answered,
         "achieved_rps": round(answered / elapsed, 1),
         "ok": codes.get("200", 0),
         "errors": {k: v for k, v in sorted(codes.items()) if k != "200"},
-        "p50_ms": pct(lat, 0.50),
-        "p99_ms": pct(lat, 0.99),
-        "max_ms": pct(lat, 1.0),
-        "acked_ids": acked,
+        "p50_ms": open_loop.percentile_ms(lat, 0.50),
+        "p99_ms": open_loop.percentile_ms(lat, 0.99),
+        "max_ms": open_loop.percentile_ms(lat, 1.0),
+        "generator_cpu_ms_per_request": round(cpu * 1000.0 / max(1, answered), 3),
+        "acked_ids": [ids[i] for i, st in zip(run.index, run.status, strict=True) if st == 200],
     }
 
 
@@ -325,6 +316,31 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
+def run_async(coro: Any) -> Any:
+    """Run on uvloop when it is installed (less CPU per request for the generator)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
+    """User + system CPU time so far of a process's main thread (the event loop) and of
+    its other threads together (the journal writer, ...), Linux."""
+    out: dict[str, float] = {}
+    if pid is None:
+        return out
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                name = "main" if task.name == str(pid) else "other_threads"
+                out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
 def run_phase(
     base: str,
     rate: int,
@@ -333,18 +349,23 @@ def run_phase(
     check: bool,
     pid: int | None = None,
 ) -> dict[str, Any]:
-    cpu0 = cpu_seconds(pid)
-    res = asyncio.run(drive(base, rate, args.duration, args, tag))
-    cpu1 = cpu_seconds(pid)
+    cpu0, threads0 = cpu_seconds(pid), thread_cpu_seconds(pid)
+    res = run_async(drive(base, rate, args.duration, args, tag))
+    cpu1, threads1 = cpu_seconds(pid), thread_cpu_seconds(pid)
     if cpu0 is not None and cpu1 is not None and res["answered"]:
         per = (cpu1 - cpu0) / res["answered"]
         res["server_cpu_ms_per_request"] = round(per * 1000.0, 3)
         res["implied_single_core_rps"] = round(1.0 / per) if per > 0 else None
+        res["server_thread_cpu_ms_per_request"] = {
+            name: round((t - threads0.get(name, 0.0)) * 1000.0 / res["answered"], 3)
+            for name, t in sorted(threads1.items())
+            if t - threads0.get(name, 0.0) > 0
+        }
     ids = res.pop("acked_ids")
     res["acknowledged"] = len(ids)
     if check:
         t = time.monotonic()
-        res.update(asyncio.run(check_terminal(base, ids, args)))
+        res.update(run_async(check_terminal(base, ids, args)))
         res["terminal_check_s"] = round(time.monotonic() - t, 2)
     return res
 
@@ -357,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job-ms", type=int, default=20, help="expected_duration of each request")
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--client", choices=("aiohttp", "httpx"), default=default_client())
+    p.add_argument(
+        "--client",
+        choices=("aiohttp", "httpx"),
+        default=default_client(),
+        help="client of the terminal-state check (the load itself goes through open_loop)",
+    )
     p.add_argument("--max-inflight", type=int, default=4096)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--drain-timeout", type=float, default=60.0)
