@@ -203,9 +203,9 @@ class JournalSection(_Section):
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     # group commit (shim.group_commit, a writer thread): new requests are handed to the
-    # writer commit_delay_ms after the first of a batch (0: on the next turn of the event
-    # loop; the writer batches whatever arrives while it commits); later state changes
-    # are handed over at most lazy_commit_ms later
+    # writer commit_delay_ms after the first of a batch (0: at once; the writer batches
+    # whatever arrives while it commits); later state changes are handed over at most
+    # lazy_commit_ms later (or with the next new request)
     commit_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256

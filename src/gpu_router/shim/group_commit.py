@@ -3,11 +3,11 @@ event loop.
 
 A commit costs about the same whether it holds one row or a hundred, and SQLite's own
 work (B-tree inserts, the WAL append) releases the GIL, so the service neither commits
-per write nor on the event loop. It stages writes in the :class:`~.journal.Journal`; on
-the next turn of the event loop (or ``delay_s`` later, when set, to gather more) the
-staged rows are built (on the loop thread, a consistent snapshot of the records) and
-handed to a writer thread, which commits whatever has been handed over meanwhile in one
-transaction: while one batch commits, the next gathers.
+per write nor on the event loop. It stages writes in the :class:`~.journal.Journal`; when a new
+request is staged (or ``delay_s`` later, when set, to gather more) the staged rows are
+built (on the loop thread, a consistent snapshot of the records) and handed to a writer
+thread, which commits whatever has been handed over meanwhile in one transaction: while
+one batch commits, the next gathers, and the event loop goes on serving.
 
 - an acknowledgement (a new request that will be answered 200) is awaited: the handler
   awaits :meth:`GroupCommit.insert`, whose future resolves on the loop once the row is
@@ -75,7 +75,10 @@ class GroupCommit:
                     fut.set_exception(err)
 
         self.journal.stage_insert(record, done)
-        self._schedule(loop, self.delay_s)
+        if self.delay_s:
+            self._schedule(loop, self.delay_s)
+        else:  # at once: the writer commits while the event loop goes on
+            self._hand_over()
         return fut
 
     def update(self, record: JournalRecord) -> None:
