@@ -1,0 +1,79 @@
+"""benchmarks/open_loop.py: the load generator's open-loop accounting, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import open_loop  # noqa: E402
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def _server(stall_first_s: float) -> tuple[asyncio.Server, int, list[bytes]]:
+    """An HTTP/1.1 server that answers 200 with a small body; the very first answer is
+    held back ``stall_first_s``."""
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                seen.append(await reader.readexactly(length))
+                if len(seen) == 1:
+                    await asyncio.sleep(stall_first_s)
+                body = b'{"ok":true}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed the connection
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], seen
+
+
+def test_latency_counts_from_the_due_time_so_a_stall_is_not_hidden():
+    async def scenario() -> open_loop.Run:
+        server, port, seen = await _server(stall_first_s=0.3)
+        reqs = [open_loop.post("/x", "127.0.0.1", port, b'{"i":%d}' % i, {}) for i in range(40)]
+        async with server:
+            run = await open_loop.open_loop("127.0.0.1", port, reqs, 100, max_connections=1)
+        assert sorted(seen) == sorted(b'{"i":%d}' % i for i in range(40))
+        return run
+
+    run = asyncio.run(scenario())
+    assert run.status == [200] * 40 and run.not_sent == 0
+    by_index = dict(zip(run.index, run.latency_s, strict=True))
+    # one connection: requests due during the 0.3 s stall waited behind it, and their
+    # latency runs from when each was due (a closed-loop client would report ~0 for them)
+    assert by_index[0] >= 0.3
+    assert 0.15 < by_index[10] < 0.3  # due at +0.1 s, answered just after +0.3 s
+    assert by_index[39] < 0.05  # due at +0.39 s: the backlog had drained by then
+
+
+def test_answers_on_many_connections_and_counts_transport_errors():
+    async def scenario() -> open_loop.Run:
+        server, port, _ = await _server(stall_first_s=0.0)
+        reqs = [open_loop.post("/x", "127.0.0.1", port, b"{}", {}) for _ in range(50)]
+        async with server:
+            run = await open_loop.open_loop("127.0.0.1", port, reqs, 1000, max_connections=8)
+        server.close()
+        await server.wait_closed()
+        refused = await open_loop.open_loop("127.0.0.1", port, reqs[:3], 1000)
+        assert refused.status == [None, None, None]
+        return run
+
+    run = asyncio.run(scenario())
+    assert run.status == [200] * 50 and len(set(run.index)) == 50
+
+
+def test_refuses_a_host_other_than_loopback():
+    with pytest.raises(ValueError, match="loopback"):
+        asyncio.run(open_loop.open_loop("10.0.0.1", 80, [b""], 1.0))
