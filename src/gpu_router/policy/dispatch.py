@@ -58,7 +58,7 @@ class Dispatcher(RouterState):
             placed = None
             for rid in self.queue.ordered(now, self.config.dispatch_scan_limit):
                 rec = self.records[rid]
-                cands = np.flatnonzero(self._feasible(rec))
+                cands = self._feasible(rec).nonzero()[0]
                 if len(cands) == 0:
                     if self.queue.is_overdue(rid, now):
                         return actions  # hold the capacity for the aged request
@@ -84,7 +84,7 @@ class Dispatcher(RouterState):
         avail = f.available()
         for rid in list(self.queue.ordered(now)):
             rec = self.records[rid]
-            cands = np.flatnonzero(self._compatible(rec.request, rec.memory_mb) & avail)
+            cands = (self._compatible(rec.request, rec.memory_mb) & avail).nonzero()[0]
             if len(cands) == 0:
                 continue
             i = self.strategy.choose(Choice(rec.request, rec.duration_s, f, cands, self.rng, now))
@@ -92,7 +92,7 @@ class Dispatcher(RouterState):
             self._place(rec, i, now)
             f.queued[i] += 1
             self.gpu_queues[i].push(rid, rec.request.user_id, rec.request.priority, now)
-        for gpu in np.flatnonzero(f.open & (f.queued > 0)):
+        for gpu in (f.open & (f.queued > 0)).nonzero()[0]:
             i = int(gpu)
             gq = self.gpu_queues[i]
             for rid in list(gq.ordered(now, self.config.dispatch_scan_limit)):

@@ -99,7 +99,7 @@ class Router(GpuAdmin, Dispatcher):
             heapq.heappush(self._deadlines, (deadline, next(self._seq), request.request_id))
         if not self.early and not len(self.queue):
             # fast path: nothing waits, so this request is the head of the queue
-            cands = np.flatnonzero(self._feasible(rec)) if self.fleet.open_count else _NONE
+            cands = self._feasible(rec).nonzero()[0] if self.fleet.open_count else _NONE
             if len(cands):
                 i = self.strategy.choose(
                     Choice(request, rec.duration_s, self.fleet, cands, self.rng, now)
