@@ -202,7 +202,7 @@ class Dispatcher:
             return
         task = asyncio.ensure_future(self._run(gpu_id, attempt, spec, attach_job))
         self.tasks[rid] = task
-        task.add_done_callback(lambda t, rid=rid: self._done(rid, t))
+        task.add_done_callback(functools.partial(self._done, rid))
 
     def _start_local(
         self, gpu_id: str, attempt: int, spec: JobSpec, attach_job: str | None

@@ -13,15 +13,16 @@ from .journal import JournalRecord
 
 if TYPE_CHECKING:
     from .service import RouterService
+    from .service_base import ServiceBase
 
 
-def result_url(svc: RouterService, rid: str) -> str:
+def result_url(svc: ServiceBase, rid: str) -> str:
     api = svc.config.api
     base = api.public_url or f"http://{api.host}:{api.port}"
     return f"{base.rstrip('/')}/api/v1/requests/{rid}/result"
 
 
-def status_data(svc: RouterService, rec: JournalRecord) -> dict[str, Any]:
+def status_data(svc: ServiceBase, rec: JournalRecord) -> dict[str, Any]:
     live = svc.live.get(rec.request_id)
     progress = 0.0
     if rec.state == "completed":
