@@ -43,25 +43,42 @@ def make_fleet(n: int) -> list[GpuState]:
     for model, count in groups:
         mem, cc, speed = GPU_MODELS[model]
         for _ in range(count):
-            fleet.append(GpuState(gpu_id=f"gpu-{len(fleet)}", name=model, memory_total_mb=mem,
-                                  compute_capability=cc, speed=speed,
-                                  performance_index=min(1, speed)))
+            fleet.append(
+                GpuState(
+                    gpu_id=f"gpu-{len(fleet)}",
+                    name=model,
+                    memory_total_mb=mem,
+                    compute_capability=cc,
+                    speed=speed,
+                    performance_index=min(1, speed),
+                )
+            )
     return fleet
 
 
 def measure(strategy: str, n: int, decisions: int, seed: int = 0) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    limits = QuotaLimits(requests_per_minute=10**9, requests_per_day=10**9,
-                         concurrent_requests=10**9, priority_requests=10**9, gpu_minutes=1e12)
+    limits = QuotaLimits(
+        requests_per_minute=10**9,
+        requests_per_day=10**9,
+        concurrent_requests=10**9,
+        priority_requests=10**9,
+        gpu_minutes=1e12,
+    )
     router = Router(make_fleet(n), RouterConfig(strategy=strategy, quotas=limits), rng)
     users = [f"user-{k}" for k in range(50)]
     running: list[str] = []
 
     def request(k: int) -> Request:
         memory = float(rng.integers(1, 12)) * 1024
-        return Request(f"r{k}", users[k % 50], f"model-{k % 7}", int(rng.integers(1, 6)),
-                       "inference", ResourceRequirements(memory_mb=memory,
-                                                         expected_duration_ms=2000.0))
+        return Request(
+            f"r{k}",
+            users[k % 50],
+            f"model-{k % 7}",
+            int(rng.integers(1, 6)),
+            "inference",
+            ResourceRequirements(memory_mb=memory, expected_duration_ms=2000.0),
+        )
 
     k = 0
     for _ in range(int(0.8 * n)):  # warm the fleet to ~80% busy
@@ -83,10 +100,14 @@ def measure(strategy: str, n: int, decisions: int, seed: int = 0) -> dict[str, f
     finally:
         gc.enable()
     us = samples / 1_000.0
-    return {"strategy": strategy, "gpus": n, "decisions": decisions,
-            "p50_us": round(float(np.percentile(us, 50)), 1),
-            "p99_us": round(float(np.percentile(us, 99)), 1),
-            "mean_us": round(float(us.mean()), 1)}
+    return {
+        "strategy": strategy,
+        "gpus": n,
+        "decisions": decisions,
+        "p50_us": round(float(np.percentile(us, 50)), 1),
+        "p99_us": round(float(np.percentile(us, 99)), 1),
+        "mean_us": round(float(us.mean()), 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

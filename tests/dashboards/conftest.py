@@ -29,8 +29,17 @@ def result_dir(tmp_path_factory) -> Path:
     for name in ("steady", "gpu_failure"):
         (scen / f"{name}.yaml").write_text(f"name: {name}\n")
     strategies = ["round-robin", "least-loaded", "earliest-completion"]
-    spec = parse_sweep({"name": "dash", "scenarios": ["steady", "gpu_failure"],
-                        "strategies": strategies, "loads": [0.5, 0.8, 0.95], "seeds": 2},
-                       base=scen, known_strategies=strategies, check=False)
+    spec = parse_sweep(
+        {
+            "name": "dash",
+            "scenarios": ["steady", "gpu_failure"],
+            "strategies": strategies,
+            "loads": [0.5, 0.8, 0.95],
+            "seeds": 2,
+        },
+        base=scen,
+        known_strategies=strategies,
+        check=False,
+    )
     run_sweep(spec, base / "out", cell_fn=_fakes().fake_cell, progress=False)
     return base / "out"

@@ -37,8 +37,7 @@ def test_filters_narrow_the_comparison(app):
     app.multiselect(key="scenarios").set_value(["steady"]).run()
     app.multiselect(key="metrics").set_value(["wait_mean_s", "jain_fairness"]).run()
     assert not app.exception
-    assert set(app.dataframe[0].value.index) == {"round-robin",
-                                                               "earliest-completion"}
+    assert set(app.dataframe[0].value.index) == {"round-robin", "earliest-completion"}
     ci = app.dataframe[1].value
     assert set(ci["scenario"]) == {"steady"} and len(ci) == 2 * 3
     assert list(ci.columns[-2:]) == ["mean wait (s)", "Jain fairness"]

@@ -28,8 +28,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(240),
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed: run "
-                       "`bash scripts/install-system-deps.sh` (as root) to run the browser test"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="chromium not installed: run "
+        "`bash scripts/install-system-deps.sh` (as root) to run the browser test",
+    ),
 ]
 
 
@@ -53,9 +56,18 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     raise AssertionError(f"{url} not healthy after {timeout} s")
 
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1400,1000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+]
 
 
 class Browser:
@@ -69,9 +81,18 @@ class Browser:
 
     def __init__(self, profile: Path) -> None:
         self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            start_new_session=True)
+            [
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         endpoint = ""
         deadline = time.monotonic() + 60
         while not endpoint and time.monotonic() < deadline:
@@ -87,7 +108,8 @@ class Browser:
 
         self.stack = contextlib.ExitStack()
         self.ws = self.stack.enter_context(
-            connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20))
+            connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=20)
+        )
         self.next_id = 0
 
     def call(self, method: str, **params):
@@ -101,8 +123,9 @@ class Browser:
                 return msg.get("result", {})
 
     def evaluate(self, expression: str):
-        return self.call("Runtime.evaluate", expression=expression,
-                         returnByValue=True)["result"].get("value")
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)[
+            "result"
+        ].get("value")
 
     def wait_for(self, expression: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -130,8 +153,10 @@ def server(result_dir, tmp_path):
     port = free_port()
     log = (tmp_path / "streamlit.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpu_router.cli", "dashboard", str(result_dir), "--port",
-         str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "gpu_router.cli", "dashboard", str(result_dir), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"},
     )
     try:
@@ -157,8 +182,13 @@ def test_dashboard_renders_in_chromium(server, tmp_path):
     browser = Browser(tmp_path / "profile")
     try:
         browser.call("Page.enable")
-        browser.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000,
-                     deviceScaleFactor=1, mobile=False)
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=1400,
+            height=1000,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         browser.call("Page.navigate", url=server)
         browser.wait_for(CHARTS_READY)
         time.sleep(1.0)  # let the last paint land

@@ -87,23 +87,42 @@ async def cancel_request(request_id):
 
 
 def test_seed_orchestrator_code_runs_unchanged(tmp_path):
-    cfg = router_config(tmp_path, None,
-                        auth={"trusted_networks": [{"cidr": "127.0.0.1/32",
-                                                    "user_id": "orchestrator",
-                                                    "role": "service"}]})
+    cfg = router_config(
+        tmp_path,
+        None,
+        auth={
+            "trusted_networks": [
+                {"cidr": "127.0.0.1/32", "user_id": "orchestrator", "role": "service"}
+            ]
+        },
+    )
     router, url = start_router(tmp_path, cfg)
-    ns = {"aiohttp": aiohttp, "config": {"gpu_router_url": url},
-          "logger": logging.getLogger("orchestrator")}
+    ns = {
+        "aiohttp": aiohttp,
+        "config": {"gpu_router_url": url},
+        "logger": logging.getLogger("orchestrator"),
+    }
     exec(SNIPPETS, ns)  # noqa: S102 - the seed's code, as written
 
     async def scenario():
         long = {"simulate": {"duration_ms": 30_000}}
-        routed = await ns["route_request"]({
-            "request_id": "orch-1", "user_id": "u1", "model_id": "llama", "priority": 4,
-            "type": "inference", "resource_requirements": {"memory": 2048, "compute_units": 1,
-                                                           "max_batch_size": 4,
-                                                           "expected_duration": 30_000},
-            "timeout": 60_000, "payload": long})
+        routed = await ns["route_request"](
+            {
+                "request_id": "orch-1",
+                "user_id": "u1",
+                "model_id": "llama",
+                "priority": 4,
+                "type": "inference",
+                "resource_requirements": {
+                    "memory": 2048,
+                    "compute_units": 1,
+                    "max_batch_size": 4,
+                    "expected_duration": 30_000,
+                },
+                "timeout": 60_000,
+                "payload": long,
+            }
+        )
         assert routed["status"] == "success"
         assert routed["data"]["request_id"] == "orch-1"
         assert routed["data"]["status"] in ("accepted", "queued")

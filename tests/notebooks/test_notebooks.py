@@ -20,11 +20,17 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("GPU_ROUTER_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("GPU_ROUTER_NOTEBOOK_OUT", str(tmp_path / "out"))
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=240, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}})
+    client = NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    )
     client.execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, errors
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code")
     assert any(p.suffix == ".png" for p in (tmp_path / "out").iterdir())

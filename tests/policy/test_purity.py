@@ -9,15 +9,34 @@ import gpu_router.policy
 
 POLICY = Path(gpu_router.policy.__file__).parent
 FORBIDDEN_MODULES = {
-    "time", "datetime", "random", "os", "io", "socket", "asyncio", "subprocess",
-    "pathlib", "sqlite3", "logging", "httpx", "starlette", "simpy", "threading",
+    "time",
+    "datetime",
+    "random",
+    "os",
+    "io",
+    "socket",
+    "asyncio",
+    "subprocess",
+    "pathlib",
+    "sqlite3",
+    "logging",
+    "httpx",
+    "starlette",
+    "simpy",
+    "threading",
 }
 FORBIDDEN_PREFIXES = ("gpu_router.sim", "gpu_router.shim", "gpu_router.sweep")
 FORBIDDEN_CALLS = {"open", "print", "input"}
 FORBIDDEN_ATTRS = {
-    ("np", "random", "seed"), ("np", "random", "rand"), ("np", "random", "randint"),
-    ("np", "random", "random"), ("np", "random", "choice"), ("np", "random", "normal"),
-    ("np", "random", "exponential"), ("np", "random", "uniform"), ("np", "random", "shuffle"),
+    ("np", "random", "seed"),
+    ("np", "random", "rand"),
+    ("np", "random", "randint"),
+    ("np", "random", "random"),
+    ("np", "random", "choice"),
+    ("np", "random", "normal"),
+    ("np", "random", "exponential"),
+    ("np", "random", "uniform"),
+    ("np", "random", "shuffle"),
 }
 
 
@@ -61,7 +80,8 @@ def test_policy_calls_no_io_and_no_global_random():
                 assert dotted not in FORBIDDEN_ATTRS, f"{path.name} calls {'.'.join(dotted)}"
                 local_rng = dotted == ("np", "random", "default_rng")
                 assert dotted[:2] != ("np", "random") or local_rng, (
-                    f"{path.name} uses global numpy random {'.'.join(dotted)}")
+                    f"{path.name} uses global numpy random {'.'.join(dotted)}"
+                )
 
 
 def test_the_checker_catches_a_violation(tmp_path):

@@ -29,7 +29,13 @@ def test_fair_share_interleaves_users_inside_a_priority():
     queue.push("polite0", "polite", 3, 10.0)
     queue.push("polite1", "polite", 3, 11.0)
     assert list(queue.ordered(12.0)) == [
-        "flood0", "polite0", "flood1", "polite1", "flood2", "flood3"]
+        "flood0",
+        "polite0",
+        "flood1",
+        "polite1",
+        "flood2",
+        "flood3",
+    ]
 
 
 def test_fair_share_tags_follow_virtual_time_after_dispatch():
@@ -44,9 +50,9 @@ def test_fair_share_tags_follow_virtual_time_after_dispatch():
 
 def test_aging_puts_overdue_requests_first_by_deadline():
     queue = q()
-    queue.push("low", "u", 1, 0.0)       # deadline 50
-    queue.push("mid", "u", 3, 15.0)      # deadline 45
-    queue.push("high", "u", 5, 59.0)     # deadline 69
+    queue.push("low", "u", 1, 0.0)  # deadline 50
+    queue.push("mid", "u", 3, 15.0)  # deadline 45
+    queue.push("high", "u", 5, 59.0)  # deadline 69
     assert list(queue.ordered(30.0)) == ["high", "mid", "low"]
     assert list(queue.ordered(46.0)) == ["mid", "high", "low"]
     assert list(queue.ordered(51.0)) == ["mid", "low", "high"]
@@ -66,7 +72,7 @@ def test_bound_refuses_low_priorities_first():
     queue = CentralQueue(QueueConfig(max_size=10))
     for i in range(6):
         queue.push(f"r{i}", "u", 3, float(i))
-    assert not queue.admits(1)          # 6 >= 10 * 0.6
+    assert not queue.admits(1)  # 6 >= 10 * 0.6
     assert queue.admits(2) and queue.admits(5)
     for i in range(6, 9):
         queue.push(f"r{i}", "u", 5, float(i))
@@ -93,8 +99,9 @@ def test_config_validation_names_the_key():
         QueueConfig(max_wait_s={5: 1.0})
 
 
-ops = st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 5), st.floats(0, 5)),
-               min_size=1, max_size=40)
+ops = st.lists(
+    st.tuples(st.sampled_from("abc"), st.integers(1, 5), st.floats(0, 5)), min_size=1, max_size=40
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -112,7 +119,7 @@ def test_order_is_a_permutation_respecting_priority_and_per_user_fifo(pushes, no
     assert sorted(order) == sorted(info)
     overdue = [r for r in order if now - info[r][2] >= WAITS[info[r][1]]]
     assert order[: len(overdue)] == overdue  # aged requests come first
-    rest = order[len(overdue):]
+    rest = order[len(overdue) :]
     prios = [info[r][1] for r in rest]
     assert prios == sorted(prios, reverse=True)  # then priority order
     for user in "abc":  # each user's requests of one priority stay FIFO

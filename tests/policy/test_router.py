@@ -31,12 +31,27 @@ def fleet(n=2, **kw):
     return [GpuState(gpu_id=f"g{i}", **kw) for i in range(n)]
 
 
-def req(rid, user="u", prio=3, mem=1000.0, dur_ms=1000.0, timeout=None, t=0.0, rtype="inference",
-        cc=None):
-    return Request(rid, user, "m", prio, rtype,
-                   ResourceRequirements(memory_mb=mem, expected_duration_ms=dur_ms,
-                                        min_compute_capability=cc),
-                   timeout_s=timeout, submitted_at=t)
+def req(
+    rid,
+    user="u",
+    prio=3,
+    mem=1000.0,
+    dur_ms=1000.0,
+    timeout=None,
+    t=0.0,
+    rtype="inference",
+    cc=None,
+):
+    return Request(
+        rid,
+        user,
+        "m",
+        prio,
+        rtype,
+        ResourceRequirements(memory_mb=mem, expected_duration_ms=dur_ms, min_compute_capability=cc),
+        timeout_s=timeout,
+        submitted_at=t,
+    )
 
 
 def router(gpus=None, **cfg) -> Router:
@@ -101,8 +116,10 @@ def test_cancel_is_idempotent():
     r.submit(req("b"), 0.0)
     assert r.cancel("b", 1.0) == [Finished("b", "cancelled", "cancelled")]
     assert r.cancel("b", 2.0) == []
-    assert r.cancel("a", 2.0) == [Abort("a", "g0", "cancelled"),
-                                  Finished("a", "cancelled", "cancelled")]
+    assert r.cancel("a", 2.0) == [
+        Abort("a", "g0", "cancelled"),
+        Finished("a", "cancelled", "cancelled"),
+    ]
     assert r.cancel("a", 3.0) == [] and r.cancel("nope", 3.0) == []
     assert r.counts[S.CANCELLED] == 2
 
@@ -149,14 +166,19 @@ def test_maintenance_drains_and_restart_brings_back():
 
 
 def test_outlier_ejection_takes_a_failing_gpu_out_for_a_while():
-    cfg = OutlierConfig(consecutive_failures=2, base_ejection_s=10.0, max_ejection_s=100.0,
-                        max_ejected_share=0.5, slow_start_s=5.0)
+    cfg = OutlierConfig(
+        consecutive_failures=2,
+        base_ejection_s=10.0,
+        max_ejection_s=100.0,
+        max_ejected_share=0.5,
+        slow_start_s=5.0,
+    )
     r = router(fleet(2), outlier=cfg, retry=RetryConfig(max_retries=5, backoff_base_s=0.0))
     r.submit(req("a"), 0.0)
-    r.fail("a", 1.0, "boom")          # 1st failure on g0, re-queued at once, back on g0
+    r.fail("a", 1.0, "boom")  # 1st failure on g0, re-queued at once, back on g0
     assert r.record("a").state is S.PROCESSING
     gpu = r.record("a").gpu_id
-    r.fail("a", 2.0, "boom")          # 2nd consecutive failure: ejected
+    r.fail("a", 2.0, "boom")  # 2nd consecutive failure: ejected
     assert "ejected" in r.is_out(gpu)
     assert r.record("a").gpu_id != gpu
     r.tick(12.0)
@@ -177,6 +199,7 @@ def test_quota_limits_concurrency_and_says_why():
 
 def test_queue_bound_rejects_with_retry_after():
     from gpu_router.policy import QueueConfig
+
     r = router(fleet(1), queue=QueueConfig(max_size=5), quotas_enabled=False)
     r.submit(req("run"), 0.0)
     for i in range(3):

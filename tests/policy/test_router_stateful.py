@@ -25,8 +25,9 @@ from gpu_router.policy.quota import QuotaLimits
 
 S = RequestState
 USERS = ("alice", "bob", "carol")
-LIMITS = QuotaLimits(requests_per_minute=1000, requests_per_day=100_000, concurrent_requests=5,
-                     priority_requests=2)
+LIMITS = QuotaLimits(
+    requests_per_minute=1000, requests_per_day=100_000, concurrent_requests=5, priority_requests=2
+)
 WAITS = {5: 2.0, 4: 4.0, 3: 6.0, 2: 8.0, 1: 10.0}
 
 
@@ -36,19 +37,37 @@ class RouterMachine(RuleBasedStateMachine):
     @initialize(
         memories=st.lists(st.sampled_from([8_000.0, 16_000.0, 40_000.0]), min_size=2, max_size=4),
         slots=st.lists(st.integers(1, 2), min_size=4, max_size=4),
-        strategy=st.sampled_from(["hybrid-seed", "least-loaded", "earliest-completion",
-                                  "power-of-d", "round-robin", "random"]),
+        strategy=st.sampled_from(
+            [
+                "hybrid-seed",
+                "least-loaded",
+                "earliest-completion",
+                "power-of-d",
+                "round-robin",
+                "random",
+            ]
+        ),
     )
     def setup(self, memories, slots, strategy):
-        self.gpus = [GpuState(gpu_id=f"g{i}", memory_total_mb=m, slots=slots[i],
-                              speed=0.5 + i * 0.5) for i, m in enumerate(memories)]
+        self.gpus = [
+            GpuState(gpu_id=f"g{i}", memory_total_mb=m, slots=slots[i], speed=0.5 + i * 0.5)
+            for i, m in enumerate(memories)
+        ]
         cfg = RouterConfig(
-            strategy=strategy, binding=self.binding, quotas=LIMITS,
+            strategy=strategy,
+            binding=self.binding,
+            quotas=LIMITS,
             queue=QueueConfig(max_size=40, max_wait_s=WAITS),
             retry=RetryConfig(max_retries=2, backoff_base_s=0.5, backoff_cap_s=2.0),
-            outlier=OutlierConfig(consecutive_failures=2, base_ejection_s=3.0,
-                                  max_ejection_s=10.0, max_ejected_share=0.5, slow_start_s=2.0),
-            dispatch_scan_limit=64)
+            outlier=OutlierConfig(
+                consecutive_failures=2,
+                base_ejection_s=3.0,
+                max_ejection_s=10.0,
+                max_ejected_share=0.5,
+                slow_start_s=2.0,
+            ),
+            dispatch_scan_limit=64,
+        )
         self.router = Router(self.gpus, cfg, np.random.default_rng(0))
         self.now = 0.0
         self.n = 0
@@ -67,7 +86,8 @@ class RouterMachine(RuleBasedStateMachine):
                     if ahead == rid:
                         break
                     assert not self._fits_now(router.records[ahead]), (
-                        f"{rid} dispatched while {ahead}, ahead of it, fits")
+                        f"{rid} dispatched while {ahead}, ahead of it, fits"
+                    )
             picked = inner(choice)
             assert picked in choice.candidates
             return picked
@@ -79,8 +99,11 @@ class RouterMachine(RuleBasedStateMachine):
         for i, g in enumerate(self.gpus):
             if g.gpu_id in self.admin_down or f.down[i]:
                 continue
-            if (f.running[i] < f.slots[i] and f.reserved_mb[i] + rec.memory_mb
-                    <= f.memory_total[i] and g.memory_total_mb >= rec.memory_mb):
+            if (
+                f.running[i] < f.slots[i]
+                and f.reserved_mb[i] + rec.memory_mb <= f.memory_total[i]
+                and g.memory_total_mb >= rec.memory_mb
+            ):
                 return True
         return False
 
@@ -103,15 +126,25 @@ class RouterMachine(RuleBasedStateMachine):
         self.now += dt
         self._apply(self.router.tick(self.now))
 
-    @rule(user=st.sampled_from(USERS), prio=st.integers(1, 5),
-          mem=st.sampled_from([1_000.0, 7_000.0, 12_000.0, 30_000.0, 50_000.0]),
-          timeout=st.sampled_from([None, None, 3.0]))
+    @rule(
+        user=st.sampled_from(USERS),
+        prio=st.integers(1, 5),
+        mem=st.sampled_from([1_000.0, 7_000.0, 12_000.0, 30_000.0, 50_000.0]),
+        timeout=st.sampled_from([None, None, 3.0]),
+    )
     def submit(self, user, prio, mem, timeout):
         self.n += 1
         rid = f"r{self.n}"
-        request = Request(rid, user, "m", prio, "inference",
-                          ResourceRequirements(memory_mb=mem, expected_duration_ms=1000),
-                          timeout_s=timeout, submitted_at=self.now)
+        request = Request(
+            rid,
+            user,
+            "m",
+            prio,
+            "inference",
+            ResourceRequirements(memory_mb=mem, expected_duration_ms=1000),
+            timeout_s=timeout,
+            submitted_at=self.now,
+        )
         decision, actions = self.router.submit(request, self.now)
         self._apply(actions)
         if rid not in self.router.records:
@@ -140,7 +173,8 @@ class RouterMachine(RuleBasedStateMachine):
         if twice:
             assert self.router.cancel(rid, self.now) == []  # cancelling twice = once
             assert (self.router.record(rid).state if rid in self.router.records else None) == (
-                after_once)
+                after_once
+            )
         if rid in before:
             assert self.terminal[rid] == before[rid]
 
@@ -206,8 +240,11 @@ class RouterMachine(RuleBasedStateMachine):
     @invariant()
     def user_usage_within_quota(self):
         for user in USERS:
-            live = [x for x in self.router.records.values()
-                    if x.request.user_id == user and not x.state.terminal]
+            live = [
+                x
+                for x in self.router.records.values()
+                if x.request.user_id == user and not x.state.terminal
+            ]
             assert len(live) <= LIMITS.concurrent_requests
             assert sum(1 for x in live if x.request.priority >= 4) <= LIMITS.priority_requests
 
@@ -216,9 +253,9 @@ class EarlyBindingMachine(RouterMachine):
     binding = "early"
 
 
-RouterMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=40,
-                                           deadline=None)
-EarlyBindingMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
-                                                 deadline=None)
+RouterMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=40, deadline=None)
+EarlyBindingMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=40, deadline=None
+)
 TestRouterStateful = RouterMachine.TestCase
 TestEarlyBindingStateful = EarlyBindingMachine.TestCase

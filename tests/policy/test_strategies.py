@@ -22,10 +22,15 @@ def gpu(gid: str, **kw) -> GpuState:
 
 def as_seed_dict(g: GpuState) -> dict:
     return {
-        "memory_total": g.memory_total_mb, "memory_used": g.memory_used_mb,
-        "utilization_percent": g.utilization_pct, "temperature": g.temperature_c,
-        "power_usage": g.power_w, "power_limit": g.power_limit_w, "error_rate": g.error_rate,
-        "performance_index": g.performance_index, "capabilities": g.capabilities,
+        "memory_total": g.memory_total_mb,
+        "memory_used": g.memory_used_mb,
+        "utilization_percent": g.utilization_pct,
+        "temperature": g.temperature_c,
+        "power_usage": g.power_w,
+        "power_limit": g.power_limit_w,
+        "error_rate": g.error_rate,
+        "performance_index": g.performance_index,
+        "capabilities": g.capabilities,
         "compute_capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}",
     }
 
@@ -34,7 +39,8 @@ def seed_filter_candidates(req: Request, fleet: FleetView) -> np.ndarray:
     """The seed's own filters: compute capability, total memory and free memory."""
     cc = req.resources.min_compute_capability or (0, 0)
     ok = (fleet.compute_capability >= cc[0] * 100 + cc[1]) & (
-        fleet.memory_total - fleet.memory_used >= req.memory_mb)
+        fleet.memory_total - fleet.memory_used >= req.memory_mb
+    )
     return np.flatnonzero(ok)
 
 
@@ -52,36 +58,80 @@ def reference_select(req: Request, gpus: list[GpuState], weights=SEED_WEIGHTS) -
     cc = req.resources.min_compute_capability
     reqs = {"min_compute_capability": f"{cc[0]}.{cc[1]}"} if cc else {}
     return seed.select_gpu(
-        {"user_id": req.user_id, "model_id": req.model_id, "priority": req.priority,
-         "type": req.type, "resource_requirements": {"memory": req.memory_mb}},
-        {g.gpu_id: as_seed_dict(g) for g in gpus}, {}, lambda _m: reqs, weights)
+        {
+            "user_id": req.user_id,
+            "model_id": req.model_id,
+            "priority": req.priority,
+            "type": req.type,
+            "resource_requirements": {"memory": req.memory_mb},
+        },
+        {g.gpu_id: as_seed_dict(g) for g in gpus},
+        {},
+        lambda _m: reqs,
+        weights,
+    )
 
 
 def request(memory=0.0, priority=3, rtype="inference", cc=None) -> Request:
-    return Request("r1", "u1", "m1", priority, rtype,
-                   ResourceRequirements(memory_mb=memory, min_compute_capability=cc))
+    return Request(
+        "r1",
+        "u1",
+        "m1",
+        priority,
+        rtype,
+        ResourceRequirements(memory_mb=memory, min_compute_capability=cc),
+    )
 
 
 # (case, gpus, request, expected winner) computed by hand from the seed's formula
 CASES = [
-    ("emptier memory wins", [gpu("a", memory_used_mb=40_000), gpu("b", memory_used_mb=10_000)],
-     request(), "b"),
-    ("idle compute wins", [gpu("a", utilization_pct=90), gpu("b", utilization_pct=10)],
-     request(), "b"),
-    ("free-memory filter drops the emptier-looking one",
-     [gpu("a", memory_total_mb=16_000, memory_used_mb=0), gpu("b", memory_used_mb=60_000)],
-     request(memory=18_000), "b"),
-    ("compute capability filter", [gpu("a", compute_capability=(7, 0)),
-                                   gpu("b", compute_capability=(8, 0), memory_used_mb=70_000)],
-     request(cc=(8, 0)), "b"),
+    (
+        "emptier memory wins",
+        [gpu("a", memory_used_mb=40_000), gpu("b", memory_used_mb=10_000)],
+        request(),
+        "b",
+    ),
+    (
+        "idle compute wins",
+        [gpu("a", utilization_pct=90), gpu("b", utilization_pct=10)],
+        request(),
+        "b",
+    ),
+    (
+        "free-memory filter drops the emptier-looking one",
+        [gpu("a", memory_total_mb=16_000, memory_used_mb=0), gpu("b", memory_used_mb=60_000)],
+        request(memory=18_000),
+        "b",
+    ),
+    (
+        "compute capability filter",
+        [
+            gpu("a", compute_capability=(7, 0)),
+            gpu("b", compute_capability=(8, 0), memory_used_mb=70_000),
+        ],
+        request(cc=(8, 0)),
+        "b",
+    ),
     ("nothing fits", [gpu("a", memory_total_mb=16_000)], request(memory=20_000), None),
-    ("hot GPU loses on health", [gpu("a", temperature_c=95, power_w=690), gpu("b")],
-     request(), "b"),
-    ("performance index breaks an otherwise equal pair",
-     [gpu("a", performance_index=0.2), gpu("b", performance_index=0.9)], request(), "b"),
+    (
+        "hot GPU loses on health",
+        [gpu("a", temperature_c=95, power_w=690), gpu("b")],
+        request(),
+        "b",
+    ),
+    (
+        "performance index breaks an otherwise equal pair",
+        [gpu("a", performance_index=0.2), gpu("b", performance_index=0.9)],
+        request(),
+        "b",
+    ),
     ("exact tie goes to the first listed", [gpu("a"), gpu("b")], request(), "a"),
-    ("type capability scores", [gpu("a", capabilities=frozenset({"training"})), gpu("b")],
-     request(rtype="inference"), "b"),
+    (
+        "type capability scores",
+        [gpu("a", capabilities=frozenset({"training"})), gpu("b")],
+        request(rtype="inference"),
+        "b",
+    ),
 ]
 
 
@@ -102,23 +152,42 @@ def test_calculate_health_score_exact():
     assert calculate_health_score(g) == pytest.approx(0.4 * 0.5 + 0.3 * 0.5 + 0.3 * 0.9)
     assert seed.calculate_health_score(as_seed_dict(g)) == calculate_health_score(g)
     assert calculate_health_score(gpu("b", temperature_c=120, power_w=0, error_rate=0)) == (
-        pytest.approx(0.6))
+        pytest.approx(0.6)
+    )
     assert calculate_health_score(gpu("c", temperature_c=40, power_limit_w=0)) == (
-        pytest.approx(0.4 + 0.15 + 0.3))
+        pytest.approx(0.4 + 0.15 + 0.3)
+    )
 
 
 gpu_states = st.builds(
     lambda i, used, util, temp, power, err, perf, cc: gpu(
-        f"g{i}", memory_used_mb=used, utilization_pct=util, temperature_c=temp, power_w=power,
-        error_rate=err, performance_index=perf, compute_capability=cc),
-    st.integers(0, 10**6), st.floats(0, 81_559), st.floats(0, 100), st.floats(20, 110),
-    st.floats(0, 700), st.floats(0, 1), st.floats(0, 1), st.sampled_from([(7, 0), (8, 0), (9, 0)]))
+        f"g{i}",
+        memory_used_mb=used,
+        utilization_pct=util,
+        temperature_c=temp,
+        power_w=power,
+        error_rate=err,
+        performance_index=perf,
+        compute_capability=cc,
+    ),
+    st.integers(0, 10**6),
+    st.floats(0, 81_559),
+    st.floats(0, 100),
+    st.floats(20, 110),
+    st.floats(0, 700),
+    st.floats(0, 1),
+    st.floats(0, 1),
+    st.sampled_from([(7, 0), (8, 0), (9, 0)]),
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(gpu_states, min_size=1, max_size=12, unique_by=lambda g: g.gpu_id),
-       st.floats(0, 90_000), st.integers(1, 5),
-       st.sampled_from([None, SEED_WEIGHTS, DEPLOYMENT_GUIDE_WEIGHTS]))
+@given(
+    st.lists(gpu_states, min_size=1, max_size=12, unique_by=lambda g: g.gpu_id),
+    st.floats(0, 90_000),
+    st.integers(1, 5),
+    st.sampled_from([None, SEED_WEIGHTS, DEPLOYMENT_GUIDE_WEIGHTS]),
+)
 def test_vectorised_seed_equals_reference(gpus, memory, priority, weights):
     req = request(memory=memory, priority=priority)
     ref = reference_select(req, gpus, weights or SEED_WEIGHTS)
@@ -185,8 +254,13 @@ def test_power_of_d_samples_d_and_joins_the_shortest():
 
 
 def test_earliest_completion_prefers_fast_and_healthy():
-    fleet = FleetView([gpu("slow", speed=0.25), gpu("fast", speed=1.0),
-                       gpu("hot", speed=2.0, temperature_c=100, power_w=700, error_rate=1.0)])
+    fleet = FleetView(
+        [
+            gpu("slow", speed=0.25),
+            gpu("fast", speed=1.0),
+            gpu("hot", speed=2.0, temperature_c=100, power_w=700, error_rate=1.0),
+        ]
+    )
     ec = make_strategy("earliest-completion")
     assert ec.choose(choice_for(fleet, duration=4.0)) == 1  # "hot" is below min_health
     fleet.work_left_s[1] = 10.0  # busy fast GPU: the slow one now finishes first

@@ -24,14 +24,15 @@ def test_sweep_cli_runs_skips_and_prints_the_comparison(tmp_path, capsys):
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(SWEEP)
     out = tmp_path / "out"
-    assert main(["sweep", str(sweep), "--out", str(out), "--workers", "2", "--plots",
-                 "--no-progress"]) == 0
+    assert (
+        main(["sweep", str(sweep), "--out", str(out), "--workers", "2", "--plots", "--no-progress"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "ran 8, skipped 0 done, failed 0 cells" in text
     assert "Strategy comparison" in text and "join-shortest-queue" in text and "wins" in text
     table = load_results(out)
-    assert len(table) == 8 * 6 and set(table["strategy"]) == {"round-robin",
-                                                              "join-shortest-queue"}
+    assert len(table) == 8 * 6 and set(table["strategy"]) == {"round-robin", "join-shortest-queue"}
     assert (out / "stats.parquet").is_file()
     assert (out / "figures" / "wait_p99_vs_load.svg").is_file()
     # late vs early binding: round-robin's per-GPU queues wait longer than JSQ's

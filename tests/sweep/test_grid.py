@@ -11,8 +11,14 @@ KNOWN = ["round-robin", "random", "least-loaded", "earliest-completion"]
 
 
 def spec(scen_dir: Path, **extra):
-    data = {"name": "t", "scenarios": ["alpha", "beta"], "strategies": ["round-robin", "random"],
-            "loads": [0.5, 0.9], "seeds": 2, **extra}
+    data = {
+        "name": "t",
+        "scenarios": ["alpha", "beta"],
+        "strategies": ["round-robin", "random"],
+        "loads": [0.5, 0.9],
+        "seeds": 2,
+        **extra,
+    }
     return parse_sweep(data, base=scen_dir, known_strategies=KNOWN, check=False)
 
 
@@ -24,7 +30,11 @@ def test_cartesian_product_and_order(scen_dir):
     assert s.scenarios == ["alpha", "beta"]
     first = s.cells[0]
     assert (first.scenario, first.load, first.strategy, first.seed) == (
-        "alpha", 0.5, "round-robin", 1)
+        "alpha",
+        0.5,
+        "round-robin",
+        1,
+    )
     assert first.scenario_overrides() == {"fleet.count": 10, "workload.load": 0.5}
     assert first.columns()["fleet.count"] == 10
     assert len({c.cell_id for c in s.cells}) == len(s.cells)
@@ -50,8 +60,12 @@ def test_fixed_overrides_apply_to_every_cell(scen_dir):
 
 
 def test_no_loads_keeps_scenario_load(scen_dir):
-    s = parse_sweep({"scenarios": ["alpha"], "strategies": ["random"]}, base=scen_dir,
-                    known_strategies=KNOWN, check=False)
+    s = parse_sweep(
+        {"scenarios": ["alpha"], "strategies": ["random"]},
+        base=scen_dir,
+        known_strategies=KNOWN,
+        check=False,
+    )
     assert [c.load for c in s.cells] == [None]
     assert s.cells[0].scenario_overrides() == {}
 
@@ -92,9 +106,12 @@ def test_check_hook_rejects_bad_scenario_key(scen_dir):
             raise ValueError("fleet.cont: unknown scenario key")
 
     with pytest.raises(InvalidValue, match="fleet.cont"):
-        parse_sweep({"scenarios": ["alpha"], "strategies": ["random"],
-                     "grid": {"fleet.cont": [1]}}, base=scen_dir, known_strategies=KNOWN,
-                    check=check)
+        parse_sweep(
+            {"scenarios": ["alpha"], "strategies": ["random"], "grid": {"fleet.cont": [1]}},
+            base=scen_dir,
+            known_strategies=KNOWN,
+            check=check,
+        )
 
 
 def test_load_sweep_from_file(tmp_path, scen_dir):
@@ -113,8 +130,9 @@ def test_load_sweep_from_file(tmp_path, scen_dir):
 def test_default_registry_is_the_policy_registry(scen_dir):
     from gpu_router.policy.strategies import STRATEGIES
 
-    s = parse_sweep({"scenarios": ["alpha"], "strategies": sorted(STRATEGIES)}, base=scen_dir,
-                    check=False)
+    s = parse_sweep(
+        {"scenarios": ["alpha"], "strategies": sorted(STRATEGIES)}, base=scen_dir, check=False
+    )
     assert len(s.cells) == len(STRATEGIES)
 
 

@@ -14,10 +14,21 @@ pytestmark = [pytest.mark.timeout(300)]
 
 
 def test_local_and_ray_give_the_same_rows(tmp_path):
-    spec = parse_sweep({"name": "ray", "scenarios": ["mmc"],
-                        "strategies": ["round-robin", "join-shortest-queue"], "loads": [0.8],
-                        "seeds": [3], "overrides": {"horizon_s": 100, "warmup_s": 10,
-                                                    "fleet.count": 3, "router.binding": "early"}})
+    spec = parse_sweep(
+        {
+            "name": "ray",
+            "scenarios": ["mmc"],
+            "strategies": ["round-robin", "join-shortest-queue"],
+            "loads": [0.8],
+            "seeds": [3],
+            "overrides": {
+                "horizon_s": 100,
+                "warmup_s": 10,
+                "fleet.count": 3,
+                "router.binding": "early",
+            },
+        }
+    )
     local = run_sweep(spec, tmp_path / "local", workers=2, progress=False)
     on_ray = run_sweep(spec, tmp_path / "ray", workers=2, ray_address="local", progress=False)
     assert (on_ray.ran, on_ray.backend, on_ray.failed) == (2, "ray", {})
@@ -25,5 +36,6 @@ def test_local_and_ray_give_the_same_rows(tmp_path):
     keep = [c for c in local.table.columns if c not in NONDETERMINISTIC]
     pd.testing.assert_frame_equal(local.table[keep], on_ray.table[keep])
     cid = local.table["cell_id"].iloc[0]
-    pd.testing.assert_frame_equal(load_cell(tmp_path / "local", cid)["requests"],
-                                  load_cell(tmp_path / "ray", cid)["requests"])
+    pd.testing.assert_frame_equal(
+        load_cell(tmp_path / "local", cid)["requests"], load_cell(tmp_path / "ray", cid)["requests"]
+    )

@@ -16,8 +16,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def make_spec(scen_dir, **extra):
-    data = {"name": "small", "scenarios": ["alpha"], "strategies": ["round-robin", "least-loaded"],
-            "loads": [0.5, 0.9], "seeds": 2, **extra}
+    data = {
+        "name": "small",
+        "scenarios": ["alpha"],
+        "strategies": ["round-robin", "least-loaded"],
+        "loads": [0.5, 0.9],
+        "seeds": 2,
+        **extra,
+    }
     return parse_sweep(data, base=scen_dir, known_strategies=KNOWN, check=False)
 
 
@@ -32,8 +38,15 @@ def test_tidy_table_and_cell_folders(scen_dir, tmp_path):
     t = run.table
     assert run.ran == 16 and run.skipped == 0 and not run.failed
     assert len(t) == 16 * 6  # one row per cell and priority
-    assert list(t.columns[:7]) == ["sweep", "cell_id", "strategy", "scenario", "load", "seed",
-                                   "fleet.count"]
+    assert list(t.columns[:7]) == [
+        "sweep",
+        "cell_id",
+        "strategy",
+        "scenario",
+        "load",
+        "seed",
+        "fleet.count",
+    ]
     assert set(t["priority"]) == {"1", "2", "3", "4", "5", "all"}
     assert t.equals(res.load_results(tmp_path / "out"))
     cell = res.load_cell(tmp_path / "out", t["cell_id"].iloc[0])
@@ -53,8 +66,9 @@ def test_done_cells_are_skipped(scen_dir, tmp_path):
     stamp = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/cell.json")}
     seen = []
     bigger = make_spec(scen_dir, seeds=2)
-    second = run_sweep(bigger, out, cell_fn=fake_cell, progress=False,
-                       on_progress=lambda d, n: seen.append((d, n)))
+    second = run_sweep(
+        bigger, out, cell_fn=fake_cell, progress=False, on_progress=lambda d, n: seen.append((d, n))
+    )
     assert (second.ran, second.skipped) == (4, 4)
     assert seen[0] == (4, 8) and seen[-1] == (8, 8)
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # untouched

@@ -17,8 +17,15 @@ from gpu_router.sweep.stats import (
 
 @pytest.mark.parametrize(
     ("df", "expected"),  # two-sided 95% critical values, from published t tables
-    [(1, 12.7062047362), (2, 4.3026527297), (3, 3.1824463053), (4, 2.7764451052),
-     (9, 2.2621571628), (29, 2.0452296421), (100, 1.9839715185)],
+    [
+        (1, 12.7062047362),
+        (2, 4.3026527297),
+        (3, 3.1824463053),
+        (4, 2.7764451052),
+        (9, 2.2621571628),
+        (29, 2.0452296421),
+        (100, 1.9839715185),
+    ],
 )
 def test_t_quantile_matches_tables(df, expected):
     assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-9)
@@ -45,9 +52,20 @@ def table():
     for strategy, waits in {"a": [1.0, 2.0, 3.0, 4.0], "b": [0.5, 0.5, 0.5, 0.5]}.items():
         for seed, w in enumerate(waits, 1):
             for prio in ("5", "all"):
-                rows.append({"cell_id": f"{strategy}{seed}", "strategy": strategy, "scenario": "s",
-                             "load": 0.9, "seed": seed, "priority": prio, "wait_mean_s": w,
-                             "wait_p99_s": 2 * w, "utilization": 0.8, "erlang_c_wait_s": 0.5})
+                rows.append(
+                    {
+                        "cell_id": f"{strategy}{seed}",
+                        "strategy": strategy,
+                        "scenario": "s",
+                        "load": 0.9,
+                        "seed": seed,
+                        "priority": prio,
+                        "wait_mean_s": w,
+                        "wait_p99_s": 2 * w,
+                        "utilization": 0.8,
+                        "erlang_c_wait_s": 0.5,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -59,8 +77,19 @@ def test_confidence_intervals_per_group():
     assert row["ci_low"] == pytest.approx(2.5 - 2.054260256760473)
     b = ci[(ci.strategy == "b") & (ci.metric == "wait_mean_s")]
     assert (b["half_width"] == 0).all() and len(b) == 2
-    assert set(ci.columns) >= {"strategy", "scenario", "load", "priority", "metric", "n", "mean",
-                               "std", "half_width", "ci_low", "ci_high"}
+    assert set(ci.columns) >= {
+        "strategy",
+        "scenario",
+        "load",
+        "priority",
+        "metric",
+        "n",
+        "mean",
+        "std",
+        "half_width",
+        "ci_low",
+        "ci_high",
+    }
 
 
 def test_comparison_table():

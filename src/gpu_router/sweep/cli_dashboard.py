@@ -12,21 +12,40 @@ APP = Path(__file__).resolve().parents[3] / "dashboards" / "app.py"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", nargs="?", default="results/default",
-                        help="sweep result directory (default: results/default)")
+    parser.add_argument(
+        "dir",
+        nargs="?",
+        default="results/default",
+        help="sweep result directory (default: results/default)",
+    )
     parser.add_argument("--port", type=int, default=8501)
     parser.add_argument("--address", default="127.0.0.1", help="bind address (default loopback)")
     parser.add_argument("--app", default=str(APP), help="the Streamlit script")
-    parser.add_argument("--print-command", action="store_true",
-                        help="print the streamlit command instead of running it")
+    parser.add_argument(
+        "--print-command",
+        action="store_true",
+        help="print the streamlit command instead of running it",
+    )
 
 
 def command(args: argparse.Namespace) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", args.app,
-        "--server.port", str(args.port), "--server.address", args.address,
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--", "--results", str(args.dir),
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        args.app,
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        "--results",
+        str(args.dir),
     ]
 
 

@@ -12,11 +12,17 @@ from ..policy.errors import RouterError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", help="sweep grid YAML (see sweeps/)")
     parser.add_argument("--out", required=True, help="result directory (re-runs skip done cells)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="parallel local processes (default: all CPUs)")
-    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                        help="run on Ray: a local instance, or the cluster at ADDRESS ('auto', "
-                             "'ray://host:10001')")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="parallel local processes (default: all CPUs)"
+    )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on Ray: a local instance, or the cluster at ADDRESS ('auto', 'ray://host:10001')",
+    )
     parser.add_argument("--plots", action="store_true", help="write figures to DIR/figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -35,14 +41,20 @@ def run(args: argparse.Namespace) -> int:
     except RouterError as exc:
         print(f"gpu-router sweep: {exc}", file=sys.stderr)
         return 2
-    print(f"{spec.name}: {len(spec.cells)} cells ({len(spec.strategies)} strategies x "
-          f"{len(spec.scenarios)} scenarios x loads x seeds) -> {args.out}", file=sys.stderr)
-    result = run_sweep(spec, args.out, workers=workers, ray_address=args.ray,
-                       progress=not args.no_progress)
+    print(
+        f"{spec.name}: {len(spec.cells)} cells ({len(spec.strategies)} strategies x "
+        f"{len(spec.scenarios)} scenarios x loads x seeds) -> {args.out}",
+        file=sys.stderr,
+    )
+    result = run_sweep(
+        spec, args.out, workers=workers, ray_address=args.ray, progress=not args.no_progress
+    )
     confidence_intervals(result.table).to_parquet(result.out / "stats.parquet", index=False)
     backend = f"ray ({args.ray})" if args.ray else f"{workers} local worker(s)"
-    print(f"\n{spec.name}: ran {result.ran}, skipped {result.skipped} done, "
-          f"failed {len(result.failed)} cells in {result.wall_s:.1f} s on {backend}")
+    print(
+        f"\n{spec.name}: ran {result.ran}, skipped {result.skipped} done, "
+        f"failed {len(result.failed)} cells in {result.wall_s:.1f} s on {backend}"
+    )
     print("\nStrategy comparison (priority 'all'; mean over cells; wins = lowest p99 wait):")
     print(format_comparison(comparison_table(result.table)))
     if args.plots and not result.table.empty:

@@ -213,8 +213,11 @@ def parse_sweep(
         raise InvalidValue(source or "sweep", data, "must be a mapping")
     unknown = sorted(set(data) - TOP_LEVEL_KEYS)
     if unknown:
-        raise InvalidValue(_where(source, unknown[0]), data[unknown[0]],
-                           f"unknown key; known: {sorted(TOP_LEVEL_KEYS)}")
+        raise InvalidValue(
+            _where(source, unknown[0]),
+            data[unknown[0]],
+            f"unknown key; known: {sorted(TOP_LEVEL_KEYS)}",
+        )
     for required in ("scenarios", "strategies"):
         if required not in data:
             raise InvalidValue(_where(source, required), None, "is required")
@@ -227,16 +230,20 @@ def parse_sweep(
     known = set(known_strategies)
     for i, s in enumerate(strategies):
         if s not in known:
-            raise InvalidValue(_where(source, f"strategies[{i}]"), s,
-                               f"unknown strategy; known: {sorted(known)}")
+            raise InvalidValue(
+                _where(source, f"strategies[{i}]"), s, f"unknown strategy; known: {sorted(known)}"
+            )
     loads = _loads(data.get("loads"), source)
     seeds = _seeds(data.get("seeds"), source)
     fixed = _scalar_map(data.get("overrides"), "overrides", source, lists=False)
     grid = _scalar_map(data.get("grid"), "grid", source, lists=True)
     clash = sorted(set(fixed) & set(grid))
     if clash:
-        raise InvalidValue(_where(source, f"grid.{clash[0]}"), grid[clash[0]],
-                           "is also in overrides; keep it in one place")
+        raise InvalidValue(
+            _where(source, f"grid.{clash[0]}"),
+            grid[clash[0]],
+            "is also in overrides; keep it in one place",
+        )
     swept = tuple(grid)
     paths: dict[str, Path] = {}
     for i, name in enumerate(scenarios):
@@ -255,8 +262,9 @@ def parse_sweep(
                 try:
                     check(paths[name], ov)
                 except (ValueError, KeyError, TypeError) as exc:
-                    raise InvalidValue(_where(source, f"scenario {name} with overrides"), ov,
-                                       str(exc)) from None
+                    raise InvalidValue(
+                        _where(source, f"scenario {name} with overrides"), ov, str(exc)
+                    ) from None
     cells = [
         Cell(
             strategy=strategy,

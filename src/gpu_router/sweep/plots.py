@@ -20,15 +20,19 @@ from .stats import mean_ci, series_labels, swept_columns
 
 FORMATS = ("png", "svg")
 LABELS = {
-    "wait_mean_s": "mean wait (s)", "wait_p99_s": "p99 wait (s)", "wait_p95_s": "p95 wait (s)",
-    "latency_p99_s": "p99 latency (s)", "utilization": "fleet utilization",
-    "sla_attainment": "SLA attainment", "jain_fairness": "Jain fairness (users)",
-    "throughput_rps": "throughput (req/s)", "goodput_s": "goodput (GPU s)",
+    "wait_mean_s": "mean wait (s)",
+    "wait_p99_s": "p99 wait (s)",
+    "wait_p95_s": "p95 wait (s)",
+    "latency_p99_s": "p99 latency (s)",
+    "utilization": "fleet utilization",
+    "sla_attainment": "SLA attainment",
+    "jain_fairness": "Jain fairness (users)",
+    "throughput_rps": "throughput (req/s)",
+    "goodput_s": "goodput (GPU s)",
 }
 
 
-def _rows(table: pd.DataFrame, priority: str = "all", exclude: Sequence[str] = ()
-          ) -> pd.DataFrame:
+def _rows(table: pd.DataFrame, priority: str = "all", exclude: Sequence[str] = ()) -> pd.DataFrame:
     """The rows of one priority, with ``series``: the strategy plus other swept keys."""
     rows = table[table["priority"].astype(str) == priority] if "priority" in table else table
     return rows.assign(series=series_labels(rows, exclude))
@@ -70,8 +74,14 @@ def _panel_per_scenario(rows: pd.DataFrame):
     return scenarios, series, _colors(series), _styles(series), fig, axes
 
 
-def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "all",
-                          bound: str | None = None, log: bool = False) -> Figure:
+def metric_vs_load_figure(
+    table: pd.DataFrame,
+    metric: str,
+    *,
+    priority: str = "all",
+    bound: str | None = None,
+    log: bool = False,
+) -> Figure:
     """``metric`` against load per strategy (mean and 95% CI over seeds), one panel per scenario.
 
     ``bound`` names a column drawn as a dashed reference line (the Erlang C wait).
@@ -89,26 +99,44 @@ def metric_vs_load_figure(table: pd.DataFrame, metric: str, *, priority: str = "
             hw = np.nan_to_num(hw)
             # on a log axis an interval reaching 0 is drawn down to 1% of the mean
             low = np.minimum(hw, 0.99 * np.abs(mean)) if log else hw
-            ax.errorbar(x, mean, yerr=[low, hw], marker="o", ms=3, capsize=2,
-                        color=colors[strategy], ls=styles[strategy], label=strategy)
+            ax.errorbar(
+                x,
+                mean,
+                yerr=[low, hw],
+                marker="o",
+                ms=3,
+                capsize=2,
+                color=colors[strategy],
+                ls=styles[strategy],
+                label=strategy,
+            )
         if bound and bound in sub and sub[bound].notna().any():
             b = sub.groupby("load")[bound].mean()
-            ax.plot(b.index, b.to_numpy(), color="black", ls=(0, (6, 2)), lw=2,
-                    label="Erlang C mean wait (pooled M/M/c)")
+            ax.plot(
+                b.index,
+                b.to_numpy(),
+                color="black",
+                ls=(0, (6, 2)),
+                lw=2,
+                label="Erlang C mean wait (pooled M/M/c)",
+            )
         ax.set_title(scenario)
         ax.set_xlabel("offered load (utilization)")
         ax.set_ylabel(LABELS.get(metric, metric) + ("" if priority == "all" else f", p{priority}"))
         if log:
             positive = sub[metric].astype(float) > 0
-            ax.set_yscale("log" if positive.all() else "symlog",
-                          **({} if positive.all() else {"linthresh": 1e-3}))
+            ax.set_yscale(
+                "log" if positive.all() else "symlog",
+                **({} if positive.all() else {"linthresh": 1e-3}),
+            )
         ax.grid(alpha=0.3)
     _legend(fig, axes, len(strategies))
     return fig
 
 
-def metric_vs_key_figure(table: pd.DataFrame, key: str, metric: str, *, priority: str = "all",
-                         log_x: bool = True) -> Figure:
+def metric_vs_key_figure(
+    table: pd.DataFrame, key: str, metric: str, *, priority: str = "all", log_x: bool = True
+) -> Figure:
     """``metric`` against a swept scenario key (fleet size, fault rate) per strategy."""
     rows = _rows(table, priority, exclude=[key])
     scenarios, series, colors, styles, fig, axes = _panel_per_scenario(rows)
@@ -116,13 +144,21 @@ def metric_vs_key_figure(table: pd.DataFrame, key: str, metric: str, *, priority
         sub = rows[rows["scenario"] == scenario]
         for name in series:
             s = sub[sub["series"] == name]
-            stats = [(x, *mean_ci(g[metric].to_numpy(float)))
-                     for x, g in s.groupby(key, sort=True)]
+            stats = [(x, *mean_ci(g[metric].to_numpy(float))) for x, g in s.groupby(key, sort=True)]
             if not stats:
                 continue
             x, mean, hw = (np.array([r[i] for r in stats], float) for i in range(3))
-            ax.errorbar(x, mean, yerr=np.nan_to_num(hw), marker="o", ms=3, capsize=2,
-                        color=colors[name], ls=styles[name], label=name)
+            ax.errorbar(
+                x,
+                mean,
+                yerr=np.nan_to_num(hw),
+                marker="o",
+                ms=3,
+                capsize=2,
+                color=colors[name],
+                ls=styles[name],
+                label=name,
+            )
         if log_x and (sub[key].astype(float) > 0).all():
             ax.set_xscale("log")
         ax.set_title(scenario)
@@ -135,16 +171,18 @@ def metric_vs_key_figure(table: pd.DataFrame, key: str, metric: str, *, priority
 
 def wait_vs_load_figure(table: pd.DataFrame, priority: str = "all") -> Figure:
     """p99 wait against load per strategy, with the pooled M/M/c (Erlang C) mean wait."""
-    fig = metric_vs_load_figure(table, "wait_p99_s", priority=priority, bound="erlang_c_wait_s",
-                                log=True)
+    fig = metric_vs_load_figure(
+        table, "wait_p99_s", priority=priority, bound="erlang_c_wait_s", log=True
+    )
     fig.suptitle("p99 wait vs load (dashed: Erlang C mean wait,\nthe late-binding reference)")
     return fig
 
 
 def wait_mean_vs_load_figure(table: pd.DataFrame, priority: str = "all") -> Figure:
     """Mean wait against load per strategy, against its closed-form bound (Erlang C)."""
-    fig = metric_vs_load_figure(table, "wait_mean_s", priority=priority, bound="erlang_c_wait_s",
-                                log=True)
+    fig = metric_vs_load_figure(
+        table, "wait_mean_s", priority=priority, bound="erlang_c_wait_s", log=True
+    )
     fig.suptitle("mean wait vs load (dashed: Erlang C, pooled M/M/c)")
     return fig
 
@@ -158,10 +196,12 @@ def utilization_vs_load_figure(table: pd.DataFrame) -> Figure:
 def sla_heatmap_figure(table: pd.DataFrame, priority: str = "all") -> Figure:
     """SLA attainment, strategy x scenario (mean over loads and seeds)."""
     rows = _rows(table, priority)
-    grid = rows.pivot_table(index="series", columns="scenario", values="sla_attainment",
-                            aggfunc="mean", sort=False)
-    fig = Figure(figsize=(1.2 * grid.shape[1] + 3.5, 0.45 * grid.shape[0] + 1.8),
-                 layout="constrained")
+    grid = rows.pivot_table(
+        index="series", columns="scenario", values="sla_attainment", aggfunc="mean", sort=False
+    )
+    fig = Figure(
+        figsize=(1.2 * grid.shape[1] + 3.5, 0.45 * grid.shape[0] + 1.8), layout="constrained"
+    )
     ax = fig.subplots()
     im = ax.imshow(grid.to_numpy(float), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right")
@@ -180,27 +220,47 @@ def fairness_figure(table: pd.DataFrame) -> Figure:
     scenarios = list(dict.fromkeys(rows["scenario"]))
     strategies = list(dict.fromkeys(rows["series"]))
     colors = _colors(strategies)
-    fig = Figure(figsize=(max(6.0, 1.1 * len(scenarios) * len(strategies) * 0.35 + 3), 4.0),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(6.0, 1.1 * len(scenarios) * len(strategies) * 0.35 + 3), 4.0),
+        layout="constrained",
+    )
     ax = fig.subplots()
     width = 0.8 / max(1, len(strategies))
     for k, strategy in enumerate(strategies):
-        stats = [mean_ci(rows[(rows.scenario == sc) & (rows.series == strategy)]
-                         ["jain_fairness"].to_numpy(float)) for sc in scenarios]
+        stats = [
+            mean_ci(
+                rows[(rows.scenario == sc) & (rows.series == strategy)]["jain_fairness"].to_numpy(
+                    float
+                )
+            )
+            for sc in scenarios
+        ]
         x = np.arange(len(scenarios)) + (k - (len(strategies) - 1) / 2) * width
-        ax.bar(x, [s[0] for s in stats], width, yerr=np.nan_to_num([s[1] for s in stats]),
-               color=colors[strategy], label=strategy, capsize=2)
+        ax.bar(
+            x,
+            [s[0] for s in stats],
+            width,
+            yerr=np.nan_to_num([s[1] for s in stats]),
+            color=colors[strategy],
+            label=strategy,
+            capsize=2,
+        )
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=20, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(LABELS["jain_fairness"])
     ax.set_title("fairness between users per strategy")
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7,
-               ncols=min(5, len(strategies)))
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="outside lower center",
+        fontsize=7,
+        ncols=min(5, len(strategies)),
+    )
     return fig
 
 
-def _cells(out: Path, table: pd.DataFrame, scenario: str | None, load: float | None
-           ) -> tuple[pd.DataFrame, str | None, float | None]:
+def _cells(
+    out: Path, table: pd.DataFrame, scenario: str | None, load: float | None
+) -> tuple[pd.DataFrame, str | None, float | None]:
     rows = _rows(table)
     if scenario is None:
         scenario = rows["scenario"].iloc[0] if len(rows) else None
@@ -213,8 +273,12 @@ def _cells(out: Path, table: pd.DataFrame, scenario: str | None, load: float | N
     return rows, scenario, load
 
 
-def latency_cdf_figure(out: str | Path, scenario: str | None = None, load: float | None = None,
-                       column: str = "latency_s") -> Figure:
+def latency_cdf_figure(
+    out: str | Path,
+    scenario: str | None = None,
+    load: float | None = None,
+    column: str = "latency_s",
+) -> Figure:
     """Empirical CDF of per-request latency (all seeds pooled) per strategy."""
     out = Path(out)
     rows, scenario, load = _cells(out, res.load_results(out), scenario, load)
@@ -224,13 +288,22 @@ def latency_cdf_figure(out: str | Path, scenario: str | None = None, load: float
     ax = fig.subplots()
     for strategy in strategies:
         ids = rows.loc[rows["series"] == strategy, "cell_id"].unique()
-        vals = [pd.read_parquet(res.cell_dir(out, c) / "requests.parquet", columns=[column])
-                for c in ids if (res.cell_dir(out, c) / "requests.parquet").is_file()]
+        vals = [
+            pd.read_parquet(res.cell_dir(out, c) / "requests.parquet", columns=[column])
+            for c in ids
+            if (res.cell_dir(out, c) / "requests.parquet").is_file()
+        ]
         x = np.sort(pd.concat(vals)[column].dropna().to_numpy(float)) if vals else np.array([])
         if x.size == 0:
             continue
-        ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", color=colors[strategy],
-                ls=styles[strategy], label=f"{strategy} (p99 {np.quantile(x, 0.99):.3g} s)")
+        ax.step(
+            x,
+            np.arange(1, x.size + 1) / x.size,
+            where="post",
+            color=colors[strategy],
+            ls=styles[strategy],
+            label=f"{strategy} (p99 {np.quantile(x, 0.99):.3g} s)",
+        )
     ax.set_xscale("log")
     ax.set_xlabel(column.replace("_s", "") + " (s, log)")
     ax.set_ylabel("fraction of requests")
@@ -261,8 +334,9 @@ def failure_scenario(table: pd.DataFrame) -> str | None:
     return None
 
 
-def failure_timeline_figure(out: str | Path, scenario: str | None = None,
-                            load: float | None = None, seed: int | None = None) -> Figure:
+def failure_timeline_figure(
+    out: str | Path, scenario: str | None = None, load: float | None = None, seed: int | None = None
+) -> Figure:
     """Queue length, GPUs up and re-routed requests over time, one line per strategy."""
     out = Path(out)
     table = res.load_results(out)
@@ -281,8 +355,7 @@ def failure_timeline_figure(out: str | Path, scenario: str | None = None,
         if tl.empty:
             continue
         c = colors[row["series"]]
-        axes[0].step(tl["t"], tl["queue_length"], where="post", color=c, lw=1,
-                     label=row["series"])
+        axes[0].step(tl["t"], tl["queue_length"], where="post", color=c, lw=1, label=row["series"])
         axes[1].step(tl["t"], tl["gpus_up"], where="post", color=c, lw=1)
         axes[2].step(tl["t"], tl["rerouted"], where="post", color=c, lw=1)
     for ax, label in zip(axes, ("queue length", "GPUs up", "re-routed"), strict=True):
@@ -290,8 +363,9 @@ def failure_timeline_figure(out: str | Path, scenario: str | None = None,
         ax.grid(alpha=0.3)
     axes[2].set_xlabel("simulated time (s)")
     axes[0].legend(fontsize=7, ncols=3)
-    axes[0].set_title(f"failure timeline: {scenario}" + (f", load {load:g}" if load else "")
-                      + f", seed {seed}")
+    axes[0].set_title(
+        f"failure timeline: {scenario}" + (f", load {load:g}" if load else "") + f", seed {seed}"
+    )
     return fig
 
 
@@ -314,8 +388,9 @@ def write_all(out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     if table.empty:
         return written
     has_loads = table["load"].notna().any() and table["load"].nunique() > 1
-    written += save(latency_cdf_figure(out, contrasting_scenario(table)), figs / "latency_cdf",
-                    formats)
+    written += save(
+        latency_cdf_figure(out, contrasting_scenario(table)), figs / "latency_cdf", formats
+    )
     if has_loads:
         written += save(wait_vs_load_figure(table), figs / "wait_p99_vs_load", formats)
         written += save(wait_mean_vs_load_figure(table), figs / "wait_mean_vs_load", formats)
@@ -325,8 +400,11 @@ def write_all(out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
             stem = key.replace(".", "_")
             for metric in ("wait_p99_s", "utilization", "overhead_us_p99"):
                 if metric in table:
-                    written += save(metric_vs_key_figure(table, key, metric),
-                                    figs / f"{metric}_vs_{stem}", formats)
+                    written += save(
+                        metric_vs_key_figure(table, key, metric),
+                        figs / f"{metric}_vs_{stem}",
+                        formats,
+                    )
     if "sla_attainment" in table:
         written += save(sla_heatmap_figure(table), figs / "sla_heatmap", formats)
     if "jain_fairness" in table:

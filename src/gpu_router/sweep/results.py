@@ -66,8 +66,9 @@ def tidy_rows(columns: Mapping[str, Any], output: CellOutput) -> pd.DataFrame:
     return rows
 
 
-def write_cell(out: str | Path, cell_id: str, meta: Mapping[str, Any],
-               rows: pd.DataFrame, output: CellOutput) -> Path:
+def write_cell(
+    out: str | Path, cell_id: str, meta: Mapping[str, Any], rows: pd.DataFrame, output: CellOutput
+) -> Path:
     """Write one cell atomically: a temporary folder renamed into place once complete."""
     final = cell_dir(out, cell_id)
     tmp = final.parent / f".tmp-{cell_id}-{uuid.uuid4().hex[:8]}"
@@ -77,8 +78,13 @@ def write_cell(out: str | Path, cell_id: str, meta: Mapping[str, Any],
         for name in FRAMES[1:]:
             frame = getattr(output, name)
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        info = {**meta, "wall_s": output.wall_s, "host": socket.gethostname(),
-                "pid": os.getpid(), "finished_at": time.time()}
+        info = {
+            **meta,
+            "wall_s": output.wall_s,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "finished_at": time.time(),
+        }
         (tmp / "cell.json").write_text(json.dumps(info, indent=1, default=str))
         if final.exists():  # a concurrent run finished the same cell first
             shutil.rmtree(tmp)

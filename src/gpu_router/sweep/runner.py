@@ -62,8 +62,12 @@ def execute_cell(cell: Cell, cell_fn: CellFn, out: str | None) -> CellDone:
 
 
 def _meta(cell: Cell) -> dict[str, Any]:
-    return {"cell_id": cell.cell_id, "params": cell.params(), "columns": cell.columns(),
-            "scenario_path": cell.scenario_path}
+    return {
+        "cell_id": cell.cell_id,
+        "params": cell.params(),
+        "columns": cell.columns(),
+        "scenario_path": cell.scenario_path,
+    }
 
 
 @dataclass
@@ -101,20 +105,35 @@ def run_sweep(
     fn = cell_fn or simulate_cell
     cells = list(dict.fromkeys(spec.cells))  # order kept, duplicates dropped
     todo = [c for c in cells if not res.is_done(out, c.cell_id)]
-    run = SweepRun(table=pd.DataFrame(), out=out, skipped=len(cells) - len(todo),
-                   backend="ray" if ray_address else "local", workers=max(1, workers))
+    run = SweepRun(
+        table=pd.DataFrame(),
+        out=out,
+        skipped=len(cells) - len(todo),
+        backend="ray" if ray_address else "local",
+        workers=max(1, workers),
+    )
     total = len(cells)
     t0 = time.perf_counter()
-    bar = tqdm(total=total, initial=run.skipped, desc=spec.name, unit="cell", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(
+        total=total,
+        initial=run.skipped,
+        desc=spec.name,
+        unit="cell",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
     if on_progress:
         on_progress(run.skipped, total)
 
     def finished(done: CellDone, cell: Cell) -> None:
         if done.error is not None:
             run.failed[done.cell_id] = done.error
-            bar.write(f"cell {done.cell_id} ({cell.strategy}, {cell.scenario}, load={cell.load}, "
-                      f"seed={cell.seed}) failed:\n{done.error}")
+            bar.write(
+                f"cell {done.cell_id} ({cell.strategy}, {cell.scenario}, load={cell.load}, "
+                f"seed={cell.seed}) failed:\n{done.error}"
+            )
         else:
             if done.output is not None and done.rows is not None:
                 res.write_cell(out, cell.cell_id, _meta(cell), done.rows, done.output)
@@ -142,8 +161,13 @@ def run_sweep(
     return run
 
 
-def _run_processes(todo: Sequence[Cell], fn: CellFn, out: Path, workers: int,
-                   finished: Callable[[CellDone, Cell], None]) -> None:
+def _run_processes(
+    todo: Sequence[Cell],
+    fn: CellFn,
+    out: Path,
+    workers: int,
+    finished: Callable[[CellDone, Cell], None],
+) -> None:
     with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
         pending: dict[Future[CellDone], Cell] = {
             pool.submit(execute_cell, cell, fn, str(out)): cell for cell in todo
@@ -159,8 +183,14 @@ def _run_processes(todo: Sequence[Cell], fn: CellFn, out: Path, workers: int,
                 finished(result, cell)
 
 
-def _run_ray(todo: Sequence[Cell], fn: CellFn, out: Path, address: str, workers: int,
-             finished: Callable[[CellDone, Cell], None]) -> None:
+def _run_ray(
+    todo: Sequence[Cell],
+    fn: CellFn,
+    out: Path,
+    address: str,
+    workers: int,
+    finished: Callable[[CellDone, Cell], None],
+) -> None:
     import logging
 
     import ray
@@ -168,8 +198,12 @@ def _run_ray(todo: Sequence[Cell], fn: CellFn, out: Path, address: str, workers:
     started = False
     if not ray.is_initialized():
         if address == "local":
-            ray.init(num_cpus=max(1, workers), include_dashboard=False,
-                     logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(
+                num_cpus=max(1, workers),
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
         else:
             ray.init(address=address, logging_level=logging.WARNING)
         started = True
@@ -179,8 +213,7 @@ def _run_ray(todo: Sequence[Cell], fn: CellFn, out: Path, address: str, workers:
         shared = address == "local" or _same_node(ray)
         remote = ray.remote(num_cpus=1, max_retries=1)(execute_cell)
         fn_ref = ray.put(fn)
-        pending = {remote.remote(cell, fn_ref, str(out) if shared else None): cell
-                   for cell in todo}
+        pending = {remote.remote(cell, fn_ref, str(out) if shared else None): cell for cell in todo}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -198,15 +231,19 @@ def _run_ray(todo: Sequence[Cell], fn: CellFn, out: Path, address: str, workers:
 def _same_node(ray: Any) -> bool:
     try:
         return len(ray.nodes()) == 1 and ray.util.get_node_ip_address() == ray.nodes()[0].get(
-            "NodeManagerAddress")
+            "NodeManagerAddress"
+        )
     except Exception:
         return False
 
 
 def collect(spec: SweepSpec, out: str | Path) -> pd.DataFrame:
     """The tidy table of every finished cell of ``spec``, in the spec's order."""
-    frames = [res.read_cell_rows(out, c.cell_id) for c in dict.fromkeys(spec.cells)
-              if res.is_done(out, c.cell_id)]
+    frames = [
+        res.read_cell_rows(out, c.cell_id)
+        for c in dict.fromkeys(spec.cells)
+        if res.is_done(out, c.cell_id)
+    ]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=["cell_id", "strategy", "scenario", "load", "seed", "priority"])
@@ -223,11 +260,25 @@ def _write_manifest(spec: SweepSpec, run: SweepRun) -> None:
         "swept_keys": list(spec.swept_keys),
         "strategies": spec.strategies,
         "scenarios": spec.scenarios,
-        "cells": [{"cell_id": c.cell_id, **c.params(), "swept": list(c.swept),
-                   "scenario_path": c.scenario_path} for c in dict.fromkeys(spec.cells)],
+        "cells": [
+            {
+                "cell_id": c.cell_id,
+                **c.params(),
+                "swept": list(c.swept),
+                "scenario_path": c.scenario_path,
+            }
+            for c in dict.fromkeys(spec.cells)
+        ],
         "spec": spec.raw,
-        "last_run": {"ran": run.ran, "skipped": run.skipped, "failed": sorted(run.failed),
-                     "wall_s": round(run.wall_s, 3), "backend": run.backend,
-                     "workers": run.workers, "cpus": os.cpu_count(), "at": time.time()},
+        "last_run": {
+            "ran": run.ran,
+            "skipped": run.skipped,
+            "failed": sorted(run.failed),
+            "wall_s": round(run.wall_s, 3),
+            "backend": run.backend,
+            "workers": run.workers,
+            "cpus": os.cpu_count(),
+            "at": time.time(),
+        },
     }
     (run.out / res.MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))

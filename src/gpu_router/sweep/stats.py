@@ -18,10 +18,24 @@ from ..policy.errors import InvalidValue
 
 #: The metrics summarised by default (those of the simulator's summary that vary by cell).
 METRICS = (
-    "wait_mean_s", "wait_p50_s", "wait_p95_s", "wait_p99_s",
-    "latency_p50_s", "latency_p95_s", "latency_p99_s",
-    "sla_attainment", "utilization", "goodput_s", "jain_fairness", "throughput_rps",
-    "n_completed", "n_rejected", "n_failed", "n_lost", "overhead_us_mean", "overhead_us_p99",
+    "wait_mean_s",
+    "wait_p50_s",
+    "wait_p95_s",
+    "wait_p99_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "sla_attainment",
+    "utilization",
+    "goodput_s",
+    "jain_fairness",
+    "throughput_rps",
+    "n_completed",
+    "n_rejected",
+    "n_failed",
+    "n_lost",
+    "overhead_us_mean",
+    "overhead_us_p99",
     "erlang_c_wait_s",
 )
 GROUP = ("strategy", "scenario", "load")
@@ -92,8 +106,19 @@ def confidence_intervals(
     ``by`` defaults to strategy, scenario, load and any swept key columns present.
     """
     if table.empty:
-        return pd.DataFrame(columns=[*GROUP, "priority", "metric", "n", "mean", "std",
-                                     "half_width", "ci_low", "ci_high"])
+        return pd.DataFrame(
+            columns=[
+                *GROUP,
+                "priority",
+                "metric",
+                "n",
+                "mean",
+                "std",
+                "half_width",
+                "ci_low",
+                "ci_high",
+            ]
+        )
     by = list(by) if by is not None else [*GROUP, *swept_columns(table)]
     keys = [*by, "priority"] if "priority" in table and "priority" not in by else list(by)
     metrics = [m for m in (metrics or METRICS) if m in table]
@@ -103,9 +128,18 @@ def confidence_intervals(
         for metric in metrics:
             mean, hw, n = mean_ci(frame[metric].to_numpy(dtype=float), level)
             std = float(frame[metric].astype(float).std(ddof=1)) if n > 1 else math.nan
-            records.append({**dict(zip(keys, group, strict=True)), "metric": metric, "n": n,
-                            "mean": mean, "std": std, "half_width": hw,
-                            "ci_low": mean - hw, "ci_high": mean + hw})
+            records.append(
+                {
+                    **dict(zip(keys, group, strict=True)),
+                    "metric": metric,
+                    "n": n,
+                    "mean": mean,
+                    "std": std,
+                    "half_width": hw,
+                    "ci_low": mean - hw,
+                    "ci_high": mean + hw,
+                }
+            )
     return pd.DataFrame.from_records(records)
 
 
@@ -147,8 +181,9 @@ def comparison_table(table: pd.DataFrame, priority: str = "all") -> pd.DataFrame
         return pd.DataFrame()
     if "erlang_c_wait_s" in rows and "wait_mean_s" in rows:
         bound = rows["erlang_c_wait_s"].astype(float)
-        rows["vs_erlang_c"] = np.where(bound > 0, rows["wait_mean_s"] / bound.where(bound > 0),
-                                       np.nan)
+        rows["vs_erlang_c"] = np.where(
+            bound > 0, rows["wait_mean_s"] / bound.where(bound > 0), np.nan
+        )
     cols = [m for m, _, _ in COMPARISON if m in rows]
     rows["strategy"] = series_labels(rows)
     out = rows.groupby("strategy", sort=False)[cols].mean()
