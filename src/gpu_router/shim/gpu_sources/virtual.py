@@ -1,18 +1,10 @@
 """A virtual GPU fleet in real time, so the service runs and is tested without GPUs.
 
-Each virtual GPU runs its jobs as processor sharing on the event loop (timers, no
-threads): a job carries its modelled work in seconds on the reference GPU; with k jobs
-co-located each advances at ``speed * throughput(k) / k`` (total throughput +13% at
-k=2, +16% at k=4, as ``fixtures/h100_service_times.json`` measured), so a lone job
-ends after ``expected_duration_ms / speed`` (times ``time_scale``). Memory in use is
-the GPU's base plus each job's memory and CUDA context; a job that does not fit fails
-with ``out of memory``. Samples look like NVML: utilization is the busy share of a
-window ending ``util_lag_s`` ago (NVML lags load by 250-300 ms), power and temperature
-follow load through first-order lags up to the power cap.
-
-The model is ``CalibratedModel`` (the simulator's calibration constants, without
-importing SimPy) unless a ``sim.service_model.ServiceModel`` or another model is passed.
-No job takes less than the launch-bound floor (3.36 ms on the reference GPU).
+:class:`VirtualFleet` is a ``GpuSource`` of N virtual GPUs with in-process workers
+(:class:`VirtualWorker`). Its parts: the GPU spec and service model
+(:mod:`.virtual_model`), processor sharing of the jobs on the event loop
+(:mod:`.virtual_jobs`), and the NVML-like samples (:mod:`.virtual_sampling`). A job that
+does not fit in memory fails with ``out of memory``.
 
 A job's payload may hold ``{"simulate": {"duration_ms": D, "fail": "message"}}`` to
 override its modelled duration or make it fail at its end (for tests).
@@ -23,20 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from gpu_router.policy.errors import InvalidValue
 from gpu_router.policy.health import HardSignal
-from gpu_router.policy.types import GpuState, GpuStatus
+from gpu_router.policy.types import GpuState
 
 from .base import (
     JOB_CANCELLED,
-    JOB_COMPLETED,
     JOB_FAILED,
     JOB_RUNNING,
     ErrorSignal,
@@ -45,117 +33,11 @@ from .base import (
     WorkerUnavailable,
     positive_period,
 )
+from .virtual_jobs import _check, _Gpu, _Job, _wake
+from .virtual_model import CalibratedModel, VirtualGpuSpec, adapt_model
+from .virtual_sampling import SampledGpus
 
-#: total throughput of k co-located jobs relative to one (304 -> 344 -> 353 it/s); the
-#: same numbers as ``sim.service_model.Calibration`` (a test keeps the two equal)
-_SHARING = ((1, 1.0), (2, 1.13287), (4, 1.16250))
-
-
-class CalibratedModel:
-    """Service model from the H100 measurements: sharing gain, per-job CUDA context (MB)
-    and the launch-bound floor (s) below which no job runs."""
-
-    context_mb = 794.96  # NVML used minus allocated, per co-located process
-    floor_s = 0.0033565  # median forward pass of the small transformer runs
-
-    def throughput(self, k: int) -> float:
-        if k <= 1:
-            return 1.0
-        for (k0, v0), (k1, v1) in itertools.pairwise(_SHARING):
-            if k <= k1:
-                return v0 + (v1 - v0) * (k - k0) / (k1 - k0)
-        return _SHARING[-1][1]
-
-
-class _SimModel:
-    """``sim.service_model.ServiceModel`` seen through the interface above."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        self.context_mb = float(model.cal.context_overhead_mb)
-        self.floor_s = float(model.cal.floor_s)
-
-    def throughput(self, k: int) -> float:
-        return 1.0 if k <= 1 else float(self._model.gain(k))
-
-
-def adapt_model(model: Any) -> Any:
-    """A model offering ``throughput(k)``, ``context_mb`` and ``floor_s``: ours as it is,
-    the simulator's ``ServiceModel`` (``gain``, ``cal``) through an adapter. ``None``:
-    ``CalibratedModel``, which keeps ``gpu-router serve`` from importing SimPy."""
-    if model is None:
-        return CalibratedModel()
-    if callable(getattr(model, "throughput", None)) and hasattr(model, "context_mb"):
-        return model
-    if callable(getattr(model, "gain", None)) and hasattr(model, "cal"):
-        return _SimModel(model)
-    raise InvalidValue("model", model, "needs throughput(k) and context_mb, or gain(n) and cal")
-
-
-@dataclass(frozen=True, slots=True)
-class VirtualGpuSpec:
-    """One virtual GPU model; defaults are the captured H100 80GB HBM3."""
-
-    name: str = "NVIDIA H100 80GB HBM3"
-    memory_total_mb: float = 81_559.0
-    base_memory_mb: float = 480.0
-    compute_capability: tuple[int, int] = (9, 0)
-    speed: float = 1.0
-    slots: int = 1
-    idle_power_w: float = 72.0
-    power_limit_w: float = 700.0
-    idle_temp_c: float = 37.0
-    load_temp_c: float = 58.0
-
-
-@dataclass
-class _Job:
-    job_id: str
-    request_id: str
-    work_s: float  # modelled seconds at full speed
-    memory_mb: float
-    submitted: float
-    fail: str | None = None
-    remaining: float = 0.0
-    state: str = JOB_RUNNING
-    finished: float | None = None
-    error: str | None = None
-    result: dict[str, Any] | None = None
-    peak_k: int = 1
-    waiters: list[asyncio.Future[None]] | None = None  # VirtualWorker.wait callers
-    watchers: list[Callable[[dict[str, Any]], None]] | None = None  # VirtualWorker.watch
-
-    def view(self) -> dict[str, Any]:
-        total = self.work_s
-        progress = (
-            1.0
-            if self.state == JOB_COMPLETED
-            else (0.0 if total <= 0 else min(1.0, max(0.0, 1.0 - self.remaining / total)))
-        )
-        return {
-            "job_id": self.job_id,
-            "request_id": self.request_id,
-            "state": self.state,
-            "progress": round(progress, 4),
-            "result": self.result,
-            "error": self.error,
-        }
-
-
-@dataclass
-class _Gpu:
-    gpu_id: str
-    spec: VirtualGpuSpec
-    jobs: OrderedDict[str, _Job] = field(default_factory=OrderedDict)
-    running: dict[str, _Job] = field(default_factory=dict)
-    busy_changes: list[tuple[float, bool]] = field(default_factory=list)
-    last_advance: float = 0.0
-    timer: asyncio.TimerHandle | None = None
-    crashed: str | None = None
-    hung: bool = False
-    power_w: float = 0.0
-    temp_c: float = 0.0
-    filtered_at: float | None = None
+__all__ = ["CalibratedModel", "VirtualFleet", "VirtualGpuSpec", "VirtualWorker", "adapt_model"]
 
 
 class VirtualWorker:
@@ -201,7 +83,7 @@ class VirtualWorker:
             return None
 
 
-class VirtualFleet:
+class VirtualFleet(SampledGpus):
     """N virtual GPUs with in-process workers; a ``GpuSource``."""
 
     def __init__(
@@ -401,172 +283,8 @@ class VirtualFleet:
             self._finish(g, job, JOB_CANCELLED, now, None)
             self._reschedule(g, now)
 
-    # -- processor sharing -------------------------------------------------------------------
-
-    def _now(self) -> float:
-        try:
-            return asyncio.get_running_loop().time()
-        except RuntimeError:
-            return time.monotonic()
-
-    def _rate(self, g: _Gpu) -> float:
-        """Modelled seconds of work each running job does per real second."""
-        k = len(g.running)
-        if k == 0 or g.hung:
-            return 0.0
-        return g.spec.speed * self.model.throughput(k) / k / self.time_scale
-
-    def _advance(self, g: _Gpu, now: float) -> None:
-        rate = self._rate(g)
-        dt = now - g.last_advance
-        if rate > 0 and dt > 0:
-            for job in g.running.values():
-                job.remaining = max(0.0, job.remaining - dt * rate)
-        g.last_advance = now
-
-    def _reschedule(self, g: _Gpu, now: float) -> None:
-        if g.timer is not None:
-            g.timer.cancel()
-            g.timer = None
-        rate = self._rate(g)
-        if not g.running or rate <= 0 or self._closed:
-            return
-        k = len(g.running)
-        for job in g.running.values():
-            job.peak_k = max(job.peak_k, k)
-        delay = min(j.remaining for j in g.running.values()) / rate
-        g.timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._on_timer, g)
-
-    def _on_timer(self, g: _Gpu) -> None:
-        g.timer = None
-        now = self._now()
-        self._advance(g, now)
-        for job in [j for j in g.running.values() if j.remaining <= 1e-9]:
-            if job.fail:
-                self._finish(g, job, JOB_FAILED, now, str(job.fail))
-            else:
-                self._finish(g, job, JOB_COMPLETED, now, None)
-        self._reschedule(g, now)
-
-    def _finish(self, g: _Gpu, job: _Job, state: str, now: float, error: str | None) -> None:
-        job.state, job.finished, job.error = state, now, error
-        waiters, job.waiters = job.waiters, None
-        for fut in waiters or ():
-            _wake(fut)
-        watchers, job.watchers = job.watchers, None
-        if job.job_id in g.running:
-            del g.running[job.job_id]
-            if not g.running:
-                self._note_busy(g, now, False)
-        if state == JOB_COMPLETED:
-            job.remaining = 0.0
-            job.result = {
-                "device": "virtual",
-                "mode": "virtual",
-                "gpu_id": g.gpu_id,
-                "device_name": g.spec.name,
-                "wall_time_ms": round((now - job.submitted) * 1000.0, 3),
-                "modelled_ms": round(job.work_s * 1000.0 / g.spec.speed, 3),
-                "max_colocated": job.peak_k,
-            }
-        if watchers:
-            loop = asyncio.get_running_loop()
-            for callback in watchers:
-                loop.call_soon(callback, job.view())
-
-    def _note_busy(self, g: _Gpu, now: float, busy: bool) -> None:
-        g.busy_changes.append((now, busy))
-        if len(g.busy_changes) > 4096:  # nobody sampled for a while: keep what a sample needs
-            self._trim(g, now - self.util_lag_s - self.period_s - 1.0)
-
-    @staticmethod
-    def _trim(g: _Gpu, horizon: float) -> None:
-        """Drop changes before ``horizon``, keeping the last one at or before it."""
-        changes = g.busy_changes
-        i = 0
-        while i + 1 < len(changes) and changes[i + 1][0] <= horizon:
-            i += 1
-        if i:
-            del changes[:i]
-
-    def _evict(self, g: _Gpu) -> None:
-        excess = len(g.jobs) - self._max_finished
-        if excess <= 0:
-            return
-        for jid in [j for j, job in g.jobs.items() if job.state != JOB_RUNNING][:excess]:
-            del g.jobs[jid]
-
-    # -- what a sampler sees -----------------------------------------------------------------
-
-    def _memory_used(self, g: _Gpu) -> float:
-        ctx = self.model.context_mb
-        return g.spec.base_memory_mb + sum(j.memory_mb + ctx for j in g.running.values())
-
-    def _busy_share(self, g: _Gpu, start: float, end: float) -> float:
-        """Share of [start, end] during which the GPU ran at least one job."""
-        if end <= start:
-            return 1.0 if g.running else 0.0
-        busy, t, state = 0.0, start, False
-        for at, value in g.busy_changes:
-            if at <= start:
-                state = value
-                continue
-            if at >= end:
-                break
-            if state:
-                busy += at - t
-            t, state = at, value
-        if state:
-            busy += end - t
-        return busy / (end - start)
-
-    def _state(self, g: _Gpu, now: float, stamp: float) -> GpuState:
-        self._advance(g, now)
-        end = now - self.util_lag_s
-        util = 100.0 * self._busy_share(g, end - self.period_s, end)
-        self._trim(g, end - self.period_s - 1.0)
-        load = 1.0 if g.running and not g.hung else 0.0
-        dt = 0.0 if g.filtered_at is None else now - g.filtered_at
-        g.filtered_at = now
-        spec = g.spec
-        target_p = spec.idle_power_w + (spec.power_limit_w - spec.idle_power_w) * load
-        target_t = spec.idle_temp_c + (spec.load_temp_c - spec.idle_temp_c) * load
-        g.power_w += (target_p - g.power_w) * (1.0 - math.exp(-dt / self.power_tau_s))
-        g.temp_c += (target_t - g.temp_c) * (1.0 - math.exp(-dt / self.temp_tau_s))
-        return GpuState(
-            gpu_id=g.gpu_id,
-            name=spec.name,
-            compute_capability=spec.compute_capability,
-            memory_total_mb=spec.memory_total_mb,
-            memory_used_mb=min(spec.memory_total_mb, self._memory_used(g)),
-            utilization_pct=round(min(100.0, util), 3),
-            temperature_c=round(g.temp_c, 2),
-            power_w=round(min(g.power_w, spec.power_limit_w), 3),
-            power_limit_w=spec.power_limit_w,
-            error_rate=1.0 if g.crashed else 0.0,
-            status=GpuStatus.ERROR if g.crashed else GpuStatus.ACTIVE,
-            speed=spec.speed,
-            slots=spec.slots,
-            sampled_at=stamp,
-        )
-
     def _gpu(self, gpu_id: str) -> _Gpu:
         try:
             return self._gpus[gpu_id]
         except KeyError:
             raise WorkerUnavailable(f"no virtual GPU {gpu_id!r}") from None
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _check(name: str, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise InvalidValue(name, value, "must be a finite number >= 0")
