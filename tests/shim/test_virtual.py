@@ -273,3 +273,21 @@ def test_watch_tells_the_end_once_on_the_loop_and_at_once_for_an_ended_job() -> 
         await fleet.aclose()
 
     asyncio.run(go())
+
+
+def test_the_oldest_finished_jobs_are_forgotten_beyond_max_finished() -> None:
+    async def go() -> None:
+        fleet = VirtualFleet(1, specs=[VirtualGpuSpec(slots=4)], max_finished=5)
+        w = fleet.virtual_worker("gpu-0")
+        long = w.start_job("long", {}, 10_000, 0)  # running, at the front
+        short = [w.start_job(f"s{i}", {}, 1, 0) for i in range(8)]
+        await asyncio.sleep(0.05)  # the short ones finish
+        w.start_job("last", {}, 1, 0)
+        kept = set(fleet._gpus["gpu-0"].jobs)
+        assert long in kept  # a running job is never forgotten
+        assert len(kept) == 5 and kept >= set(short[-3:])  # the newest finished stay
+        with pytest.raises(JobNotFound):
+            await w.status(short[0])
+        await fleet.aclose()
+
+    asyncio.run(go())

@@ -12,6 +12,7 @@ notes when it turns busy or idle, for the sampler (:mod:`.virtual_sampling`).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -172,10 +173,13 @@ class ProcessorSharing:
             del changes[:i]
 
     def _evict(self, g: _Gpu) -> None:
+        """Forget the oldest finished jobs beyond ``max_finished``: a walk from the oldest
+        that stops once enough are found (jobs are kept in submission order)."""
         excess = len(g.jobs) - self._max_finished
         if excess <= 0:
             return
-        for jid in [j for j, job in g.jobs.items() if job.state != JOB_RUNNING][:excess]:
+        ended = (j for j, job in g.jobs.items() if job.state != JOB_RUNNING)
+        for jid in list(itertools.islice(ended, excess)):
             del g.jobs[jid]
 
     def _memory_used(self, g: _Gpu) -> float:
