@@ -17,8 +17,9 @@ setup: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-## The test command: unit, property, end-to-end and validation tests, then the SLA gate.
-test: setup system-deps
+## The test command: lint and types, unit, property, end-to-end and validation tests,
+## then the SLA gate.
+test: setup system-deps lint
 	$(BIN)/python -m pytest -q -m "not slow"
 	$(BIN)/gpu-router gate
 
@@ -35,7 +36,8 @@ gate: setup
 	$(BIN)/gpu-router gate
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks dashboards
+	$(BIN)/ruff format --check --quiet src tests benchmarks dashboards
 	$(BIN)/mypy src
 
 clean:
