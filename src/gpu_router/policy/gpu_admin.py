@@ -82,13 +82,7 @@ class GpuAdmin(RouterState):
                 rec = self.records[rid]
                 gq.remove(rid)
                 rec.gpu_index = None
-                self.queue.push(
-                    rid,
-                    rec.request.user_id,
-                    rec.request.priority,
-                    rec.request.submitted_at,
-                    head=True,
-                )
+                self._requeue_at_head(rec)
             self.fleet.queued[i] = 0
             self.fleet.work_left_s[i] = sum(self.records[r].placed_s for r in self.on_gpu[i])
         return actions

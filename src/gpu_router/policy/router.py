@@ -197,13 +197,7 @@ class Router(GpuAdmin, Dispatcher):
             if rec is not None and rec.state is Q and rec.not_before is not None:
                 rec.not_before = None
                 self._held -= 1
-                self.queue.push(
-                    rid,
-                    rec.request.user_id,
-                    rec.request.priority,
-                    rec.request.submitted_at,
-                    head=True,
-                )
+                self._requeue_at_head(rec)
         while self._deadlines and self._deadlines[0][0] <= now:
             _t, _s, rid = heapq.heappop(self._deadlines)
             rec = self.records.get(rid)  # None: finished and forgotten

@@ -151,6 +151,11 @@ class RouterState:
             rec.not_before = None
             self._held -= 1
 
+    def _requeue_at_head(self, rec: RequestRecord) -> None:
+        """Back into the central queue at the head of its priority (retries, GPUs lost)."""
+        req = rec.request
+        self.queue.push(req.request_id, req.user_id, req.priority, req.submitted_at, head=True)
+
     def _retry(self, rec: RequestRecord, now: float, error: str, backoff_s: float) -> list[Action]:
         rec.retries += 1
         rec.gpu_index = None
@@ -164,7 +169,5 @@ class RouterState:
             self._held += 1
             heapq.heappush(self._backoff, (rec.not_before, next(self._seq), rid))
         else:
-            self.queue.push(
-                rid, rec.request.user_id, rec.request.priority, rec.request.submitted_at, head=True
-            )
+            self._requeue_at_head(rec)
         return []
