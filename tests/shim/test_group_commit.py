@@ -149,6 +149,30 @@ def test_commits_run_on_the_writer_thread_and_merge_while_it_is_busy(tmp_path):
     asyncio.run(scenario())
 
 
+def test_an_unexpected_error_in_a_commit_fails_its_batch_and_the_writer_goes_on(tmp_path):
+    async def scenario():
+        j = Journal(tmp_path / "j.sqlite3")
+        gc = GroupCommit(j)
+        real = j.commit_batch
+        calls = []
+
+        def once_broken(batch):
+            calls.append(len(batch))
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return real(batch)
+
+        j.commit_batch = once_broken
+        with pytest.raises(JournalError, match="boom"):
+            await asyncio.wait_for(gc.insert(rec("r0")), 2.0)
+        await asyncio.wait_for(gc.insert(rec("r1")), 2.0)  # the writer is still there
+        assert gc._thread.is_alive() and committed(tmp_path / "j.sqlite3") == {"r1": "queued"}
+        gc.close()
+        j.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_large_batch_with_a_duplicate_in_the_middle(tmp_path):
     """The duplicate fails alone, and the update of it merged from a later hand-over does
     not overwrite the old request's row."""

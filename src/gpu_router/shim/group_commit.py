@@ -109,8 +109,8 @@ class GroupCommit:
         if not self.journal.staged:
             return
         batch = self.journal.take_staged()
-        if self._closed:
-            _run_all(self.journal.commit_batch(batch))  # after close: on this thread
+        if self._closed or not self._thread.is_alive():  # after close: on this thread
+            _run_all(self.journal.commit_batch(batch))
             return
         self._handed += 1
         self._queue.put(batch)  # a C queue: no Python-level lock work on the loop thread
@@ -165,7 +165,11 @@ class GroupCommit:
                         break
                     batch.extend(more)
                     taken += 1
-                fates = self.journal.commit_batch(batch)
+                try:
+                    fates = self.journal.commit_batch(batch)
+                except Exception as exc:  # SQLite errors come back as fates; anything
+                    err = JournalError(f"journal writer: {exc!r}")  # else must not kill us
+                    fates = [(done, err) for _rid, _row, done in batch.inserts if done]
                 self._committed += taken  # only this thread writes it
                 if self._syncing:
                     with self._cond:
