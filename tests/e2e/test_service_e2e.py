@@ -275,3 +275,20 @@ def test_group_commit_acknowledged_survives_sigkill_right_after_the_200(tmp_path
             assert {d["status"] for d in done.values()} == {"completed"}
     finally:
         router.stop()
+
+
+def test_forwarded_for_is_believed_only_from_configured_proxies(tmp_path):
+    """A caller on loopback that writes X-Forwarded-For cannot pose as a trusted network;
+    with the proxy listed in api.forwarded_allow_ips, the header is the client address."""
+    net = {"trusted_networks": [{"cidr": "10.0.0.0/8", "user_id": "netuser", "role": "user"}]}
+    spoof = {"x-forwarded-for": "10.1.2.3"}
+    for proxies, expected in (([], 401), (["127.0.0.1"], 200)):
+        cfg = router_config(tmp_path, None)
+        cfg["auth"] = {**cfg["auth"], **net}
+        cfg["api"] = {"forwarded_allow_ips": proxies}
+        router, url = start_router(tmp_path, cfg)
+        try:
+            r = httpx.get(f"{url}/api/v1/user/netuser/quota", headers=spoof, timeout=10)
+            assert r.status_code == expected, (proxies, r.text)
+        finally:
+            router.stop()

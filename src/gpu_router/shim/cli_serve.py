@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
         log_level="warning",
         access_log=cfg.api.debug,
         lifespan="on",
+        # X-Forwarded-For is believed only from the configured proxies (none by default):
+        # trusted_networks must see the real peer, not an address a caller wrote
+        proxy_headers=bool(cfg.api.forwarded_allow_ips),
+        forwarded_allow_ips=",".join(cfg.api.forwarded_allow_ips) or None,
         **fast_servers(),  # type: ignore[arg-type]
     )
     return 0

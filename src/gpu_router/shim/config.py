@@ -50,6 +50,19 @@ class ApiSection(_Section):
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 1_048_576
     public_url: str | None = None  # base of result_url; default http://host:port
     max_json_depth: Annotated[int, Field(ge=2, le=200)] = 32
+    # reverse proxies whose X-Forwarded-For/-Proto are believed (the client address that
+    # trusted_networks checks); empty: none, the peer address is the client's
+    forwarded_allow_ips: list[str] = Field(default_factory=list)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
 
 
 class GpuMonitoringSection(_Section):
