@@ -115,7 +115,7 @@ class Journal(StagedWrites):
         self._dirty: dict[str, JournalRecord] = {}  # staged updates: rows to rewrite
         #: told the messages of staged updates that could not be committed
         self.on_lost: Callable[[list[str]], None] | None = None
-        self.batches = 0  # transactions committed by commit_staged (for tests and metrics)
+        self.batches = 0  # transactions committed by commit_batch (for tests and metrics)
 
     def close(self) -> None:
         self.commit_staged()

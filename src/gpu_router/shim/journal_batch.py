@@ -82,8 +82,8 @@ class StagedWrites:
         return len(self._inserts) + len(self._dirty)
 
     def stage_insert(self, record: JournalRecord, done: Done | None = None) -> None:
-        """Queue a new request for the next :meth:`commit_staged`. The row is built from
-        ``record`` at commit time, so changes made to it meanwhile are in it."""
+        """Queue a new request for the next batch. Its row is built from ``record`` when the
+        batch is taken (:meth:`take_staged`), so changes made to it meanwhile are in it."""
         self._inserts.append((record, done))
         self._insert_ids.add(record.request_id)
 
