@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from itertools import count
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -62,9 +63,9 @@ class RouterState:
         self._ejected: set[int] = set()
         self._ramping: set[int] = set()  # back from ejection, weight still below 1
 
-    def _dispatch(self, now: float) -> list[Action]:
-        """Start what fits now; ``Dispatcher`` provides it."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by ``dispatch.Dispatcher``, which the Router also is
+
+        def _dispatch(self, now: float) -> list[Action]: ...
 
     # -- queries ------------------------------------------------------------------
 
