@@ -55,6 +55,15 @@ class JobSpec:
     traceparent: str | None = None
 
 
+@dataclass(slots=True)
+class LocalJob:
+    """An in-process job being tracked: which attempt, its runner, its id once started."""
+
+    attempt: int
+    runner: Any  # a VirtualWorker: start_job, watch, progress
+    job_id: str | None = None
+
+
 class DispatchEvents(Protocol):
     def job_started(self, request_id: str, attempt: int, gpu_id: str, job_id: str) -> None: ...
 
@@ -164,8 +173,7 @@ class Dispatcher:
         self.logger = logger
         self.on_worker_error = on_worker_error
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        #: in-process jobs: request_id -> [attempt, runner, job_id once started]
-        self.local: dict[str, list[Any]] = {}
+        self.local: dict[str, LocalJob] = {}  # in-process jobs by request_id
         self._background: set[asyncio.Task[Any]] = set()
         self.worker_urls = {g: u.rstrip("/") for g, u in (worker_urls or {}).items()}
 
@@ -195,7 +203,7 @@ class Dispatcher:
         self.stop(rid)
         runner = self.runner(gpu_id, spec.traceparent)
         if hasattr(runner, "watch"):
-            self.local[rid] = [attempt, runner, None]
+            self.local[rid] = LocalJob(attempt, runner)
             asyncio.get_running_loop().call_soon(
                 self._start_local, gpu_id, attempt, spec, attach_job
             )
@@ -209,14 +217,14 @@ class Dispatcher:
     ) -> None:
         rid, ev = spec.request_id, self.events
         entry = self.local.get(rid)
-        if entry is None or entry[0] != attempt:
+        if entry is None or entry.attempt != attempt:
             return  # stopped meanwhile
-        runner = entry[1]
+        runner = entry.runner
         try:
             job_id = attach_job or runner.start_job(
                 rid, spec.payload, spec.expected_duration_ms, spec.memory_mb
             )
-            entry[2] = job_id
+            entry.job_id = job_id
             runner.watch(job_id, lambda st: self._local_ended(rid, attempt, st))
         except WorkerUnavailable as exc:
             del self.local[rid]
@@ -235,7 +243,7 @@ class Dispatcher:
 
     def _local_ended(self, rid: str, attempt: int, st: dict[str, Any]) -> None:
         entry = self.local.get(rid)
-        if entry is None or entry[0] != attempt:
+        if entry is None or entry.attempt != attempt:
             return  # given up on meanwhile
         del self.local[rid]
         self._report_end(rid, attempt, st)
@@ -256,9 +264,9 @@ class Dispatcher:
     def progress(self, request_id: str) -> float | None:
         """The progress of an in-process job, read now (None: not one, or not started)."""
         entry = self.local.get(request_id)
-        if entry is None or entry[2] is None:
+        if entry is None or entry.job_id is None:
             return None
-        return entry[1].progress(entry[2])
+        return entry.runner.progress(entry.job_id)
 
     def _done(self, request_id: str, task: asyncio.Task[None]) -> None:
         if self.tasks.get(request_id) is task:
