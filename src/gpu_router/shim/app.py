@@ -107,8 +107,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_journal = journal is None
-        jr = journal or Journal(
-            config.journal.path, wal=config.journal.wal, synchronous=config.journal.synchronous
+        jc = config.journal
+        jr = journal or Journal(  # a writer process runs the checkpoints itself
+            jc.path,
+            wal=jc.wal,
+            synchronous=jc.synchronous,
+            checkpoint_interval_s=None if jc.writer == "process" else 1.0,
         )
         own_http = http is None
         client = http or httpx.AsyncClient(

@@ -220,6 +220,9 @@ class JournalSection(_Section):
     # whatever arrives while it commits); later state changes are handed over at most
     # lazy_commit_ms later (or with the next new request)
     commit_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    # where the commits run: "process" (a child process: its SQLite calls never wait for
+    # this process's GIL) or "thread"; a ":memory:" journal always uses a thread
+    writer: Literal["process", "thread"] = "process"
     lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
 

@@ -1,5 +1,5 @@
-"""Group commit on a writer thread: many journal writes, one SQLite transaction, off the
-event loop.
+"""Group commit: many journal writes, one SQLite transaction, off the event loop, on a
+writer process (the service's default, ``journal.writer: process``) or a writer thread.
 
 A commit costs about the same whether it holds one row or a hundred, and SQLite's own
 work (B-tree inserts, the WAL append) releases the GIL, so the service neither commits
@@ -18,6 +18,11 @@ one batch commits, the next gathers, and the event loop goes on serving.
   of a short job often cost one row write;
 - ``max_batch`` staged writes are handed over at once.
 
+The writer process (``shim.journal_process``) is what the service runs: a thread of this
+process needs the GIL back after each SQLite call, and under load it waited for it most
+of each commit (see that module). If the process dies, the batches it had not answered,
+and every later one, are committed on the event loop (:meth:`GroupCommit._child_died`).
+
 Batches are committed in the order they were handed over. A read of the journal that may
 concern staged or handed-over writes waits for them to be committed first
 (:meth:`sync`, through ``Journal.before_read``).
@@ -27,10 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
+from typing import Any
 
-from .journal import Done, Journal, JournalError, JournalRecord, StagedBatch
+from .journal import Done, DuplicateRequest, Journal, JournalError, JournalRecord, StagedBatch
+from .journal_process import WriterProcess
+
+logger = logging.getLogger(__name__)
 
 
 class GroupCommit:
@@ -41,7 +51,11 @@ class GroupCommit:
         delay_s: float = 0.0,
         lazy_delay_s: float = 0.02,
         max_batch: int = 256,
+        process: bool = False,
+        checkpoint_interval_s: float | None = 1.0,
     ) -> None:
+        """``process``: commit in a child process (``shim.journal_process``) rather than a
+        thread of this one; for a journal file only (``:memory:`` is per connection)."""
         self.journal = journal
         self.delay_s = delay_s
         self.lazy_delay_s = lazy_delay_s
@@ -56,7 +70,19 @@ class GroupCommit:
         self._committed = 0  # ... and committed (or failed) by the writer
         self._closed = False
         self._thread = threading.Thread(target=self._write, name="journal-writer", daemon=True)
-        self._thread.start()
+        self._proc: WriterProcess | None = None
+        self._sent: dict[int, StagedBatch] = {}  # batches with the child, by number
+        if process and journal.path != ":memory:":
+            self._proc = WriterProcess(
+                journal.path,
+                wal=journal.wal,
+                synchronous=journal.synchronous,
+                checkpoint_interval_s=checkpoint_interval_s,
+                on_message=self._answered,
+                on_death=self._child_died,
+            )
+        else:
+            self._thread.start()
         journal.before_read = self._before_read
 
     # -- the event loop's side -------------------------------------------------------------
@@ -109,6 +135,13 @@ class GroupCommit:
         if not self.journal.staged:
             return
         batch = self.journal.take_staged()
+        proc = self._proc
+        if proc is not None and proc.alive and not self._closed:
+            self._handed += 1
+            self._sent[self._handed] = batch
+            inserts = [(rid, values) for rid, values, _done in batch.inserts]
+            proc.send((self._handed, inserts, list(batch.updates.values())), self._loop)
+            return
         if self._closed or not self._thread.is_alive():  # after close: on this thread
             _run_all(self.journal.commit_batch(batch))
             return
@@ -119,6 +152,9 @@ class GroupCommit:
         """Hand over what is staged and block until the writer has committed all of it."""
         self._hand_over()
         target = self._handed
+        if self._proc is not None:
+            self._proc.wait_until(lambda: self._committed >= target)
+            return
         with self._cond:
             self._syncing += 1
             try:
@@ -142,10 +178,45 @@ class GroupCommit:
             return
         self.sync()
         self._closed = True
-        self._queue.put(None)
-        self._thread.join()
+        if self._proc is not None:
+            self._proc.close()
+            self._child_died()  # nothing is left with it; a leftover would be replayed here
+        else:
+            self._queue.put(None)
+            self._thread.join()
         if self.journal.before_read == self._before_read:
             self.journal.before_read = None
+
+    # -- the writer process -------------------------------------------------------------------
+
+    def _answered(self, msg: tuple[Any, ...]) -> None:
+        """A message of the writer process (on the event loop, or in :meth:`sync`)."""
+        if msg[0] == "lost":
+            if self.journal.on_lost is not None:
+                self.journal.on_lost(msg[1])
+            return
+        _, seq, failures = msg
+        batch = self._sent.pop(seq)
+        self._committed += 1
+        failed = {n: (DuplicateRequest if dup else JournalError)(text) for n, dup, text in failures}
+        _run_all(
+            [
+                (done, failed.get(n))
+                for n, (_rid, _row, done) in enumerate(batch.inserts)
+                if done is not None
+            ]
+        )
+
+    def _child_died(self) -> None:
+        """The writer process is gone: the batches it had not answered are committed here
+        (an insert it did commit comes back as a duplicate, which the service answers as a
+        re-submission), and so is every later batch."""
+        if self._sent and not self._closed:
+            logger.error("journal writer process died; committing on the event loop")
+        for seq in sorted(self._sent):
+            batch = self._sent.pop(seq)
+            self._committed += 1
+            _run_all(self.journal.commit_batch(batch))
 
     # -- the writer thread -------------------------------------------------------------------
 

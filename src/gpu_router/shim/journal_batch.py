@@ -72,6 +72,7 @@ class StagedWrites:
     _dirty: dict[str, JournalRecord]
     _insert_many: dict[int, str]
     _update_many: dict[int, str]
+    _restart_due: bool
     before_read: Callable[[str | None], None] | None
     on_lost: Callable[[list[str]], None] | None
     batches: int
@@ -125,6 +126,10 @@ class StagedWrites:
         failed: dict[int, JournalError] = {}
         batch_error: JournalError | None = None
         with self._lock:
+            if self._restart_due:  # the WAL is large: start it over (see Journal)
+                self._restart_due = False
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             try:
                 self._db.execute("BEGIN")
                 failed = self._insert_rows(batch.inserts)

@@ -89,6 +89,7 @@ class ServiceBase:
             delay_s=jc.commit_delay_ms / 1000.0,
             lazy_delay_s=jc.lazy_commit_ms / 1000.0,
             max_batch=jc.max_batch,
+            process=jc.writer == "process",
         )
         journal.on_lost = lambda lost: log(
             logger, logging.ERROR, "journal updates lost", count=len(lost), first=lost[0]

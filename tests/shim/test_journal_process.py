@@ -1,0 +1,147 @@
+"""The journal writer process: commits in a child process, answers in order, hands its
+batches back when it dies, exits with the service; and the WAL stays bounded under
+steady writes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gpu_router.shim.group_commit import GroupCommit
+from gpu_router.shim.journal import DuplicateRequest, Journal, StagedBatch
+from gpu_router.shim.journal_rows import row_values
+
+from .test_group_commit import committed
+from .test_journal import rec
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def padded(rid: str, size: int) -> object:
+    r = rec(rid)
+    r.body = {"pad": "x" * size}
+    return r
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: nobody may have reaped it yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_the_writer_process_commits_answers_and_reports_duplicates(tmp_path):
+    path = tmp_path / "j.sqlite3"
+
+    async def scenario():
+        j = Journal(path, checkpoint_interval_s=None)
+        gc = GroupCommit(j, process=True)
+        child = gc._proc.proc
+        assert child.pid != os.getpid() and not gc._thread.is_alive()
+        await asyncio.wait_for(asyncio.gather(*(gc.insert(rec(f"r{i}")) for i in range(5))), 10)
+        assert committed(path) == {f"r{i}": "queued" for i in range(5)}
+        gc.update(rec("r0", "completed"))  # staged only: a read waits for its commit
+        assert j.get("r0").state == "completed"
+        with pytest.raises(DuplicateRequest):
+            await asyncio.wait_for(gc.insert(rec("r1", "processing")), 10)
+        await asyncio.wait_for(gc.insert(rec("r5")), 10)  # the writer goes on after it
+        assert committed(path)["r1"] == "queued" and committed(path)["r5"] == "queued"
+        gc.close()
+        assert child.poll() == 0 and j.before_read is None
+        j.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_flush_without_an_event_loop_waits_for_the_child(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path, checkpoint_interval_s=None)
+    gc = GroupCommit(j, process=True)
+    for i in range(300):  # more than one pipe's worth of bytes
+        j.stage_insert(padded(f"r{i}", 400))
+    gc.flush()
+    assert len(committed(path)) == 300
+    gc.close()
+    j.close()
+
+
+def test_when_the_writer_process_dies_its_batches_are_committed_here(tmp_path):
+    path = tmp_path / "j.sqlite3"
+
+    async def scenario():
+        j = Journal(path, checkpoint_interval_s=None)
+        gc = GroupCommit(j, process=True)
+        await asyncio.wait_for(gc.insert(rec("r0")), 10)
+        child = gc._proc.proc
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        # handed to a dead child (or found dead first): committed on the event loop
+        await asyncio.wait_for(gc.insert(rec("r1")), 10)
+        await asyncio.wait_for(gc.insert(rec("r2")), 10)
+        assert not gc._proc.alive
+        assert committed(path) == {"r0": "queued", "r1": "queued", "r2": "queued"}
+        # a batch the child committed but never answered comes back as a duplicate,
+        # which the service answers as a re-submission of the same request
+        fates = []
+        gc._sent[99] = StagedBatch([("r2", row_values(rec("r2")), fates.append)], {})
+        gc._child_died()
+        assert len(fates) == 1 and isinstance(fates[0], DuplicateRequest) and not gc._sent
+        gc.close()
+        j.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_writer_process_exits_when_the_service_is_killed(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from gpu_router.shim.group_commit import GroupCommit\n"
+        "from gpu_router.shim.journal import Journal\n"
+        "j = Journal(sys.argv[1], checkpoint_interval_s=None)\n"
+        "gc = GroupCommit(j, process=True)\n"
+        "gc.flush()\n"
+        "print(gc._proc.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    service = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "j.sqlite3")], stdout=subprocess.PIPE
+    )
+    try:
+        child = int(service.stdout.readline())
+        assert not gone(child)
+        service.send_signal(signal.SIGKILL)
+        service.wait(10)
+        deadline = time.monotonic() + 10
+        while not gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(child)
+    finally:
+        service.kill()
+        service.wait()
+        service.stdout.close()
+
+
+def test_the_wal_is_started_over_under_steady_writes(tmp_path, monkeypatch):
+    """A passive checkpoint alone never catches up with a writer that never stops, and
+    SQLite starts a WAL over only after one has: the file would grow with every commit."""
+    limit = 256 << 10
+    monkeypatch.setattr(Journal, "WAL_RESTART_BYTES", limit)
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path, checkpoint_interval_s=0.02)
+    wal = Path(str(path) + "-wal")
+    largest = 0
+    for n in range(8000):  # each commit appends 3 pages or more: 96 MB of WAL in all
+        j.stage_insert(padded(f"r{n}", 2000))
+        j.commit_staged()
+        largest = max(largest, wal.stat().st_size)
+    j.close()
+    assert largest < 24 << 20
