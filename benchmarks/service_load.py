@@ -458,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
             urls["bare"] = f"http://127.0.0.1:{port}"
             pids["bare"] = procs[-1].pid
             wait_ready(urls["bare"], procs[-1], log)
+        run_tag = os.urandom(
+            4
+        ).hex()  # fresh ids per run: a rerun against --router-url is not a replay
         for rate in rates:
             row: dict[str, Any] = {"rate": rate}
             for target in targets:
@@ -465,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                     urls[target],
                     rate,
                     args,
-                    f"{target}-{rate}",
+                    f"{target}-{rate}-{run_tag}",
                     check=target == "router",
                     pid=pids.get(target),
                 )
