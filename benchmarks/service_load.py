@@ -326,8 +326,9 @@ def run_async(coro: Any) -> Any:
 
 
 def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
-    """User + system CPU time so far of a process's main thread (the event loop) and of
-    its other threads together (the journal writer, ...), Linux."""
+    """User + system CPU time so far of a process's main thread (the event loop), of its
+    other threads together (checkpoints, ...) and of its child processes (the journal
+    writer), Linux."""
     out: dict[str, float] = {}
     if pid is None:
         return out
@@ -338,6 +339,10 @@ def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
                 cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
                 name = "main" if task.name == str(pid) else "other_threads"
                 out[name] = out.get(name, 0.0) + cpu
+                for child in (task / "children").read_text().split():
+                    child_cpu = cpu_seconds(int(child))
+                    if child_cpu is not None:
+                        out["child_processes"] = out.get("child_processes", 0.0) + child_cpu
     return out
 
 
@@ -349,11 +354,11 @@ def run_phase(
     check: bool,
     pid: int | None = None,
 ) -> dict[str, Any]:
-    cpu0, threads0 = cpu_seconds(pid), thread_cpu_seconds(pid)
+    threads0 = thread_cpu_seconds(pid)
     res = run_async(drive(base, rate, args.duration, args, tag))
-    cpu1, threads1 = cpu_seconds(pid), thread_cpu_seconds(pid)
-    if cpu0 is not None and cpu1 is not None and res["answered"]:
-        per = (cpu1 - cpu0) / res["answered"]
+    threads1 = thread_cpu_seconds(pid)
+    if threads0 and threads1 and res["answered"]:
+        per = (sum(threads1.values()) - sum(threads0.values())) / res["answered"]
         res["server_cpu_ms_per_request"] = round(per * 1000.0, 3)
         res["implied_single_core_rps"] = round(1.0 / per) if per > 0 else None
         res["server_thread_cpu_ms_per_request"] = {

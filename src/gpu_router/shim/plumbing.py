@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from . import views
@@ -223,7 +223,14 @@ def make_plumbing(
         size = 0
         ctype = ctx.header("content-type")
         checked = False
-        async for chunk in request.stream():
+        receive = request.receive  # not request.stream(): an async generator per request
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
             if not chunk:
                 continue
             if not checked:
