@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -89,16 +90,32 @@ def test_when_the_writer_process_dies_its_batches_are_committed_here(tmp_path):
         await asyncio.wait_for(gc.insert(rec("r2")), 10)
         assert not gc._proc.alive
         assert committed(path) == {"r0": "queued", "r1": "queued", "r2": "queued"}
-        # a batch the child committed but never answered comes back as a duplicate,
-        # which the service answers as a re-submission of the same request
+        assert j._checkpointer is not None and j._checkpointer.is_alive()  # taken over here
+        # a batch the child committed but never answered: its waiters hear "committed"
+        # (it is found by its rows' own submitted_at), not "duplicate", which the service
+        # would answer as a re-submission and then drop the request it had admitted
+        r2 = rec("r2")
         fates = []
-        gc._sent[99] = StagedBatch([("r2", row_values(rec("r2")), fates.append)], {})
+        gc._sent[99] = StagedBatch([("r2", row_values(r2), fates.append)], {})
+        # ... and one whose new row was never written: an older request holds the id
+        older = rec("r1")
+        older.submitted_at = 42.0
+        gc._sent[100] = StagedBatch([("r1", row_values(older), fates.append)], {})
         gc._child_died()
-        assert len(fates) == 1 and isinstance(fates[0], DuplicateRequest) and not gc._sent
+        assert fates[0] is None
+        assert isinstance(fates[1], DuplicateRequest) and not gc._sent
         gc.close()
         j.close()
 
     asyncio.run(scenario())
+
+
+def test_without_wal_the_writer_is_a_thread(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3", wal=False, checkpoint_interval_s=None)
+    gc = GroupCommit(j, process=True)
+    assert gc._proc is None and gc._thread.is_alive()
+    gc.close()
+    j.close()
 
 
 def test_the_writer_process_exits_when_the_service_is_killed(tmp_path):
@@ -145,3 +162,27 @@ def test_the_wal_is_started_over_under_steady_writes(tmp_path, monkeypatch):
         largest = max(largest, wal.stat().st_size)
     j.close()
     assert largest < 24 << 20
+
+
+def test_a_wal_restart_does_not_wait_for_a_reader(tmp_path):
+    """A RESTART checkpoint cannot finish while another connection reads an older
+    snapshot; the writer gives up on it at once instead of holding commits for the
+    busy timeout (5 s)."""
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path, checkpoint_interval_s=None)
+    j.stage_insert(rec("r0"))
+    j.commit_staged()
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT COUNT(*) FROM requests").fetchone() == (1,)
+    j.stage_insert(rec("r1"))
+    j.commit_staged()
+    j._restart_due = True
+    started = time.monotonic()
+    j.stage_insert(rec("r2"))
+    j.commit_staged()
+    assert time.monotonic() - started < 1.0
+    reader.rollback()
+    reader.close()
+    j.close()
+    assert committed(path) == {"r0": "queued", "r1": "queued", "r2": "queued"}

@@ -215,13 +215,14 @@ class JournalSection(_Section):
     path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
-    # group commit (shim.group_commit, a writer thread): new requests are handed to the
+    # group commit (shim.group_commit, a writer process): new requests are handed to the
     # writer commit_delay_ms after the first of a batch (0: at once; the writer batches
     # whatever arrives while it commits); later state changes are handed over at most
     # lazy_commit_ms later (or with the next new request)
     commit_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     # where the commits run: "process" (a child process: its SQLite calls never wait for
-    # this process's GIL) or "thread"; a ":memory:" journal always uses a thread
+    # this process's GIL) or "thread"; a ":memory:" journal, or one without WAL, always
+    # uses a thread
     writer: Literal["process", "thread"] = "process"
     lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256

@@ -39,6 +39,9 @@ from typing import Any
 
 from .journal import Done, DuplicateRequest, Journal, JournalError, JournalRecord, StagedBatch
 from .journal_process import WriterProcess
+from .journal_rows import COLUMNS
+
+_AT = COLUMNS.index("submitted_at")  # in a new row's values
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class GroupCommit:
         """``process``: commit in a child process (``shim.journal_process``) rather than a
         thread of this one; for a journal file only (``:memory:`` is per connection)."""
         self.journal = journal
+        self.checkpoint_interval_s = checkpoint_interval_s
         self.delay_s = delay_s
         self.lazy_delay_s = lazy_delay_s
         self.max_batch = max_batch
@@ -72,7 +76,8 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._write, name="journal-writer", daemon=True)
         self._proc: WriterProcess | None = None
         self._sent: dict[int, StagedBatch] = {}  # batches with the child, by number
-        if process and journal.path != ":memory:":
+        if process and journal.path != ":memory:" and journal.wal:  # (without WAL, two
+            # processes would lock each other out of the file on every read and write)
             self._proc = WriterProcess(
                 journal.path,
                 wal=journal.wal,
@@ -127,7 +132,7 @@ class GroupCommit:
             )
 
     def _hand_over(self) -> None:
-        """Give everything staged to the writer thread."""
+        """Give everything staged to the writer (process or thread)."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -173,7 +178,7 @@ class GroupCommit:
         self.sync()
 
     def close(self) -> None:
-        """Commit what is left and stop the writer thread."""
+        """Commit what is left and stop the writer."""
         if self._closed:
             return
         self.sync()
@@ -208,15 +213,40 @@ class GroupCommit:
         )
 
     def _child_died(self) -> None:
-        """The writer process is gone: the batches it had not answered are committed here
-        (an insert it did commit comes back as a duplicate, which the service answers as a
-        re-submission), and so is every later batch."""
-        if self._sent and not self._closed:
-            logger.error("journal writer process died; committing on the event loop")
+        """The writer process is gone: every later batch is committed on the event loop,
+        and so is each batch it had not answered, unless it had committed that one before
+        dying (its new rows are there, with their own ``submitted_at``): then that batch's
+        waiters hear so."""
+        proc = self._proc
+        if proc is not None and not self._closed:
+            code = proc.proc.poll()
+            logger.error(
+                "journal writer process died (exit %s); committing on the event loop", code
+            )
+            self.journal.start_checkpoints(self.checkpoint_interval_s or 1.0)
         for seq in sorted(self._sent):
             batch = self._sent.pop(seq)
             self._committed += 1
-            _run_all(self.journal.commit_batch(batch))
+            fates = self._fates_if_committed(batch)
+            _run_all(fates if fates is not None else self.journal.commit_batch(batch))
+
+    def _fates_if_committed(
+        self, batch: StagedBatch
+    ) -> list[tuple[Done, JournalError | None]] | None:
+        """The fates of ``batch``'s inserts if the batch was committed (a transaction: all
+        of its rows or none), else None. A row of the same request_id with another
+        ``submitted_at`` is an older request's: that insert failed as a duplicate."""
+        if not batch.inserts:
+            return None  # updates only: committing them again changes nothing
+        stored = self.journal.submitted_at_of([rid for rid, _values, _done in batch.inserts])
+        mine = {rid for rid, values, _done in batch.inserts if stored.get(rid) == values[_AT]}
+        if not mine:
+            return None
+        return [
+            (done, None if rid in mine else DuplicateRequest(f"request_id {rid!r} is taken"))
+            for rid, _values, done in batch.inserts
+            if done is not None
+        ]
 
     # -- the writer thread -------------------------------------------------------------------
 

@@ -7,10 +7,11 @@ their results stay readable behind ``result_url``.
 
 ``insert``/``update`` commit at once (autocommit); the staged writes of group commit and
 their batched, multi-row commit are in ``journal_batch`` (run by ``group_commit`` in a
-writer process, ``journal_process``, or on a writer thread), the schema and the record/row conversions in ``journal_rows``. A read
-of a request with staged writes, and every read of many requests, first has the staged
-writes committed (through ``before_read`` when a writer thread owns them), so reads see
-what was written. Every use of the connection holds the journal's lock.
+writer process, ``journal_process``, or on a writer thread), the schema and the
+record/row conversions in ``journal_rows``. A read of a request with staged writes, and
+every read of many requests, first has the staged writes committed (through
+``before_read`` when a writer owns them), so reads see what was written. Every use of
+the connection holds the journal's lock.
 
 Checkpoints (copying the WAL into the database file, with an fsync or two) do not run on
 the writer's thread, where SQLite would run one every thousand pages and stall the event
@@ -81,7 +82,7 @@ class Journal(StagedWrites):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.RLock()  # the writer thread and the event loop share _db
+        self._lock = threading.RLock()  # a writer thread and the event loop may share _db
         if wal and self.path != ":memory:":
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -94,15 +95,8 @@ class Journal(StagedWrites):
         self._stop = threading.Event()
         self._restart_due = False  # set by the checkpointer, done by the next commit_batch
         self._checkpointer: threading.Thread | None = None
-        if wal and self.path != ":memory:" and checkpoint_interval_s:
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = threading.Thread(
-                target=self._checkpoints,
-                args=(checkpoint_interval_s,),
-                name="journal-checkpoint",
-                daemon=True,
-            )
-            self._checkpointer.start()
+        if checkpoint_interval_s:
+            self.start_checkpoints(checkpoint_interval_s)
         self._insert_sql = (
             f"INSERT INTO requests ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' for _ in COLUMNS)})"
@@ -121,6 +115,18 @@ class Journal(StagedWrites):
         #: told the messages of staged updates that could not be committed
         self.on_lost: Callable[[list[str]], None] | None = None
         self.batches = 0  # transactions committed by commit_batch (for tests and metrics)
+
+    def start_checkpoints(self, interval_s: float) -> None:
+        """Run checkpoints on a background thread from now on (a WAL journal file only;
+        once). The writer's connection then leaves them to it."""
+        if not self.wal or self.path == ":memory:" or self._checkpointer is not None:
+            return
+        with self._lock:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = threading.Thread(
+            target=self._checkpoints, args=(interval_s,), name="journal-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
 
     def close(self) -> None:
         self.commit_staged()
@@ -195,6 +201,22 @@ class Journal(StagedWrites):
             return self._db.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM requests {where}", params
             ).fetchall()
+
+    def submitted_at_of(self, request_ids: list[str]) -> dict[str, float]:
+        """The stored ``submitted_at`` of those of ``request_ids`` that have a row (no
+        staged writes are waited for: this asks what is committed)."""
+        out: dict[str, float] = {}
+        for at in range(0, len(request_ids), 500):
+            part = request_ids[at : at + 500]
+            with self._lock:
+                out.update(
+                    self._db.execute(
+                        "SELECT request_id, submitted_at FROM requests WHERE request_id IN "
+                        f"({', '.join('?' for _ in part)})",
+                        part,
+                    ).fetchall()
+                )
+        return out
 
     def get(self, request_id: str) -> JournalRecord | None:
         self._settle(request_id)

@@ -5,10 +5,10 @@ turns what is queued into a :class:`StagedBatch` of row values (built on the cal
 thread, so the rows are a consistent snapshot of the records), and
 :meth:`StagedWrites.commit_batch` writes a batch in one transaction with multi-row
 statements (a handful of SQLite calls per batch, not one per row) on whatever thread calls
-it; ``commit_staged`` does both at once. ``shim.group_commit`` runs ``commit_batch`` on a
-writer thread. A staged update rewrites the changing columns from the record object, which
-the service keeps current, so several changes of one request between two batches cost one
-row write.
+it; ``commit_staged`` does both at once. ``shim.group_commit`` runs ``commit_batch`` in a
+writer process (``shim.journal_process``) or on a writer thread. A staged update rewrites
+the changing columns from the record object, which the service keeps current, so several
+changes of one request between two batches cost one row write.
 """
 
 from __future__ import annotations
@@ -128,8 +128,7 @@ class StagedWrites:
         with self._lock:
             if self._restart_due:  # the WAL is large: start it over (see Journal)
                 self._restart_due = False
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                self._restart_wal()
             try:
                 self._db.execute("BEGIN")
                 failed = self._insert_rows(batch.inserts)
@@ -152,6 +151,17 @@ class StagedWrites:
             for n, (_rid, _row, done) in enumerate(batch.inserts)
             if done is not None
         ]
+
+    def _restart_wal(self) -> None:
+        """A RESTART checkpoint that does not wait: if a reader of another connection
+        still uses the WAL, it gives up at once (SQLite would otherwise retry for the
+        whole busy timeout, holding every commit back); the checkpointer asks again."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA busy_timeout=0")
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                self._db.execute("PRAGMA busy_timeout=5000")
 
     def _insert_rows(
         self, rows: list[tuple[str, list[Any], Done | None]]

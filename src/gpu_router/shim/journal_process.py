@@ -23,6 +23,8 @@ The service side is :class:`WriterProcess`; ``shim.group_commit`` decides what t
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pickle
 import select
@@ -37,6 +39,7 @@ from typing import Any
 from .journal_batch import StagedBatch
 from .journal_rows import DuplicateRequest, JournalError
 
+logger = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
 _READ = 1 << 16
 
@@ -93,9 +96,14 @@ class WriterProcess:
             "1" if wal else "0",
             synchronous,
             str(checkpoint_interval_s or 0),
+            str(os.getpid()),
         ]
         try:
             self.proc = subprocess.Popen(args, pass_fds=(cmd_r, ack_w), close_fds=True)
+        except BaseException:
+            os.close(self._cmd_w)
+            os.close(self._ack_r)
+            raise
         finally:
             os.close(cmd_r)
             os.close(ack_w)
@@ -152,7 +160,10 @@ class WriterProcess:
                 self._died()
                 return
             for msg in self._frames.feed(data):
-                self._on_message(msg)
+                try:
+                    self._on_message(msg)
+                except Exception:  # one bad answer must not drop the ones after it
+                    logger.exception("journal writer answer not handled: %r", msg[:2])
 
     def _died(self) -> None:
         if not self.alive:
@@ -264,6 +275,19 @@ def _serve(cmd_fd: int, ack_fd: int, journal: Any) -> None:
             view = view[os.write(ack_fd, view) :]
 
 
+def _die_with(parent: int) -> None:
+    """Be killed when the service dies (Linux), so that a killed and restarted service
+    never shares the journal with its old writer: nothing the writer holds then has been
+    acknowledged. (EOF on the command pipe stops it anyway, but only once it has
+    committed what it read.)"""
+    with contextlib.suppress(Exception):  # not Linux: EOF alone
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl
+        sys.exit(0)
+
+
 def main(argv: list[str]) -> int:
     # Ctrl-C and a stop signal go to the service, which then closes our command pipe: we
     # stop at its EOF, after committing what it sent (its shutdown flushes through us)
@@ -271,6 +295,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     cmd_fd, ack_fd = int(argv[0]), int(argv[1])
     path, wal, synchronous, interval = argv[2], argv[3] == "1", argv[4], float(argv[5])
+    _die_with(int(argv[6]))
     from .journal import Journal
 
     journal = Journal(

@@ -8,7 +8,7 @@ probe GPUs that were taken out. The clock is read through ``self.clock`` only.
 Every router call returns actions, applied by ``_apply``: ``Dispatch`` starts a job,
 ``Abort`` stops one, ``Finished`` journals the terminal state and sends the callback.
 
-Journal writes go through :class:`~.group_commit.GroupCommit` (a writer thread): a
+Journal writes go through :class:`~.group_commit.GroupCommit` (a writer process): a
 submission awaits the commit of its row before it is answered 200 (and its job is not
 started before that); later state changes ride a later batch. A finished request is
 dropped from the router (``Router.forget``) and from ``live``; the last ``RECENT`` of them
