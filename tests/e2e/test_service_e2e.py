@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -9,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -224,6 +226,27 @@ def test_invalid_config_refuses_to_start(tmp_path):
     assert p.returncode == 2 and "api.port" in p.stderr and "not-a-port" in p.stderr
 
 
+def journal_writers(pid: int) -> list[int]:
+    """The journal writer processes among ``pid``'s children (Linux /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if (
+                    b"gpu_router.shim.journal_process"
+                    in Path(f"/proc/{child}/cmdline").read_bytes()
+                ):
+                    out.append(int(child))
+    return out
+
+
+def exited(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
 def test_group_commit_acknowledged_survives_sigkill_right_after_the_200(tmp_path):
     """Requests race a SIGKILL sent the moment the 30th 200 arrives: every request that was
     answered 200 is in the journal (its batch was committed before the answer), and the
@@ -235,6 +258,8 @@ def test_group_commit_acknowledged_survives_sigkill_right_after_the_200(tmp_path
     cfg = router_config(tmp_path, None, journal={"commit_delay_ms": 300.0})
     port = free_port()
     router, url = start_router(tmp_path, cfg, port)
+    writers = journal_writers(router.p.pid)
+    assert len(writers) == 1  # the router commits through its writer process
     acked: list[str] = []
 
     async def race() -> None:
@@ -266,6 +291,10 @@ def test_group_commit_acknowledged_survives_sigkill_right_after_the_200(tmp_path
         asyncio.run(race())
         router.kill()
         assert len(acked) >= 30
+        deadline = time.monotonic() + 10  # the writer dies with the router: a restarted
+        while not exited(writers[0]) and time.monotonic() < deadline:  # one never shares
+            time.sleep(0.05)  # the journal with an old writer
+        assert exited(writers[0])
         journaled = _journal(tmp_path)
         missing = [rid for rid in acked if rid not in journaled]
         assert not missing, f"acknowledged but not journaled: {missing[:5]}"
