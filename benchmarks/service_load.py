@@ -17,7 +17,9 @@ After each router phase it polls GET /api/v1/requests/{id} until every acknowled
 Prints JSON: achieved rate, p50/p99/max latency, errors by HTTP status, acknowledged,
 completed, failed, lost, and the router/bare ratios of rate and latency. For the servers
 it starts (Linux), it also reports each one's own CPU time per answered request during
-the phase (``server_cpu_ms_per_request``, user + system, from /proc) and the rate that
+the phase (``server_cpu_ms_per_request``, user + system of the process and its children,
+such as the router's journal writer, from /proc; split by thread and child process in
+``server_thread_cpu_ms_per_request``) and the rate that
 implies on one fully available core (``implied_single_core_rps``): the load generator
 shares the machine's cores with the servers, so the achieved rate can be bounded by the
 machine rather than by the server.
