@@ -17,7 +17,7 @@ import pytest
 
 from gpu_router.shim.group_commit import GroupCommit
 from gpu_router.shim.journal import DuplicateRequest, Journal, StagedBatch
-from gpu_router.shim.journal_rows import row_values
+from gpu_router.shim.journal_rows import mutable_row, row_values
 
 from .test_group_commit import committed
 from .test_journal import rec
@@ -104,6 +104,18 @@ def test_when_the_writer_process_dies_its_batches_are_committed_here(tmp_path):
         gc._child_died()
         assert fates[0] is None
         assert isinstance(fates[1], DuplicateRequest) and not gc._sent
+        # two batches it committed, unanswered: one of updates only, then one with a new
+        # row and a newer update of the same request; neither is written again (the first
+        # would put the older state back)
+        r3 = rec("r3")
+        older_update = StagedBatch([], {"r0": mutable_row(rec("r0", "processing"))})
+        newer = StagedBatch([("r3", row_values(r3), fates.append)], {})
+        newer.updates["r0"] = mutable_row(rec("r0", "completed"))
+        j.commit_batch(StagedBatch([], dict(older_update.updates)))
+        j.commit_batch(StagedBatch([("r3", row_values(r3), None)], dict(newer.updates)))
+        gc._sent[101], gc._sent[102] = older_update, newer
+        gc._child_died()
+        assert committed(path)["r0"] == "completed" and fates[2] is None and not gc._sent
         gc.close()
         j.close()
 
@@ -116,6 +128,54 @@ def test_without_wal_the_writer_is_a_thread(tmp_path):
     assert gc._proc is None and gc._thread.is_alive()
     gc.close()
     j.close()
+
+
+def test_the_writer_process_dies_with_the_service_even_while_it_commits(tmp_path):
+    """Killed with the service while a commit waits for a lock (SQLite would wait 5 s):
+    it does not finish that commit after the service is gone."""
+    path = tmp_path / "j.sqlite3"
+    script = (
+        "import sys\n"
+        "from gpu_router.shim.group_commit import GroupCommit\n"
+        "from gpu_router.shim.journal import Journal, JournalRecord\n"
+        "j = Journal(sys.argv[1], checkpoint_interval_s=None)\n"
+        "gc = GroupCommit(j, process=True)\n"
+        "gc.flush()\n"
+        "print(gc._proc.proc.pid, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "j.stage_insert(JournalRecord('late', 'u', 'm', 3, {}, 'h', {}, 'queued', 1.0))\n"
+        "gc._hand_over()\n"
+        "print('sent', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    service = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lock = sqlite3.connect(path, isolation_level=None)
+    try:
+        child = int(service.stdout.readline())
+        lock.execute("BEGIN IMMEDIATE")  # the writer's next commit waits for this
+        service.stdin.write("go\n")
+        service.stdin.flush()
+        assert service.stdout.readline().strip() == "sent"
+        time.sleep(0.3)  # the child is inside its commit now, waiting for the lock
+        service.send_signal(signal.SIGKILL)
+        service.wait(10)
+        deadline = time.monotonic() + 2.0
+        while not gone(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gone(child)
+        lock.execute("ROLLBACK")
+        assert "late" not in committed(path)
+    finally:
+        lock.close()
+        service.kill()
+        service.wait()
+        service.stdin.close()
+        service.stdout.close()
 
 
 def test_the_writer_process_exits_when_the_service_is_killed(tmp_path):

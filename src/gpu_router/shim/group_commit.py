@@ -42,6 +42,7 @@ from .journal_process import WriterProcess
 from .journal_rows import COLUMNS
 
 _AT = COLUMNS.index("submitted_at")  # in a new row's values
+_HASH = COLUMNS.index("body_hash")
 
 logger = logging.getLogger(__name__)
 
@@ -201,8 +202,11 @@ class GroupCommit:
                 self.journal.on_lost(msg[1])
             return
         _, seq, failures = msg
-        batch = self._sent.pop(seq)
-        self._committed += 1
+        batch = self._sent.pop(seq, None)
+        self._committed += 1  # counted whatever follows: sync() must not wait for it again
+        if batch is None:  # pragma: no cover - a protocol bug
+            logger.error("journal writer answered unknown batch %s", seq)
+            return
         failed = {n: (DuplicateRequest if dup else JournalError)(text) for n, dup, text in failures}
         _run_all(
             [
@@ -213,10 +217,15 @@ class GroupCommit:
         )
 
     def _child_died(self) -> None:
-        """The writer process is gone: every later batch is committed on the event loop,
-        and so is each batch it had not answered, unless it had committed that one before
-        dying (its new rows are there, with their own ``submitted_at``): then that batch's
-        waiters hear so."""
+        """The writer process is gone: the batches it had not answered are settled here,
+        and every later one is committed on the event loop.
+
+        The child commits batches in order (merging neighbours into one transaction), so
+        the unanswered batches it did commit come first: up to the last one with a new row
+        in the journal that is its own (same ``submitted_at`` and body hash). Those are
+        answered as committed (an insert whose row is another request's failed as a
+        duplicate) and not written again, which could put older updates back over newer
+        ones; the batches after it are committed now, in order."""
         proc = self._proc
         if proc is not None and not self._closed:
             code = proc.proc.poll()
@@ -224,29 +233,40 @@ class GroupCommit:
                 "journal writer process died (exit %s); committing on the event loop", code
             )
             self.journal.start_checkpoints(self.checkpoint_interval_s or 1.0)
-        for seq in sorted(self._sent):
-            batch = self._sent.pop(seq)
+        pending = [self._sent.pop(seq) for seq in sorted(self._sent)]
+        try:
+            stored = self.journal.stored_ids(
+                [rid for batch in pending for rid, _values, _done in batch.inserts]
+            )
+            last = max(
+                (
+                    n
+                    for n, batch in enumerate(pending)
+                    if any(_is_mine(stored, ins) for ins in batch.inserts)
+                ),
+                default=-1,
+            )
+        except Exception as exc:  # cannot tell: every waiter hears a failure
+            logger.exception("journal writer: reading back its batches failed")
+            stored, last = {}, len(pending) - 1
+            err: JournalError | None = JournalError(f"journal writer died: {exc!r}")
+        else:
+            err = None
+        for n, batch in enumerate(pending):
             self._committed += 1
-            fates = self._fates_if_committed(batch)
-            _run_all(fates if fates is not None else self.journal.commit_batch(batch))
-
-    def _fates_if_committed(
-        self, batch: StagedBatch
-    ) -> list[tuple[Done, JournalError | None]] | None:
-        """The fates of ``batch``'s inserts if the batch was committed (a transaction: all
-        of its rows or none), else None. A row of the same request_id with another
-        ``submitted_at`` is an older request's: that insert failed as a duplicate."""
-        if not batch.inserts:
-            return None  # updates only: committing them again changes nothing
-        stored = self.journal.submitted_at_of([rid for rid, _values, _done in batch.inserts])
-        mine = {rid for rid, values, _done in batch.inserts if stored.get(rid) == values[_AT]}
-        if not mine:
-            return None
-        return [
-            (done, None if rid in mine else DuplicateRequest(f"request_id {rid!r} is taken"))
-            for rid, _values, done in batch.inserts
-            if done is not None
-        ]
+            try:
+                if n <= last:
+                    _run_all(
+                        [
+                            (done, err or (None if _is_mine(stored, ins) else _taken(ins[0])))
+                            for ins in batch.inserts
+                            if (done := ins[2]) is not None
+                        ]
+                    )
+                else:
+                    _run_all(self.journal.commit_batch(batch))
+            except Exception:  # one batch's trouble must not strand the ones after it
+                logger.exception("journal writer: settling a batch after its death failed")
 
     # -- the writer thread -------------------------------------------------------------------
 
@@ -294,4 +314,17 @@ class GroupCommit:
 
 def _run_all(fates: list[tuple[Done, JournalError | None]]) -> None:
     for done, fate in fates:
-        done(fate)
+        try:
+            done(fate)
+        except Exception:  # e.g. a future of a loop closed meanwhile: the others still run
+            logger.exception("journal: a commit's waiter failed")
+
+
+def _is_mine(stored: dict[str, tuple[float, str]], insert: tuple[str, list[Any], Any]) -> bool:
+    """Whether the stored row of this staged insert's id is this very row."""
+    rid, values, _done = insert
+    return stored.get(rid) == (values[_AT], values[_HASH])
+
+
+def _taken(rid: str) -> DuplicateRequest:
+    return DuplicateRequest(f"request_id {rid!r} is taken")

@@ -202,20 +202,19 @@ class Journal(StagedWrites):
                 f"SELECT {', '.join(COLUMNS)} FROM requests {where}", params
             ).fetchall()
 
-    def submitted_at_of(self, request_ids: list[str]) -> dict[str, float]:
-        """The stored ``submitted_at`` of those of ``request_ids`` that have a row (no
+    def stored_ids(self, request_ids: list[str]) -> dict[str, tuple[float, str]]:
+        """``(submitted_at, body_hash)`` of those of ``request_ids`` that have a row (no
         staged writes are waited for: this asks what is committed)."""
-        out: dict[str, float] = {}
+        out: dict[str, tuple[float, str]] = {}
         for at in range(0, len(request_ids), 500):
             part = request_ids[at : at + 500]
             with self._lock:
-                out.update(
-                    self._db.execute(
-                        "SELECT request_id, submitted_at FROM requests WHERE request_id IN "
-                        f"({', '.join('?' for _ in part)})",
-                        part,
-                    ).fetchall()
-                )
+                rows = self._db.execute(
+                    "SELECT request_id, submitted_at, body_hash FROM requests WHERE request_id "
+                    f"IN ({', '.join('?' for _ in part)})",
+                    part,
+                ).fetchall()
+            out.update((rid, (at_s, digest)) for rid, at_s, digest in rows)
         return out
 
     def get(self, request_id: str) -> JournalRecord | None:

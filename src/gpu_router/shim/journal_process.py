@@ -85,7 +85,12 @@ class WriterProcess:
         on_death: Callable[[], None],
     ) -> None:
         cmd_r, self._cmd_w = os.pipe()
-        self._ack_r, ack_w = os.pipe()
+        try:
+            self._ack_r, ack_w = os.pipe()
+        except OSError:
+            os.close(cmd_r)
+            os.close(self._cmd_w)
+            raise
         args = [
             sys.executable,
             "-m",
