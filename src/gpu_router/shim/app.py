@@ -31,6 +31,7 @@ from .handlers import request_handlers
 from .journal import Journal
 from .logs import LOGGER_NAME, log
 from .metrics import PromMetrics
+from .one_write import send_in_one_write
 from .openapi import openapi_document
 from .plumbing import Auth, Handler, make_plumbing
 from .service import RouterService
@@ -181,6 +182,6 @@ class _RouterApp(Starlette):
                 if self.fast_error is None:  # pragma: no cover
                     raise
                 response = await self.fast_error(request, exc)
-            await response(scope, receive, send)
+            await send_in_one_write(response, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
