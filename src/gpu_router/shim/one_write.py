@@ -2,12 +2,12 @@
 
 uvicorn writes the status line and headers when the app sends ``http.response.start``
 and the body when it sends ``http.response.body``: two writes, so two TCP segments,
-and a client waiting for the answer is woken twice. On the 2-core VM the project is
-measured on, a write that wakes another process costs about 12-25 us of the writer's
-CPU (``benchmarks``-style measurement: a pipe write to a sleeping reader, p50/p90), and
-these two writes were about a tenth of the event loop's time at 1,000 requests/s
-(py-spy). :func:`send_in_one_write` holds uvicorn's writes for one answer and writes
-them together.
+and a client waiting for the answer may be woken twice. :func:`send_in_one_write` holds
+uvicorn's writes for one answer and writes them together. Measured at 1,000 requests/s
+(py-spy on the router, six paired runs of ``benchmarks/service_load.py``): the writes
+went from 10.2% of the event loop's time to 8.5% (the write that wakes the client is
+the costly one: 12-25 us on this VM), and the load generator's CPU per request from 0.20
+to 0.19 ms; the router's own CPU per request and p99 moved within the run-to-run noise.
 
 It reaches into uvicorn's protocol: the ASGI ``send`` of uvicorn's httptools and h11
 protocols is a bound method of the request's cycle object, whose ``transport`` is the
