@@ -291,3 +291,30 @@ def test_the_oldest_finished_jobs_are_forgotten_beyond_max_finished() -> None:
         await fleet.aclose()
 
     asyncio.run(go())
+
+
+def test_sampling_a_large_fleet_lets_the_event_loop_in_between() -> None:
+    """64 GPUs are read SAMPLE_CHUNK at a time with a turn of the event loop between
+    chunks, so a request is never held behind the whole fleet's sample."""
+
+    async def scenario() -> tuple[int, int]:
+        fleet = VirtualFleet(64)
+        turns = 0
+
+        async def other_work() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        before = turns
+        states = await fleet.sample()
+        task.cancel()
+        await fleet.aclose()
+        assert [s.gpu_id for s in states] == list(fleet._gpus)
+        return len(states), turns - before
+
+    n, turns = asyncio.run(scenario())
+    assert n == 64 and turns >= 64 // VirtualFleet.SAMPLE_CHUNK - 1

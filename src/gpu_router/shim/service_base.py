@@ -59,7 +59,8 @@ class ServiceBase:
     """State shared by the service's concerns; times from ``self.clock`` (seconds)."""
 
     RECENT = 10_000  # finished requests kept in memory for the status API
-    OBSERVE_CHUNK = 16  # GPU samples applied per turn of the event loop
+    OBSERVE_CHUNK = 8  # GPU samples applied per turn of the event loop ...
+    OBSERVE_GAP_S = 0.002  # ... at most this often (s): a sample's work spread out
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
 """The background loops: GPU sampling, the router's timers, and health probes.
 
 ``_sampler`` reads the GPU source every ``period_s`` and feeds the samples to the router
-(:meth:`LoopsMixin.observe`, ``OBSERVE_CHUNK`` GPUs per turn of the event loop), taking
-out GPUs with a hard signal or an error rate over the threshold; ``_ticker`` runs the
+(:meth:`LoopsMixin.observe`, ``OBSERVE_CHUNK`` GPUs at a time, ``OBSERVE_GAP_S`` apart),
+taking out GPUs with a hard signal or an error rate over the threshold; ``_ticker`` runs the
 router's timeouts and backoffs when due (at least every 0.25 s); ``_health`` probes the
 GPUs we took out every ``health_probe_interval`` seconds and brings back those that
 answer (after ``gpu_cooldown_period`` seconds for a signal).
@@ -32,9 +32,11 @@ class LoopsMixin(ServiceBase):
             except Exception as exc:  # a source that fails must not stop the service
                 log(self.logger, logging.WARNING, "GPU sampling failed", error=repr(exc))
                 continue
-            for i in range(0, len(states), self.OBSERVE_CHUNK):
-                if i:  # let requests in between: a large fleet is a few ms of work
-                    await asyncio.sleep(0)
+            chunks = range(0, len(states), self.OBSERVE_CHUNK)
+            gap = min(self.OBSERVE_GAP_S, period / (4 * len(chunks) or 1))
+            for i in chunks:
+                if i:  # spread out: a large fleet is a few ms of work, and a burst of
+                    await asyncio.sleep(gap)  # it delays every request queued behind
                 self.observe(states[i : i + self.OBSERVE_CHUNK])
             for sig in self.source.drain_signals():
                 log(

@@ -128,10 +128,19 @@ class VirtualFleet(SampledGpus):
 
     # -- the source interface ----------------------------------------------------------
 
+    #: GPUs read per turn of the event loop (one read is about 35 us: 64 GPUs in one go
+    #: held the loop for 2.3-3.5 ms, measured at 1,000 requests/s)
+    SAMPLE_CHUNK = 8
+
     async def sample(self) -> list[GpuState]:
-        now = self._now()
-        stamp = self._clock()
-        return [self._state(g, now, stamp) for g in self._gpus.values()]
+        gpus = list(self._gpus.values())
+        out: list[GpuState] = []
+        for at in range(0, len(gpus), self.SAMPLE_CHUNK):
+            if at:
+                await asyncio.sleep(0)  # let requests in between
+            now, stamp = self._now(), self._clock()
+            out.extend(self._state(g, now, stamp) for g in gpus[at : at + self.SAMPLE_CHUNK])
+        return out
 
     def drain_signals(self) -> list[ErrorSignal]:
         return self._signals.drain()
