@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gpu_router.shim.group_commit import GroupCommit
-from gpu_router.shim.journal import DuplicateRequest, Journal, StagedBatch
+from gpu_router.shim.journal import DuplicateRequest, Journal, JournalError, StagedBatch
 from gpu_router.shim.journal_rows import mutable_row, row_values
 
 from .test_group_commit import committed
@@ -246,3 +246,32 @@ def test_a_wal_restart_does_not_wait_for_a_reader(tmp_path):
     reader.close()
     j.close()
     assert committed(path) == {"r0": "queued", "r1": "queued", "r2": "queued"}
+
+
+def test_a_batch_the_writer_cannot_commit_fails_its_waiters_and_reports_lost_updates(tmp_path):
+    """Another connection holds the write lock past SQLite's busy timeout (5 s): the
+    batch fails in the child, its new request hears JournalError, its update is reported
+    lost in this process, and the writer goes on with the next batch."""
+    path = tmp_path / "j.sqlite3"
+
+    async def scenario():
+        j = Journal(path, checkpoint_interval_s=None)
+        lost: list[str] = []
+        j.on_lost = lost.extend
+        gc = GroupCommit(j, process=True)
+        await asyncio.wait_for(gc.insert(rec("r0")), 10)
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        gc.update(rec("r0", "completed"))
+        with pytest.raises(JournalError) as info:
+            await asyncio.wait_for(gc.insert(rec("r1")), 30)
+        assert not isinstance(info.value, DuplicateRequest)
+        lock.execute("ROLLBACK")
+        lock.close()
+        assert len(lost) == 1 and "r0" in lost[0]
+        await asyncio.wait_for(gc.insert(rec("r2")), 10)
+        assert committed(path) == {"r0": "queued", "r2": "queued"}
+        gc.close()
+        j.close()
+
+    asyncio.run(scenario())
