@@ -275,3 +275,27 @@ def test_a_batch_the_writer_cannot_commit_fails_its_waiters_and_reports_lost_upd
         j.close()
 
     asyncio.run(scenario())
+
+
+def test_metrics_say_whether_the_writer_process_is_up(tmp_path):
+    """``gpu_router_journal_writer_process_up`` is 1 while the router commits through its
+    writer process and 0 once that died (the router then commits on its event loop and
+    still answers)."""
+    from .app_helpers import H_ALICE, body, running
+
+    def gauge(text: str) -> float:
+        line = next(x for x in text.splitlines() if x.startswith("gpu_router_journal_writer"))
+        return float(line.split()[-1])
+
+    async def scenario() -> None:
+        async with running(str(tmp_path / "j.sqlite3")) as (client, app, _fleet):
+            assert gauge((await client.get("/metrics")).text) == 1.0
+            child = app.state.service.writer._proc.proc
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            r = await client.post("/api/v1/route", json=body(request_id="after"), headers=H_ALICE)
+            assert r.status_code == 200
+            assert gauge((await client.get("/metrics")).text) == 0.0
+            assert app.state.service.journal.get("after") is not None
+
+    asyncio.run(scenario())

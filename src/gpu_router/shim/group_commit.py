@@ -91,6 +91,11 @@ class GroupCommit:
             self._thread.start()
         journal.before_read = self._before_read
 
+    @property
+    def writer_process_alive(self) -> bool:
+        """Whether commits go to a live writer process (False: a thread or the loop)."""
+        return self._proc is not None and self._proc.alive and not self._closed
+
     # -- the event loop's side -------------------------------------------------------------
 
     def insert(self, record: JournalRecord) -> asyncio.Future[None]:

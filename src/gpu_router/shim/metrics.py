@@ -94,6 +94,12 @@ class PromMetrics:
         self.callbacks = Counter(
             "gpu_router_callbacks", "Callback deliveries", ["outcome"], registry=r
         )
+        self.journal_writer_process = Gauge(
+            "gpu_router_journal_writer_process_up",
+            "1 while the journal writer process commits; 0 once it died and the router "
+            "commits on its event loop (or the writer is a thread)",
+            registry=r,
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._gpu_states: dict[str, str] = {}
 

@@ -92,6 +92,8 @@ class ServiceBase:
             max_batch=jc.max_batch,
             process=jc.writer == "process",
         )
+        writer = self.writer  # read at each scrape of /metrics
+        self.prom.journal_writer_process.set_function(lambda: float(writer.writer_process_alive))
         journal.on_lost = lambda lost: log(
             logger, logging.ERROR, "journal updates lost", count=len(lost), first=lost[0]
         )
