@@ -247,12 +247,25 @@ def exited(pid: int) -> bool:
         return True
 
 
+def _intake_logged(journal_path) -> set[str]:
+    """The request_ids in a journal's intake log segments (wherever they are)."""
+    from gpu_router.shim import intake_log
+
+    ids = set()
+    for pre in intake_log.candidate_prefixes(str(journal_path)):
+        for seg in intake_log.segment_paths(pre):
+            for line in seg.read_bytes().splitlines(keepends=True):
+                values = intake_log._row(line)
+                if values is not None:
+                    ids.add(values[0])
+    return ids
+
+
 def test_group_commit_acknowledged_survives_sigkill_right_after_the_200(tmp_path):
     """Requests race a SIGKILL sent the moment the 30th 200 arrives: every request that was
-    answered 200 is in the journal (its batch was committed before the answer), and the
-    restarted router runs each of them to the end. The commit delay is stretched to 300 ms,
-    so that submissions share batches and the kill finds some waiting for theirs (a router
-    that answered before committing would have committed nothing yet)."""
+    answered 200 was durable before its answer, in the journal or in its intake log (the
+    default: a new row is appended to the log and committed to SQLite up to 20 ms later),
+    and the restarted router has each of them in its journal and runs it to the end."""
     import asyncio
 
     cfg = router_config(tmp_path, None, journal={"commit_delay_ms": 300.0})
@@ -295,10 +308,13 @@ def test_group_commit_acknowledged_survives_sigkill_right_after_the_200(tmp_path
         while not exited(writers[0]) and time.monotonic() < deadline:  # one never shares
             time.sleep(0.05)  # the journal with an old writer
         assert exited(writers[0])
-        journaled = _journal(tmp_path)
-        missing = [rid for rid in acked if rid not in journaled]
-        assert not missing, f"acknowledged but not journaled: {missing[:5]}"
+        durable = set(_journal(tmp_path)) | _intake_logged(tmp_path / "journal.sqlite3")
+        missing = [rid for rid in acked if rid not in durable]
+        assert not missing, f"acknowledged but not durable: {missing[:5]}"
         router, url = start_router(tmp_path, cfg, port)
+        journaled = _journal(tmp_path)  # the restart copied the log's rows in
+        assert not [rid for rid in acked if rid not in journaled]
+        assert not _intake_logged(tmp_path / "journal.sqlite3")
         with httpx.Client(base_url=url, timeout=10) as c:
             done = wait_terminal(c, acked, hdr(ADMIN))
             assert {d["status"] for d in done.values()} == {"completed"}

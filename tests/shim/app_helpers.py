@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -74,9 +75,10 @@ async def running(
     http: httpx.AsyncClient | None = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any, VirtualFleet]]:
-    cfg = config_from_mapping(
-        merge(merge(BASE_CONFIG, {"journal": {"path": journal_path}}), overrides)
-    )
+    journal: dict[str, Any] = {"path": journal_path}
+    if journal_path != ":memory:":  # the intake log beside it, not in /dev/shm
+        journal["intake_dir"] = str(Path(journal_path).resolve().parent)
+    cfg = config_from_mapping(merge(merge(BASE_CONFIG, {"journal": journal}), overrides))
     fleet = fleet or VirtualFleet(n_gpus, period_s=0.02)
     app = create_app(cfg, gpu_source=fleet, http=http)
     async with app.router.lifespan_context(app):

@@ -224,6 +224,14 @@ class JournalSection(_Section):
     # this process's GIL) or "thread"; a ":memory:" journal, or one without WAL, always
     # uses a thread
     writer: Literal["process", "thread"] = "process"
+    # with a writer process and synchronous NORMAL or OFF: a new request is made durable
+    # by one append to the intake log (shim.intake_log) and answered at once, not after
+    # the writer process's commit (false: after the commit); its row is then handed to
+    # the writer like a state change (lazy_commit_ms), and commit_delay_ms does not apply
+    intake_log: bool = True
+    # where the intake log goes: "" is /dev/shm where it can be written (no write there
+    # waits for the disk), else the journal's directory
+    intake_dir: str = ""
     lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
 

@@ -10,8 +10,12 @@ thread, which commits whatever has been handed over meanwhile in one transaction
 one batch commits, the next gathers, and the event loop goes on serving.
 
 - an acknowledgement (a new request that will be answered 200) is awaited: the handler
-  awaits :meth:`GroupCommit.insert`, whose future resolves on the loop once the row is
-  committed, so no 200 leaves before its row is durable;
+  awaits :meth:`GroupCommit.insert`, whose future resolves once the row is durable, so no
+  200 leaves before that. With a writer process and ``synchronous`` NORMAL or OFF (the
+  default) the row is made durable by one append to the intake log
+  (``shim.intake_log``), the same guarantee as such a commit, and the future is resolved
+  at once; the row then rides to the writer with the state changes (``lazy_delay_s``).
+  Otherwise the future resolves on the loop once the row is committed;
 - later state changes (dispatched, started, finished, callback delivered) are not
   awaited: :meth:`GroupCommit.update` stages them for the next hand-over, at the latest
   ``lazy_delay_s`` later (or with the next acknowledgement), so that the several changes
@@ -35,11 +39,14 @@ import contextlib
 import logging
 import queue
 import threading
+from collections import deque
 from typing import Any
 
+from . import intake_log
+from .intake_log import IntakeLog
 from .journal import Done, DuplicateRequest, Journal, JournalError, JournalRecord, StagedBatch
 from .journal_process import WriterProcess
-from .journal_rows import COLUMNS
+from .journal_rows import COLUMNS, row_values
 
 _AT = COLUMNS.index("submitted_at")  # in a new row's values
 _HASH = COLUMNS.index("body_hash")
@@ -57,9 +64,19 @@ class GroupCommit:
         max_batch: int = 256,
         process: bool = False,
         checkpoint_interval_s: float | None = 1.0,
+        intake: bool = True,
+        intake_dir: str | None = None,
+        intake_segment_bytes: int = intake_log.SEGMENT_BYTES,
     ) -> None:
         """``process``: commit in a child process (``shim.journal_process``) rather than a
-        thread of this one; for a journal file only (``:memory:`` is per connection)."""
+        thread of this one; for a journal file only (``:memory:`` is per connection).
+        ``intake``: with a writer process and ``synchronous`` NORMAL or OFF, make a new
+        request durable in the intake log (``shim.intake_log``) and acknowledge it at
+        once, rather than when the writer process has committed it; ``intake_dir``: where
+        the log goes (None: ``intake_log.default_dir``). Rows left in an intake log by a
+        service that died are copied into the journal here, first."""
+        if journal.path != ":memory:":
+            intake_log.replay(journal, intake_dir)
         self.journal = journal
         self.checkpoint_interval_s = checkpoint_interval_s
         self.delay_s = delay_s
@@ -90,6 +107,24 @@ class GroupCommit:
         else:
             self._thread.start()
         journal.before_read = self._before_read
+        self._intake: IntakeLog | None = None
+        self._inflight: set[str] = set()  # ids in the intake log, not committed yet
+        self._closed_segments: deque[tuple[str, int]] = deque()  # (path, last batch in it)
+        self._keep_segments = False  # a logged row failed to commit: replay it at restart
+        #: hash() of every request_id with a row or in the intake log: a new id is told
+        #: apart from a taken one in memory (a query per submission, on the event loop,
+        #: waited out the writer's locks for milliseconds at times); about 60 bytes each
+        self._known: set[int] = set()
+        if intake and self._proc is not None and journal.synchronous in ("NORMAL", "OFF"):
+            try:
+                self._known = {hash(rid) for rid in journal.request_ids()}
+                self._intake = IntakeLog(
+                    intake_log.prefix(journal.path, intake_dir),
+                    segment_bytes=intake_segment_bytes,
+                )
+            except JournalError:
+                self.close()
+                raise
 
     @property
     def writer_process_alive(self) -> bool:
@@ -98,11 +133,20 @@ class GroupCommit:
 
     # -- the event loop's side -------------------------------------------------------------
 
+    @property
+    def intake(self) -> bool:
+        """Whether new requests are made durable in the intake log (not by their commit)."""
+        return self._intake is not None and self.writer_process_alive
+
     def insert(self, record: JournalRecord) -> asyncio.Future[None]:
-        """Stage a new request; the future resolves once its row is committed, or raises
-        :class:`JournalError` if it could not be."""
+        """Stage a new request; the future resolves once its row is durable (in the intake
+        log, at once; else committed), or raises :class:`JournalError` if it could not be
+        (:class:`DuplicateRequest`: the request_id has a row already)."""
         loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
+        if self.intake:
+            self._log_insert(record, fut, loop)
+            return fut
 
         def done(err: JournalError | None) -> None:
             if not fut.done():
@@ -117,6 +161,51 @@ class GroupCommit:
         else:  # at once: the writer commits while the event loop goes on
             self._hand_over()
         return fut
+
+    def _log_insert(
+        self, record: JournalRecord, fut: asyncio.Future[None], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        assert self._intake is not None
+        rid = record.request_id
+        known = hash(rid)
+        try:  # a known hash is this id (taken) or, hardly ever, another one: the rows say
+            if known in self._known and (
+                rid in self._inflight or rid in self.journal.stored_ids([rid])
+            ):
+                raise DuplicateRequest(f"request_id {rid!r} is taken")
+            self._intake.append(row_values(record))
+        except JournalError as exc:
+            fut.set_exception(exc)
+            return
+        except Exception as exc:  # the journal's read failed (SQLite error)
+            fut.set_exception(JournalError(f"journal: {exc!r}"))
+            return
+        self._inflight.add(rid)
+        self._known.add(known)
+        fut.set_result(None)
+        self.journal.stage_insert(record, self._committed_later)
+        if self._intake.size >= self._intake.segment_bytes:
+            self._hand_over()  # every row of the segment is with the writer now
+            self._closed_segments.append((self._intake.rotate(), self._handed))
+        else:
+            self._schedule(loop, self.lazy_delay_s)
+
+    def _committed_later(self, err: JournalError | None) -> None:
+        """The commit of an acknowledged (logged) row: only a failure is news."""
+        if err is not None:
+            self._keep_segments = True  # its row stays in the log for the next start
+            logger.error("journal: an acknowledged request's row could not be committed: %s", err)
+
+    def _settled(self, batch: StagedBatch) -> None:
+        """A batch is committed (or failed): its logged rows are no longer in flight, and
+        the segments it completes can go."""
+        if self._intake is None:
+            return
+        for rid, _values, _done in batch.inserts:
+            self._inflight.discard(rid)
+        segments = self._closed_segments
+        while segments and segments[0][1] <= self._committed and not self._keep_segments:
+            intake_log.remove_segment(segments.popleft()[0])
 
     def update(self, record: JournalRecord) -> None:
         """Stage the record's changed row for a coming batch (nobody waits for it)."""
@@ -154,7 +243,12 @@ class GroupCommit:
             proc.send((self._handed, inserts, list(batch.updates.values())), self._loop)
             return
         if self._closed or not self._thread.is_alive():  # after close: on this thread
-            _run_all(self.journal.commit_batch(batch))
+            self._handed += 1
+            try:
+                _run_all(self.journal.commit_batch(batch))
+            finally:
+                self._committed += 1
+                self._settled(batch)
             return
         self._handed += 1
         self._queue.put(batch)  # a C queue: no Python-level lock work on the loop thread
@@ -192,6 +286,11 @@ class GroupCommit:
         if self._proc is not None:
             self._proc.close()
             self._child_died()  # nothing is left with it; a leftover would be replayed here
+            if self._intake is not None:
+                if self._keep_segments:
+                    self._intake.close()
+                else:
+                    self._intake.remove_all()  # everything in it is committed
         else:
             self._queue.put(None)
             self._thread.join()
@@ -220,6 +319,7 @@ class GroupCommit:
                 if done is not None
             ]
         )
+        self._settled(batch)
 
     def _child_died(self) -> None:
         """The writer process is gone: the batches it had not answered are settled here,
@@ -272,6 +372,7 @@ class GroupCommit:
                     _run_all(self.journal.commit_batch(batch))
             except Exception:  # one batch's trouble must not strand the ones after it
                 logger.exception("journal writer: settling a batch after its death failed")
+            self._settled(batch)
 
     # -- the writer thread -------------------------------------------------------------------
 

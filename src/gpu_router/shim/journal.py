@@ -217,6 +217,13 @@ class Journal(StagedWrites):
             out.update((rid, (at_s, digest)) for rid, at_s, digest in rows)
         return out
 
+    def request_ids(self) -> Iterator[str]:
+        """Every request_id with a row (committed ones: staged writes are not waited for)."""
+        with self._lock:
+            rows = self._db.execute("SELECT request_id FROM requests").fetchall()
+        for (rid,) in rows:
+            yield rid
+
     def get(self, request_id: str) -> JournalRecord | None:
         self._settle(request_id)
         rows = self._select("WHERE request_id = ?", (request_id,))

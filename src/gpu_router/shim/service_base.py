@@ -52,7 +52,9 @@ class Live:
 
     @property
     def pending_commit(self) -> bool:
-        return self.committed is not None and not self.committed.done()
+        """Whether its insert is not known durable yet (or failed: it never runs)."""
+        c = self.committed
+        return c is not None and (not c.done() or c.cancelled() or c.exception() is not None)
 
 
 class ServiceBase:
@@ -91,6 +93,8 @@ class ServiceBase:
             lazy_delay_s=jc.lazy_commit_ms / 1000.0,
             max_batch=jc.max_batch,
             process=jc.writer == "process",
+            intake=jc.intake_log,
+            intake_dir=jc.intake_dir or None,
         )
         writer = self.writer  # read at each scrape of /metrics
         self.prom.journal_writer_process.set_function(lambda: float(writer.writer_process_alive))
