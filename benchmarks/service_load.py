@@ -1,6 +1,7 @@
 """Open-loop load on the routing service over loopback, against a bare Starlette endpoint.
 
     .venv/bin/python benchmarks/service_load.py [--rates 100,500,1000,2000] [--duration 5]
+        [--repeat 1]
         [--virtual-gpus 64] [--job-ms 20] [--out FILE]
 
 Starts ``gpu-router serve --virtual-gpus N`` and a bare Starlette JSON endpoint (same
@@ -15,7 +16,10 @@ what the servers do; its own CPU time per request is reported
 After each router phase it polls GET /api/v1/requests/{id} until every acknowledged
 (200) request is terminal; one still not terminal after ``--drain-timeout`` is lost.
 Prints JSON: achieved rate, p50/p99/max latency, errors by HTTP status, acknowledged,
-completed, failed, lost, and the router/bare ratios of rate and latency. For the servers
+completed, failed, lost, and the router/bare ratios of rate and latency; with ``--repeat
+N`` each rate runs N times (bare, router, bare, router, ...) and ``summary`` gives, per
+rate, the sorted added p99 of the runs and their median. Each phase reports the
+machine's ``steal_ms`` (CPU time the hypervisor withheld, from /proc/stat). For the servers
 it starts (Linux), it also reports each one's own CPU time per answered request during
 the phase (``server_cpu_ms_per_request``, user + system of the process and its children,
 such as the router's journal writer, from /proc; split by thread and child process in
@@ -348,6 +352,17 @@ def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
     return out
 
 
+def steal_ms() -> float | None:
+    """CPU time the hypervisor gave to others while this machine's CPUs wanted it (the
+    "steal" of /proc/stat, summed over CPUs, ms since boot), or None off Linux. A run
+    with much of it measured the host's neighbours too."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) * 1000.0 / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_phase(
     base: str,
     rate: int,
@@ -356,9 +371,11 @@ def run_phase(
     check: bool,
     pid: int | None = None,
 ) -> dict[str, Any]:
-    threads0 = thread_cpu_seconds(pid)
+    threads0, steal0 = thread_cpu_seconds(pid), steal_ms()
     res = run_async(drive(base, rate, args.duration, args, tag))
-    threads1 = thread_cpu_seconds(pid)
+    threads1, steal1 = thread_cpu_seconds(pid), steal_ms()
+    if steal0 is not None and steal1 is not None:
+        res["steal_ms"] = round(steal1 - steal0)
     if threads0 and threads1 and res["answered"]:
         per = (sum(threads1.values()) - sum(threads0.values())) / res["answered"]
         res["server_cpu_ms_per_request"] = round(per * 1000.0, 3)
@@ -377,10 +394,29 @@ def run_phase(
     return res
 
 
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per rate, over the repeats: the router's added p99 latency of each (sorted) and
+    their median, and the router's p99 and steal of each."""
+    out: dict[str, Any] = {}
+    for rate in sorted({row["rate"] for row in rows}):
+        mine = [row for row in rows if row["rate"] == rate]
+        added = sorted(row["added_p99_ms"] for row in mine if "added_p99_ms" in row)
+        entry: dict[str, Any] = {
+            "router_p99_ms": [row["router"]["p99_ms"] for row in mine if "router" in row],
+            "router_steal_ms": [row["router"].get("steal_ms") for row in mine if "router" in row],
+        }
+        if added:
+            entry["added_p99_ms_sorted"] = added
+            entry["added_p99_ms_median"] = added[len(added) // 2]
+        out[str(rate)] = entry
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default="100,500,1000,2000")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per rate")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each rate (a p99 of 5 s varies)")
     p.add_argument("--virtual-gpus", type=int, default=64)
     p.add_argument("--job-ms", type=int, default=20, help="expected_duration of each request")
     p.add_argument("--users", type=int, default=50)
@@ -407,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         bare_server(args.bare_server)
         return 0
     rates = [int(r) for r in args.rates.split(",")]
+    if not 1 <= args.repeat <= 20:
+        p.error("--repeat must be between 1 and 20")
     if any(not 1 <= r <= 10_000 for r in rates) or not 0 < args.duration <= 60:
         p.error("rates must be in [1, 10000] and duration in (0, 60]")
     targets = args.targets.split(",")
@@ -468,14 +506,14 @@ def main(argv: list[str] | None = None) -> int:
         run_tag = os.urandom(
             4
         ).hex()  # fresh ids per run: a rerun against --router-url is not a replay
-        for rate in rates:
-            row: dict[str, Any] = {"rate": rate}
+        for rate, rep in ((r, n) for r in rates for n in range(args.repeat)):
+            row: dict[str, Any] = {"rate": rate, "repeat": rep}
             for target in targets:
                 row[target] = run_phase(
                     urls[target],
                     rate,
                     args,
-                    f"{target}-{rate}-{run_tag}",
+                    f"{target}-{rate}-{rep}-{run_tag}",
                     check=target == "router",
                     pid=pids.get(target),
                 )
@@ -487,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["added_p50_ms"] = round(r["p50_ms"] - b["p50_ms"], 3)
                     row["added_p99_ms"] = round(r["p99_ms"] - b["p99_ms"], 3)
             out["results"].append(row)
+        out["summary"] = summary(out["results"])
     finally:
         for proc in procs:
             stop(proc)

@@ -25,6 +25,8 @@ def test_service_load_smoke(tmp_path: Path) -> None:
             "20",
             "--duration",
             "1",
+            "--repeat",
+            "2",
             "--virtual-gpus",
             "4",
             "--job-ms",
@@ -41,9 +43,17 @@ def test_service_load_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report == json.loads(out.read_text())
-    [row] = report["results"]
-    router, bare = row["router"], row["bare"]
-    assert row["rate"] == 20 and bare["ok"] == 20
-    assert router["acknowledged"] == router["ok"] == 20
-    assert router["lost"] == 0 and router["terminal"] == {"completed": 20}
-    assert router["p99_ms"] is not None and "rate_ratio" in row and "added_p99_ms" in row
+    rows = report["results"]
+    assert [(row["rate"], row["repeat"]) for row in rows] == [(20, 0), (20, 1)]
+    for row in rows:
+        router, bare = row["router"], row["bare"]
+        assert bare["ok"] == 20
+        assert router["acknowledged"] == router["ok"] == 20
+        assert router["lost"] == 0 and router["terminal"] == {"completed": 20}
+        assert router["p99_ms"] is not None and "rate_ratio" in row and "added_p99_ms" in row
+        assert router["steal_ms"] >= 0
+    added = sorted(row["added_p99_ms"] for row in rows)
+    summary = report["summary"]["20"]
+    assert summary["added_p99_ms_sorted"] == added
+    assert summary["added_p99_ms_median"] == added[1]
+    assert summary["router_p99_ms"] == [row["router"]["p99_ms"] for row in rows]
