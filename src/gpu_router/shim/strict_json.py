@@ -15,6 +15,11 @@ from typing import Any
 MAX_INT_DIGITS = 32
 _INT_LIMIT = 10**MAX_INT_DIGITS
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: what the tree walk looks for can only come from these in the raw bytes (valid UTF-8
+#: has no surrogates; JSON writes them as \uD800-\uDFFF escapes): a surrogate escape, a
+#: run of more than MAX_INT_DIGITS digits, or an exponent of three digits or more (the
+#: only ways to leave float range); found anywhere, strings included, the walk runs
+_MAYBE_BAD = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{%d}|[eE][+-]?[0-9]{3}" % (MAX_INT_DIGITS + 1))
 
 
 class BadJson(ValueError):
@@ -106,5 +111,9 @@ def loads_strict(body: bytes, *, max_depth: int = 32) -> Any:
         ) from None
     except ValueError as exc:  # int() digit limits and the like
         raise BadJson("body", f"not valid JSON: {exc}") from None
-    _check_tree(value, max_depth)
+    if (
+        _MAYBE_BAD.search(body) is not None
+        or body.count(b"{") + body.count(b"[") > max_depth  # (else it cannot be deeper)
+    ):
+        _check_tree(value, max_depth)
     return value
