@@ -173,7 +173,8 @@ class GroupCommit:
                 rid in self._inflight or rid in self.journal.stored_ids([rid])
             ):
                 raise DuplicateRequest(f"request_id {rid!r} is taken")
-            self._intake.append(row_values(record))
+            values = row_values(record)
+            self._intake.append(values)
         except JournalError as exc:
             fut.set_exception(exc)
             return
@@ -183,7 +184,7 @@ class GroupCommit:
         self._inflight.add(rid)
         self._known.add(known)
         fut.set_result(None)
-        self.journal.stage_insert(record, self._committed_later)
+        self.journal.stage_insert(record, self._committed_later, values)
         if self._intake.size >= self._intake.segment_bytes:
             self._hand_over()  # every row of the segment is with the writer now
             self._closed_segments.append((self._intake.rotate(), self._handed))

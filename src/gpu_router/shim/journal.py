@@ -109,7 +109,7 @@ class Journal(StagedWrites):
         #: called before a read with the request_id read (None: many) while a writer
         #: thread holds staged writes (``shim.group_commit`` sets it)
         self.before_read: Callable[[str | None], None] | None = None
-        self._inserts: list[tuple[JournalRecord, Done | None]] = []  # staged, in order
+        self._inserts: list[tuple[JournalRecord, Done | None, list[Any] | None]] = []
         self._insert_ids: set[str] = set()
         self._dirty: dict[str, JournalRecord] = {}  # staged updates: rows to rewrite
         #: told the messages of staged updates that could not be committed

@@ -67,7 +67,7 @@ class StagedWrites:
     _db: sqlite3.Connection
     _lock: threading.RLock
     _insert_sql: str
-    _inserts: list[tuple[JournalRecord, Done | None]]
+    _inserts: list[tuple[JournalRecord, Done | None, list[Any] | None]]
     _insert_ids: set[str]
     _dirty: dict[str, JournalRecord]
     _insert_many: dict[int, str]
@@ -82,10 +82,13 @@ class StagedWrites:
         """Rows staged and not committed yet."""
         return len(self._inserts) + len(self._dirty)
 
-    def stage_insert(self, record: JournalRecord, done: Done | None = None) -> None:
+    def stage_insert(
+        self, record: JournalRecord, done: Done | None = None, values: list[Any] | None = None
+    ) -> None:
         """Queue a new request for the next batch. Its row is built from ``record`` when the
-        batch is taken (:meth:`take_staged`), so changes made to it meanwhile are in it."""
-        self._inserts.append((record, done))
+        batch is taken (:meth:`take_staged`), so changes made to it meanwhile are in it;
+        or it is ``values``, built already, and such changes go as an update after it."""
+        self._inserts.append((record, done, values))
         self._insert_ids.add(record.request_id)
 
     def stage_update(self, record: JournalRecord) -> None:
@@ -102,11 +105,13 @@ class StagedWrites:
         self._inserts, self._dirty = [], {}
         self._insert_ids.clear()
         rows = []
-        for record, done in inserts:
+        for record, done, values in inserts:
             rid = record.request_id
-            if dirty.get(rid) is record:
-                del dirty[rid]
-            rows.append((rid, row_values(record), done))
+            if values is None:
+                if dirty.get(rid) is record:
+                    del dirty[rid]
+                values = row_values(record)
+            rows.append((rid, values, done))
         return StagedBatch(rows, {rid: mutable_row(r) for rid, r in dirty.items()})
 
     def commit_staged(self) -> None:
