@@ -4,8 +4,10 @@ committed to SQLite by the writer process later, and replayed after a crash."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ from gpu_router.shim import intake_log
 from gpu_router.shim.group_commit import GroupCommit
 from gpu_router.shim.intake_log import IntakeLog
 from gpu_router.shim.journal import DuplicateRequest, Journal, JournalError
-from gpu_router.shim.journal_rows import row_values
+from gpu_router.shim.journal_rows import COLUMNS, row_values
 
 from .app_helpers import H_ALICE, body, running
 from .test_group_commit import committed, logged
@@ -65,21 +67,79 @@ def test_a_replay_that_cannot_commit_keeps_the_segments(tmp_path):
     j.close()
 
 
+def ids_in(path) -> list[str]:
+    return [intake_log._row(line)[0] for line in path.read_bytes().splitlines(True)]
+
+
 def test_a_write_that_fails_is_an_error_and_the_next_line_starts_a_new_segment(tmp_path):
     log = IntakeLog(str(tmp_path / "j-intake"))
-    log.append(["a"])
+    log.append(row_values(rec("a")))
     first = log.path
     full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC, as on a full disk
     os.dup2(full, log._fd)
     os.close(full)
     with pytest.raises(JournalError, match="No space"):
-        log.append(["b"])
-    log.append(["c"])
+        log.append(row_values(rec("b")))
+    log.append(row_values(rec("c")))
     assert log.path != first
-    assert (tmp_path / "j-intake-0").read_bytes() == b'["a"]\n'
-    assert (tmp_path / "j-intake-1").read_bytes() == b'["c"]\n'
+    assert ids_in(tmp_path / "j-intake-0") == ["a"]
+    assert ids_in(tmp_path / "j-intake-1") == ["c"]
     log.remove_all()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_row_logged_with_other_columns_replays_by_name(tmp_path):
+    """A row logged by a version with fewer (or other) columns: known columns by name,
+    missing ones empty, unknown ones ignored."""
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path, checkpoint_interval_s=None)
+    row = dict(zip(COLUMNS, row_values(rec("old-version", gpu_id="gpu-3")), strict=True))
+    del row["trace_id"]
+    row["column_of_the_future"] = 1
+    with open(intake_log.prefix(str(path)) + "-0", "wb") as f:
+        f.write(json.dumps(row).encode() + b"\n")
+    assert intake_log.replay(j) == 1
+    back = j.get("old-version")
+    assert back.gpu_id == "gpu-3" and back.trace_id is None and back.body == rec("x").body
+    j.close()
+
+
+def test_a_logged_row_whose_commit_fails_is_retried_and_new_requests_wait_meanwhile(tmp_path):
+    """Another connection holds the write lock past SQLite's busy timeout (5 s): the
+    acknowledged row's commit fails; it is staged again, its segment is kept, and new
+    requests wait for their own commit (so a journal that cannot be written answers 503)
+    until it commits; then the log is used again and a clean stop deletes it."""
+    path = tmp_path / "j.sqlite3"
+
+    async def scenario():
+        j = Journal(path, checkpoint_interval_s=None)
+        gc = GroupCommit(j, process=True, lazy_delay_s=0.01, intake_dir=str(tmp_path))
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        assert (await gc.insert(rec("r1"))) is None  # acknowledged: in the log
+        deadline = time.monotonic() + 20
+        while not gc._retrying and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert gc._retrying == {"r1"} and not gc.intake
+        assert logged_here(path, tmp_path) == {"r1"}
+        waiting = gc.insert(rec("r2"))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # it waits for its commit, behind the lock
+        lock.execute("ROLLBACK")
+        lock.close()
+        assert (await asyncio.wait_for(waiting, 10)) is None
+        while gc._retrying and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        gc.flush()
+        assert committed(path) == {"r1": "queued", "r2": "queued"}
+        assert not gc._retrying and gc.intake
+        dup = gc.insert(rec("r1"))
+        assert isinstance(dup.exception(), DuplicateRequest)
+        gc.close()
+        assert segments(path, tmp_path) == []
+        j.close()
+
+    asyncio.run(scenario())
 
 
 def test_inserts_are_acknowledged_at_once_and_committed_later(tmp_path):

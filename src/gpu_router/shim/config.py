@@ -229,8 +229,9 @@ class JournalSection(_Section):
     # the writer process's commit (false: after the commit); its row is then handed to
     # the writer like a state change (lazy_commit_ms), and commit_delay_ms does not apply
     intake_log: bool = True
-    # where the intake log goes: "" is /dev/shm where it can be written (no write there
-    # waits for the disk), else the journal's directory
+    # where the intake log goes: "" is the journal's directory; /dev/shm (no write there
+    # waits for the disk) only where the service restarts without losing it (not a
+    # container whose main process is the service)
     intake_dir: str = ""
     lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256

@@ -40,6 +40,7 @@ import logging
 import queue
 import threading
 from collections import deque
+from functools import partial
 from typing import Any
 
 from . import intake_log
@@ -110,7 +111,9 @@ class GroupCommit:
         self._intake: IntakeLog | None = None
         self._inflight: set[str] = set()  # ids in the intake log, not committed yet
         self._closed_segments: deque[tuple[str, int]] = deque()  # (path, last batch in it)
-        self._keep_segments = False  # a logged row failed to commit: replay it at restart
+        #: logged (acknowledged) rows whose commit failed, by id: staged again until one
+        #: commits; meanwhile no segment is deleted and new requests wait for their commit
+        self._retrying: set[str] = set()
         #: hash() of every request_id with a row or in the intake log: a new id is told
         #: apart from a taken one in memory (a query per submission, on the event loop,
         #: waited out the writer's locks for milliseconds at times); about 60 bytes each
@@ -122,7 +125,7 @@ class GroupCommit:
                     intake_log.prefix(journal.path, intake_dir),
                     segment_bytes=intake_segment_bytes,
                 )
-            except JournalError:
+            except Exception:
                 self.close()
                 raise
 
@@ -135,8 +138,10 @@ class GroupCommit:
 
     @property
     def intake(self) -> bool:
-        """Whether new requests are made durable in the intake log (not by their commit)."""
-        return self._intake is not None and self.writer_process_alive
+        """Whether new requests are made durable in the intake log (not by their commit):
+        with a live writer process, and not while logged rows fail to commit (a journal
+        that cannot be written then answers 503, as without the log)."""
+        return self._intake is not None and self.writer_process_alive and not self._retrying
 
     def insert(self, record: JournalRecord) -> asyncio.Future[None]:
         """Stage a new request; the future resolves once its row is durable (in the intake
@@ -184,18 +189,33 @@ class GroupCommit:
         self._inflight.add(rid)
         self._known.add(known)
         fut.set_result(None)
-        self.journal.stage_insert(record, self._committed_later, values)
+        self.journal.stage_insert(record, partial(self._logged_committed, record), values)
         if self._intake.size >= self._intake.segment_bytes:
             self._hand_over()  # every row of the segment is with the writer now
             self._closed_segments.append((self._intake.rotate(), self._handed))
         else:
             self._schedule(loop, self.lazy_delay_s)
 
-    def _committed_later(self, err: JournalError | None) -> None:
-        """The commit of an acknowledged (logged) row: only a failure is news."""
-        if err is not None:
-            self._keep_segments = True  # its row stays in the log for the next start
-            logger.error("journal: an acknowledged request's row could not be committed: %s", err)
+    def _logged_committed(self, record: JournalRecord, err: JournalError | None) -> None:
+        """The fate of a logged (acknowledged) row's commit. A failure stages the row
+        again, built afresh (with every change since), for the next batch; its segment
+        stays, so a restart would replay it."""
+        rid = record.request_id
+        if err is None:
+            self._retrying.discard(rid)
+            return
+        if isinstance(err, DuplicateRequest):  # another row holds the id: nothing to retry
+            logger.error("journal: acknowledged request %s has no row of its own: %s", rid, err)
+            self._retrying.discard(rid)
+            return
+        if rid not in self._retrying:
+            logger.error(
+                "journal: acknowledged request %s not committed yet, retrying: %s", rid, err
+            )
+        self._retrying.add(rid)
+        self.journal.stage_insert(record, partial(self._logged_committed, record))
+        if self._loop is not None and not self._closed and not self._loop.is_closed():
+            self._schedule(self._loop, self.lazy_delay_s)
 
     def _settled(self, batch: StagedBatch) -> None:
         """A batch is committed (or failed): its logged rows are no longer in flight, and
@@ -203,9 +223,10 @@ class GroupCommit:
         if self._intake is None:
             return
         for rid, _values, _done in batch.inserts:
-            self._inflight.discard(rid)
+            if rid not in self._retrying:
+                self._inflight.discard(rid)
         segments = self._closed_segments
-        while segments and segments[0][1] <= self._committed and not self._keep_segments:
+        while segments and segments[0][1] <= self._committed and not self._retrying:
             intake_log.remove_segment(segments.popleft()[0])
 
     def update(self, record: JournalRecord) -> None:
@@ -288,7 +309,7 @@ class GroupCommit:
             self._proc.close()
             self._child_died()  # nothing is left with it; a leftover would be replayed here
             if self._intake is not None:
-                if self._keep_segments:
+                if self._retrying:  # left for the next start's replay
                     self._intake.close()
                 else:
                     self._intake.remove_all()  # everything in it is committed

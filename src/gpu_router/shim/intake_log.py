@@ -11,19 +11,17 @@ and nobody waits for that. Waiting for the writer process's answer had cost ever
 acknowledgement a round trip to another process (0.45 ms at the median, several ms at
 the 99th percentile on a busy machine, where the writer waits for a CPU).
 
-Where: ``/dev/shm`` by default (shared memory, Linux), else next to the journal. A file
-there outlives the service as the page cache does, and a write to it never waits for
-the disk: a ``write()`` to a file on disk does at times, for milliseconds, while the
-kernel writes that file back (measured: stalls of 5-18 ms on the event loop, several per
-5 s at 1,000 requests/s). What shared memory does not outlive is a reboot: a row is
-there alone only until the writer process commits it (``journal.lazy_commit_ms``, 20 ms
-by default), so a service that dies and a machine rebooted before the service starts
-again can lose the requests of that window. ``journal.intake_dir`` puts the log
-elsewhere (a directory on disk covers that case; ``synchronous: FULL`` answers after an
-fsynced commit instead, covering an OS crash too).
+Where: beside the journal by default, so that it lives as long as the journal's own WAL
+does (a container's ``/dev/shm`` goes away with the container). ``journal.intake_dir``
+can put it in shared memory (``/dev/shm``) on a host where the service restarts without
+its filesystem namespace going away: a ``write()`` there never waits for the disk, where
+one to a file on disk sometimes waits milliseconds for the kernel's writeback of that
+file. A row is in the log alone only until the writer process commits it
+(``journal.lazy_commit_ms``, 20 ms by default).
 
 The log is a series of segment files ``<prefix>-<n>``, each a run of JSON lines
-(one new row's values, in ``journal_rows.COLUMNS`` order). A segment is closed once it
+(one new row each, an object keyed by column name: a row logged by an older version
+replays into a journal with more columns). A segment is closed once it
 passes ``segment_bytes`` and deleted once every row in it is committed to SQLite; on a
 clean stop every segment is deleted. A restarted service first runs :func:`replay`,
 which copies into the journal every logged row whose request_id has no row there, and
@@ -53,9 +51,7 @@ SHARED_MEMORY = "/dev/shm"
 
 
 def default_dir(journal_path: str) -> str:
-    """``/dev/shm`` where it is a writable directory, else the journal's directory."""
-    if os.path.isdir(SHARED_MEMORY) and os.access(SHARED_MEMORY, os.W_OK | os.X_OK):
-        return SHARED_MEMORY
+    """The journal's directory."""
     return str(Path(journal_path).resolve().parent)
 
 
@@ -120,7 +116,7 @@ class IntakeLog:
         line did not get written (it then counts as never written)."""
         if self._fd < 0:  # a failed open: try again
             self._open()
-        line = fastjson.dumps_bytes(values) + b"\n"
+        line = fastjson.dumps_bytes(dict(zip(COLUMNS, values, strict=True))) + b"\n"
         try:
             n = os.write(self._fd, line)
         except OSError as exc:
@@ -208,15 +204,14 @@ def replay(journal: Any, directory: str | None = None) -> int:
 
 
 def _row(line: bytes) -> list[Any] | None:
-    """One logged row's values, or None for a cut-short or unreadable line."""
+    """One logged row's values (``COLUMNS`` order; a column the line lacks is None), or
+    None for a cut-short or unreadable line."""
     if not line.endswith(b"\n"):
         return None
     try:
-        values = json.loads(line)  # the standard library: integers of any size, exactly
+        row = json.loads(line)  # the standard library: integers of any size, exactly
     except ValueError:
         return None
-    if not isinstance(values, list) or len(values) != len(COLUMNS):
+    if not isinstance(row, dict) or not isinstance(row.get("request_id"), str):
         return None
-    if not isinstance(values[_RID], str):
-        return None
-    return values
+    return [row.get(col) for col in COLUMNS]
