@@ -97,7 +97,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def router_config(path: Path, journal: Path) -> None:
+def router_config(path: Path, journal: Path, intake_dir: str = "") -> None:
     """Limits high enough that only the service's speed limits the run."""
     import yaml
 
@@ -112,7 +112,7 @@ def router_config(path: Path, journal: Path) -> None:
             "requests_per_day": big,
         },
         "queue": {"max_length": 10_000_000},
-        "journal": {"path": str(journal)},
+        "journal": {"path": str(journal), "intake_dir": intake_dir},
         "logging": {"level": "WARNING"},
     }
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -418,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per rate")
     p.add_argument("--repeat", type=int, default=1, help="runs of each rate (a p99 of 5 s varies)")
     p.add_argument("--virtual-gpus", type=int, default=64)
+    p.add_argument(
+        "--intake-dir",
+        default="",
+        help="the router's journal.intake_dir (default: beside the journal; /dev/shm: "
+        "shared memory)",
+    )
     p.add_argument("--job-ms", type=int, default=20, help="expected_duration of each request")
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--connections", type=int, default=64)
@@ -472,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         elif "router" in targets:
             port = free_port()
             cfg = tmp / "config.yaml"
-            router_config(cfg, tmp / "journal.sqlite3")
+            router_config(cfg, tmp / "journal.sqlite3", args.intake_dir)
             log = tmp / "router.log"
             procs.append(
                 start(

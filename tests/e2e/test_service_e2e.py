@@ -254,10 +254,7 @@ def _intake_logged(journal_path) -> set[str]:
     ids = set()
     for pre in intake_log.candidate_prefixes(str(journal_path)):
         for seg in intake_log.segment_paths(pre):
-            for line in seg.read_bytes().splitlines(keepends=True):
-                values = intake_log._row(line)
-                if values is not None:
-                    ids.add(values[0])
+            ids |= {values[0] for values in intake_log.read_segment(seg)[0]}
     return ids
 
 

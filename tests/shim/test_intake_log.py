@@ -68,7 +68,7 @@ def test_a_replay_that_cannot_commit_keeps_the_segments(tmp_path):
 
 
 def ids_in(path) -> list[str]:
-    return [intake_log._row(line)[0] for line in path.read_bytes().splitlines(True)]
+    return [values[0] for values in intake_log.read_segment(path)[0]]
 
 
 def test_a_write_that_fails_is_an_error_and_the_next_line_starts_a_new_segment(tmp_path):
@@ -78,7 +78,7 @@ def test_a_write_that_fails_is_an_error_and_the_next_line_starts_a_new_segment(t
     full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC, as on a full disk
     os.dup2(full, log._fd)
     os.close(full)
-    with pytest.raises(JournalError, match="No space"):
+    with pytest.raises(JournalError):
         log.append(row_values(rec("b")))
     log.append(row_values(rec("c")))
     assert log.path != first
@@ -169,7 +169,7 @@ def test_inserts_are_acknowledged_at_once_and_committed_later(tmp_path):
 def logged_here(path, where) -> set[str]:
     ids = set()
     for seg in intake_log.segment_paths(intake_log.prefix(str(path), str(where))):
-        ids |= {intake_log._row(line)[0] for line in seg.read_bytes().splitlines(True)}
+        ids |= {values[0] for values in intake_log.read_segment(seg)[0]}
     return ids
 
 

@@ -170,13 +170,10 @@ def replay(journal: Any, directory: str | None = None) -> int:
     rows: dict[str, list[Any]] = {}
     skipped = 0
     for p in paths:
-        with open(p, "rb") as f:
-            for line in f:
-                values = _row(line)
-                if values is None:
-                    skipped += 1
-                else:
-                    rows.setdefault(values[_RID], values)
+        logged, cut = read_segment(p)
+        skipped += cut
+        for values in logged:
+            rows.setdefault(values[_RID], values)
     stored = journal.stored_ids(list(rows))
     missing = [(rid, values) for rid, values in rows.items() if rid not in stored]
     errors: list[JournalError] = []
@@ -201,6 +198,19 @@ def replay(journal: Any, directory: str | None = None) -> int:
     for p in paths:
         remove_segment(str(p))
     return len(missing)
+
+
+def read_segment(path: Path) -> tuple[list[list[Any]], int]:
+    """The rows logged in a segment (values in ``COLUMNS`` order), and how many lines
+    were cut short or unreadable."""
+    rows, cut = [], 0
+    for line in path.read_bytes().splitlines(keepends=True):
+        values = _row(line)
+        if values is None:
+            cut += 1
+        else:
+            rows.append(values)
+    return rows, cut
 
 
 def _row(line: bytes) -> list[Any] | None:
