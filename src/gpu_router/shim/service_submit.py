@@ -1,8 +1,9 @@
 """Submission: admitting a request and the answer it gets.
 
 :meth:`SubmissionMixin.submit` turns a validated body into a policy ``Request``, asks the
-router, stages the journal row and answers 200 only once that row is committed (a
-re-submission gets the original answer, or 409 for another body). Also the module-level
+router, stages the journal row and answers 200 only once that row is durable: in the
+intake log (``shim.intake_log``) or committed (a re-submission gets the original answer,
+or 409 for another body). Also the module-level
 helpers the journal and restart recovery share: :func:`canonical_body`,
 :func:`body_hash`, :func:`to_policy_request`. Times: monotonic ``now`` and wall-clock
 ``wall`` in seconds; estimates are wall-clock seconds.
@@ -94,14 +95,14 @@ class SubmissionMixin(ServiceBase):
     """``submit`` and the refusals and estimates it answers with."""
 
     async def submit(self, req: RouteRequest, trace_child: str | None) -> Outcome:
-        """Admit ``req``; a 200 is returned only once its journal row is committed."""
+        """Admit ``req``; a 200 is returned only once its journal row is durable."""
         now, wall = self.clock.now(), self.clock.wall()
         given = req.request_id
         rid = given or str(uuid.uuid4())
         body, canon, digest = canonical_body(req)
         # A re-submission is found in memory (live or recently finished); one of an older
-        # request is found by the journal itself: its insert fails as a duplicate, below.
-        # (No SELECT per submission: ids are almost always new.)
+        # request by the journal's writer (``GroupCommit.insert``: from its set of taken
+        # ids, or the insert failing as a duplicate), below. (No SELECT per submission.)
         live = self.live.get(rid) if given else None
         known = None if given is None else live.rec if live is not None else self.recent.get(rid)
         if known is not None:
