@@ -116,7 +116,7 @@ class GroupCommit:
         self._retrying: set[str] = set()
         #: hash() of every request_id with a row or in the intake log: a new id is told
         #: apart from a taken one in memory (a query per submission, on the event loop,
-        #: waited out the writer's locks for milliseconds at times); about 60 bytes each
+        #: waited out the writer's locks for milliseconds at times); about 70 bytes each
         self._known: set[int] = set()
         if intake and self._proc is not None and journal.synchronous in ("NORMAL", "OFF"):
             try:
