@@ -248,14 +248,9 @@ def exited(pid: int) -> bool:
 
 
 def _intake_logged(journal_path) -> set[str]:
-    """The request_ids in a journal's intake log segments (wherever they are)."""
     from gpu_router.shim import intake_log
 
-    ids = set()
-    for pre in intake_log.candidate_prefixes(str(journal_path)):
-        for seg in intake_log.segment_paths(pre):
-            ids |= {values[0] for values in intake_log.read_segment(seg)[0]}
-    return ids
+    return intake_log.logged_ids(str(journal_path))
 
 
 def test_group_commit_acknowledged_survives_sigkill_right_after_the_200(tmp_path):

@@ -28,12 +28,7 @@ def committed(path) -> dict[str, str]:
 
 
 def logged(path) -> set[str]:
-    """The request_ids in the journal's intake log segments."""
-    ids = set()
-    for pre in intake_log.candidate_prefixes(str(path)):
-        for seg in intake_log.segment_paths(pre):
-            ids |= {values[0] for values in intake_log.read_segment(seg)[0]}
-    return ids
+    return intake_log.logged_ids(str(path))
 
 
 def test_staged_writes_commit_together_and_updates_coalesce(tmp_path):

@@ -167,10 +167,7 @@ def test_inserts_are_acknowledged_at_once_and_committed_later(tmp_path):
 
 
 def logged_here(path, where) -> set[str]:
-    ids = set()
-    for seg in intake_log.segment_paths(intake_log.prefix(str(path), str(where))):
-        ids |= {values[0] for values in intake_log.read_segment(seg)[0]}
-    return ids
+    return intake_log.logged_ids(str(path), str(where))
 
 
 def test_full_segments_are_deleted_once_their_rows_are_committed(tmp_path):

@@ -72,6 +72,19 @@ def candidate_prefixes(journal_path: str, directory: str | None = None) -> list[
     return list(dict.fromkeys(found))
 
 
+def all_segments(journal_path: str, directory: str | None = None) -> list[Path]:
+    """Every segment of a journal's intake log, wherever it may be, oldest first per place."""
+    return [p for pre in candidate_prefixes(journal_path, directory) for p in segment_paths(pre)]
+
+
+def logged_ids(journal_path: str, directory: str | None = None) -> set[str]:
+    """The request_ids in a journal's intake log (those not committed yet, or not known
+    to be: a segment goes once all of its rows are)."""
+    return {
+        values[_RID] for p in all_segments(journal_path, directory) for values in read_segment(p)[0]
+    }
+
+
 def segment_paths(prefix: str) -> list[Path]:
     """The segments of ``prefix`` on disk, oldest first."""
     base = Path(prefix)
@@ -164,7 +177,7 @@ def replay(journal: Any, directory: str | None = None) -> int:
     """Copy into ``journal`` the logged rows that it has no row for, then delete the
     segments; the number of rows copied. Raises :class:`JournalError` (and keeps the
     segments) if they could not be committed."""
-    paths = [p for pre in candidate_prefixes(journal.path, directory) for p in segment_paths(pre)]
+    paths = all_segments(journal.path, directory)
     if not paths:
         return 0
     rows: dict[str, list[Any]] = {}
