@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from gpu_router.shim.journal_rows import COLUMNS, row_values
 from .app_helpers import H_ALICE, body, running
 from .test_group_commit import committed, logged
 from .test_journal import rec
+from .test_journal_process import kill_service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -219,11 +219,7 @@ def test_acknowledged_requests_of_a_killed_service_are_replayed_at_its_next_star
     try:
         child = int(service.stdout.readline())  # 50 acknowledged
         assert committed(path) == {}
-        service.send_signal(signal.SIGKILL)
-        service.wait(10)
-        deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
-            time.sleep(0.02)
+        kill_service(service, child, 10.0)
     finally:
         service.kill()
         service.wait()

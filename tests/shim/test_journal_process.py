@@ -40,6 +40,17 @@ def gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def kill_service(service: subprocess.Popen, child: int, timeout_s: float) -> bool:
+    """SIGKILL the service and wait up to ``timeout_s`` for its writer child to be gone;
+    whether it is."""
+    service.send_signal(signal.SIGKILL)
+    service.wait(10)
+    deadline = time.monotonic() + timeout_s
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return gone(child)
+
+
 def test_the_writer_process_commits_answers_and_reports_duplicates(tmp_path):
     path = tmp_path / "j.sqlite3"
 
@@ -162,12 +173,7 @@ def test_the_writer_process_dies_with_the_service_even_while_it_commits(tmp_path
         service.stdin.flush()
         assert service.stdout.readline().strip() == "sent"
         time.sleep(0.3)  # the child is inside its commit now, waiting for the lock
-        service.send_signal(signal.SIGKILL)
-        service.wait(10)
-        deadline = time.monotonic() + 2.0
-        while not gone(child) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert gone(child)
+        assert kill_service(service, child, 2.0)
         lock.execute("ROLLBACK")
         assert "late" not in committed(path)
     finally:
@@ -195,12 +201,7 @@ def test_the_writer_process_exits_when_the_service_is_killed(tmp_path):
     try:
         child = int(service.stdout.readline())
         assert not gone(child)
-        service.send_signal(signal.SIGKILL)
-        service.wait(10)
-        deadline = time.monotonic() + 10
-        while not gone(child) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert gone(child)
+        assert kill_service(service, child, 10.0)
     finally:
         service.kill()
         service.wait()
