@@ -4,7 +4,7 @@ A decision is one ``Router.submit`` on a fleet kept about 80% busy: the request
 is admitted (quotas, rate limits, queue bound), queued, and placed by the strategy
 on one of the free GPUs. Between decisions a running request completes (untimed),
 so the load stays level. Fleets of 10, 100, 1,000 GPUs are H100s; 6,212 is the
-Alibaba GPU-v2023 fleet (P100 ... G3) from ../shared/traces.
+Alibaba GPU-v2023 fleet (P100 ... G3) from data/traces.
 
     .venv/bin/python benchmarks/decision_latency.py [--decisions N] [--json]
 """

@@ -5,7 +5,6 @@ from gpu_router.sim.fleet import (
     build_fleet,
     capacity,
     scale_counts,
-    shared_dir,
 )
 from gpu_router.sim.scenario import FleetSpec, ScenarioError
 
@@ -42,10 +41,3 @@ def test_alibaba_fleet_has_6212_gpus():
     fleet = build_fleet(FleetSpec(source="alibaba"))
     assert len(fleet) == 6212 and fleet[-1].gpu_id == "gpu-6211"
     assert len(build_fleet(FleetSpec(source="alibaba", count=100))) == 100
-
-
-def test_shared_dir_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("GPU_ROUTER_SHARED", str(tmp_path))
-    assert shared_dir() == tmp_path
-    monkeypatch.delenv("GPU_ROUTER_SHARED")
-    assert (shared_dir() / "traces").is_dir()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gpu_router.sim.fleet import shared_dir
+from gpu_router.resources import data_dir
 from gpu_router.sim.scenario import ServiceModelSpec
 from gpu_router.sim.service_model import (
     FIXTURE,
@@ -13,7 +13,7 @@ from gpu_router.sim.service_model import (
 
 
 def test_frozen_calibration_matches_fixture():
-    fitted = fit_calibration(shared_dir() / FIXTURE)
+    fitted = fit_calibration(data_dir() / FIXTURE)
     frozen = Calibration()
     assert fitted.floor_ms == pytest.approx(frozen.floor_ms, rel=1e-4)
     assert fitted.ms_per_token == pytest.approx(frozen.ms_per_token, rel=1e-4)

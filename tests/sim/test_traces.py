@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpu_router.resources import data_dir
 from gpu_router.sim import load_scenario, parse_scenario, run_scenario
-from gpu_router.sim.fleet import shared_dir
 from gpu_router.sim.service_model import ServiceModel
 from gpu_router.sim.traces import ALIBABA_PODS_FILE, AZURE_FILE, alibaba_pods, azure_llm
 
@@ -20,7 +20,7 @@ def test_azure_replay_times_and_work():
     assert len(full) == 19_366 and full.arrival_s[0] == 0.0
     fast = azure_llm(np.random.default_rng(0), spec("azure_llm", time_scale=2.0), sm, 4000.0)
     assert np.allclose(fast.arrival_s, full.arrival_s / 2)
-    df = pd.read_csv(shared_dir() / AZURE_FILE)
+    df = pd.read_csv(data_dir() / AZURE_FILE)
     first = sm.llm_work(df.ContextTokens.to_numpy()[:1], df.GeneratedTokens.to_numpy()[:1])
     assert full.work[0] == pytest.approx(first[0])  # rows keep their order (times sorted)
     short = azure_llm(np.random.default_rng(0), spec("azure_llm", limit=100), sm, 4000.0)
@@ -31,7 +31,7 @@ def test_azure_replay_times_and_work():
 
 def test_alibaba_pods_mapping():
     wl = alibaba_pods(np.random.default_rng(0), spec("alibaba_pods"), 1.0, 2e7)
-    pods = pd.read_csv(shared_dir() / ALIBABA_PODS_FILE)
+    pods = pd.read_csv(data_dir() / ALIBABA_PODS_FILE)
     ok = pods.scheduled_time.notna() & (pods.num_gpu >= 1)
     ok &= (pods.deletion_time - pods.scheduled_time) > 0
     assert len(wl) == int(pods.num_gpu[ok].sum())  # a pod of n GPUs is n requests

@@ -10,13 +10,13 @@ fact from the trace). Memory in MB (MiB as NVML reports it).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..policy.types import GpuState
+from ..resources import data_dir
 from .scenario import FleetSpec, ScenarioError
 
 #: name -> (memory_mb, compute capability, relative speed)
@@ -36,7 +36,6 @@ GPU_MODELS: dict[str, tuple[float, tuple[int, int], float]] = {
     "G3": (81_920.0, (8, 0), 0.45),
 }
 
-ENV_SHARED = "GPU_ROUTER_SHARED"
 NODES_FILE = "traces/alibaba_gpu_v2023_nodes.csv"
 
 
@@ -64,22 +63,6 @@ class GpuSpec:
         )
 
 
-def shared_dir() -> Path:
-    """The shared folder (fixtures, traces): $GPU_ROUTER_SHARED, else ../shared of the repo."""
-    env = os.environ.get(ENV_SHARED)
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "pyproject.toml").exists() and (parent.parent / "shared").is_dir():
-            return parent.parent / "shared"
-    cwd = Path.cwd().resolve()
-    for parent in (cwd, *cwd.parents):
-        if (parent / "shared" / "traces").is_dir():
-            return parent / "shared"
-    raise ScenarioError(f"shared data folder not found; set {ENV_SHARED}")
-
-
 def model_info(name: str) -> tuple[float, tuple[int, int], float]:
     try:
         return GPU_MODELS[name]
@@ -105,7 +88,7 @@ def alibaba_groups(path: str | Path | None = None) -> list[tuple[str, int]]:
     """(model, GPU count) per model of the Alibaba node list, in file order of first use."""
     import pandas as pd
 
-    path = Path(path) if path else shared_dir() / NODES_FILE
+    path = Path(path) if path else data_dir() / NODES_FILE
     try:
         nodes = pd.read_csv(path, usecols=["gpu", "model"])
     except (OSError, ValueError) as err:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fleet import shared_dir
+from ..resources import data_dir
 from .scenario import ScenarioError, TraceSpec, WorkloadSpec
 from .service_model import ServiceModel
 from .workload import Workload, mix
@@ -60,7 +60,7 @@ def azure_llm(
 ) -> Workload:
     tr = spec.trace
     assert tr is not None  # noqa: S101 - caller checks
-    path = Path(tr.path) if tr.path else shared_dir() / AZURE_FILE
+    path = Path(tr.path) if tr.path else data_dir() / AZURE_FILE
     df = _read(path)
     stamps = pd.to_datetime(df["TIMESTAMP"], format="mixed")
     t = (stamps - stamps.min()).dt.total_seconds().to_numpy()
@@ -81,7 +81,7 @@ def alibaba_pods(
 ) -> Workload:
     tr = spec.trace
     assert tr is not None  # noqa: S101 - caller checks
-    path = Path(tr.path) if tr.path else shared_dir() / ALIBABA_PODS_FILE
+    path = Path(tr.path) if tr.path else data_dir() / ALIBABA_PODS_FILE
     df = _read(path)
     df = df[df["scheduled_time"].notna() & (df["num_gpu"] >= 1)]
     dur = (df["deletion_time"] - df["scheduled_time"]).to_numpy(dtype=float)
