@@ -233,7 +233,7 @@ def journal_writers(pid: int) -> list[int]:
         for child in (task / "children").read_text().split():
             with contextlib.suppress(OSError):
                 if (
-                    b"gpu_router.shim.journal_process"
+                    b"gpu_router.shim.store.writer_process"
                     in Path(f"/proc/{child}/cmdline").read_bytes()
                 ):
                     out.append(int(child))
@@ -248,7 +248,7 @@ def exited(pid: int) -> bool:
 
 
 def _intake_logged(journal_path) -> set[str]:
-    from gpu_router.shim import intake_log
+    from gpu_router.shim.store import intake_log
 
     return intake_log.logged_ids(str(journal_path))
 

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import jsonschema
 
-from gpu_router.shim.app import create_app
 from gpu_router.shim.config import config_from_mapping
 from gpu_router.shim.gpu_sources.virtual import VirtualFleet
-from gpu_router.shim.openapi import openapi_document
+from gpu_router.shim.http.app import create_app
+from gpu_router.shim.http.openapi import openapi_document
 
 ALICE = "alice-key-0123456789"
 BOB = "bob-key-000123456789"

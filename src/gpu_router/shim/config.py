@@ -215,7 +215,7 @@ class JournalSection(_Section):
     path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
-    # group commit (shim.group_commit, a writer process): new requests are handed to the
+    # group commit (shim.store.group_commit, a writer process): new requests are handed to the
     # writer commit_delay_ms after the first of a batch (0: at once; the writer batches
     # whatever arrives while it commits); later state changes are handed over at most
     # lazy_commit_ms later (or with the next new request)
@@ -225,7 +225,7 @@ class JournalSection(_Section):
     # uses a thread
     writer: Literal["process", "thread"] = "process"
     # with a writer process and synchronous NORMAL or OFF: a new request is made durable
-    # by one append to the intake log (shim.intake_log) and answered at once, not after
+    # by one append to the intake log (shim.store.intake_log) and answered at once, not after
     # the writer process's commit (false: after the commit); its row is then handed to
     # the writer like a state change (lazy_commit_ms), and commit_delay_ms does not apply
     intake_log: bool = True

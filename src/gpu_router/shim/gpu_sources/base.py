@@ -15,7 +15,7 @@ A source (NVML, the Monitoring Service, the virtual fleet) implements:
   hard signals of a GPU after an admin restart or a GPU reset. Without it an NVML GPU that
   had a critical Xid keeps reporting ``error``.
 
-A worker, HTTP (``shim.worker_client.WorkerClient``) or virtual, offers the same job
+A worker, HTTP (``shim.worker.client.WorkerClient``) or virtual, offers the same job
 API: ``submit(request_id, payload, expected_duration_ms, memory_mb) -> job_id``,
 ``status(job_id) -> dict`` (``state`` running|completed|failed|cancelled, ``progress``
 0-1, ``result``, ``error``) and ``cancel(job_id)``. A runner may also offer

@@ -1,0 +1,187 @@
+"""The Starlette app: every endpoint of DESIGN 5.1 in the ALT_LAS envelope.
+
+``create_app(config, gpu_source=...)`` builds the app with its parts passed in (clock,
+journal, HTTP client, logger): the plumbing (:mod:`.plumbing`), the public handlers
+(:mod:`.handlers`) and the admin handlers (:mod:`.admin_handlers`) on the route table
+here; the lifespan starts the :class:`RouterService`. :class:`_RouterApp` sends
+POST /api/v1/route, the one hot path, straight to its endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gpu_router.shim.config import ServiceConfig
+from gpu_router.shim.core.clock import Clock, SystemClock
+from gpu_router.shim.core.metrics import PromMetrics
+from gpu_router.shim.core.service import RouterService
+from gpu_router.shim.gpu_sources.base import GpuSource
+from gpu_router.shim.http.admin_endpoints import admin_handlers
+from gpu_router.shim.http.auth import Authenticator
+from gpu_router.shim.http.endpoints import request_handlers
+from gpu_router.shim.http.one_write import send_in_one_write
+from gpu_router.shim.http.openapi import openapi_document
+from gpu_router.shim.http.plumbing import Auth, Handler, make_plumbing
+from gpu_router.shim.logs import LOGGER_NAME, log
+from gpu_router.shim.store.journal import Journal
+
+
+def create_app(
+    config: ServiceConfig,
+    *,
+    gpu_source: GpuSource,
+    clock: Clock | None = None,
+    journal: Journal | None = None,
+    http: httpx.AsyncClient | None = None,
+    logger: logging.Logger | None = None,
+    close_source: bool = False,
+) -> Starlette:
+    clock = clock or SystemClock()
+    logger = logger or logging.getLogger(LOGGER_NAME)
+    prom = PromMetrics()
+    authn = Authenticator(config.auth)
+    holder: dict[str, RouterService] = {}
+    p = make_plumbing(config, clock=clock, logger=logger, prom=prom, authn=authn, holder=holder)
+    h = request_handlers(p) | admin_handlers(p)
+    http_error = p.http_error
+
+    async def prometheus(request: Request) -> Response:
+        return Response(prom.text(), 200, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    doc = openapi_document(config.api_metadata.version)
+    doc_bytes = json.dumps(doc).encode()
+
+    async def openapi(request: Request) -> Response:
+        return Response(doc_bytes, 200, media_type="application/json")
+
+    def r(path: str, name: str, auth: Auth, fn: Handler, methods: list[str]) -> Route:
+        return Route(path, p.endpoint(name, auth, fn), methods=methods, name=name)
+
+    routes = [
+        r("/api/v1/route", "route", "any", h["route"], ["POST"]),
+        r("/api/v1/route/{request_id}", "status", "any", h["status"], ["GET"]),
+        r("/api/v1/requests/{request_id}", "status", "any", h["status"], ["GET"]),
+        r("/api/v1/requests/{request_id}", "cancel", "any", h["cancel"], ["DELETE"]),
+        r("/api/v1/requests/{request_id}/result", "result", "any", h["result"], ["GET"]),
+        r("/api/v1/gpu/status", "gpus", "any", h["gpus"], ["GET"]),
+        r("/api/v1/gpus", "gpus", "any", h["gpus"], ["GET"]),
+        r("/api/v1/user/{user_id}/quota", "quota", "any", h["quota"], ["GET"]),
+        r("/api/v1/metrics", "metrics", "any", h["metrics"], ["GET"]),
+        r(
+            "/api/v1/admin/gpu/{gpu_id}/maintenance",
+            "admin_maintenance",
+            "admin",
+            h["admin_maintenance"],
+            ["POST"],
+        ),
+        r(
+            "/api/v1/admin/gpu/{gpu_id}/restart",
+            "admin_restart",
+            "admin",
+            h["admin_restart"],
+            ["POST"],
+        ),
+        r(
+            "/api/v1/admin/request/{request_id}",
+            "admin_cancel",
+            "admin",
+            h["admin_cancel"],
+            ["DELETE"],
+        ),
+        r("/api/v1/admin/user/{user_id}/quota", "admin_quota", "admin", h["admin_quota"], ["PUT"]),
+        r("/health", "health", "none", h["health"], ["GET"]),
+        Route("/metrics", prometheus, methods=["GET"], name="prometheus"),
+        Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own_journal = journal is None
+        jc = config.journal
+        jr = journal or Journal(  # a writer process runs the checkpoints itself
+            jc.path,
+            wal=jc.wal,
+            synchronous=jc.synchronous,
+            checkpoint_interval_s=None if jc.writer == "process" else 1.0,
+        )
+        own_http = http is None
+        client = http or httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=200), trust_env=False
+        )
+        service = RouterService(
+            config, gpu_source, clock=clock, journal=jr, http=client, logger=logger, prom=prom
+        )
+        app.state.service = service
+        try:
+            await service.start()
+            holder["svc"] = service
+            if not authn.configured:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "no API keys and no trusted networks configured: "
+                    "every API call will answer 401",
+                )
+            yield
+        finally:
+            await service.stop()
+            holder.pop("svc", None)
+            if own_http:
+                await client.aclose()
+            if own_journal:
+                jr.close()
+            if close_source:
+                await gpu_source.aclose()
+
+    app = _RouterApp(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: http_error},
+    )
+    app.fast_route = p.endpoint("route", "any", h["route"])
+    app.fast_error = http_error
+    app.state.prom = prom
+    return app
+
+
+class _RouterApp(Starlette):
+    """Starlette, with POST /api/v1/route (the one hot path) sent straight to its handler.
+
+    The handler already turns every error into an answer, so the middleware stack (server
+    error and exception middleware) and the route table have nothing to add there; they
+    cost about a tenth of the CPU of a submission. Everything else goes through Starlette.
+    """
+
+    fast_route: Callable[[Request], Awaitable[Response]] | None = None
+    fast_error: Callable[[Request, Exception], Awaitable[Response]] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            self.fast_route is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == "/api/v1/route"
+            and not scope.get("root_path")
+        ):
+            scope["app"] = self
+            request = Request(scope, receive, send)
+            try:
+                response = await self.fast_route(request)
+            except Exception as exc:  # what ServerErrorMiddleware would have caught
+                if self.fast_error is None:  # pragma: no cover
+                    raise
+                response = await self.fast_error(request, exc)
+            await send_in_one_write(response, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)

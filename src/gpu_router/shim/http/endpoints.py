@@ -1,0 +1,136 @@
+"""The public request handlers: submit, status, result, cancel, GPUs, quota, metrics, health.
+
+:func:`request_handlers` builds them for one app on its :class:`Plumbing`; each takes a
+:class:`Ctx` and returns ``(HTTP status, data)`` or raises :class:`ApiError`. A user key
+sees only its own requests, quota and metrics; an admin key sees everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpu_router.shim.core import status as views
+from gpu_router.shim.core.service import RouterService
+from gpu_router.shim.http.plumbing import ID, ApiError, Ctx, Handler, Plumbing, not_found, path_id
+from gpu_router.shim.http.schemas import RouteRequest
+
+
+def owned(ctx: Ctx, s: RouterService, rid: str) -> Any:
+    """The record of request ``rid`` if the caller may act for its user, else a 404."""
+    rec = s.lookup(rid)
+    assert ctx.identity is not None
+    if rec is None or not ctx.identity.may_act_for(rec.user_id):
+        raise not_found(f"request {rid}")
+    return rec
+
+
+def cancel_request(ctx: Ctx, s: RouterService, reason: str) -> tuple[int, Any]:
+    """Cancel the request named in the path (idempotent); says whether it was cancelled."""
+    rid = path_id(ctx, "request_id", "request")
+    owned(ctx, s, rid)
+    before = s.cancel(rid, reason)
+    after = s.lookup(rid).state  # type: ignore[union-attr]
+    done = before not in (None, "completed", "failed", "cancelled")
+    msg = "cancelled" if done else f"not cancelled: the request is already {before}"
+    return 200, {"request_id": rid, "status": after, "cancelled": done, "message": msg}
+
+
+def request_handlers(p: Plumbing) -> dict[str, Handler]:
+    """The public handlers of one app, by route name."""
+    svc, read_body, clock, holder = p.svc, p.read_body, p.clock, p.holder
+    config = p.config
+    tracing = config.api_metadata.components.tracing
+
+    async def route(ctx: Ctx) -> tuple[int, Any]:
+        s = svc()
+        req: RouteRequest = await read_body(ctx, RouteRequest)
+        assert ctx.identity is not None
+        if not ctx.identity.may_act_for(req.user_id):
+            raise ApiError(403, "forbidden", "a user key may submit only as its own user_id")
+        t = clock.now()
+        child = ctx.trace.child().traceparent if tracing.enabled else None
+        out = await s.submit(req, child)
+        ctx.timings.add("routing", clock.now() - t)
+        ctx.gpu_id = out.gpu_id
+        if out.status_code != 200:
+            raise ApiError(
+                out.status_code,
+                out.error_code or "rejected",
+                out.message or "rejected",
+                data=out.data,
+                retry_after=out.retry_after_s,
+            )
+        return 200, out.data
+
+    async def status(ctx: Ctx) -> tuple[int, Any]:
+        s = svc()
+        rec = owned(ctx, s, path_id(ctx, "request_id", "request"))
+        ctx.gpu_id = rec.gpu_id
+        return 200, views.status_data(s, rec)
+
+    async def result(ctx: Ctx) -> tuple[int, Any]:
+        s = svc()
+        rid = path_id(ctx, "request_id", "request")
+        rec = owned(ctx, s, rid)
+        if rec.state != "completed":
+            raise ApiError(409, "not_completed", f"request {rid} is {rec.state}; no result")
+        return 200, {"request_id": rid, "status": "completed", "result": rec.result}
+
+    async def user_cancel(ctx: Ctx) -> tuple[int, Any]:
+        return cancel_request(ctx, svc(), "cancelled by the client")
+
+    async def gpus(ctx: Ctx) -> tuple[int, Any]:
+        s = svc()
+        return 200, {"timestamp": views.iso(clock.wall()), "gpus": views.gpu_list(s)}
+
+    async def quota(ctx: Ctx) -> tuple[int, Any]:
+        s = svc()
+        user = ctx.request.path_params.get("user_id", "")
+        if not ID.match(user):
+            raise not_found("user")
+        assert ctx.identity is not None
+        if not ctx.identity.may_act_for(user):
+            raise ApiError(403, "forbidden", "a user key may read only its own quota")
+        return 200, views.quota_data(s, user)
+
+    async def metrics_json(ctx: Ctx) -> tuple[int, Any]:
+        s = svc()
+        assert ctx.identity is not None
+        only = ctx.identity.user_id if ctx.identity.role.value == "user" else None
+        return 200, views.metrics_data(s, only)
+
+    async def health(ctx: Ctx) -> tuple[int, Any]:
+        s = holder.get("svc")
+        if s is None:
+            raise ApiError(
+                503,
+                "not_ready",
+                "starting",
+                data={
+                    "status": "unhealthy",
+                    "live": True,
+                    "ready": False,
+                    "version": config.api_metadata.version,
+                    "gpus_total": 0,
+                    "gpus_active": 0,
+                    "queued_requests": 0,
+                    "active_requests": 0,
+                    "uptime": 0.0,
+                    "reason": "starting",
+                },
+            )
+        data = views.health_data(s)
+        if not data["ready"]:
+            raise ApiError(503, "not_ready", data["reason"] or "not ready", data=data)
+        return 200, data
+
+    return {
+        "route": route,
+        "status": status,
+        "result": result,
+        "cancel": user_cancel,
+        "gpus": gpus,
+        "quota": quota,
+        "metrics": metrics_json,
+        "health": health,
+    }

@@ -1,0 +1,84 @@
+"""`gpu-router worker --gpu N --port P [--host 127.0.0.1] [--mode auto|cuda|cpu]`.
+
+Runs the reference worker (``shim.worker.server``) for GPU N. Once the device is warm and the
+port accepts connections it prints one JSON line to stdout: ``{"event":
+"worker_ready", "url", "gpu", "mode", "device_name", "pid"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpu", type=int, required=True, help="GPU index (NVML/PCI order)")
+    parser.add_argument("--port", type=int, default=9000, help="TCP port (default 9000)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "cuda", "cpu"),
+        default="auto",
+        help="cuda: PyTorch on the GPU (required); cpu: numpy; auto: cuda when available",
+    )
+    parser.add_argument("--max-jobs", type=int, default=16, help="jobs running at once")
+    parser.add_argument(
+        "--max-duration-s", type=float, default=3600.0, help="longest a job may run"
+    )
+    parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only this subcommand needs it
+
+    from gpu_router.shim.worker.server import Worker, WorkerError, create_app, detect_device  # noqa: PLC0415
+
+    for name, value, lo, hi in (
+        ("--port", args.port, 0, 65535),
+        ("--max-jobs", args.max_jobs, 1, 4096),
+    ):
+        if not lo <= value <= hi:
+            print(f"gpu-router worker: {name}={value}: must be in [{lo}, {hi}]", file=sys.stderr)
+            return 2
+    if not 0 < args.max_duration_s <= 7 * 86400:
+        print(
+            f"gpu-router worker: --max-duration-s={args.max_duration_s}: must be in (0, 604800]",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        device = detect_device(args.gpu, args.mode)
+    except WorkerError as exc:
+        print(f"gpu-router worker: {exc}", file=sys.stderr)
+        return 2
+    worker = Worker(device, max_jobs=args.max_jobs, max_duration_s=args.max_duration_s)
+
+    def ready() -> None:
+        line = {
+            "event": "worker_ready",
+            "url": f"http://{args.host}:{args.port}",
+            "gpu": device.index,
+            "mode": device.mode,
+            "device_name": device.name,
+            "pid": os.getpid(),
+        }
+        print(json.dumps(line), flush=True)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # lifespan done and the socket bound
+                ready()
+
+    config = uvicorn.Config(
+        create_app(worker),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+    )
+    server = Server(config)
+    server.run()
+    return 0 if server.started else 1
