@@ -1,8 +1,8 @@
 """The request journal: SQLite (WAL mode by default), the service's only durable state.
 
 A request is durable here before the client hears 200 (committed, or in the intake log
-that ``shim.store.group_commit`` keeps in front of it, ``shim.store.intake_log``); every later change
-of state is written as it happens. After a crash the service reads back the
+that ``shim.store.group_commit`` keeps in front of it, ``shim.store.intake_log``);
+every later change of state is written as it happens. After a crash the service reads back the
 requests that are not terminal and resumes them; terminal ones are never run again, and
 their results stay readable behind ``result_url``.
 
