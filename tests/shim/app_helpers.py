@@ -113,3 +113,9 @@ def check_schema(method: str, path: str, response: httpx.Response) -> None:
     schema = dict(spec["content"]["application/json"]["schema"])
     schema["components"] = _RESOLVER_DOC["components"]
     jsonschema.validate(response.json(), schema, cls=jsonschema.Draft202012Validator)
+
+
+def router_idle(svc: Any) -> bool:
+    """Whether the service's Router holds no request (none queued, none running)."""
+    fleet = svc.router.fleet_summary()
+    return fleet.queued == 0 and fleet.running == 0

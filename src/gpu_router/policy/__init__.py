@@ -17,7 +17,10 @@ from .decisions import (
     RejectCode,
 )
 from .errors import InvalidValue, RouterError
-from .queue import CentralQueue, QueueConfig
+from .health import HardSignal, calculate_health_score, health_status, is_critical_xid
+from .outlier import OutlierConfig
+from .queue import DEFAULT_ADMISSION_SHARE, DEFAULT_MAX_WAIT_S, CentralQueue, QueueConfig
+from .quota import SEED_ADMIN_ALIASES, QuotaLimits
 from .records import RequestSnapshot
 from .router import Router
 from .strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
@@ -32,8 +35,11 @@ from .types import (
 )
 
 __all__ = [
+    "DEFAULT_ADMISSION_SHARE",
+    "DEFAULT_MAX_WAIT_S",
     "DEFAULT_STRATEGY",
     "PRIORITIES",
+    "SEED_ADMIN_ALIASES",
     "STRATEGIES",
     "Abort",
     "Action",
@@ -44,9 +50,12 @@ __all__ = [
     "Finished",
     "GpuState",
     "GpuStatus",
+    "HardSignal",
     "InvalidValue",
+    "OutlierConfig",
     "Placement",
     "QueueConfig",
+    "QuotaLimits",
     "Reject",
     "RejectCode",
     "Request",
@@ -58,5 +67,8 @@ __all__ = [
     "Router",
     "RouterConfig",
     "RouterError",
+    "calculate_health_score",
+    "health_status",
+    "is_critical_xid",
     "make_strategy",
 ]

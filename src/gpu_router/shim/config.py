@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gpu_router.policy.errors import RouterError
+from gpu_router.policy import RouterError
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
@@ -356,56 +356,3 @@ def load_config(
     elif explicit:
         raise ConfigError("CONFIG_PATH" if path is None else str(file), "file not found")
     return config_from_mapping(raw, env)
-
-
-def router_config(cfg: ServiceConfig) -> Any:
-    """The policy ``RouterConfig`` this service config describes."""
-    from gpu_router.policy.config import RetryConfig, RouterConfig
-    from gpu_router.policy.errors import InvalidValue
-    from gpu_router.policy.outlier import OutlierConfig
-    from gpu_router.policy.queue import DEFAULT_ADMISSION_SHARE, DEFAULT_MAX_WAIT_S, QueueConfig
-    from gpu_router.policy.quota import QuotaLimits
-    from gpu_router.policy.strategies import DEFAULT_STRATEGY
-
-    lb, q, uq, eh = cfg.load_balancer, cfg.queue, cfg.user_quota_manager, cfg.error_handler
-    strategy = lb.strategy or DEFAULT_STRATEGY
-    options: dict[str, Any] = {}
-    if strategy.startswith("hybrid") and lb.weights is not None:
-        options["weights"] = dict(lb.weights)
-    if strategy == "power-of-d":
-        options["d"] = lb.d
-    try:
-        return RouterConfig(
-            strategy=strategy,
-            strategy_options=options,
-            binding=q.binding,
-            queue=QueueConfig(
-                max_size=q.max_length,
-                max_wait_s={**DEFAULT_MAX_WAIT_S, **q.max_wait_s},
-                admission_share={**DEFAULT_ADMISSION_SHARE, **q.admission_share},
-                fair_share=q.fair_share,
-            ),
-            quotas=QuotaLimits(
-                requests_per_minute=uq.requests_per_minute,
-                requests_per_day=uq.requests_per_day,
-                concurrent_requests=uq.default_request_limit,
-                priority_requests=uq.default_priority_limit,
-                gpu_minutes=(
-                    uq.gpu_minutes if uq.gpu_minutes is not None else uq.default_gpu_limit * 1440.0
-                ),
-                gpu_minutes_period_s=uq.gpu_minutes_period_s,
-            ),
-            retry=RetryConfig(max_retries=eh.max_retries, backoff_base_s=eh.retry_delay),
-            outlier=OutlierConfig(
-                consecutive_failures=eh.consecutive_failures,
-                base_ejection_s=eh.base_ejection_s,
-                max_ejection_s=eh.gpu_cooldown_period,
-                max_ejected_share=eh.max_ejected_share,
-            ),
-            default_timeout_s=None if q.default_timeout_ms is None else q.default_timeout_ms / 1e3,
-        )
-    except InvalidValue as exc:
-        key = {"strategy": "load_balancer.strategy", "strategy_options": "load_balancer.weights"}
-        raise ConfigError(
-            key.get(exc.field, exc.field), f"{exc.reason} (got {exc.value!r})"
-        ) from None

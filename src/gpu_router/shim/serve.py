@@ -36,32 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal", metavar="PATH", help="journal file (overrides journal.path)")
 
 
-def build_source(cfg: ServiceConfig, virtual_gpus: int | None = None) -> Any:
-    """The GPU source the config asks for."""
-    gm = cfg.gpu_monitoring
-    if virtual_gpus is not None or gm.source == "virtual":
-        from gpu_router.shim.gpu_sources.virtual import VirtualFleet
-
-        return VirtualFleet(virtual_gpus or gm.virtual_gpus, period_s=min(gm.update_interval, 0.5))
-    if gm.source == "nvml":
-        from gpu_router.shim.gpu_sources.nvml import NvmlSource
-
-        return NvmlSource(
-            period_s=gm.update_interval,
-            worker_urls=gm.worker_urls,
-            worker_base_port=gm.worker_base_port,
-            worker_host=gm.worker_host,
-        )
-    from gpu_router.shim.gpu_sources.monitoring import MonitoringSource
-
-    return MonitoringSource(
-        gm.url,
-        period_s=gm.update_interval,
-        health_period_s=gm.health_check_interval,
-        worker_urls=gm.worker_urls,
-    )
-
-
 def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> ServiceConfig:
     cfg = load_config(args.config, env=os.environ if env is None else env)
     api: dict[str, Any] = {}
@@ -112,14 +86,15 @@ def tune_gc() -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = resolve(args)
-        from gpu_router.shim.config import router_config
+        from gpu_router.shim.core.policy_config import policy_config
 
-        router_config(cfg)  # strategy names and weights are checked before binding a port
+        policy_config(cfg)  # strategy names and weights are checked before binding a port
     except ConfigError as exc:
         print(f"gpu-router serve: {exc}", file=sys.stderr)
         return 2
     import uvicorn
 
+    from gpu_router.shim.gpu_sources.factory import source_from_config
     from gpu_router.shim.http.app import create_app
     from gpu_router.shim.logs import setup_logging
 
@@ -127,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.logging.level, json_format=cfg.logging.json_format, url=cfg.logging.url
     )
     try:
-        source = build_source(cfg, args.virtual_gpus)
+        source = source_from_config(cfg.gpu_monitoring, args.virtual_gpus)
     except Exception as exc:  # NVML missing, bad worker URLs, ...
         print(
             f"gpu-router serve: gpu_monitoring.source={cfg.gpu_monitoring.source}: {exc}",

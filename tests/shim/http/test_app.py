@@ -6,7 +6,16 @@ import asyncio
 
 import pytest
 
-from ..app_helpers import H_ADMIN, H_ALICE, H_BOB, body, check_schema, running, wait_state
+from ..app_helpers import (
+    H_ADMIN,
+    H_ALICE,
+    H_BOB,
+    body,
+    check_schema,
+    router_idle,
+    running,
+    wait_state,
+)
 
 pytestmark = pytest.mark.timeout(30)
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -173,7 +182,7 @@ def test_bad_input_is_4xx_with_field_and_enqueues_nothing():
             )
             assert r.status_code == 413  # streamed, no Content-Length
             svc = app.state.service
-            assert svc.journal.count_by_state() == {} and svc.r.records == {}
+            assert svc.requests.journal.count_by_state() == {} and router_idle(svc)
             assert svc.stats.system.total == 0
 
     run(scenario())
@@ -271,7 +280,7 @@ def test_idempotent_resubmission_and_conflict():
             r = await c.post("/api/v1/route", json={**b, "priority": 4}, headers=H_ALICE)
             assert r.status_code == 409 and r.json()["data"]["status"] == "rejected"
             check_schema("POST", "/api/v1/route", r)
-            assert app.state.service.journal.count_by_state() in (
+            assert app.state.service.requests.journal.count_by_state() in (
                 {"processing": 1},
                 {"completed": 1},
             )
@@ -331,7 +340,7 @@ def test_limits_answer_429_with_retry_after_and_incompatible_503():
             d = r.json()["data"]
             assert d["status"] == "rejected" and d["message"].startswith("no GPU can serve it")
             check_schema("POST", "/api/v1/route", r)
-            assert len(app.state.service.live) == 3  # the incompatible one is not kept
+            assert len(app.state.service.requests.live) == 3  # the incompatible one is not kept
 
     run(scenario())
 

@@ -13,7 +13,7 @@ from gpu_router.shim.store import intake_log
 from gpu_router.shim.store.group_commit import GroupCommit
 from gpu_router.shim.store.journal import DuplicateRequest, Journal, JournalError
 
-from ..app_helpers import H_ALICE, body, running, wait_state
+from ..app_helpers import H_ALICE, body, router_idle, running, wait_state
 from .test_journal import rec
 
 pytestmark = pytest.mark.timeout(30)
@@ -221,8 +221,10 @@ def test_the_answer_waits_for_the_commit_and_finished_requests_are_forgotten(tmp
             else:
                 assert "ack-1" in committed(path)  # committed before the answer was sent
             await wait_state(c, "ack-1", {"completed"}, H_ALICE)
-            assert "ack-1" not in svc.r.records and "ack-1" not in svc.live  # forgotten
-            svc.recent.clear()  # the status API falls back to the journal
+            assert (
+                svc.router.state_of("ack-1") is None and "ack-1" not in svc.requests.live
+            )  # forgotten
+            svc.requests.recent.clear()  # the status API falls back to the journal
             d = (await c.get("/api/v1/requests/ack-1", headers=H_ALICE)).json()["data"]
             assert d["status"] == "completed"
             again = await c.post("/api/v1/route", json=body(request_id="ack-1"), headers=H_ALICE)
@@ -233,7 +235,7 @@ def test_the_answer_waits_for_the_commit_and_finished_requests_are_forgotten(tmp
             )
             assert other.status_code == 409
             assert committed(path) == {"ack-1": "completed"}  # the old row is untouched
-            assert not svc.live and svc.r.records == {}  # the duplicates left nothing behind
+            assert not svc.requests.live and router_idle(svc)  # the duplicates left nothing behind
 
     asyncio.run(scenario())
 
@@ -255,7 +257,7 @@ def test_resumed_requests_are_not_refused_by_their_own_quota(tmp_path):
             for t in list(svc.dispatcher.tasks.values()):
                 t.cancel()
             svc.dispatcher.local.clear()  # in-process jobs: their ends go unheard
-            svc.journal.commit_batch = lambda batch: []
+            svc.requests.journal.commit_batch = lambda batch: []
         async with running(path, **fleet_kw, **quota) as (c, app, _):
             for rid in ("q-1", "q-2"):  # the minute's two requests are these two: resumed
                 d = await wait_state(c, rid, {"completed", "failed"}, H_ALICE)

@@ -247,7 +247,7 @@ def test_a_log_that_cannot_be_written_refuses_with_503_and_nothing_runs(tmp_path
             svc.writer._intake.rotate = lambda: svc.writer._intake.path  # and stays full
             r = await c.post("/api/v1/route", json=body(request_id="j-1"), headers=H_ALICE)
             assert r.status_code == 503 and r.json()["data"]["status"] == "rejected"
-            assert "j-1" not in svc.live and "j-1" not in svc.r.records
+            assert "j-1" not in svc.requests.live and svc.router.state_of("j-1") is None
             assert all(
                 job.request_id != "j-1" for g in fleet._gpus.values() for job in g.jobs.values()
             )

@@ -2,7 +2,7 @@
 
 Maintenance windows and quota changes are persisted as journal settings
 (``maintenance:<gpu_id>``, ``quota:<user_id>``) and loaded again on start
-(:meth:`AdminMixin._load_settings`). Durations: ``minutes`` as given by the admin API.
+(:meth:`Admin.load_settings`). Durations: ``minutes`` as given by the admin API.
 """
 
 from __future__ import annotations
@@ -11,65 +11,96 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from gpu_router.policy.errors import InvalidValue
-from gpu_router.shim.core.live import ServiceBase
+from gpu_router.policy import InvalidValue, Router
+from gpu_router.shim.core.clock import Clock
+from gpu_router.shim.core.execution import Execution
+from gpu_router.shim.core.gpus import GpuBook
+from gpu_router.shim.core.live import LiveRequests
+from gpu_router.shim.core.metrics import PromMetrics
+from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
 from gpu_router.shim.store.journal import JournalError
 
 
-class AdminMixin(ServiceBase):
+class Admin:
     """Cancellation and the admin API's GPU and quota operations."""
+
+    def __init__(
+        self,
+        router: Router,
+        requests: LiveRequests,
+        execution: Execution,
+        gpus: GpuBook,
+        source: GpuSource,
+        clock: Clock,
+        prom: PromMetrics,
+        logger: logging.Logger,
+    ) -> None:
+        self.router = router
+        self.requests = requests
+        self.execution = execution
+        self.gpus = gpus
+        self.source = source
+        self.clock = clock
+        self.prom = prom
+        self.logger = logger
 
     def cancel(self, rid: str, reason: str) -> str | None:
         """Cancel; returns the state before (None: unknown). Idempotent."""
-        live = self.live.get(rid)
+        live = self.requests.get(rid)
         if live is None:
-            rec = self.lookup(rid)
+            rec = self.requests.lookup(rid)
             return None if rec is None else rec.state
         before = live.rec.state
-        self._apply(self.r.cancel(rid, self.clock.now(), reason))
+        self.execution.apply(self.router.cancel(rid, self.clock.now(), reason))
         return before
+
+    def running_on(self, gpu_id: str) -> int:
+        """Requests running on the GPU now."""
+        return self.router.gpu(gpu_id).running
 
     def set_maintenance(self, gpu_id: str, reason: str, minutes: int | None) -> None:
         now = self.clock.now()
-        self._apply(self.r.maintenance(gpu_id, now, reason or "maintenance"))
+        self.execution.apply(self.router.maintenance(gpu_id, now, reason or "maintenance"))
         info = {"reason": reason, "since": self.clock.wall(), "estimated_duration": minutes}
-        self.maintenance_info[gpu_id] = info
+        self.gpus.maintenance[gpu_id] = info
         self._save_setting(f"maintenance:{gpu_id}", info)
         self.prom.set_gpu_state(gpu_id, "maintenance")
 
-    def restart_gpu(self, gpu_id: str) -> None:
+    def restart_gpu(self, gpu_id: str) -> str:
+        """Restart: re-queue its work, clear every out-of-service mark; returns its status."""
         now = self.clock.now()
         clear = getattr(self.source, "clear", None)
         if clear is not None:  # latched source state (monitoring health) is reset too
             clear(gpu_id)
-        self._apply(self.r.restart(gpu_id, now))
-        self.down.pop(gpu_id, None)
-        self.maintenance_info.pop(gpu_id, None)
-        self.gpu_since[gpu_id] = now
+        self.execution.apply(self.router.restart(gpu_id, now))
+        self.gpus.back(gpu_id, now)
+        self.gpus.maintenance.pop(gpu_id, None)
         self._save_setting(f"maintenance:{gpu_id}", None)
+        return self.gpus.status(self.router, gpu_id)
 
     def set_quota(self, user_id: str, changes: dict[str, Any]) -> None:
-        limits = self.r.quotas.set_limits(user_id, **changes)
+        limits = self.router.set_quota_limits(user_id, **changes)
         self._save_setting(f"quota:{user_id}", asdict(limits))
 
     def _save_setting(self, key: str, value: Any) -> None:
         try:
-            self.journal.set_setting(key, value)
+            self.requests.journal.set_setting(key, value)
         except JournalError as exc:
             log(self.logger, logging.ERROR, "could not persist a setting", key=key, error=str(exc))
 
-    def _load_settings(self, now: float) -> None:
-        for key, value in self.journal.settings().items():
+    def load_settings(self, now: float) -> None:
+        """Apply the stored quota overrides and maintenance windows (at start)."""
+        for key, value in self.requests.journal.settings().items():
             kind, _, name = key.partition(":")
             try:
                 if kind == "quota" and isinstance(value, dict):
-                    self.r.quotas.set_limits(name, **value)
+                    self.router.set_quota_limits(name, **value)
                 elif (
-                    kind == "maintenance" and isinstance(value, dict) and name in self.r.fleet.index
+                    kind == "maintenance" and isinstance(value, dict) and self.router.has_gpu(name)
                 ):
-                    self.r.maintenance(name, now, value.get("reason") or "maintenance")
-                    self.maintenance_info[name] = value
+                    self.router.maintenance(name, now, value.get("reason") or "maintenance")
+                    self.gpus.maintenance[name] = value
             except InvalidValue as exc:
                 log(
                     self.logger,

@@ -1,7 +1,8 @@
 """The service's clock: the one place that reads real time.
 
 ``now()`` is monotonic seconds, what the policy Router is given as ``now`` (and what the
-GPU sources stamp samples with); ``wall()`` is epoch seconds, for timestamps on the wire.
+GPU sources stamp samples with); ``wall()`` is epoch seconds, for timestamps on the wire
+(:func:`iso` formats them).
 Tests pass a :class:`ManualClock`.
 """
 
@@ -42,3 +43,19 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+_iso_second = -1
+_iso_prefix = ""
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds and a Z, as seed 004 writes them
+    (``datetime.fromtimestamp(ts, UTC)`` truncated to ms; the date and time of the last
+    second formatted are kept, since most timestamps of an answer fall in it)."""
+    global _iso_second, _iso_prefix
+    second, micros = divmod(round(ts * 1_000_000), 1_000_000)
+    if second != _iso_second:
+        _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _iso_second = second
+    return f"{_iso_prefix}.{micros // 1000:03d}Z"

@@ -154,7 +154,6 @@ class Dispatcher:
     def __init__(
         self,
         source: GpuSource,
-        events: DispatchEvents,
         *,
         dispatch: DispatchSection,
         calls: RequestRouterSection,
@@ -165,7 +164,7 @@ class Dispatcher:
         worker_urls: dict[str, str] | None = None,
     ) -> None:
         self.source = source
-        self.events = events
+        self._events: DispatchEvents | None = None
         self.cfg = dispatch
         self.calls = calls
         self.http = http
@@ -176,6 +175,16 @@ class Dispatcher:
         self.local: dict[str, LocalJob] = {}  # in-process jobs by request_id
         self._background: set[asyncio.Task[Any]] = set()
         self.worker_urls = {g: u.rstrip("/") for g, u in (worker_urls or {}).items()}
+
+    def connect(self, events: DispatchEvents) -> None:
+        """Attach the sink of job events (the service's execution), before any ``start``."""
+        self._events = events
+
+    @property
+    def events(self) -> DispatchEvents:
+        if self._events is None:
+            raise RuntimeError("no DispatchEvents connected")
+        return self._events
 
     def url(self, gpu_id: str) -> str | None:
         """The GPU's HTTP worker: configured ``worker_urls`` first, then the source's."""
@@ -292,9 +301,9 @@ class Dispatcher:
         """Stop tracking and ask the worker to cancel the job (best effort, background)."""
         self.stop(request_id)
         if job_id is not None:
-            self.spawn(self._cancel_job(gpu_id, job_id))
+            self.spawn(self.cancel_job(gpu_id, job_id))
 
-    async def _cancel_job(self, gpu_id: str, job_id: str) -> None:
+    async def cancel_job(self, gpu_id: str, job_id: str) -> None:
         with contextlib.suppress(SourceError, asyncio.TimeoutError, KeyError):
             await asyncio.wait_for(self.runner(gpu_id).cancel(job_id), 5.0)
 

@@ -1,10 +1,10 @@
-"""Applying the router's actions, and the dispatcher's job events.
+"""Execution: applying the Router's actions, and the job events of the dispatcher.
 
-Every router call returns actions, applied by :meth:`EventsMixin._apply`: ``Dispatch``
-starts a job (held until the request's journal insert is committed), ``Abort`` stops
-one, ``Finished`` journals the terminal state, drops the request from the router and
-``live``, and sends the callback (:meth:`EventsMixin._send_callback`). The dispatcher
-reports what its jobs do through the ``job_*`` and ``worker_down`` callbacks, each
+Every Router call returns actions, applied by :meth:`Execution.apply`: ``Dispatch``
+starts a job (held until the request's journal insert is durable), ``Abort`` stops one,
+``Finished`` journals the terminal state, drops the request from the Router and from the
+live requests, and sends the callback. The dispatcher reports what its jobs do through
+the ``job_*`` and ``worker_down`` methods (the dispatcher's ``DispatchEvents``), each
 tagged with an attempt number so that reports of an abandoned attempt are ignored.
 Times: monotonic ``now`` and wall-clock ``wall`` in seconds.
 """
@@ -12,32 +12,59 @@ Times: monotonic ``now`` and wall-clock ``wall`` in seconds.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
-from gpu_router.policy.decisions import Abort, Action, Dispatch, Finished
-from gpu_router.shim.core.dispatcher import JobSpec
-from gpu_router.shim.core.live import Live, ServiceBase
+from gpu_router.policy import Abort, Action, Dispatch, Finished, RequestState, Router
+from gpu_router.shim.core.callbacks import Callbacks
+from gpu_router.shim.core.clock import Clock
+from gpu_router.shim.core.dispatcher import Dispatcher, JobSpec
+from gpu_router.shim.core.gpus import GpuBook
+from gpu_router.shim.core.live import Live, LiveRequests
+from gpu_router.shim.core.metrics import JsonStats, PromMetrics
 from gpu_router.shim.logs import log
-from gpu_router.shim.store.journal import JournalRecord
+
+QUEUED = RequestState.QUEUED
 
 
-class EventsMixin(ServiceBase):
-    """Action application, job events, taking GPUs out, and callbacks."""
+class Execution:
+    """Runs what the Router decides and feeds back what the workers report."""
+
+    def __init__(
+        self,
+        router: Router,
+        requests: LiveRequests,
+        gpus: GpuBook,
+        jobs: Dispatcher,
+        callbacks: Callbacks,
+        clock: Clock,
+        prom: PromMetrics,
+        stats: JsonStats,
+        logger: logging.Logger,
+    ) -> None:
+        self.router = router
+        self.requests = requests
+        self.gpus = gpus
+        self.jobs = jobs
+        self.callbacks = callbacks
+        self.clock = clock
+        self.prom = prom
+        self.stats = stats
+        self.logger = logger
 
     # ================================================================ actions
 
-    def _apply(self, actions: list[Action]) -> None:
+    def apply(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, Dispatch):
-                self._on_dispatch(a)
+                self.dispatch(a)
             elif isinstance(a, Abort):
-                self._on_abort(a)
+                self._abort(a)
             elif isinstance(a, Finished):
-                self._on_finished(a)
+                self._finished(a)
 
-    def _on_dispatch(self, a: Dispatch) -> None:
-        live = self.live.get(a.request_id)
+    def dispatch(self, a: Dispatch) -> None:
+        """Start the request's job on its GPU (held while its insert is not durable)."""
+        live = self.requests.get(a.request_id)
         if live is None:  # pragma: no cover - the router only dispatches what we submitted
             return
         if live.pending_commit:  # nothing runs before its acknowledgement is durable
@@ -49,7 +76,7 @@ class EventsMixin(ServiceBase):
         rec = live.rec
         if not (live.attempt == 1 and rec.state == "processing" and rec.gpu_id == a.gpu_id):
             # (else the row says so already: it was inserted as placed there)
-            self._journal(
+            self.requests.change(
                 rec, state="processing", gpu_id=a.gpu_id, job_id=None, attempts=rec.attempts + 1
             )
         attach = None
@@ -59,35 +86,38 @@ class EventsMixin(ServiceBase):
             if old_gpu == a.gpu_id:
                 attach = old_job
             else:
-                self.dispatcher.abort(a.request_id, old_gpu, old_job)
-        body = rec.body
+                self.jobs.abort(a.request_id, old_gpu, old_job)
         req = live.request
         spec = JobSpec(
             a.request_id,
-            body.get("payload") or {},
+            rec.body.get("payload") or {},
             float(req.resources.expected_duration_ms),
             float(req.resources.memory_mb),
             live.traceparent,
         )
-        self.dispatcher.start(a.gpu_id, live.attempt, spec, attach)
+        self.jobs.start(a.gpu_id, live.attempt, spec, attach)
 
-    def _on_abort(self, a: Abort) -> None:
-        live = self.live.get(a.request_id)
-        job = live.job_id if live is not None else None
-        self.dispatcher.abort(a.request_id, a.gpu_id, job)
+    def release_held(self, live: Live) -> None:
+        """Start the dispatch a submission held until its insert was durable."""
+        if live.held is not None and self.requests.get(live.rec.request_id) is live:
+            held, live.held = live.held, None
+            self.dispatch(held)
+
+    def _abort(self, a: Abort) -> None:
+        live = self.requests.get(a.request_id)
+        self.jobs.abort(a.request_id, a.gpu_id, live.job_id if live is not None else None)
         if live is None:
             return
         live.held = None
         live.job_id = None
         live.attempt += 1  # whatever the old task still reports is stale
-        rrec = self.r.records.get(a.request_id)
-        if rrec is not None and rrec.state.value == "queued":
-            self._journal(live.rec, state="queued", gpu_id=None, job_id=None, error=a.reason)
+        if self.router.state_of(a.request_id) is QUEUED:
+            self.requests.change(live.rec, state="queued", gpu_id=None, job_id=None, error=a.reason)
 
-    def _on_finished(self, a: Finished) -> None:
-        live = self.live.pop(a.request_id, None)
-        self.dispatcher.stop(a.request_id)
-        self.r.forget(a.request_id)  # its history is in the journal (and in `recent`)
+    def _finished(self, a: Finished) -> None:
+        live = self.requests.pop(a.request_id)
+        self.jobs.stop(a.request_id)
+        self.router.forget(a.request_id)  # its history is in the journal (and in `recent`)
         if live is None:  # pragma: no cover
             return
         live.held = None
@@ -95,7 +125,7 @@ class EventsMixin(ServiceBase):
             return
         now, wall = self.clock.now(), self.clock.wall()
         rec = live.rec
-        self._journal(
+        self.requests.change(
             rec,
             state=a.state,
             error=a.error,
@@ -103,7 +133,7 @@ class EventsMixin(ServiceBase):
             result=live.result if a.state == "completed" else rec.result,
             callback_state="pending" if rec.callback_url else rec.callback_state,
         )
-        self._remember(rec)
+        self.requests.remember(rec)
         response_s = wall - rec.submitted_at
         gpu_s = (now - live.started_mono) if live.started_mono is not None else 0.0
         prio = str(rec.priority)
@@ -129,26 +159,25 @@ class EventsMixin(ServiceBase):
             gpu_id=rec.gpu_id,
             trace_id=rec.trace_id,
         )
-        if rec.callback_url:
-            self._send_callback(rec)
+        self.callbacks.send(rec)
 
-    # ================================================================ dispatch events
+    # ================================================================ job events
 
     def _current(self, rid: str, attempt: int) -> Live | None:
-        live = self.live.get(rid)
+        live = self.requests.get(rid)
         return live if live is not None and live.attempt == attempt else None
 
     def job_started(self, request_id: str, attempt: int, gpu_id: str, job_id: str) -> None:
         live = self._current(request_id, attempt)
         if live is None:
-            self.dispatcher.spawn(self.dispatcher._cancel_job(gpu_id, job_id))
+            self.jobs.spawn(self.jobs.cancel_job(gpu_id, job_id))
             return
         live.job_id = job_id
         live.started_mono = self.clock.now()
         rec = live.rec
         start = self.clock.wall() if rec.start_time is None else rec.start_time
-        self._journal(rec, job_id=job_id, start_time=start)
-        self._apply(self.r.start(request_id, self.clock.now()))
+        self.requests.change(rec, job_id=job_id, start_time=start)
+        self.apply(self.router.start(request_id, self.clock.now()))
 
     def job_progress(self, request_id: str, attempt: int, progress: float) -> None:
         live = self._current(request_id, attempt)
@@ -161,7 +190,7 @@ class EventsMixin(ServiceBase):
             return
         live.result = result
         live.progress = 1.0
-        self._apply(self.r.complete(request_id, self.clock.now()))
+        self.apply(self.router.complete(request_id, self.clock.now()))
 
     def job_failed(self, request_id: str, attempt: int, error: str, gpu_fault: bool) -> None:
         live = self._current(request_id, attempt)
@@ -177,24 +206,24 @@ class EventsMixin(ServiceBase):
         )
         if live.rec.gpu_id is not None:
             self.prom.child(self.prom.worker_failures, live.rec.gpu_id).inc()
-        self._apply(self.r.fail(request_id, self.clock.now(), error, gpu_fault=gpu_fault))
+        self.apply(self.router.fail(request_id, self.clock.now(), error, gpu_fault=gpu_fault))
         self._sync_queued(request_id, error)
 
     def _sync_queued(self, rid: str, error: str) -> None:
-        live = self.live.get(rid)
-        rrec = self.r.records.get(rid)
-        if live is not None and rrec is not None and rrec.state.value == "queued":
+        live = self.requests.get(rid)
+        if live is not None and self.router.state_of(rid) is QUEUED:
             live.attempt += 1
-            self._journal(live.rec, state="queued", gpu_id=None, job_id=None, error=error)
+            self.requests.change(live.rec, state="queued", gpu_id=None, job_id=None, error=error)
 
     def worker_down(self, gpu_id: str, reason: str) -> None:
         self.take_out(gpu_id, "worker", reason)
 
     def take_out(self, gpu_id: str, why: str, reason: str) -> None:
-        if gpu_id in self.down or gpu_id not in self.r.fleet.index:
+        """Take a GPU out of service (``why``: signal or worker) and re-queue its work."""
+        if gpu_id in self.gpus.down or not self.router.has_gpu(gpu_id):
             return
         now = self.clock.now()
-        self.down[gpu_id] = (why, now)
+        self.gpus.down[gpu_id] = (why, now)
         log(
             self.logger,
             logging.WARNING,
@@ -204,27 +233,7 @@ class EventsMixin(ServiceBase):
             reason=reason,
         )
         self.prom.set_gpu_state(gpu_id, "error")
-        on_gpu = sorted(self.r.on_gpu[self.r.fleet.index[gpu_id]])
-        self._apply(self.r.gpu_down(gpu_id, now, reason))
+        on_gpu = self.router.gpu(gpu_id).request_ids
+        self.apply(self.router.gpu_down(gpu_id, now, reason))
         for rid in on_gpu:
             self._sync_queued(rid, reason)
-
-    # ================================================================ callbacks
-
-    def _send_callback(self, rec: JournalRecord) -> None:
-        if not rec.callback_url:
-            return
-        from gpu_router.shim.core.status import status_data
-
-        body = {"status": "success", "data": status_data(self, rec), "error": None, "meta": None}
-        headers = {}
-        if rec.trace_id:
-            headers["traceparent"] = f"00-{rec.trace_id}-{uuid.uuid4().hex[:16]}-01"
-
-        async def run() -> None:
-            ok = await self.dispatcher.deliver(rec.callback_url or "", body, headers)
-            state = "delivered" if ok else "failed"
-            self.prom.child(self.prom.callbacks, state).inc()
-            self._journal(rec, callback_state=state)
-
-        self.dispatcher.spawn(run())

@@ -1,33 +1,20 @@
-"""The service's shared state: :class:`Live` requests and :class:`ServiceBase`.
+"""The requests the service holds in memory: :class:`Live` ones and :class:`LiveRequests`.
 
-``ServiceBase`` builds everything the concern mixins of
-:class:`~.service.RouterService` share (config, GPU source, clock, journal and its
-group-commit writer, router, ``live`` and ``recent`` requests, GPUs taken out, the
-dispatcher) and the few helpers they all use (``r``, ``lookup``, ``_journal``,
-``_remember``). The methods one mixin calls on another are declared here for the type
-checker only: at run time they are found on the mixin that defines them, with no
-wrapper call in between.
+A request is *live* from its admission until it reaches a terminal state: its journal
+row plus what only memory holds (the policy ``Request``, the attempt number, the job on
+its worker, progress). The last ``recent_max`` finished requests stay in memory for the
+status API; older ones are read back from the journal. Every change of a record goes
+through :meth:`LiveRequests.change`, which stages its row for the next group commit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import httpx
-
-from gpu_router.policy.decisions import Action, Dispatch
-from gpu_router.policy.router import Router
-from gpu_router.policy.types import Request
-from gpu_router.shim.config import ServiceConfig
-from gpu_router.shim.core.clock import Clock
-from gpu_router.shim.core.dispatcher import Dispatcher
-from gpu_router.shim.core.metrics import JsonStats, PromMetrics
-from gpu_router.shim.gpu_sources.base import GpuSource
-from gpu_router.shim.logs import log
+from gpu_router.policy import Dispatch, Request
 from gpu_router.shim.store.group_commit import GroupCommit
 from gpu_router.shim.store.journal import Journal, JournalRecord
 
@@ -56,75 +43,21 @@ class Live:
         return c is not None and (not c.done() or c.cancelled() or c.exception() is not None)
 
 
-class ServiceBase:
-    """State shared by the service's concerns; times from ``self.clock`` (seconds)."""
+class LiveRequests:
+    """Live requests by id, the recently finished ones, and the writes of their rows."""
 
-    RECENT = 10_000  # finished requests kept in memory for the status API
-    OBSERVE_CHUNK = 8  # GPU samples applied per turn of the event loop ...
-    OBSERVE_GAP_S = 0.002  # ... at most this often (s): a sample's work spread out
-
-    def __init__(
-        self,
-        config: ServiceConfig,
-        source: GpuSource,
-        *,
-        clock: Clock,
-        journal: Journal,
-        http: httpx.AsyncClient,
-        logger: logging.Logger,
-        prom: PromMetrics | None = None,
-    ) -> None:
-        self.config = config
-        self.source = source
-        self.clock = clock
+    def __init__(self, journal: Journal, writer: GroupCommit, *, recent_max: int = 10_000):
         self.journal = journal
-        self.http = http
-        self.logger = logger
-        self.prom = prom or PromMetrics()
-        self.stats = JsonStats()
-        self.router: Router | None = None
+        self.writer = writer
+        self.recent_max = recent_max
         self.live: dict[str, Live] = {}
         self.recent: OrderedDict[str, JournalRecord] = OrderedDict()
-        jc = config.journal
-        self.writer = GroupCommit(
-            journal,
-            delay_s=jc.commit_delay_ms / 1000.0,
-            lazy_delay_s=jc.lazy_commit_ms / 1000.0,
-            max_batch=jc.max_batch,
-            process=jc.writer == "process",
-            intake=jc.intake_log,
-            intake_dir=jc.intake_dir or None,
-        )
-        writer = self.writer  # read at each scrape of /metrics
-        self.prom.journal_writer_process.set_function(lambda: float(writer.writer_process_alive))
-        journal.on_lost = lambda lost: log(
-            logger, logging.ERROR, "journal updates lost", count=len(lost), first=lost[0]
-        )
-        self.down: dict[str, tuple[str, float]] = {}  # gpu_id -> (why, since) taken out by us
-        self.gpu_since: dict[str, float] = {}  # gpu_id -> when it last came into service
-        self.maintenance_info: dict[str, dict[str, Any]] = {}
-        self.started_mono = clock.now()
-        self.ready = False
-        self.not_ready_reason: str | None = "starting"
-        self._loops: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
-        self.dispatcher = Dispatcher(
-            source,
-            self,
-            dispatch=config.dispatch,
-            calls=config.request_router,
-            http=http,
-            monotonic=clock.now,
-            logger=logger,
-            on_worker_error=lambda g: self.prom.child(self.prom.worker_failures, g).inc(),
-            worker_urls=dict(config.gpu_monitoring.worker_urls),
-        )
 
-    @property
-    def r(self) -> Router:
-        if self.router is None:
-            raise RuntimeError("service not started")
-        return self.router
+    def __len__(self) -> int:
+        return len(self.live)
+
+    def get(self, rid: str) -> Live | None:
+        return self.live.get(rid)
 
     def lookup(self, rid: str) -> JournalRecord | None:
         """A request's record: live, recently finished, or from the journal."""
@@ -134,37 +67,31 @@ class ServiceBase:
         rec = self.recent.get(rid)
         return rec if rec is not None else self.journal.get(rid)
 
-    def _remember(self, rec: JournalRecord) -> None:
+    def known(self, rid: str) -> JournalRecord | None:
+        """A request's record if memory has it (live or recently finished), no journal read."""
+        live = self.live.get(rid)
+        return live.rec if live is not None else self.recent.get(rid)
+
+    def admit(self, live: Live) -> None:
+        self.live[live.rec.request_id] = live
+
+    def insert(self, live: Live) -> asyncio.Future[None]:
+        """Admit a new submission and stage its row; the future resolves once it is durable."""
+        live.committed = self.writer.insert(live.rec)
+        self.live[live.rec.request_id] = live
+        return live.committed
+
+    def pop(self, rid: str) -> Live | None:
+        return self.live.pop(rid, None)
+
+    def remember(self, rec: JournalRecord) -> None:
+        """Keep a finished record in memory for the status API (the oldest is dropped)."""
         self.recent[rec.request_id] = rec
-        if len(self.recent) > self.RECENT:
+        if len(self.recent) > self.recent_max:
             self.recent.popitem(last=False)
 
-    def _journal(self, rec: JournalRecord, **changes: Any) -> None:
+    def change(self, rec: JournalRecord, **changes: Any) -> None:
         """Change the record and stage its row for the next group commit (nobody waits)."""
         for name, value in changes.items():
             setattr(rec, name, value)
         self.writer.update(rec)
-
-    if TYPE_CHECKING:  # defined by the mixins (service_events, service_loops)
-
-        def _apply(self, actions: list[Action]) -> None: ...
-
-        def _on_dispatch(self, a: Dispatch) -> None: ...
-
-        def _send_callback(self, rec: JournalRecord) -> None: ...
-
-        def take_out(self, gpu_id: str, why: str, reason: str) -> None: ...
-
-        def gpu_status(self, gpu_id: str) -> str: ...
-
-        def job_started(self, request_id: str, attempt: int, gpu_id: str, job_id: str) -> None: ...
-
-        def job_progress(self, request_id: str, attempt: int, progress: float) -> None: ...
-
-        def job_completed(self, request_id: str, attempt: int, result: Any) -> None: ...
-
-        def job_failed(
-            self, request_id: str, attempt: int, error: str, gpu_fault: bool
-        ) -> None: ...
-
-        def worker_down(self, gpu_id: str, reason: str) -> None: ...

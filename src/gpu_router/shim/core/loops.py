@@ -1,29 +1,68 @@
-"""The background loops: GPU sampling, the router's timers, and health probes.
+"""The background loops: GPU sampling, the Router's timers, and health probes.
 
-``_sampler`` reads the GPU source every ``period_s`` and feeds the samples to the router
-(:meth:`LoopsMixin.observe`, ``OBSERVE_CHUNK`` GPUs at a time, ``OBSERVE_GAP_S`` apart),
-taking out GPUs with a hard signal or an error rate over the threshold; ``_ticker`` runs the
-router's timeouts and backoffs when due (at least every 0.25 s); ``_health`` probes the
-GPUs we took out every ``health_probe_interval`` seconds and brings back those that
-answer (after ``gpu_cooldown_period`` seconds for a signal).
+``sampler`` reads the GPU source every ``period_s`` and feeds the samples to the Router
+(:meth:`Loops.observe`, ``OBSERVE_CHUNK`` GPUs at a time, ``OBSERVE_GAP_S`` apart),
+taking out GPUs with a hard signal or an error rate over the threshold; ``ticker`` runs
+the Router's timeouts and backoffs when due (at least every 0.25 s); ``health`` probes
+the GPUs the service took out every ``health_probe_interval`` seconds and brings back
+those that answer (after ``gpu_cooldown_period`` seconds for a signal).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
-from gpu_router.policy.types import GpuState
-from gpu_router.shim.core.live import ServiceBase
+from gpu_router.policy import GpuState, Router
+from gpu_router.shim.config import ServiceConfig
+from gpu_router.shim.core.clock import Clock
+from gpu_router.shim.core.dispatcher import Dispatcher
+from gpu_router.shim.core.execution import Execution
+from gpu_router.shim.core.gpus import GpuBook
+from gpu_router.shim.core.metrics import PromMetrics
+from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
 
+OBSERVE_CHUNK = 8  # GPU samples applied per turn of the event loop ...
+OBSERVE_GAP_S = 0.002  # ... at most this often (s): a sample's work spread out
+TICK_MAX_S = 0.25  # the ticker runs at least this often (s)
 
-class LoopsMixin(ServiceBase):
-    """The sampler, ticker and health loops, and the GPU status they report."""
 
-    async def _sampler(self) -> None:
+class Loops:
+    """The sampler, ticker and health loops."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        source: GpuSource,
+        router: Router,
+        execution: Execution,
+        gpus: GpuBook,
+        jobs: Dispatcher,
+        clock: Clock,
+        prom: PromMetrics,
+        logger: logging.Logger,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.router = router
+        self.execution = execution
+        self.gpus = gpus
+        self.jobs = jobs
+        self.clock = clock
+        self.prom = prom
+        self.logger = logger
+
+    def coroutines(self) -> list[Coroutine[Any, Any, None]]:
+        """The three loops, to be run as tasks for the service's lifetime."""
+        return [self.sampler(), self.ticker(), self.health()]
+
+    async def sampler(self) -> None:
         period = max(0.01, float(getattr(self.source, "period_s", 1.0)))
         threshold = self.config.error_handler.error_threshold
+        take_out = self.execution.take_out
         while True:
             await asyncio.sleep(period)
             try:
@@ -31,12 +70,12 @@ class LoopsMixin(ServiceBase):
             except Exception as exc:  # a source that fails must not stop the service
                 log(self.logger, logging.WARNING, "GPU sampling failed", error=repr(exc))
                 continue
-            chunks = range(0, len(states), self.OBSERVE_CHUNK)
-            gap = min(self.OBSERVE_GAP_S, period / (4 * len(chunks) or 1))
+            chunks = range(0, len(states), OBSERVE_CHUNK)
+            gap = min(OBSERVE_GAP_S, period / (4 * len(chunks) or 1))
             for i in chunks:
                 if i:  # spread out: a large fleet is a few ms of work, and a burst of
                     await asyncio.sleep(gap)  # it delays every request queued behind
-                self.observe(states[i : i + self.OBSERVE_CHUNK])
+                self.observe(states[i : i + OBSERVE_CHUNK])
             for sig in self.source.drain_signals():
                 log(
                     self.logger,
@@ -48,57 +87,49 @@ class LoopsMixin(ServiceBase):
                     hard=sig.hard,
                 )
                 if sig.hard:
-                    self.take_out(sig.gpu_id, "signal", f"{sig.kind}: {sig.detail}")
+                    take_out(sig.gpu_id, "signal", f"{sig.kind}: {sig.detail}")
             for s in states:
-                if s.error_rate > threshold and s.gpu_id not in self.down:
-                    self.take_out(s.gpu_id, "signal", f"error rate {s.error_rate:.3f}")
+                if s.error_rate > threshold and s.gpu_id not in self.gpus.down:
+                    take_out(s.gpu_id, "signal", f"error rate {s.error_rate:.3f}")
 
     def observe(self, states: list[GpuState]) -> None:
+        """Feed GPU samples to the Router (unknown GPUs are ignored) and to the gauges."""
         now = self.clock.now()
-        index = self.r.fleet.index
+        router, p = self.router, self.prom
         for s in states:
-            if s.gpu_id in index:
-                self._apply(self.r.observe(s, now))
-                p = self.prom
+            if router.has_gpu(s.gpu_id):
+                self.execution.apply(router.observe(s, now))
                 p.child(p.gpu_util, s.gpu_id).set(s.utilization_pct)
                 p.child(p.gpu_mem, s.gpu_id).set(s.memory_used_mb)
                 p.child(p.gpu_temp, s.gpu_id).set(s.temperature_c)
-                p.set_gpu_state(s.gpu_id, self.gpu_status(s.gpu_id))
+                p.set_gpu_state(s.gpu_id, self.gpus.status(router, s.gpu_id))
 
-    async def _ticker(self) -> None:
+    async def ticker(self) -> None:
+        router = self.router
         while True:
             now = self.clock.now()
-            self._apply(self.r.tick(now))
-            self.prom.queue_length.set(self.r.queue_length)
-            self.prom.active.set(int(self.r.fleet.running.sum()))
-            nxt = self.r.next_wakeup()
-            delay = 0.25 if nxt is None else min(0.25, max(0.002, nxt - now))
+            self.execution.apply(router.tick(now))
+            fleet = router.fleet_summary()
+            self.prom.queue_length.set(fleet.queued)
+            self.prom.active.set(fleet.running)
+            nxt = router.next_wakeup()
+            delay = TICK_MAX_S if nxt is None else min(TICK_MAX_S, max(0.002, nxt - now))
             await asyncio.sleep(delay)
 
-    async def _health(self) -> None:
+    async def health(self) -> None:
         interval = self.config.dispatch.health_probe_interval
         cooldown = self.config.error_handler.gpu_cooldown_period
+        router, gpus = self.router, self.gpus
         while True:
             await asyncio.sleep(interval)
-            for gpu_id, (why, since) in list(self.down.items()):
-                i = self.r.fleet.index[gpu_id]
-                sampled_ok = bool(self.r.fleet.status_ok[i])
+            for gpu_id, (why, since) in list(gpus.down.items()):
                 if why == "signal" and self.clock.now() - since < cooldown:
                     continue
-                if not (sampled_ok and await self.dispatcher.probe(gpu_id)):
+                if not (router.gpu(gpu_id).sampled_ok and await self.jobs.probe(gpu_id)):
                     continue
-                if self.down.pop(gpu_id, None) is not None:
+                if gpu_id in gpus.down:
                     now = self.clock.now()
-                    self.gpu_since[gpu_id] = now
+                    gpus.back(gpu_id, now)
                     log(self.logger, logging.INFO, "GPU back in service", gpu_id=gpu_id)
-                    self._apply(self.r.gpu_up(gpu_id, now))
-                    self.prom.set_gpu_state(gpu_id, self.gpu_status(gpu_id))
-
-    def gpu_status(self, gpu_id: str) -> str:
-        i = self.r.fleet.index[gpu_id]
-        out = self.r.out_reasons[i]
-        if "maintenance" in out:
-            return "maintenance"
-        if out or gpu_id in self.down:
-            return "error"
-        return str(self.r.fleet.states[i].status.value)
+                    self.execution.apply(router.gpu_up(gpu_id, now))
+                    self.prom.set_gpu_state(gpu_id, gpus.status(router, gpu_id))

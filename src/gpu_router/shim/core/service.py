@@ -1,25 +1,21 @@
 """The running service: the policy Router driven by real time, the journal and workers.
 
-All state changes happen on the event loop thread, in plain synchronous methods, so no
-locks are needed: HTTP handlers call :meth:`RouterService.submit` and friends; the
-dispatcher reports job events; three loops sample the GPUs, tick the router's timers and
-probe GPUs that were taken out. The clock is read through ``self.clock`` only.
+:class:`RouterService` is composed of explicit collaborators, each one concern:
 
-Every router call returns actions, applied by ``_apply``: ``Dispatch`` starts a job,
-``Abort`` stops one, ``Finished`` journals the terminal state and sends the callback.
+- :class:`~.live.LiveRequests`: the requests in memory and the writes of their rows;
+- :class:`~.gpus.GpuBook`: GPUs the service took out, time in service, maintenance;
+- :class:`~.execution.Execution`: the Router's actions applied, the dispatcher's job
+  events fed back (it is the dispatcher's ``DispatchEvents``);
+- :class:`~.admission.Admission`: ``submit``;
+- :class:`~.recovery.Recovery`: resuming the journal's unfinished requests at start;
+- :class:`~.loops.Loops`: the sampler, ticker and health loops;
+- :class:`~.admin.Admin`: cancel, maintenance, restart, quotas, settings;
+- :class:`~.status.StatusViews` and :class:`~.callbacks.Callbacks`: what the API and
+  the callbacks answer.
 
-Journal writes go through :class:`~.group_commit.GroupCommit` (a writer process): a
-submission awaits the commit of its row before it is answered 200 (and its job is not
-started before that); later state changes ride a later batch. A finished request is
-dropped from the router (``Router.forget``) and from ``live``; the last ``RECENT`` of them
-stay in memory for the status API, older ones are read back from the journal.
-
-:class:`RouterService` holds the lifecycle (``start``, ``stop``) and is composed of one
-mixin per concern, over the shared state of ``service_base`` (``Live``):
-``service_submit`` (``submit``, ``Outcome``, ``canonical_body``, ``to_policy_request``),
-``service_events`` (actions, job events, callbacks), ``service_recovery`` (restart),
-``service_loops`` (sampler, ticker, health) and ``service_admin`` (cancel, maintenance,
-quotas, settings). Their names are importable from here as before.
+The Router needs the fleet's first sample, so everything that reads it is built in
+:meth:`RouterService.start`. All state changes happen on the event loop thread in plain
+synchronous methods, so no locks are needed. The clock is read through ``clock`` only.
 """
 
 from __future__ import annotations
@@ -27,78 +23,193 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
+import httpx
 import numpy as np
 
-from gpu_router.policy.router import Router
-from gpu_router.shim.config import router_config
-from gpu_router.shim.core.admin import AdminMixin
-from gpu_router.shim.core.admission import (
-    REJECT_STATUS,
-    Outcome,
-    SubmissionMixin,
-    body_hash,
-    canonical_body,
-    to_policy_request,
-)
-from gpu_router.shim.core.execution import EventsMixin
-from gpu_router.shim.core.live import Live, ServiceBase
-from gpu_router.shim.core.loops import LoopsMixin
-from gpu_router.shim.core.recovery import RecoveryMixin
+from gpu_router.policy import Router
+from gpu_router.shim.config import ServiceConfig
+from gpu_router.shim.core.admin import Admin
+from gpu_router.shim.core.admission import Admission, Outcome
+from gpu_router.shim.core.callbacks import Callbacks
+from gpu_router.shim.core.clock import Clock
+from gpu_router.shim.core.dispatcher import Dispatcher
+from gpu_router.shim.core.execution import Execution
+from gpu_router.shim.core.gpus import GpuBook
+from gpu_router.shim.core.live import LiveRequests
+from gpu_router.shim.core.loops import Loops
+from gpu_router.shim.core.metrics import JsonStats, PromMetrics
+from gpu_router.shim.core.policy_config import policy_config
+from gpu_router.shim.core.recovery import Recovery
+from gpu_router.shim.core.status import Readiness, StatusViews
+from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
-
-__all__ = [
-    "REJECT_STATUS",
-    "Live",
-    "Outcome",
-    "RouterService",
-    "ServiceBase",
-    "body_hash",
-    "canonical_body",
-    "to_policy_request",
-]
+from gpu_router.shim.store.group_commit import GroupCommit
+from gpu_router.shim.store.journal import Journal, JournalRecord
 
 
-class RouterService(SubmissionMixin, EventsMixin, AdminMixin, RecoveryMixin, LoopsMixin):
-    """The service; its constructor is :class:`~.service_base.ServiceBase`'s."""
+class NotStarted(RuntimeError):
+    """A part of the service that exists only once :meth:`RouterService.start` ran."""
+
+
+class RouterService:
+    """The service: its collaborators, and its lifecycle (``start``, ``stop``)."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        source: GpuSource,
+        *,
+        clock: Clock,
+        journal: Journal,
+        http: httpx.AsyncClient,
+        logger: logging.Logger,
+        prom: PromMetrics | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.clock = clock
+        self.http = http
+        self.logger = logger
+        self.prom = prom = prom or PromMetrics()
+        self.stats = JsonStats()
+        self.readiness = Readiness()
+        jc = config.journal
+        self.writer = writer = GroupCommit(
+            journal,
+            delay_s=jc.commit_delay_ms / 1000.0,
+            lazy_delay_s=jc.lazy_commit_ms / 1000.0,
+            max_batch=jc.max_batch,
+            process=jc.writer == "process",
+            intake=jc.intake_log,
+            intake_dir=jc.intake_dir or None,
+        )
+        prom.journal_writer_process.set_function(lambda: float(writer.writer_process_alive))
+        journal.on_lost = lambda lost: log(
+            logger, logging.ERROR, "journal updates lost", count=len(lost), first=lost[0]
+        )
+        self.requests = LiveRequests(journal, writer)
+        self.gpus = GpuBook(clock.now())
+        self._router: Router | None = None
+        self._parts: _Parts | None = None
+        self._loops: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ the parts, once started
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            raise NotStarted("service not started")
+        return self._router
+
+    @property
+    def parts(self) -> _Parts:
+        if self._parts is None:
+            raise NotStarted("service not started")
+        return self._parts
+
+    @property
+    def ready(self) -> bool:
+        return self.readiness.ready and self._parts is not None
+
+    @property
+    def views(self) -> StatusViews:
+        return self.parts.views
+
+    @property
+    def admin(self) -> Admin:
+        return self.parts.admin
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.parts.jobs
+
+    async def submit(self, body: dict[str, Any], trace_child: str | None) -> Outcome:
+        """Admit a validated body (see :meth:`Admission.submit`)."""
+        return await self.parts.admission.submit(body, trace_child)
+
+    def lookup(self, rid: str) -> JournalRecord | None:
+        """A request's record: live, recently finished, or from the journal."""
+        return self.requests.lookup(rid)
+
+    # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         states = await self.source.sample()
         now = self.clock.now()
-        self.router = Router(
-            states, router_config(self.config), np.random.default_rng(self.config.seed)
-        )
+        config = self.config
+        router = Router(states, policy_config(config), np.random.default_rng(config.seed))
+        self._router = router
         for s in states:
-            self.gpu_since[s.gpu_id] = now
-        self._load_settings(now)
-        counts = self.journal.count_by_state()
+            self.gpus.since[s.gpu_id] = now
+        self._parts = parts = _Parts(self, router)
+        parts.admin.load_settings(now)
+        counts = self.requests.journal.count_by_state()
         self.stats.system.total = sum(counts.values())
         self.stats.system.completed = counts.get("completed", 0)
         self.stats.system.failed = counts.get("failed", 0)
-        await self._restore(now)
-        for rec in self.journal.pending_callbacks():
-            self._send_callback(self.recent.get(rec.request_id) or rec)
-        self._loops = [
-            asyncio.ensure_future(c) for c in (self._sampler(), self._ticker(), self._health())
-        ]
-        self.ready = True
-        self.not_ready_reason = None
+        resumed = await parts.recovery.restore(now)
+        for rec in self.requests.journal.pending_callbacks():
+            parts.callbacks.send(self.requests.recent.get(rec.request_id) or rec)
+        self._loops = [asyncio.ensure_future(c) for c in parts.loops.coroutines()]
+        self.readiness.ready = True
+        self.readiness.reason = None
         log(
             self.logger,
             logging.INFO,
             "service started",
             gpus=len(states),
-            resumed=len(self.live),
-            strategy=self.router.config.strategy,
+            resumed=resumed,
+            strategy=router.strategy_name,
         )
 
     async def stop(self) -> None:
-        self.ready = False
-        self.not_ready_reason = "stopping"
+        self.readiness.ready = False
+        self.readiness.reason = "stopping"
         for t in self._loops:
             t.cancel()
         for t in self._loops:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await self.dispatcher.aclose()
+        if self._parts is not None:
+            await self._parts.jobs.aclose()
         self.writer.close()
+
+
+class _Parts:
+    """The collaborators that need the Router, wired once it exists."""
+
+    def __init__(self, svc: RouterService, router: Router) -> None:
+        config, clock, prom, stats, logger = (
+            svc.config,
+            svc.clock,
+            svc.prom,
+            svc.stats,
+            svc.logger,
+        )
+        requests, gpus = svc.requests, svc.gpus
+        self.jobs = Dispatcher(
+            svc.source,
+            dispatch=config.dispatch,
+            calls=config.request_router,
+            http=svc.http,
+            monotonic=clock.now,
+            logger=logger,
+            on_worker_error=lambda g: prom.child(prom.worker_failures, g).inc(),
+            worker_urls=dict(config.gpu_monitoring.worker_urls),
+        )
+        self.views = StatusViews(
+            config, router, requests, gpus, self.jobs, stats, clock, svc.readiness
+        )
+        self.callbacks = Callbacks(self.views, requests, self.jobs, prom)
+        self.execution = Execution(
+            router, requests, gpus, self.jobs, self.callbacks, clock, prom, stats, logger
+        )
+        self.jobs.connect(self.execution)
+        self.admission = Admission(router, requests, self.execution, clock, prom, stats, logger)
+        self.recovery = Recovery(router, requests, self.execution, self.jobs, clock, stats, logger)
+        self.loops = Loops(
+            config, svc.source, router, self.execution, gpus, self.jobs, clock, prom, logger
+        )
+        self.admin = Admin(router, requests, self.execution, gpus, svc.source, clock, prom, logger)

@@ -30,8 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from gpu_router.policy.errors import RouterError
-from gpu_router.policy.types import GpuState
+from gpu_router.policy import GpuState, RouterError
 
 #: Job states of the worker API; all but ``running`` are terminal.
 JOB_RUNNING = "running"

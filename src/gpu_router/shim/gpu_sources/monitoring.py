@@ -35,8 +35,7 @@ from urllib.parse import quote
 
 import httpx
 
-from gpu_router.policy.health import is_critical_xid
-from gpu_router.policy.types import GpuState, GpuStatus
+from gpu_router.policy import GpuState, GpuStatus, is_critical_xid
 
 from .base import (
     ErrorSignal,

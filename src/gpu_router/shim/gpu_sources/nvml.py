@@ -33,8 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gpu_router.policy.health import HardSignal, is_critical_xid
-from gpu_router.policy.types import GpuState, GpuStatus
+from gpu_router.policy import GpuState, GpuStatus, HardSignal, is_critical_xid
 
 from .base import (
     ErrorSignal,

@@ -19,9 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gpu_router.policy.errors import InvalidValue
-from gpu_router.policy.health import HardSignal
-from gpu_router.policy.types import GpuState
+from gpu_router.policy import GpuState, HardSignal, InvalidValue
 
 from .base import (
     JOB_CANCELLED,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_router.policy.errors import InvalidValue
+from gpu_router.policy import InvalidValue
 
 from .base import JOB_COMPLETED, JOB_FAILED, JOB_RUNNING
 from .virtual_model import VirtualGpuSpec

@@ -13,7 +13,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from gpu_router.policy.errors import InvalidValue
+from gpu_router.policy import InvalidValue
 
 #: total throughput of k co-located jobs relative to one (304 -> 344 -> 353 it/s); the
 #: same numbers as ``sim.service_model.Calibration`` (a test keeps the two equal)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from gpu_router.policy.types import GpuState, GpuStatus
+from gpu_router.policy import GpuState, GpuStatus
 
 from .virtual_jobs import ProcessorSharing, _Gpu
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gpu_router.policy.errors import InvalidValue
-from gpu_router.policy.quota import SEED_ADMIN_ALIASES
-from gpu_router.shim.core import status as views
+from gpu_router.policy import SEED_ADMIN_ALIASES, InvalidValue
 from gpu_router.shim.core.service import RouterService
 from gpu_router.shim.http.endpoints import cancel_request
 from gpu_router.shim.http.plumbing import ID, ApiError, Ctx, Handler, Plumbing, not_found, path_id
@@ -30,7 +28,7 @@ QUOTA_KEYS = {
 def gpu_of(ctx: Ctx, s: RouterService) -> str:
     """The GPU named in the path if the fleet has it, else a 404."""
     gid = path_id(ctx, "gpu_id", "GPU")
-    if gid not in s.r.fleet.index:
+    if not s.router.has_gpu(gid):
         raise not_found(f"GPU {gid}")
     ctx.gpu_id = gid
     return gid
@@ -48,7 +46,7 @@ def admin_handlers(p: Plumbing) -> dict[str, Handler]:
         s = svc()
         gid = gpu_of(ctx, s)
         body: MaintenanceIn = await read_body(ctx, MaintenanceIn, optional=True)
-        s.set_maintenance(gid, body.reason, body.estimated_duration)
+        s.admin.set_maintenance(gid, body.reason, body.estimated_duration)
         log(
             logger,
             logging.WARNING,
@@ -65,7 +63,7 @@ def admin_handlers(p: Plumbing) -> dict[str, Handler]:
         s = svc()
         gid = gpu_of(ctx, s)
         body: RestartIn = await read_body(ctx, RestartIn, optional=True)
-        running = int(s.r.fleet.running[s.r.fleet.index[gid]])
+        running = s.admin.running_on(gid)
         if running and not body.force:
             raise ApiError(
                 409,
@@ -73,7 +71,7 @@ def admin_handlers(p: Plumbing) -> dict[str, Handler]:
                 f"GPU {gid} runs {running} request(s); "
                 'send {"force": true} to re-queue them and restart',
             )
-        s.restart_gpu(gid)
+        status = s.admin.restart_gpu(gid)
         log(
             logger,
             logging.WARNING,
@@ -83,7 +81,7 @@ def admin_handlers(p: Plumbing) -> dict[str, Handler]:
             by=ctx.identity.user_id if ctx.identity else None,
         )
         return 200, admin_answer(
-            gid, "restart", s.gpu_status(gid), f"restarted; {running} request(s) re-queued"
+            gid, "restart", status, f"restarted; {running} request(s) re-queued"
         )
 
     async def admin_cancel(ctx: Ctx) -> tuple[int, Any]:
@@ -105,7 +103,7 @@ def admin_handlers(p: Plumbing) -> dict[str, Handler]:
                 details=[{"field": "body", "reason": "give at least one limit"}],
             )
         try:
-            s.set_quota(user, changes)
+            s.admin.set_quota(user, changes)
         except InvalidValue as exc:
             raise ApiError(
                 422,
@@ -113,7 +111,7 @@ def admin_handlers(p: Plumbing) -> dict[str, Handler]:
                 str(exc),
                 details=[{"field": exc.field, "reason": exc.reason}],
             ) from None
-        return 200, views.quota_data(s, user)
+        return 200, s.views.quota_data(user)
 
     return {
         "admin_maintenance": maintenance,

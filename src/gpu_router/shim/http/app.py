@@ -30,7 +30,6 @@ from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.http.admin_endpoints import admin_handlers
 from gpu_router.shim.http.auth import Authenticator
 from gpu_router.shim.http.endpoints import request_handlers
-from gpu_router.shim.http.one_write import send_in_one_write
 from gpu_router.shim.http.openapi import openapi_document
 from gpu_router.shim.http.plumbing import Auth, Handler, make_plumbing
 from gpu_router.shim.logs import LOGGER_NAME, log
@@ -182,6 +181,6 @@ class _RouterApp(Starlette):
                 if self.fast_error is None:  # pragma: no cover
                     raise
                 response = await self.fast_error(request, exc)
-            await send_in_one_write(response, scope, receive, send)
+            await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_router.shim.core import status as views
+from gpu_router.shim.core.clock import iso
 from gpu_router.shim.core.service import RouterService
+from gpu_router.shim.core.status import starting_health
 from gpu_router.shim.http.plumbing import ID, ApiError, Ctx, Handler, Plumbing, not_found, path_id
 from gpu_router.shim.http.schemas import RouteRequest
 
@@ -28,7 +29,7 @@ def cancel_request(ctx: Ctx, s: RouterService, reason: str) -> tuple[int, Any]:
     """Cancel the request named in the path (idempotent); says whether it was cancelled."""
     rid = path_id(ctx, "request_id", "request")
     owned(ctx, s, rid)
-    before = s.cancel(rid, reason)
+    before = s.admin.cancel(rid, reason)
     after = s.lookup(rid).state  # type: ignore[union-attr]
     done = before not in (None, "completed", "failed", "cancelled")
     msg = "cancelled" if done else f"not cancelled: the request is already {before}"
@@ -49,7 +50,7 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
             raise ApiError(403, "forbidden", "a user key may submit only as its own user_id")
         t = clock.now()
         child = ctx.trace.child().traceparent if tracing.enabled else None
-        out = await s.submit(req, child)
+        out = await s.submit(req.model_dump(mode="json"), child)
         ctx.timings.add("routing", clock.now() - t)
         ctx.gpu_id = out.gpu_id
         if out.status_code != 200:
@@ -66,7 +67,7 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
         s = svc()
         rec = owned(ctx, s, path_id(ctx, "request_id", "request"))
         ctx.gpu_id = rec.gpu_id
-        return 200, views.status_data(s, rec)
+        return 200, s.views.status_data(rec)
 
     async def result(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
@@ -81,7 +82,7 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
 
     async def gpus(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
-        return 200, {"timestamp": views.iso(clock.wall()), "gpus": views.gpu_list(s)}
+        return 200, {"timestamp": iso(clock.wall()), "gpus": s.views.gpu_list()}
 
     async def quota(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
@@ -91,35 +92,19 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
         assert ctx.identity is not None
         if not ctx.identity.may_act_for(user):
             raise ApiError(403, "forbidden", "a user key may read only its own quota")
-        return 200, views.quota_data(s, user)
+        return 200, s.views.quota_data(user)
 
     async def metrics_json(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
         assert ctx.identity is not None
         only = ctx.identity.user_id if ctx.identity.role.value == "user" else None
-        return 200, views.metrics_data(s, only)
+        return 200, s.views.metrics_data(only)
 
     async def health(ctx: Ctx) -> tuple[int, Any]:
         s = holder.get("svc")
         if s is None:
-            raise ApiError(
-                503,
-                "not_ready",
-                "starting",
-                data={
-                    "status": "unhealthy",
-                    "live": True,
-                    "ready": False,
-                    "version": config.api_metadata.version,
-                    "gpus_total": 0,
-                    "gpus_active": 0,
-                    "queued_requests": 0,
-                    "active_requests": 0,
-                    "uptime": 0.0,
-                    "reason": "starting",
-                },
-            )
-        data = views.health_data(s)
+            raise ApiError(503, "not_ready", "starting", data=starting_health(config))
+        data = s.views.health_data()
         if not data["ready"]:
             raise ApiError(503, "not_ready", data["reason"] or "not ready", data=data)
         return 200, data

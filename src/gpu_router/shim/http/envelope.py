@@ -14,11 +14,11 @@ import itertools
 import os
 import random
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpu_router.shim.config import ApiMetadataSection
+from gpu_router.shim.core.clock import iso
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE = "0" * 32
@@ -81,22 +81,6 @@ def parse_traceparent(header: str | None) -> TraceContext:
         if m and m.group(1) != "ff" and m.group(2) != _ZERO_TRACE and m.group(3) != _ZERO_SPAN:
             return TraceContext(m.group(2), new_span_id(), m.group(4), True)
     return TraceContext(new_trace_id(), new_span_id(), "01", False)
-
-
-_iso_second = -1
-_iso_prefix = ""
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with milliseconds and a Z, as seed 004 writes them
-    (``datetime.fromtimestamp(ts, UTC)`` truncated to ms; the date and time of the last
-    second formatted are kept, since most timestamps of an answer fall in it)."""
-    global _iso_second, _iso_prefix
-    second, micros = divmod(round(ts * 1_000_000), 1_000_000)
-    if second != _iso_second:
-        _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _iso_second = second
-    return f"{_iso_prefix}.{micros // 1000:03d}Z"
 
 
 @dataclass(slots=True)

@@ -24,7 +24,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gpu_router.shim.config import ServiceConfig
-from gpu_router.shim.core import status as views
 from gpu_router.shim.core.clock import Clock
 from gpu_router.shim.core.metrics import PromMetrics
 from gpu_router.shim.core.service import RouterService
@@ -149,7 +148,7 @@ def make_plumbing(
         meta = None
         if meta_builder.wanted():
             s = holder.get("svc")
-            gpu = views.gpu_resources(s, ctx.gpu_id) if s is not None else None
+            gpu = s.views.gpu_resources(ctx.gpu_id) if s is not None else None
             req_id = ctx.header("x-request-id")
             if not req_id or not ID.match(req_id):
                 req_id = new_request_id()

@@ -44,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gpu_router.policy.errors import RouterError
+from gpu_router.policy import RouterError
 from gpu_router.shim.gpu_sources.base import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, JOB_RUNNING
 
 log = logging.getLogger(__name__)

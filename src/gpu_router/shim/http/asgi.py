@@ -1,0 +1,43 @@
+"""An app factory any ASGI server can call with no arguments.
+
+``uvicorn --factory gpu_router.shim.http.asgi:app_from_env`` (or hypercorn, granian,
+gunicorn's uvicorn worker) builds the app from the environment as ``gpu-router serve``
+does from its flags: the config file at ``$CONFIG_PATH`` (else ``./config.yaml`` if
+present) with the deployment guide's environment overrides, and the GPU source it names;
+``$GPU_ROUTER_VIRTUAL_GPUS=N`` forces a virtual fleet of N GPUs. The server's own
+options (host, port, workers, TLS) are the server's to set. An invalid config raises
+:class:`~gpu_router.shim.config.ConfigError` naming the key, before anything binds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from starlette.applications import Starlette
+
+from gpu_router.shim.config import ConfigError, load_config
+from gpu_router.shim.core.policy_config import policy_config
+from gpu_router.shim.gpu_sources.factory import source_from_config
+from gpu_router.shim.http.app import create_app
+from gpu_router.shim.logs import setup_logging
+
+ENV_VIRTUAL_GPUS = "GPU_ROUTER_VIRTUAL_GPUS"
+
+
+def app_from_env(env: Mapping[str, str] | None = None) -> Starlette:
+    """The service's app, configured from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    cfg = load_config(None, env=env)
+    policy_config(cfg)  # strategy names and weights are checked before serving
+    virtual = env.get(ENV_VIRTUAL_GPUS)
+    count = None
+    if virtual:
+        if not virtual.isdigit() or not 1 <= int(virtual) <= 10_000:
+            raise ConfigError(ENV_VIRTUAL_GPUS, f"must be between 1 and 10000 (got {virtual!r})")
+        count = int(virtual)
+    logger = setup_logging(
+        cfg.logging.level, json_format=cfg.logging.json_format, url=cfg.logging.url
+    )
+    source = source_from_config(cfg.gpu_monitoring, count)
+    return create_app(cfg, gpu_source=source, logger=logger, close_source=True)
