@@ -61,10 +61,10 @@ def router(gpus=None, **cfg) -> Router:
 
 def test_place_at_once_then_queue_then_dispatch_on_completion():
     r = router()
-    assert r.submit(req("a"), 0.0) == (Placement("g0"), [Dispatch("a", "g0")])
-    assert r.submit(req("b"), 0.0) == (Placement("g1"), [Dispatch("b", "g1")])
+    assert r.submit(req("a"), 0.0) == (Placement("g0", 0.0, 1.0), [Dispatch("a", "g0")])
+    assert r.submit(req("b"), 0.0) == (Placement("g1", 0.0, 1.0), [Dispatch("b", "g1")])
     decision, actions = r.submit(req("c"), 0.0)
-    assert decision == Enqueue(1) and actions == []
+    assert decision == Enqueue(1, None, 0.5, 1.0) and actions == []  # 1 x 1 s over 2 slots
     assert r.record("c").state is S.QUEUED
     r.start("a", 0.1)
     assert r.complete("a", 1.1) == [Finished("a", "completed"), Dispatch("c", "g0")]
@@ -97,7 +97,7 @@ def test_memory_is_never_overcommitted():
     assert isinstance(r.submit(req("a", mem=6000), 0.0)[0], Placement)
     assert isinstance(r.submit(req("b", mem=6000), 0.0)[0], Enqueue)
     assert isinstance(r.submit(req("c", mem=3000), 0.0)[0], Placement)  # backfills
-    assert r.fleet.reserved_mb[0] == 9000
+    assert r._state.fleet.reserved_mb[0] == 9000  # the accounting itself: no public read
 
 
 def test_timeout_fails_queued_and_running_requests_and_frees_the_slot():
@@ -107,7 +107,7 @@ def test_timeout_fails_queued_and_running_requests_and_frees_the_slot():
     assert r.next_wakeup() == 3.0
     assert r.tick(3.0) == [Finished("wait", "failed", "timeout")]
     assert r.tick(5.0) == [Abort("run", "g0", "timeout"), Finished("run", "failed", "timeout")]
-    assert r.record("run").error == "timeout" and r.fleet.running[0] == 0
+    assert r.record("run").error == "timeout" and r.gpu("g0").running == 0
 
 
 def test_cancel_is_idempotent():
@@ -121,7 +121,7 @@ def test_cancel_is_idempotent():
         Finished("a", "cancelled", "cancelled"),
     ]
     assert r.cancel("a", 3.0) == [] and r.cancel("nope", 3.0) == []
-    assert r.counts[S.CANCELLED] == 2
+    assert r.state_of("a") is r.state_of("b") is S.CANCELLED
 
 
 def test_worker_failure_retries_with_backoff_then_fails():
@@ -149,7 +149,7 @@ def test_gpu_crash_requeues_at_head_and_stops_placing():
     assert r.complete("b", 2.0)[-1] == Dispatch("a", "g1")
     assert r.complete("a", 3.0)[-1] == Dispatch("c", "g1")
     r.gpu_up("g0", 4.0)
-    assert r.submit(req("d"), 4.0)[0] == Placement("g0")
+    assert r.submit(req("d"), 4.0)[0].gpu_id == "g0"
 
 
 def test_maintenance_drains_and_restart_brings_back():
@@ -157,7 +157,7 @@ def test_maintenance_drains_and_restart_brings_back():
     r.submit(req("a"), 0.0)
     assert r.maintenance("g0", 1.0) == []
     assert r.record("a").state is S.PROCESSING  # running work finishes
-    assert r.submit(req("b"), 1.0)[0] == Placement("g1")
+    assert r.submit(req("b"), 1.0)[0].gpu_id == "g1"
     assert isinstance(r.submit(req("c"), 1.0)[0], Enqueue)
     assert r.complete("a", 2.0) == [Finished("a", "completed")]  # not placed on g0
     assert r.restart("g0", 3.0) == [Dispatch("c", "g0")]
@@ -218,14 +218,14 @@ def test_duplicate_submission_is_rejected():
 
 def test_early_binding_queues_on_a_gpu():
     r = router(fleet(2), binding="early", strategy="join-shortest-queue")
-    assert r.submit(req("a"), 0.0)[0] == Placement("g0")
-    assert r.submit(req("b"), 0.0)[0] == Placement("g1")
-    assert r.submit(req("c"), 0.0)[0] == Enqueue(1, "g0")
-    assert r.submit(req("d"), 0.0)[0] == Enqueue(1, "g1")
+    assert r.submit(req("a"), 0.0)[0] == Placement("g0", 0.0, 1.0)
+    assert r.submit(req("b"), 0.0)[0] == Placement("g1", 0.0, 1.0)
+    assert r.submit(req("c"), 0.0)[0] == Enqueue(1, "g0", 0.5, 1.0)
+    assert r.submit(req("d"), 0.0)[0] == Enqueue(1, "g1", 0.5, 1.0)
     assert r.complete("b", 1.0)[-1] == Dispatch("d", "g1")
     # a crash moves its queue back to the central queue and on to the live GPU
     r.gpu_down("g0", 2.0)
-    assert r.record("c").gpu_id == "g1" and r.fleet.queued[0] == 0
+    assert r.record("c").gpu_id == "g1" and r.gpu("g0").queued == 0
 
 
 def test_resumed_request_skips_quota_checks_but_takes_its_slot():
@@ -233,10 +233,10 @@ def test_resumed_request_skips_quota_checks_but_takes_its_slot():
     r.submit(req("a"), 0.0)
     assert isinstance(r.submit(req("b", t=1.0), 1.0)[0], Reject)
     assert isinstance(r.submit(req("c", t=1.0), 1.0, resumed=True)[0], Enqueue)
-    assert r.quotas.usage("u", 1.0).concurrent_requests.used == 2
+    assert r.quota_usage("u", 1.0).concurrent_requests.used == 2
     r.complete("a", 2.0)
     r.complete("c", 3.0)
-    assert r.quotas.usage("u", 3.0).concurrent_requests.used == 0
+    assert r.quota_usage("u", 3.0).concurrent_requests.used == 0
 
 
 def test_forget_drops_only_finished_records():
@@ -244,8 +244,8 @@ def test_forget_drops_only_finished_records():
     r.submit(req("a"), 0.0)
     assert not r.forget("a") and not r.forget("nope")
     r.complete("a", 1.0)
-    assert r.forget("a") and "a" not in r.records
-    assert r.counts[S.COMPLETED] == 0
+    assert r.forget("a") and r.state_of("a") is None
+    assert r._state.counts[S.COMPLETED] == 0  # the accounting itself: no public read
 
 
 def test_forgotten_requests_leave_no_stale_timers():
@@ -264,4 +264,4 @@ def test_a_sample_that_changes_what_a_gpu_can_serve_updates_compatibility():
     r = router(fleet(1, memory_total_mb=16_000))
     assert isinstance(r.submit(req("big", mem=20_000), 0.0)[0], Reject)
     r.observe(GpuState(gpu_id="g0", memory_total_mb=40_000, sampled_at=1.0), 1.0)
-    assert r.submit(req("big2", mem=20_000), 1.0)[0] == Placement("g0")
+    assert r.submit(req("big2", mem=20_000), 1.0)[0].gpu_id == "g0"

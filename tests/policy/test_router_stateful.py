@@ -1,4 +1,9 @@
-"""A Hypothesis stateful test of the Router against a simple model of its invariants."""
+"""A Hypothesis stateful test of the Router against a simple model of its invariants.
+
+The invariants are about the accounting itself (which queue holds a request, memory and
+slots per GPU, state counts), so this test reads the Router's bookkeeping
+(``router._state``) and hooks its strategy (``router._binder``); callers outside the
+policy use the public read API instead."""
 
 from __future__ import annotations
 
@@ -69,6 +74,7 @@ class RouterMachine(RuleBasedStateMachine):
             dispatch_scan_limit=64,
         )
         self.router = Router(self.gpus, cfg, np.random.default_rng(0))
+        self.books = self.router._state  # the bookkeeping under test
         self.now = 0.0
         self.n = 0
         self.terminal: dict[str, S] = {}
@@ -77,25 +83,26 @@ class RouterMachine(RuleBasedStateMachine):
 
     def _hook_strategy(self):
         """Check, at every placement, that nothing ahead of it in queue order fits."""
-        router, inner = self.router, self.router.strategy.choose
+        books, binder = self.books, self.router._binder
+        inner = binder.strategy.choose
 
         def checked(choice):
             if self.binding == "late":
                 rid = choice.request.request_id
-                for ahead in router.queue.ordered(choice.now):
+                for ahead in books.queue.ordered(choice.now):
                     if ahead == rid:
                         break
-                    assert not self._fits_now(router.records[ahead]), (
+                    assert not self._fits_now(books.records[ahead]), (
                         f"{rid} dispatched while {ahead}, ahead of it, fits"
                     )
             picked = inner(choice)
             assert picked in choice.candidates
             return picked
 
-        router.strategy.choose = checked  # type: ignore[method-assign]
+        binder.strategy.choose = checked  # type: ignore[method-assign]
 
     def _fits_now(self, rec) -> bool:
-        f = self.router.fleet
+        f = self.books.fleet
         for i, g in enumerate(self.gpus):
             if g.gpu_id in self.admin_down or f.down[i]:
                 continue
@@ -116,10 +123,10 @@ class RouterMachine(RuleBasedStateMachine):
                 assert a.request_id not in self.terminal, "finished twice"
                 self.terminal[a.request_id] = S(a.state)
             elif isinstance(a, Abort):
-                assert a.request_id in self.router.records
+                assert self.router.state_of(a.request_id) is not None
 
     def _ids(self, state):
-        return sorted(rid for rid, r in self.router.records.items() if r.state is state)
+        return sorted(rid for rid, r in self.books.records.items() if r.state is state)
 
     @rule(dt=st.floats(0, 1.5))
     def advance(self, dt):
@@ -147,7 +154,7 @@ class RouterMachine(RuleBasedStateMachine):
         )
         decision, actions = self.router.submit(request, self.now)
         self._apply(actions)
-        if rid not in self.router.records:
+        if self.router.state_of(rid) is None:
             assert type(decision).__name__ == "Reject"
 
     @precondition(lambda self: self._ids(S.PROCESSING))
@@ -169,12 +176,10 @@ class RouterMachine(RuleBasedStateMachine):
         rid = f"r{data.draw(st.integers(1, self.n))}"
         before = dict(self.terminal)
         self._apply(self.router.cancel(rid, self.now))
-        after_once = self.router.record(rid).state if rid in self.router.records else None
+        after_once = self.router.state_of(rid)
         if twice:
             assert self.router.cancel(rid, self.now) == []  # cancelling twice = once
-            assert (self.router.record(rid).state if rid in self.router.records else None) == (
-                after_once
-            )
+            assert self.router.state_of(rid) == after_once
         if rid in before:
             assert self.terminal[rid] == before[rid]
 
@@ -203,7 +208,7 @@ class RouterMachine(RuleBasedStateMachine):
 
     @invariant()
     def each_request_in_exactly_one_state(self):
-        r = self.router
+        r = self.books
         gpu_queued = {rid for gq in r.gpu_queues for rid in gq._entries}
         held = {rid for rid, rec in r.records.items() if rec.not_before is not None}
         running = {rid for ids in r.on_gpu for rid in ids}
@@ -223,26 +228,47 @@ class RouterMachine(RuleBasedStateMachine):
     @invariant()
     def terminal_states_are_final(self):
         for rid, state in self.terminal.items():
-            assert self.router.records[rid].state is state
+            assert self.router.state_of(rid) is state
 
     @invariant()
     def memory_never_above_total_and_accounting_exact(self):
-        f = self.router.fleet
+        f = self.books.fleet
         for i in range(f.size):
-            held = sum(self.router.records[rid].memory_mb for rid in self.router.on_gpu[i])
+            held = sum(self.books.records[rid].memory_mb for rid in self.books.on_gpu[i])
             assert abs(f.reserved_mb[i] - held) < 1e-6
             assert f.reserved_mb[i] <= f.memory_total[i]
-            assert f.running[i] == len(self.router.on_gpu[i]) <= f.slots[i]
+            assert f.running[i] == len(self.books.on_gpu[i]) <= f.slots[i]
             assert abs(f.free_mb[i] - (f.memory_total[i] - f.reserved_mb[i])) < 1e-6
             assert f.open[i] == (f.available()[i] and f.running[i] < f.slots[i])
         assert f.open_count == int(f.open.sum())
+
+    @invariant()
+    def read_api_agrees_with_the_books(self):
+        r, b = self.router, self.books
+        views = r.gpus()
+        assert [v.gpu_id for v in views] == list(r.gpu_ids) == [g.gpu_id for g in self.gpus]
+        for i, v in enumerate(views):
+            assert v == r.gpu(v.gpu_id) and r.has_gpu(v.gpu_id)
+            assert v.running == len(v.request_ids) and set(v.request_ids) == b.on_gpu[i]
+            assert v.out_reasons == r.is_out(v.gpu_id) == b.out_reasons[i]
+            if "maintenance" in v.out_reasons:
+                assert v.status == "maintenance"
+            else:
+                assert v.status == ("error" if v.out_reasons else v.state.status.value)
+        summary = r.fleet_summary()
+        assert summary.size == len(views) and summary.queued == r.queue_length
+        assert summary.running == sum(v.running for v in views)
+        assert summary.in_service == sum(1 for v in views if not v.out_reasons)
+        in_service = [v for v in views if not v.out_reasons and v.sampled_ok]
+        assert summary.slots_in_service == sum(v.slots for v in in_service)
+        assert not r.has_gpu("nope")
 
     @invariant()
     def user_usage_within_quota(self):
         for user in USERS:
             live = [
                 x
-                for x in self.router.records.values()
+                for x in self.books.records.values()
                 if x.request.user_id == user and not x.state.terminal
             ]
             assert len(live) <= LIMITS.concurrent_requests

@@ -33,6 +33,7 @@ from .types import (
     RequestType,
     ResourceRequirements,
 )
+from .views import FleetSummary, GpuView
 
 __all__ = [
     "DEFAULT_ADMISSION_SHARE",
@@ -48,8 +49,10 @@ __all__ = [
     "Dispatch",
     "Enqueue",
     "Finished",
+    "FleetSummary",
     "GpuState",
     "GpuStatus",
+    "GpuView",
     "HardSignal",
     "InvalidValue",
     "OutlierConfig",

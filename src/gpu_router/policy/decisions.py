@@ -10,18 +10,36 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Admitted and placed at once on ``gpu_id``."""
+    """Admitted and placed at once on ``gpu_id``; ``wait_s`` (0) and ``run_s`` are the
+    estimated wait before start and run time there, in seconds (see ``estimate_times``)."""
 
     gpu_id: str
+    wait_s: float = 0.0
+    run_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Enqueue:
     """Admitted and waiting; ``position`` is 1-based in dispatch order; ``gpu_id`` is set
-    under early binding (the GPU whose queue holds it)."""
+    under early binding (the GPU whose queue holds it). ``wait_s`` and ``run_s`` are the
+    estimated wait before start and run time, in seconds (see ``estimate_times``)."""
 
     position: int
     gpu_id: str | None = None
+    wait_s: float = 0.0
+    run_s: float = 0.0
+
+
+def estimate_times(
+    duration_s: float, speed: float, position: int, slots_in_service: int
+) -> tuple[float, float]:
+    """(wait_s, run_s) of an admitted request, in seconds: ``duration_s`` is its estimated
+    run time on a speed-1.0 GPU, ``speed`` that of its GPU (1.0 when none is known yet),
+    ``position`` its 1-based place in the queue (0: placed). The wait is ``position``
+    times ``duration_s`` shared over the ``slots_in_service`` (at least one)."""
+    run_s = duration_s / max(speed, 1e-9)
+    wait_s = position * duration_s / max(1, slots_in_service) if position else 0.0
+    return wait_s, run_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,8 @@ DEFAULT_BY_TYPE: dict[str, tuple[float, float]] = {
 }
 SOURCES = ("declared", "learned", "default")
 _ANY_BATCH = 0  # bucket key of the (model_id, type) entry over every batch size
+#: (model_id, type, batch bucket or _ANY_BATCH) -> [count, ewma]
+_Table = dict[tuple[str, str, int], list[float]]
 
 
 def _pair(name: str, value: object) -> tuple[float, float]:
@@ -105,11 +107,10 @@ class ResourceEstimator:
 
     def __init__(self, config: EstimatorConfig | None = None) -> None:
         self.config = config or EstimatorConfig()
-        # key -> [count, ewma]; key = (model_id, type, bucket or _ANY_BATCH)
-        self._dur: dict[tuple[str, str, int], list[float]] = {}
-        self._mem: dict[tuple[str, str, int], list[float]] = {}
+        self._dur: _Table = {}
+        self._mem: _Table = {}
 
-    def _learned(self, table: dict, model_id: str, type: str, bucket: int) -> float | None:
+    def _learned(self, table: _Table, model_id: str, type: str, bucket: int) -> float | None:
         need = self.config.min_observations
         entry = table.get((model_id, type, bucket))
         if entry is not None and entry[0] >= need:
@@ -122,7 +123,7 @@ class ResourceEstimator:
     def _pick(
         self,
         declared: float | None,
-        table: dict,
+        table: _Table,
         model_id: str,
         type: str,
         bucket: int,

@@ -145,8 +145,9 @@ class FleetView:
 
     def compatible(self, min_cc: int, memory_mb: float, request_type: str) -> np.ndarray:
         """GPUs that could ever serve a request: compute capability, total memory, type."""
-        return (
+        mask: np.ndarray = (
             (self.compute_capability >= min_cc)
             & (self.memory_total >= memory_mb)
             & ((self.capability_bits & type_bit(request_type)) != 0)
         )
+        return mask

@@ -187,7 +187,8 @@ class CentralQueue:
         """1-based place in priority/fair-share order, not counting aging."""
         e = self._entries[request_id]
         ahead = sum(len(self._by_fair[p]) for p in PRIORITIES if p > e.priority)
-        return ahead + self._by_fair[e.priority].index(e) + 1
+        place: int = self._by_fair[e.priority].index(e)
+        return ahead + place + 1
 
     def entry(self, request_id: str) -> tuple[str, int, float]:
         """(user_id, priority, enqueued_at) of a queued request."""

@@ -5,55 +5,144 @@ the caller must apply (``Dispatch``, ``Abort``, ``Finished``); see
 docs/architecture.md. The router keeps exact accounting of what it placed on each
 GPU, so strategies never rely on lagged samples alone.
 
-The state machine is split by concern: ``router_state`` (bookkeeping),
-``dispatch`` (placement and binding loops), ``gpu_admin`` (GPU service state).
+The Router owns its collaborators and composes them: ``RouterState``
+(bookkeeping), ``Admission`` (admission control), ``Binder`` (placement and the
+binding loops), ``GpuService`` (GPU service state and ejection), the quota
+manager and the resource estimator.
 """
 
 from __future__ import annotations
 
-import heapq
+from collections.abc import Iterable
 
 import numpy as np
 
-from .decisions import Abort, Action, Decision, Enqueue, Placement, Reject
-from .decisions import RejectCode as RC
-from .dispatch import Dispatcher
-from .gpu_admin import CRASHED, MAINTENANCE, GpuAdmin
-from .records import RequestRecord
-from .router_state import P, Q
-from .strategies import Choice
-from .types import Request, RequestState
+from .admission import Admission
+from .binding import Binder
+from .config import RouterConfig
+from .decisions import Abort, Action, Decision, Enqueue, Placement, Reject, estimate_times
+from .estimator import ResourceEstimator
+from .gpu_service import CRASHED, MAINTENANCE, GpuService
+from .outlier import OutlierDetector
+from .quota import QuotaLimits, QuotaManager, QuotaUsage
+from .records import RequestRecord, RequestSnapshot
+from .router_state import P, RouterState
+from .strategies import make_strategy
+from .types import GpuState, Request, RequestState
+from .views import FleetSummary, GpuView, fleet_summary, gpu_view, slots_in_service
 
 __all__ = ["CRASHED", "MAINTENANCE", "Router"]
 
-_NONE = np.empty(0, dtype=np.int64)
 
+class Router:
+    """The policy core both the simulator and the service drive.
 
-class Router(GpuAdmin, Dispatcher):
-    """The policy core both the simulator and the service drive."""
+    State changes (each returns the actions to apply): ``submit``, ``start``,
+    ``complete``, ``fail``, ``cancel``, ``tick``, ``observe``, ``gpu_down``,
+    ``gpu_up``, ``maintenance``, ``restart``, ``forget``.
 
-    # -- queries ------------------------------------------------------------------
+    Reads (copies; nothing private is needed): ``gpu_ids``, ``has_gpu``, ``gpu``,
+    ``gpus`` (``GpuView``), ``fleet_summary`` (``FleetSummary``), ``is_out``,
+    ``state_of``, ``record`` (``RequestSnapshot``), ``queue_length``,
+    ``next_wakeup``, ``quota_usage``, ``quota_limits``, ``strategy_name``,
+    ``config``. Quota changes: ``set_quota_limits``, ``replay_usage``.
+    """
+
+    def __init__(
+        self,
+        gpus: Iterable[GpuState],
+        config: RouterConfig | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.config = config = config or RouterConfig()
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self._quotas = QuotaManager(config.quotas)
+        self._state = state = RouterState(gpus, config, self._quotas)
+        strategy = make_strategy(config.strategy, config.strategy_options)
+        self._binder = Binder(state, strategy, rng)
+        self._gpus = GpuService(state, OutlierDetector(config.outlier))
+        self._estimator = ResourceEstimator(config.estimator)
+        self._admission = Admission(state, self._binder, self._quotas, self._estimator)
+        self._last_tick = float("-inf")
+        # the state's containers, never rebound: bound here for the per-call paths
+        self._records = state.records
+        self._queue = state.queue
+        self._fleet = state.fleet
+        self._gpu_ids = tuple(state.fleet.gpu_ids)
+
+    # -- reads --------------------------------------------------------------------
+
+    @property
+    def gpu_ids(self) -> tuple[str, ...]:
+        """Every GPU id, in fleet order."""
+        return self._gpu_ids
+
+    def has_gpu(self, gpu_id: str) -> bool:
+        return gpu_id in self._fleet.index
+
+    def gpu(self, gpu_id: str) -> GpuView:
+        """The view of one GPU; InvalidValue("gpu_id", ...) if there is no such GPU."""
+        return gpu_view(self._state, self._state.index(gpu_id))
+
+    def gpus(self) -> list[GpuView]:
+        """The view of every GPU, in fleet order."""
+        return [gpu_view(self._state, i) for i in range(self._fleet.size)]
+
+    def fleet_summary(self) -> FleetSummary:
+        return fleet_summary(self._state)
+
+    def is_out(self, gpu_id: str) -> set[str]:
+        """Why a GPU takes no work (empty when it does); a copy."""
+        return set(self._gpus.out(self._state.index(gpu_id)))
+
+    def state_of(self, request_id: str) -> RequestState | None:
+        """The state of a request; None if unknown or forgotten."""
+        rec = self._records.get(request_id)
+        return None if rec is None else rec.state
+
+    def record(self, request_id: str) -> RequestSnapshot:
+        """A snapshot of one request (state, GPU, times, retries, error); KeyError if unknown."""
+        return self._state.snapshot(request_id)
+
+    @property
+    def queue_length(self) -> int:
+        """Requests admitted and not yet dispatched (backoffs and GPU queues included)."""
+        return self._state.queue_length()
+
+    @property
+    def strategy_name(self) -> str:
+        """The strategy as configured (``config.strategy``)."""
+        return self.config.strategy
 
     def next_wakeup(self) -> float | None:
         """The earliest time ``tick`` has something to do (backoff, timeout, ejection end)."""
-        while self._backoff and self._gone(self._backoff[0][2], backoff=True):
-            heapq.heappop(self._backoff)
-        times = [t for t, _s, _r in self._backoff[:1]]
-        while self._deadlines and self._gone(self._deadlines[0][2]):
-            heapq.heappop(self._deadlines)
-        times += [t for t, _s, _r in self._deadlines[:1]]
-        ejection = self.outlier.next_change(self._last_tick)
-        if ejection is not None:
-            times.append(ejection)
-        return min(times) if times else None
+        times = [self._state.next_timer(), self._gpus.next_change(self._last_tick)]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
 
-    def _gone(self, request_id: str, *, backoff: bool = False) -> bool:
-        """Whether a timer entry is stale: its request finished (or was forgotten), or,
-        for a backoff, no longer waits one out."""
-        rec = self.records.get(request_id)
-        if rec is None:
-            return True
-        return rec.not_before is None if backoff else rec.state.terminal
+    # -- quotas -------------------------------------------------------------------
+
+    def quota_usage(self, user_id: str, now: float) -> QuotaUsage:
+        """Every limit of ``user_id`` with used, remaining and reset time at ``now``."""
+        return self._quotas.usage(user_id, now)
+
+    def quota_limits(self, user_id: str) -> QuotaLimits:
+        return self._quotas.limits(user_id)
+
+    def set_quota_limits(self, user_id: str, **changes: object) -> QuotaLimits:
+        """Admin change of one user's limits (takes effect on their next call)."""
+        return self._quotas.set_limits(user_id, **changes)
+
+    def replay_usage(
+        self, user_id: str, priority: int, now: float, gpu_seconds: float = 0.0
+    ) -> None:
+        """Count one past request (e.g. from a journal, after a restart): a token from
+        each rate bucket if they have one (no slot is kept), and ``gpu_seconds`` of GPU
+        time in the current period. The caller decides which past requests count."""
+        if self._quotas.admit(user_id, priority, now) is None:
+            self._quotas.release(user_id, priority)
+        if gpu_seconds:
+            self._quotas.charge_gpu_time(user_id, gpu_seconds, now)
 
     # -- admission ----------------------------------------------------------------
 
@@ -65,154 +154,145 @@ class Router(GpuAdmin, Dispatcher):
         ``resumed`` re-admits a request acknowledged before a restart: it skips the
         queue bound and the quota checks (it was admitted once) but takes its quota slots.
         """
-        if request.request_id in self.records:
-            return Reject(RC.DUPLICATE, f"request_id {request.request_id} already exists"), []
-        res = request.resources
-        est = self.estimator.estimate(
-            request.model_id,
-            request.type,
-            res.max_batch_size,
-            res.memory_mb,
-            request.expected_duration_s,
-        )
-        memory = est.memory_mb + self.config.context_overhead_mb
-        if not self._compatible_any(request, memory):
-            return Reject(RC.INCOMPATIBLE, self._incompatible_reason(request, memory)), []
-        if resumed:
-            if self.config.quotas_enabled:
-                self.quotas.restore(request.user_id, request.priority, now)
-        elif not self.queue.admits(request.priority, self._waiting_elsewhere()):
-            wait = max(1.0, est.duration_s * (1 + self.queue_length) / max(1, self._slots_up()))
-            return Reject(
-                RC.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
-            ), []
-        elif self.config.quotas_enabled:
-            refusal = self.quotas.admit(request.user_id, request.priority, now)
-            if refusal is not None:
-                return Reject(refusal.code, refusal.reason, refusal.retry_after_s), []
-        timeout = request.timeout_s or self.config.default_timeout_s
-        deadline = None if timeout is None else request.submitted_at + timeout
-        rec = RequestRecord(request, Q, memory, est.duration_s, deadline)
-        self.records[request.request_id] = rec
-        self.counts[Q] += 1
-        if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, next(self._seq), request.request_id))
-        if not self.early and not len(self.queue):
+        admitted = self._admission.admit(request, now, resumed=resumed)
+        if isinstance(admitted, Reject):
+            return admitted, []
+        rec, state, binder = admitted, self._state, self._binder
+        if not state.early and not len(self._queue):
             # fast path: nothing waits, so this request is the head of the queue
-            cands = self._feasible(rec).nonzero()[0] if self.fleet.open_count else _NONE
-            if len(cands):
-                i = self.strategy.choose(
-                    Choice(request, rec.duration_s, self.fleet, cands, self.rng, now)
-                )
-                self._place(rec, i, now)
-                return Placement(self.gpu_id(i)), [self._start_on(rec, i, now)]
-        self.queue.push(request.request_id, request.user_id, request.priority, now)
-        actions = self._dispatch(now)
+            started = binder.start_now(rec, now)
+            if started is not None:
+                return self._placed(rec), [started]
+        self._queue.push(request.request_id, request.user_id, request.priority, now)
+        actions = binder.dispatch(now)
         if rec.state is P:
-            return Placement(self.gpu_id(rec.gpu_index)), actions  # type: ignore[arg-type]
+            return self._placed(rec), actions
         return self._enqueued(rec), actions
 
+    def _placed(self, rec: RequestRecord) -> Placement:
+        i = rec.gpu_index
+        assert i is not None  # noqa: S101 - a processing record always has a GPU
+        _wait, run_s = estimate_times(rec.duration_s, float(self._fleet.speed[i]), 0, 0)
+        return Placement(self._gpu_ids[i], 0.0, run_s)
+
     def _enqueued(self, rec: RequestRecord) -> Enqueue:
-        rid = rec.request.request_id
-        if rec.gpu_index is not None and self.early:
-            gq = self.gpu_queues[rec.gpu_index]
-            return Enqueue(gq.position(rid), self.gpu_id(rec.gpu_index))
-        return Enqueue(self.queue.position(rid) if rid in self.queue else 1)
-
-    def _incompatible_reason(self, request: Request, memory: float) -> str:
-        f = self.fleet
-        return (
-            f"no GPU can serve it: needs {memory:.0f} MB (largest {f.memory_total.max():.0f}"
-            f" MB), compute capability >= {request.resources.min_compute_capability}, "
-            f"type {request.type!r}"
-        )
-
-    def _slots_up(self) -> int:
-        return int(self.fleet.slots[~self.fleet.down].sum())
+        rid, i, s = rec.request.request_id, rec.gpu_index, self._state
+        if i is not None and s.early:
+            position, gpu, speed = (
+                s.gpu_queues[i].position(rid),
+                self._gpu_ids[i],
+                self._fleet.speed[i],
+            )
+        else:
+            position, gpu, speed = (
+                (self._queue.position(rid) if rid in self._queue else 1),
+                None,
+                1.0,
+            )
+        wait_s, run_s = estimate_times(rec.duration_s, float(speed), position, slots_in_service(s))
+        return Enqueue(position, gpu, wait_s, run_s)
 
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self, request_id: str, now: float) -> list[Action]:
         """The worker began running the request."""
-        rec = self.records.get(request_id)
+        rec = self._records.get(request_id)
         if rec is not None and rec.state is P and rec.started_at is None:
             rec.started_at = now
         return []
 
     def complete(self, request_id: str, now: float) -> list[Action]:
         """The request finished on its GPU. Late or repeated calls are ignored."""
-        rec = self.records.get(request_id)
+        rec = self._records.get(request_id)
         if rec is None or rec.state is not P:
             return []
-        i = self._release(rec, now)
+        state = self._state
+        i = state.release(rec, now)
         ran_s = now - (rec.started_at if rec.started_at is not None else rec.dispatched_at or now)
-        if self.config.quotas_enabled:
-            self.quotas.charge_gpu_time(rec.request.user_id, ran_s, now)
         req = rec.request
-        self.estimator.observe(
-            req.model_id, req.type, req.resources.max_batch_size, ran_s * self.fleet.speed[i]
+        if self.config.quotas_enabled:
+            self._quotas.charge_gpu_time(req.user_id, ran_s, now)
+        self._estimator.observe(
+            req.model_id, req.type, req.resources.max_batch_size, ran_s * self._fleet.speed[i]
         )
-        self.outlier.record_success(self.gpu_id(i), now)
-        return [self._finish(rec, RequestState.COMPLETED, now), *self._dispatch(now)]
+        self._gpus.record_success(i, now)
+        return [state.finish(rec, RequestState.COMPLETED, now), *self._binder.dispatch(now)]
 
     def fail(
         self, request_id: str, now: float, error: str, *, gpu_fault: bool = True
     ) -> list[Action]:
         """The work failed. Re-queue at the head of its priority after a backoff, or
         end ``failed`` once retries are spent. A GPU fault counts toward ejection."""
-        rec = self.records.get(request_id)
+        rec = self._records.get(request_id)
         if rec is None or rec.state is not P:
             return []
-        i = self._release(rec, now)
-        actions: list[Action] = []
-        if gpu_fault:
-            gid = self.gpu_id(i)
-            if self.outlier.record_failure(gid, now, self.fleet.size):
-                self._ejected.add(i)
-                actions += self._take_out(i, now, "ejected", requeue_running=False)
-        actions += self._retry(rec, now, error, self.config.retry.backoff_s(rec.retries + 1))
-        return actions + self._dispatch(now)
+        i = self._state.release(rec, now)
+        actions = self._gpus.record_failure(i, now) if gpu_fault else []
+        backoff_s = self.config.retry.backoff_s(rec.retries + 1)
+        actions += self._state.retry(rec, now, error, backoff_s)
+        return actions + self._binder.dispatch(now)
 
     def cancel(self, request_id: str, now: float, reason: str = "cancelled") -> list[Action]:
         """Cancel a request; cancelling twice is the same as once."""
-        rec = self.records.get(request_id)
+        rec = self._records.get(request_id)
         if rec is None or rec.state.terminal:
             return []
-        actions: list[Action] = []
-        if rec.state is P:
-            i = self._release(rec, now)
-            actions.append(Abort(request_id, self.gpu_id(i), reason))
-        else:
-            self._unqueue(rec)
-        actions.append(self._finish(rec, RequestState.CANCELLED, now, reason))
-        return actions + self._dispatch(now)
+        actions = self._stop(rec, now, reason)
+        actions.append(self._state.finish(rec, RequestState.CANCELLED, now, reason))
+        return actions + self._binder.dispatch(now)
+
+    def forget(self, request_id: str) -> bool:
+        """Drop the record of a finished request (its history lives with the caller, e.g.
+        the service's journal). Returns False for unknown or unfinished requests."""
+        return self._state.forget(request_id)
 
     def tick(self, now: float) -> list[Action]:
         """Do what is due at ``now``: end retry backoffs, time out requests, end ejections."""
+        state = self._state
         actions: list[Action] = []
         self._last_tick = max(self._last_tick, now)
-        while self._backoff and self._backoff[0][0] <= now:
-            _t, _s, rid = heapq.heappop(self._backoff)
-            rec = self.records.get(rid)  # None: finished and forgotten
-            if rec is not None and rec.state is Q and rec.not_before is not None:
-                rec.not_before = None
-                self._held -= 1
-                self._requeue_at_head(rec)
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _t, _s, rid = heapq.heappop(self._deadlines)
-            rec = self.records.get(rid)  # None: finished and forgotten
-            if rec is None or rec.state.terminal:
-                continue
-            if rec.state is P:
-                i = self._release(rec, now)
-                actions.append(Abort(rid, self.gpu_id(i), "timeout"))
-            else:
-                self._unqueue(rec)
-            actions.append(self._finish(rec, RequestState.FAILED, now, "timeout"))
-        for i in sorted(self._ejected):
-            if not self.outlier.is_ejected(self.gpu_id(i), now):
-                self._ejected.discard(i)
-                self._ramping.add(i)
-                self._bring_back(i, "ejected")
-        self._refresh_weights(now)
-        return actions + self._dispatch(now)
+        state.end_backoffs(now)
+        for rec in state.due_deadlines(now):
+            actions += self._stop(rec, now, "timeout")
+            actions.append(state.finish(rec, RequestState.FAILED, now, "timeout"))
+        self._gpus.end_ejections(now)
+        return actions + self._binder.dispatch(now)
+
+    def _stop(self, rec: RequestRecord, now: float, reason: str) -> list[Action]:
+        """Take an unfinished request off its GPU (an ``Abort``) or out of its queue."""
+        if rec.state is P:
+            i = self._state.release(rec, now)
+            return [Abort(rec.request.request_id, self._gpu_ids[i], reason)]
+        self._state.unqueue(rec)
+        return []
+
+    # -- GPU service state --------------------------------------------------------
+
+    def observe(self, state: GpuState, now: float) -> list[Action]:
+        """A monitor sample of one GPU; placements after ``state.sampled_at`` stay counted."""
+        if self._gpus.observe(self._state.index(state.gpu_id), state):
+            self._binder.forget_compatibility()
+        return self._binder.dispatch(now)
+
+    def gpu_down(self, gpu_id: str, now: float, reason: str = CRASHED) -> list[Action]:
+        """Hard failure (crash, critical Xid, uncorrectable ECC, unreachable): stop
+        placing on it and re-queue its running requests at the head of their priority."""
+        i = self._state.index(gpu_id)
+        actions = self._gpus.take_out(i, now, CRASHED, requeue_running=True, error=reason)
+        return actions + self._binder.dispatch(now)
+
+    def gpu_up(self, gpu_id: str, now: float) -> list[Action]:
+        """The GPU passed its health checks again."""
+        self._gpus.bring_back(self._state.index(gpu_id), CRASHED)
+        return self._binder.dispatch(now)
+
+    def maintenance(self, gpu_id: str, now: float, reason: str = MAINTENANCE) -> list[Action]:
+        """Drain: no new placements; running requests finish; its queue moves back."""
+        i = self._state.index(gpu_id)
+        return self._gpus.take_out(i, now, MAINTENANCE, requeue_running=False)
+
+    def restart(self, gpu_id: str, now: float) -> list[Action]:
+        """Admin restart: abort and re-queue what runs there, clear maintenance, crash and
+        ejection marks; the GPU takes work again at once (health checks may take it out)."""
+        actions = self._gpus.restart(self._state.index(gpu_id), now)
+        return actions + self._binder.dispatch(now)

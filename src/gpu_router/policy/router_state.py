@@ -1,75 +1,58 @@
 """The Router's bookkeeping: fleet, queues, request records, timers and counts.
 
-``RouterState`` builds what the router tracks and holds the primitives that keep
-its accounting exact (state counts, a GPU's memory and work in seconds, quota
-slots); ``Dispatcher``, ``GpuAdmin`` and ``Router`` build on it.
+``RouterState`` holds what the router tracks and the primitives that keep its
+accounting exact (state counts, a GPU's memory and work in seconds, quota slots).
+It decides nothing: ``Binder``, ``GpuService`` and ``Router`` are given it and
+go through it for every transition. Times in seconds on the caller's clock.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import count
-from typing import TYPE_CHECKING
-
-import numpy as np
 
 from .config import RouterConfig
 from .decisions import Action, Finished
 from .errors import InvalidValue
-from .estimator import ResourceEstimator
 from .fleet import FleetView
-from .outlier import OutlierDetector
 from .queue import CentralQueue
 from .quota import QuotaManager
 from .records import RequestRecord, RequestSnapshot
-from .strategies import make_strategy
 from .types import GpuState, RequestState
 
 Q, P = RequestState.QUEUED, RequestState.PROCESSING
+
+#: a timer entry: (due time in seconds, tie-break sequence number, request id)
+Timer = tuple[float, int, str]
 
 
 class RouterState:
     """What the router tracks, and the accounting every transition goes through."""
 
-    def __init__(
-        self,
-        gpus: Iterable[GpuState],
-        config: RouterConfig | None = None,
-        rng: np.random.Generator | None = None,
-    ) -> None:
-        self.config = config = config or RouterConfig()
+    def __init__(self, gpus: Iterable[GpuState], config: RouterConfig, quotas: QuotaManager):
+        self.config = config
+        self.quotas = quotas
         self.fleet = FleetView(gpus)
-        self.rng = rng if rng is not None else np.random.default_rng(0)
-        self.strategy = make_strategy(config.strategy, config.strategy_options)
-        self.quotas = QuotaManager(config.quotas)
-        self.outlier = OutlierDetector(config.outlier)
-        self.estimator = ResourceEstimator(config.estimator)
         self.queue = CentralQueue(config.queue)
         self.early = config.binding == "early"
         n = self.fleet.size
         self.gpu_queues = [CentralQueue(config.queue) for _ in range(n)] if self.early else []
         self.on_gpu: list[set[str]] = [set() for _ in range(n)]
         self.out_reasons: list[set[str]] = [set() for _ in range(n)]
-        self._pending: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        #: per GPU, (dispatch time, MB) placed and not yet seen in a monitor sample
+        self.pending: list[list[tuple[float, float]]] = [[] for _ in range(n)]
         self.records: dict[str, RequestRecord] = {}
-        self._seq = count()
-        self._backoff: list[tuple[float, int, str]] = []
-        self._deadlines: list[tuple[float, int, str]] = []
-        self._compat: dict[tuple[int, float, str], tuple[np.ndarray, bool]] = {}
+        self.seq = count()
+        self.backoff: list[Timer] = []
+        self.deadlines: list[Timer] = []
         self.counts = dict.fromkeys(RequestState, 0)
-        self._held = 0  # requests waiting out a retry backoff
-        self._last_tick = float("-inf")
-        self._ejected: set[int] = set()
-        self._ramping: set[int] = set()  # back from ejection, weight still below 1
-
-    if TYPE_CHECKING:  # provided by ``dispatch.Dispatcher``, which the Router also is
-
-        def _dispatch(self, now: float) -> list[Action]: ...
+        self.held = 0  # requests waiting out a retry backoff
 
     # -- queries ------------------------------------------------------------------
 
-    def record(self, request_id: str) -> RequestSnapshot:
+    def snapshot(self, request_id: str) -> RequestSnapshot:
+        """A read-only copy of one record (KeyError if unknown)."""
         r = self.records[request_id]
         gid = None if r.gpu_index is None else self.fleet.gpu_ids[r.gpu_index]
         return RequestSnapshot(
@@ -85,18 +68,16 @@ class RouterState:
             r.duration_s,
         )
 
-    @property
     def queue_length(self) -> int:
         """Requests admitted and not yet dispatched (backoffs and GPU queues included)."""
-        return len(self.queue) + self._waiting_elsewhere()
+        return len(self.queue) + self.waiting_elsewhere()
 
-    def _waiting_elsewhere(self) -> int:
+    def waiting_elsewhere(self) -> int:
         """Admitted requests outside the central queue: backoffs and GPU queues."""
-        return self._held + (int(self.fleet.queued.sum()) if self.early else 0)
+        return self.held + (int(self.fleet.queued.sum()) if self.early else 0)
 
     def forget(self, request_id: str) -> bool:
-        """Drop the record of a finished request (its history lives with the caller, e.g.
-        the service's journal). Returns False for unknown or unfinished requests."""
+        """Drop a finished record; False for unknown or unfinished requests."""
         rec = self.records.get(request_id)
         if rec is None or not rec.state.terminal:
             return False
@@ -107,30 +88,55 @@ class RouterState:
     def gpu_id(self, index: int) -> str:
         return self.fleet.gpu_ids[index]
 
-    # -- accounting ---------------------------------------------------------------
-
-    def _index(self, gpu_id: str) -> int:
+    def index(self, gpu_id: str) -> int:
+        """The fleet index of ``gpu_id``; InvalidValue if there is no such GPU."""
         try:
             return self.fleet.index[gpu_id]
         except KeyError:
             raise InvalidValue("gpu_id", gpu_id, "no such GPU") from None
 
-    def _set_state(self, rec: RequestRecord, state: RequestState) -> None:
+    # -- timers -------------------------------------------------------------------
+
+    def push_deadline(self, due: float, request_id: str) -> None:
+        heapq.heappush(self.deadlines, (due, next(self.seq), request_id))
+
+    def next_timer(self) -> float | None:
+        """The earliest live backoff end or deadline; drops stale entries on the way."""
+        while self.backoff and self._gone(self.backoff[0][2], backoff=True):
+            heapq.heappop(self.backoff)
+        times = [t for t, _s, _r in self.backoff[:1]]
+        while self.deadlines and self._gone(self.deadlines[0][2]):
+            heapq.heappop(self.deadlines)
+        times += [t for t, _s, _r in self.deadlines[:1]]
+        return min(times) if times else None
+
+    def _gone(self, request_id: str, *, backoff: bool = False) -> bool:
+        """Whether a timer entry is stale: its request finished (or was forgotten), or,
+        for a backoff, no longer waits one out."""
+        rec = self.records.get(request_id)
+        if rec is None:
+            return True
+        return rec.not_before is None if backoff else rec.state.terminal
+
+    # -- accounting ---------------------------------------------------------------
+
+    def set_state(self, rec: RequestRecord, state: RequestState) -> None:
         self.counts[rec.state] -= 1
         self.counts[state] += 1
         rec.state = state
 
-    def _finish(
+    def finish(
         self, rec: RequestRecord, state: RequestState, now: float, error: str | None = None
     ) -> Finished:
-        self._set_state(rec, state)
+        """End a request in terminal ``state`` and free its quota slots."""
+        self.set_state(rec, state)
         rec.finished_at = now
         rec.error = error
         if self.config.quotas_enabled:
             self.quotas.release(rec.request.user_id, rec.request.priority)
         return Finished(rec.request.request_id, state.value, error)
 
-    def _release(self, rec: RequestRecord, now: float) -> int:
+    def release(self, rec: RequestRecord, now: float) -> int:
         """Free what a running request holds on its GPU; returns the GPU index."""
         i = rec.gpu_index
         assert i is not None  # noqa: S101 - a processing record always has a GPU
@@ -140,7 +146,7 @@ class RouterState:
         self.on_gpu[i].discard(rec.request.request_id)
         return i
 
-    def _unqueue(self, rec: RequestRecord) -> None:
+    def unqueue(self, rec: RequestRecord) -> None:
         """Take a queued request out of whichever queue holds it."""
         rid = rec.request.request_id
         if not self.queue.remove(rid) and rec.gpu_index is not None and self.early:
@@ -150,25 +156,45 @@ class RouterState:
                 self.fleet.work_left_s[i] = max(0.0, self.fleet.work_left_s[i] - rec.placed_s)
         if rec.not_before is not None:
             rec.not_before = None
-            self._held -= 1
+            self.held -= 1
 
-    def _requeue_at_head(self, rec: RequestRecord) -> None:
+    def requeue_at_head(self, rec: RequestRecord) -> None:
         """Back into the central queue at the head of its priority (retries, GPUs lost)."""
         req = rec.request
         self.queue.push(req.request_id, req.user_id, req.priority, req.submitted_at, head=True)
 
-    def _retry(self, rec: RequestRecord, now: float, error: str, backoff_s: float) -> list[Action]:
+    def retry(self, rec: RequestRecord, now: float, error: str, backoff_s: float) -> list[Action]:
+        """Re-queue after ``backoff_s`` (0: at once), or end ``failed`` once retries are spent."""
         rec.retries += 1
         rec.gpu_index = None
         if rec.retries > self.config.retry.max_retries:
-            return [self._finish(rec, RequestState.FAILED, now, error)]
-        self._set_state(rec, Q)
+            return [self.finish(rec, RequestState.FAILED, now, error)]
+        self.set_state(rec, Q)
         rec.error = error
         rid = rec.request.request_id
         if backoff_s > 0:
             rec.not_before = now + backoff_s
-            self._held += 1
-            heapq.heappush(self._backoff, (rec.not_before, next(self._seq), rid))
+            self.held += 1
+            heapq.heappush(self.backoff, (rec.not_before, next(self.seq), rid))
         else:
-            self._requeue_at_head(rec)
+            self.requeue_at_head(rec)
         return []
+
+    def end_backoffs(self, now: float) -> None:
+        """Requests whose retry backoff ended by ``now`` go back to the head of the queue."""
+        while self.backoff and self.backoff[0][0] <= now:
+            _t, _s, rid = heapq.heappop(self.backoff)
+            rec = self.records.get(rid)  # None: finished and forgotten
+            if rec is not None and rec.state is Q and rec.not_before is not None:
+                rec.not_before = None
+                self.held -= 1
+                self.requeue_at_head(rec)
+
+    def due_deadlines(self, now: float) -> Iterator[RequestRecord]:
+        """Pop the deadlines due by ``now``, yielding each live (unfinished) record in
+        due order; lazily, so the caller ends one before the next is looked at."""
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _t, _s, rid = heapq.heappop(self.deadlines)
+            rec = self.records.get(rid)  # None: finished and forgotten
+            if rec is not None and not rec.state.terminal:
+                yield rec

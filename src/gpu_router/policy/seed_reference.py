@@ -47,7 +47,8 @@ def calculate_health_score(gpu_state: Mapping[str, Any]) -> float:
     power_limit = gpu_state.get("power_limit", 1)
     power_score = 1.0 - (power / power_limit) if power_limit > 0 else 0.5
     error_score = 1.0 - gpu_state.get("error_rate", 0)
-    return 0.4 * temp_score + 0.3 * power_score + 0.3 * error_score
+    score: float = 0.4 * temp_score + 0.3 * power_score + 0.3 * error_score
+    return score
 
 
 def select_gpu(

@@ -36,7 +36,8 @@ class Random:
 def assigned(choice: Choice) -> np.ndarray:
     """Requests the router has running or queued on each candidate."""
     f, c = choice.fleet, choice.candidates
-    return f.running[c] + f.queued[c]
+    counts: np.ndarray = f.running[c] + f.queued[c]
+    return counts
 
 
 class LeastLoaded:

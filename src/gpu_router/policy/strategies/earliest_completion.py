@@ -49,7 +49,10 @@ class EarliestCompletion:
         f, c = choice.fleet, choice.candidates
         if self._cache_key != (id(f), f.version):
             self._refresh(f)
-        return f.work_left_s[c] * self._work_coef[c] + choice.duration_s * self._run_coef[c]
+        finish: np.ndarray = (
+            f.work_left_s[c] * self._work_coef[c] + choice.duration_s * self._run_coef[c]
+        )
+        return finish
 
     def choose(self, choice: Choice) -> int:
         finish = self.expected_finish_s(choice)

@@ -64,13 +64,14 @@ class HybridSeed:
         usage = 0.6 * (1.0 - mem_used / f.memory_total[c]) + 0.4 * (1.0 - util / 100.0)
         type_score = ((f.capability_bits[c] & type_bit(choice.request.type)) != 0) * 1.0
         priority_score = choice.request.priority / 5
-        return (
+        scores: np.ndarray = (
             w["usage"] * usage
             + w["priority"] * priority_score
             + w["type"] * type_score
             + w["performance"] * f.performance[c]
             + w["health"] * f.health[c]
         )
+        return scores
 
     def choose(self, choice: Choice) -> int:
         return argmax_first(self.scores(choice), choice.candidates)

@@ -1,0 +1,162 @@
+"""Binding requests to GPUs: which GPUs can take a request, and the binding loops.
+
+Late binding keeps one central queue and binds a request only when a GPU can
+start it; early binding binds at once to a GPU's own queue. Memory in MB.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .decisions import Action, Dispatch
+from .records import RequestRecord
+from .router_state import P, RouterState
+from .strategies import Choice, Strategy
+from .types import Request
+
+_NONE = np.empty(0, dtype=np.int64)
+
+#: compatibility cache key: (min compute capability as major * 100 + minor, MB, type)
+_Key = tuple[int, float, str]
+
+
+class Binder:
+    """Places requests on GPUs with a strategy, over the router's bookkeeping."""
+
+    def __init__(self, state: RouterState, strategy: Strategy, rng: np.random.Generator):
+        self.state = state
+        self.strategy = strategy
+        self.rng = rng
+        # the state's containers, never rebound: bound here for the hot loops
+        self.fleet = state.fleet
+        self.queue = state.queue
+        self.records = state.records
+        self.gpu_queues = state.gpu_queues
+        self.early = state.early
+        self.scan_limit = state.config.dispatch_scan_limit
+        self._compat: dict[_Key, tuple[np.ndarray, bool]] = {}
+
+    # -- compatibility ------------------------------------------------------------
+
+    def compatible(self, request: Request, memory: float) -> np.ndarray:
+        """Mask of the GPUs that could ever serve it (a shared array: do not modify)."""
+        return self._compat_entry(request, memory)[0]
+
+    def compatible_any(self, request: Request, memory: float) -> bool:
+        return self._compat_entry(request, memory)[1]
+
+    def forget_compatibility(self) -> None:
+        """What a GPU could ever serve changed (a new sample): recompute on demand."""
+        self._compat.clear()
+
+    def _compat_entry(self, request: Request, memory: float) -> tuple[np.ndarray, bool]:
+        """(mask of GPUs that could ever serve it, whether any can), cached per class."""
+        cc = request.resources.min_compute_capability
+        key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type)
+        entry = self._compat.get(key)
+        if entry is None:
+            mask = self.fleet.compatible(*key)
+            if len(self._compat) > 4096:
+                self._compat.clear()
+            entry = self._compat[key] = (mask, bool(mask.any()))
+        return entry
+
+    # -- binding ------------------------------------------------------------------
+
+    def feasible(self, rec: RequestRecord) -> np.ndarray:
+        """GPUs the request can start on now: compatible, open (up, free slot), memory."""
+        f = self.fleet
+        return self.compatible(rec.request, rec.memory_mb) & f.open & (f.free_mb >= rec.memory_mb)
+
+    def start_now(self, rec: RequestRecord, now: float) -> Dispatch | None:
+        """Late binding with nothing waiting: start ``rec`` at once if a GPU can take it."""
+        cands = self.feasible(rec).nonzero()[0] if self.fleet.open_count else _NONE
+        if not len(cands):
+            return None
+        i = self.strategy.choose(
+            Choice(rec.request, rec.duration_s, self.fleet, cands, self.rng, now)
+        )
+        self.place(rec, i, now)
+        return self.start_on(rec, i, now)
+
+    def dispatch(self, now: float) -> list[Action]:
+        """Start (and, early, bind) whatever can go now; the ``Dispatch`` actions."""
+        return self._dispatch_early(now) if self.early else self._dispatch_late(now)
+
+    def _dispatch_late(self, now: float) -> list[Action]:
+        """Place the first request in queue order that fits, and again while GPUs are
+        open. Each pass restarts at the head (requests skipped before still do not fit:
+        capacity only shrank), so no pass materialises the queue."""
+        f, queue, records = self.fleet, self.queue, self.records
+        actions: list[Action] = []
+        while len(queue) and f.open_count:
+            placed = None
+            for rid in queue.ordered(now, self.scan_limit):
+                rec = records[rid]
+                cands = self.feasible(rec).nonzero()[0]
+                if len(cands) == 0:
+                    if queue.is_overdue(rid, now):
+                        return actions  # hold the capacity for the aged request
+                    continue
+                placed = (
+                    rec,
+                    self.strategy.choose(
+                        Choice(rec.request, rec.duration_s, f, cands, self.rng, now)
+                    ),
+                )
+                break  # the queue changes below: leave its iterator first
+            if placed is None:
+                break
+            rec, i = placed
+            queue.remove(rec.request.request_id, dispatched=True)
+            self.place(rec, i, now)
+            actions.append(self.start_on(rec, i, now))
+        return actions
+
+    def _dispatch_early(self, now: float) -> list[Action]:
+        f = self.fleet
+        actions: list[Action] = []
+        avail = f.available()
+        for rid in list(self.queue.ordered(now)):
+            rec = self.records[rid]
+            cands = (self.compatible(rec.request, rec.memory_mb) & avail).nonzero()[0]
+            if len(cands) == 0:
+                continue
+            i = self.strategy.choose(Choice(rec.request, rec.duration_s, f, cands, self.rng, now))
+            self.queue.remove(rid, dispatched=True)
+            self.place(rec, i, now)
+            f.queued[i] += 1
+            self.gpu_queues[i].push(rid, rec.request.user_id, rec.request.priority, now)
+        for gpu in (f.open & (f.queued > 0)).nonzero()[0]:
+            i = int(gpu)
+            gq = self.gpu_queues[i]
+            for rid in list(gq.ordered(now, self.scan_limit)):
+                if f.running[i] >= f.slots[i]:
+                    break
+                rec = self.records[rid]
+                if f.free_mb[i] < rec.memory_mb:
+                    if gq.is_overdue(rid, now):
+                        break
+                    continue
+                gq.remove(rid, dispatched=True)
+                f.queued[i] -= 1
+                actions.append(self.start_on(rec, i, now))
+        return actions
+
+    def place(self, rec: RequestRecord, i: int, now: float) -> None:
+        """Charge a request's expected work to GPU ``i`` (queued or running there)."""
+        rec.gpu_index = i
+        rec.placed_s = rec.duration_s / self.fleet.speed[i]
+        self.fleet.work_left_s[i] += rec.placed_s
+
+    def start_on(self, rec: RequestRecord, i: int, now: float) -> Dispatch:
+        """Start ``rec`` on GPU ``i``: its slot, memory and the ``Dispatch`` to apply."""
+        s = self.state
+        self.fleet.occupy(i, rec.memory_mb)
+        s.pending[i].append((now, rec.memory_mb))
+        rid = rec.request.request_id
+        s.on_gpu[i].add(rid)
+        s.set_state(rec, P)
+        rec.dispatched_at = now
+        rec.dispatch_count += 1
+        return Dispatch(rid, self.fleet.gpu_ids[i])
