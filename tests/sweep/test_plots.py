@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_router.sweep import plots
+from gpu_router.sweep import plots, record_plots
 from gpu_router.sweep.grid import parse_sweep
 from gpu_router.sweep.runner import run_sweep
 
@@ -61,13 +61,13 @@ def test_figures_carry_the_data(result_dir):
         "earliest-completion",
         "round-robin",
     ]
-    cdf = plots.latency_cdf_figure(result_dir, scenario="alpha", load=0.8)
+    cdf = record_plots.latency_cdf_figure(result_dir, scenario="alpha", load=0.8)
     lines = cdf.axes[0].get_lines()
     assert len(lines) == 2 and len(lines[0].get_xdata()) == 2 * 200  # two seeds pooled
-    tl = plots.failure_timeline_figure(result_dir)
+    tl = record_plots.failure_timeline_figure(result_dir)
     assert "gpu_failure" in tl.axes[0].get_title()
     assert len(tl.axes[1].get_lines()) == 2
-    assert plots.failure_scenario(table) == "gpu_failure"
+    assert record_plots.failure_scenario(table) == "gpu_failure"
 
 
 def test_swept_key_figures_and_series_labels(scen_dir, tmp_path):

@@ -16,62 +16,22 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import results as res
-from .stats import mean_ci, series_labels, swept_columns
-
-FORMATS = ("png", "svg")
-LABELS = {
-    "wait_mean_s": "mean wait (s)",
-    "wait_p99_s": "p99 wait (s)",
-    "wait_p95_s": "p95 wait (s)",
-    "latency_p99_s": "p99 latency (s)",
-    "utilization": "fleet utilization",
-    "sla_attainment": "SLA attainment",
-    "jain_fairness": "Jain fairness (users)",
-    "throughput_rps": "throughput (req/s)",
-    "goodput_s": "goodput (GPU s)",
-}
-
-
-def _rows(table: pd.DataFrame, priority: str = "all", exclude: Sequence[str] = ()) -> pd.DataFrame:
-    """The rows of one priority, with ``series``: the strategy plus other swept keys."""
-    rows = table[table["priority"].astype(str) == priority] if "priority" in table else table
-    return rows.assign(series=series_labels(rows, exclude))
-
-
-def _colors(strategies: Sequence[str]) -> dict[str, tuple[float, ...]]:
-    """A color per strategy (the label's first word); series differing only in a swept
-    key share it and differ in line style (see ``_styles``)."""
-    from matplotlib import colormaps
-
-    bases = list(dict.fromkeys(s.split(" ")[0] for s in strategies))
-    cmap = colormaps["tab10" if len(bases) <= 10 else "tab20"]
-    base_color = {b: cmap(i % cmap.N) for i, b in enumerate(bases)}
-    return {s: base_color[s.split(" ")[0]] for s in strategies}
-
-
-def _styles(strategies: Sequence[str]) -> dict[str, str]:
-    suffixes = list(dict.fromkeys(s.partition(" ")[2] for s in strategies))
-    cycle = ["-", "--", ":", "-."]
-    return {s: cycle[suffixes.index(s.partition(" ")[2]) % len(cycle)] for s in strategies}
-
-
-def _legend(fig: Figure, axes: Sequence, n: int) -> None:
-    handles, labels = axes[0].get_legend_handles_labels()
-    if n > 6:
-        fig.legend(handles, labels, loc="outside right center", fontsize=7)
-    else:
-        axes[0].legend(handles, labels, fontsize=7)
-
-
-def _panel_per_scenario(rows: pd.DataFrame):
-    """One panel per scenario, side by side, with a colour and line style per series
-    (wider when the legend has many entries): scenarios, series, colors, styles, fig, axes."""
-    scenarios = list(dict.fromkeys(rows["scenario"]))
-    series = list(dict.fromkeys(rows["series"]))
-    wide = 2.8 if len(series) > 6 else 0.0
-    fig = Figure(figsize=(5.2 * max(1, len(scenarios)) + wide, 4.2), layout="constrained")
-    axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
-    return scenarios, series, _colors(series), _styles(series), fig, axes
+from .plot_style import (
+    FORMATS,
+    LABELS,
+    legend,
+    panel_per_scenario,
+    rows_of,
+    save,
+    strategy_colors,
+)
+from .record_plots import (
+    contrasting_scenario,
+    failure_scenario,
+    failure_timeline_figure,
+    latency_cdf_figure,
+)
+from .stats import mean_ci, swept_columns
 
 
 def metric_vs_load_figure(
@@ -86,8 +46,8 @@ def metric_vs_load_figure(
 
     ``bound`` names a column drawn as a dashed reference line (the Erlang C wait).
     """
-    rows = _rows(table, priority).dropna(subset=["load"])
-    scenarios, strategies, colors, styles, fig, axes = _panel_per_scenario(rows)
+    rows = rows_of(table, priority).dropna(subset=["load"])
+    scenarios, strategies, colors, styles, fig, axes = panel_per_scenario(rows)
     for ax, scenario in zip(axes, scenarios, strict=False):
         sub = rows[rows["scenario"] == scenario]
         for strategy in strategies:
@@ -130,7 +90,7 @@ def metric_vs_load_figure(
                 **({} if positive.all() else {"linthresh": 1e-3}),
             )
         ax.grid(alpha=0.3)
-    _legend(fig, axes, len(strategies))
+    legend(fig, axes, len(strategies))
     return fig
 
 
@@ -138,8 +98,8 @@ def metric_vs_key_figure(
     table: pd.DataFrame, key: str, metric: str, *, priority: str = "all", log_x: bool = True
 ) -> Figure:
     """``metric`` against a swept scenario key (fleet size, fault rate) per strategy."""
-    rows = _rows(table, priority, exclude=[key])
-    scenarios, series, colors, styles, fig, axes = _panel_per_scenario(rows)
+    rows = rows_of(table, priority, exclude=[key])
+    scenarios, series, colors, styles, fig, axes = panel_per_scenario(rows)
     for ax, scenario in zip(axes, scenarios, strict=False):
         sub = rows[rows["scenario"] == scenario]
         for name in series:
@@ -165,7 +125,7 @@ def metric_vs_key_figure(
         ax.set_xlabel(key)
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
-    _legend(fig, axes, len(series))
+    legend(fig, axes, len(series))
     return fig
 
 
@@ -195,7 +155,7 @@ def utilization_vs_load_figure(table: pd.DataFrame) -> Figure:
 
 def sla_heatmap_figure(table: pd.DataFrame, priority: str = "all") -> Figure:
     """SLA attainment, strategy x scenario (mean over loads and seeds)."""
-    rows = _rows(table, priority)
+    rows = rows_of(table, priority)
     grid = rows.pivot_table(
         index="series", columns="scenario", values="sla_attainment", aggfunc="mean", sort=False
     )
@@ -216,10 +176,10 @@ def sla_heatmap_figure(table: pd.DataFrame, priority: str = "all") -> Figure:
 
 def fairness_figure(table: pd.DataFrame) -> Figure:
     """Jain's fairness index over users per strategy (mean and 95% CI), grouped by scenario."""
-    rows = _rows(table)
+    rows = rows_of(table)
     scenarios = list(dict.fromkeys(rows["scenario"]))
     strategies = list(dict.fromkeys(rows["series"]))
-    colors = _colors(strategies)
+    colors = strategy_colors(strategies)
     fig = Figure(
         figsize=(max(6.0, 1.1 * len(scenarios) * len(strategies) * 0.35 + 3), 4.0),
         layout="constrained",
@@ -256,127 +216,6 @@ def fairness_figure(table: pd.DataFrame) -> Figure:
         ncols=min(5, len(strategies)),
     )
     return fig
-
-
-def _cells(
-    out: Path, table: pd.DataFrame, scenario: str | None, load: float | None
-) -> tuple[pd.DataFrame, str | None, float | None]:
-    rows = _rows(table)
-    if scenario is None:
-        scenario = rows["scenario"].iloc[0] if len(rows) else None
-    rows = rows[rows["scenario"] == scenario]
-    loads = sorted(rows["load"].dropna().unique())
-    if load is None and loads:
-        load = max((x for x in loads if x <= 0.9), default=loads[0])
-    if load is not None:
-        rows = rows[np.isclose(rows["load"], load)]
-    return rows, scenario, load
-
-
-def latency_cdf_figure(
-    out: str | Path,
-    scenario: str | None = None,
-    load: float | None = None,
-    column: str = "latency_s",
-) -> Figure:
-    """Empirical CDF of per-request latency (all seeds pooled) per strategy."""
-    out = Path(out)
-    rows, scenario, load = _cells(out, res.load_results(out), scenario, load)
-    strategies = list(dict.fromkeys(rows["series"]))
-    colors, styles = _colors(strategies), _styles(strategies)
-    fig = Figure(figsize=(6.5 + (2.8 if len(strategies) > 6 else 0), 4.2), layout="constrained")
-    ax = fig.subplots()
-    for strategy in strategies:
-        ids = rows.loc[rows["series"] == strategy, "cell_id"].unique()
-        vals = [
-            pd.read_parquet(res.cell_dir(out, c) / "requests.parquet", columns=[column])
-            for c in ids
-            if (res.cell_dir(out, c) / "requests.parquet").is_file()
-        ]
-        x = np.sort(pd.concat(vals)[column].dropna().to_numpy(float)) if vals else np.array([])
-        if x.size == 0:
-            continue
-        ax.step(
-            x,
-            np.arange(1, x.size + 1) / x.size,
-            where="post",
-            color=colors[strategy],
-            ls=styles[strategy],
-            label=f"{strategy} (p99 {np.quantile(x, 0.99):.3g} s)",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel(column.replace("_s", "") + " (s, log)")
-    ax.set_ylabel("fraction of requests")
-    where = f"{scenario}" + (f", load {load:g}" if load else "")
-    ax.set_title(f"{column.replace('_s', '')} CDF: {where}")
-    ax.grid(alpha=0.3, which="both")
-    _legend(fig, [ax], len(strategies))
-    return fig
-
-
-def contrasting_scenario(table: pd.DataFrame, metric: str = "latency_p99_s") -> str | None:
-    """The scenario where the strategies differ most in ``metric`` (relative spread)."""
-    rows = _rows(table)
-    if rows.empty or metric not in rows:
-        return None
-    per = rows.groupby(["scenario", "series"])[metric].mean().groupby(level=0)
-    spread = (per.max() - per.min()) / per.mean().abs().replace(0, np.nan)
-    return str(spread.fillna(0).idxmax())
-
-
-def failure_scenario(table: pd.DataFrame) -> str | None:
-    """The scenario to draw a failure timeline for: one named like a failure, if any."""
-    names = list(dict.fromkeys(_rows(table)["scenario"]))
-    for hint in ("failure", "fault", "crash"):
-        for name in names:
-            if hint in name:
-                return name
-    return None
-
-
-def failure_timeline_figure(
-    out: str | Path, scenario: str | None = None, load: float | None = None, seed: int | None = None
-) -> Figure:
-    """Queue length, GPUs up and re-routed requests over time, one line per strategy."""
-    out = Path(out)
-    table = res.load_results(out)
-    scenario = scenario or failure_scenario(table) or _rows(table)["scenario"].iloc[0]
-    rows, scenario, load = _cells(out, table, scenario, load)
-    seed = int(rows["seed"].min()) if seed is None and len(rows) else seed
-    rows = rows[rows["seed"] == seed]
-    colors = _colors(list(dict.fromkeys(rows["series"])))
-    fig = Figure(figsize=(8, 6.5), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
-    for _, row in rows.iterrows():
-        path = res.cell_dir(out, row["cell_id"]) / "timeline.parquet"
-        if not path.is_file():
-            continue
-        tl = pd.read_parquet(path)
-        if tl.empty:
-            continue
-        c = colors[row["series"]]
-        axes[0].step(tl["t"], tl["queue_length"], where="post", color=c, lw=1, label=row["series"])
-        axes[1].step(tl["t"], tl["gpus_up"], where="post", color=c, lw=1)
-        axes[2].step(tl["t"], tl["rerouted"], where="post", color=c, lw=1)
-    for ax, label in zip(axes, ("queue length", "GPUs up", "re-routed"), strict=True):
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[2].set_xlabel("simulated time (s)")
-    axes[0].legend(fontsize=7, ncols=3)
-    axes[0].set_title(
-        f"failure timeline: {scenario}" + (f", load {load:g}" if load else "") + f", seed {seed}"
-    )
-    return fig
-
-
-def save(fig: Figure, path: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt in formats:
-        target = path.with_suffix(f".{fmt}")
-        fig.savefig(target, dpi=120)
-        written.append(target)
-    return written
 
 
 def write_all(out: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:

@@ -6,7 +6,7 @@ DIR/stats.parquet            mean and 95% t-interval across seeds (see stats.py)
 DIR/manifest.json            the sweep: name, source, cells and their parameters, timings
 DIR/cells/<cell_id>/         one finished cell: cell.json (written last: the "done" mark),
                              summary.parquet, requests.parquet, gpus.parquet, timeline.parquet
-DIR/figures/                 PNG and SVG plots (plots.py)
+DIR/figures/                 PNG and SVG plots (plots.py, record_plots.py)
 ```
 """
 
