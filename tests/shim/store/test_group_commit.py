@@ -268,7 +268,7 @@ def test_resumed_requests_are_not_refused_by_their_own_quota(tmp_path):
     asyncio.run(scenario())
 
 
-def test_the_fast_route_path_keeps_the_error_answers():
+def test_route_errors_are_answered_in_the_envelope():
     async def scenario():
         async with running() as (c, app, fleet):
             svc = app.state.service
