@@ -38,6 +38,17 @@ class Dispatcher(RouterState):
             entry = self._compat[key] = (mask, bool(mask.any()))
         return entry
 
+    def _admits(self, request: Request, memory: float) -> bool:
+        """Room to admit: below the queue bound, or in a loss system (``queue.max_size``
+        0) only when it can start at once: nothing waits and a compatible GPU is open
+        with the memory free."""
+        if self.config.queue.loss:
+            if self.queue_length:
+                return False
+            f = self.fleet
+            return bool((self._compatible(request, memory) & f.open & (f.free_mb >= memory)).any())
+        return self.queue.admits(request.priority, self._waiting_elsewhere())
+
     # -- dispatch -----------------------------------------------------------------
 
     def _dispatch(self, now: float) -> list[Action]:

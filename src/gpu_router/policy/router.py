@@ -81,7 +81,7 @@ class Router(GpuAdmin, Dispatcher):
         if resumed:
             if self.config.quotas_enabled:
                 self.quotas.restore(request.user_id, request.priority, now)
-        elif not self.queue.admits(request.priority, self._waiting_elsewhere()):
+        elif not self._admits(request, memory):
             wait = max(1.0, est.duration_s * (1 + self.queue_length) / max(1, self._slots_up()))
             return Reject(
                 RC.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
