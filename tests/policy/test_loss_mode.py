@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_router.policy import GpuState, Placement, Reject, Request, ResourceRequirements, Router
-from gpu_router.policy import QueueConfig, RouterConfig
+from gpu_router.policy import (
+    GpuState,
+    Placement,
+    QueueConfig,
+    Reject,
+    Request,
+    ResourceRequirements,
+    Router,
+    RouterConfig,
+)
 
 
 def req(rid, mem=1000.0):

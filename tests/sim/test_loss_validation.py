@@ -3,8 +3,9 @@
 M/G/c/c refuses an arrival exactly when all c GPUs are busy; the blocking probability
 is Erlang B of the offered load a = lam / mu, whatever the service distribution
 (insensitivity), so the deterministic case checks the model, not only the formula.
-Each check: about 15,000 arrivals (40,000 where B is 2%) after 500 warm-up, the 0/1 "refused" indicator in
-arrival order, a 99% batch-means interval (theory.batch_means_ci) that must hold B.
+Each check: about 15,000 arrivals (40,000 where B is 2%) after 500 warm-up, the 0/1
+"refused" indicator in arrival order, a 99% batch-means interval
+(theory.batch_means_ci) that must hold B.
 """
 
 from pathlib import Path
