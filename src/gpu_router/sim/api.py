@@ -39,7 +39,7 @@ from .gpus import SampleClock, SimGpu
 from .scenario import Scenario, ScenarioError, load_scenario
 from .service_model import ServiceModel
 from .theory import mmc_wait_or_nan
-from .traces import alibaba_pods, azure_llm
+from .traces import read_trace
 from .workload import Workload, generate
 
 __all__ = ["SimResult", "load_scenario", "parse_strategy", "run_scenario"]
@@ -144,11 +144,8 @@ def build_workload(
     spec = scenario.workload
     if spec.trace is None:
         wl = generate(rng, spec, fleet_capacity, scenario.horizon_s)
-    elif spec.trace.kind == "azure_llm":
-        wl = azure_llm(rng, spec, service, scenario.horizon_s)
     else:
-        wl = alibaba_pods(rng, spec, mean_speed, scenario.horizon_s)
-    if spec.trace is not None:
+        wl = read_trace(rng, spec, service, mean_speed, scenario.horizon_s)
         wl = replace(wl, mean_work=float(wl.work.mean()) if len(wl) else math.nan)
     return replace(wl, work=service.apply_floor(wl.work))
 

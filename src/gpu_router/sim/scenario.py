@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..policy.errors import RouterError
+from .trace_spec import TraceSpec
 
 
 class ScenarioError(RouterError, ValueError):
@@ -101,15 +102,6 @@ class CancelSpec(_Strict):
 
     share: float = Field(default=0.0, ge=0, le=1)
     patience_s: float = Field(default=30.0, gt=0)
-
-
-class TraceSpec(_Strict):
-    kind: Literal["azure_llm", "alibaba_pods"]
-    path: str | None = None
-    time_scale: float = Field(default=1.0, gt=0)
-    duration_scale: float = Field(default=1.0, gt=0)
-    start_s: float = Field(default=0.0, ge=0)
-    limit: int | None = Field(default=None, ge=1)
 
 
 class WorkloadSpec(_Strict):
