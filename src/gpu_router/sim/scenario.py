@@ -151,6 +151,7 @@ class MonitorSpec(_Strict):
     period_s: float = Field(default=0.1, ge=MIN_MONITOR_PERIOD_S)
     lag_s: float = Field(default=0.275, ge=0)
     skip_unchanged: bool = True
+    sleep_when_idle: bool = True
 
 
 class FaultSpec(_Strict):
