@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpu_router.sim import run_scenario
+from gpu_router.sim import load_scenario, run_scenario
 from gpu_router.sim.api import _default_router
 from gpu_router.sim.fleet import GpuSpec
 from gpu_router.sim.gpus import SampleClock, SimGpu
@@ -116,12 +118,27 @@ def test_sleeping_through_idle_time_changes_nothing(extra):
         "workload": {"rate_rps": 0.05, "service": {"distribution": "lognormal", "cv": 2.0}},
     }
 
+    compare_sleeping(lambda sleep: parse_scenario(with_sleep({**base, **extra}, sleep)))
+
+
+def with_sleep(data, sleep):
+    return {**data, "monitor": {**data.get("monitor", {}), "sleep_when_idle": sleep}}
+
+
+def test_sleeping_is_exact_at_ties_of_samples_and_arrivals():
+    """Integer arrival times (1 s resolution) on a 1 s sampling grid: every sample ties
+    with arrivals; samples run after the other events of their instant in both modes."""
+    path = Path(__file__).parents[2] / "scenarios" / "genai_replay.yaml"
+    compare_sleeping(
+        lambda sleep: load_scenario(path, {"horizon_s": 200_000, "monitor.sleep_when_idle": sleep})
+    )
+
+
+def compare_sleeping(make):
     def run(sleep):
-        data = {**base, **extra}
-        data["monitor"] = {**data.get("monitor", {}), "sleep_when_idle": sleep}
         seen = {}
         res = run_scenario(
-            parse_scenario(data),
+            make(sleep),
             "hybrid-seed",
             1,
             router_factory=lambda g, c, r: Observed(_default_router(g, c, r), seen),

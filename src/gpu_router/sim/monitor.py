@@ -65,6 +65,10 @@ def delay_to(now: float, at: float) -> float:
     return d
 
 
+#: after SimPy's NORMAL (1) events of the same time
+SAMPLE_PRIORITY = 2
+
+
 class _Alarm(set[int]):
     """The fleet's ``touched`` set while the monitor sleeps: the first change wakes it."""
 
@@ -109,7 +113,7 @@ class Monitor:
 
     def start(self) -> None:
         if self.spec.enabled:
-            self.env.timeout(self.spec.period_s).callbacks.append(self._sample)
+            self._at(self.spec.period_s)
 
     def _sample(self, _event: Any) -> None:
         now = self.env.now
@@ -137,7 +141,7 @@ class Monitor:
         else:
             self._send(now, batch)
         if self.keep_running():
-            self.env.timeout(period).callbacks.append(self._sample)
+            self._at(period)
 
     def _sleep(self, now: float) -> None:
         """Nothing to look at: schedule nothing until a GPU changes (or a reading is
@@ -165,7 +169,17 @@ class Monitor:
             if g.mark_time == stale and start != stale:
                 g.mark_busy = g.busy_acc + (start - g.busy_since if g.busy_since >= 0 else 0.0)
                 g.mark_time = start
-        self.env.timeout(delay_to(now, start + period)).callbacks.append(self._sample)
+        self._at(delay_to(now, start + period))
+
+    def _at(self, delay: float) -> None:
+        """Schedule the next sample: after every other event of the same instant (SimPy
+        orders events by time, then priority, then creation), so that the order of a
+        sample and an event at the same time never depends on when either was
+        scheduled, and sleeping reproduces ticking even at exact ties."""
+        ev = simpy.Event(self.env)
+        ev._ok, ev._value = True, None  # triggered, as Timeout.__init__ does
+        ev.callbacks.append(self._sample)
+        self.env.schedule(ev, SAMPLE_PRIORITY, delay)
 
     def _deliver(self, event: Any) -> None:
         sampled_at, batch = event.value

@@ -148,7 +148,14 @@ class TraceSpec(_Strict):
         return BUILTIN[self.kind][2] if self.kind else False
 
     def file(self, data_dir: Path) -> Path:
-        return Path(self.path) if self.path else data_dir / BUILTIN[str(self.kind)][0]
+        """``path`` as given (relative: to the working directory, else to the data
+        directory), or the built-in file of ``kind``."""
+        if not self.path:
+            return data_dir / BUILTIN[str(self.kind)][0]
+        path = Path(self.path)
+        if not path.is_absolute() and not path.exists() and (data_dir / path).exists():
+            return data_dir / path
+        return path
 
     def file_format(self, path: Path) -> str:
         if self.format:
