@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import simpy
+from simpy.events import EventPriority
 
 from ..policy.types import GpuState
 from .gpus import SampleClock, SimGpu
@@ -66,7 +67,7 @@ def delay_to(now: float, at: float) -> float:
 
 
 #: after SimPy's NORMAL (1) events of the same time
-SAMPLE_PRIORITY = 2
+SAMPLE_PRIORITY = EventPriority(2)
 
 
 class _Alarm(set[int]):
