@@ -92,7 +92,8 @@ def test_remove_cancel_and_duplicates():
 
 def test_config_validation_names_the_key():
     with pytest.raises(InvalidValue, match="queue.max_size"):
-        QueueConfig(max_size=0)
+        QueueConfig(max_size=-1)
+    assert QueueConfig(max_size=0).loss and not QueueConfig().loss
     with pytest.raises(InvalidValue, match="admission_share"):
         QueueConfig(admission_share={1: 2.0, 2: 1, 3: 1, 4: 1, 5: 1})
     with pytest.raises(InvalidValue, match="max_wait_s"):

@@ -89,7 +89,8 @@ def test_failover_loses_nothing_and_reroutes():
 
 
 def test_timeouts_fail_requests():
-    sc = mmc(**{"workload.load": 1.5, "workload.timeout_s": 3.0, "horizon_s": 100})
+    over = {"workload.load": 1.5, "workload.allow_overload": True, "workload.timeout_s": 3.0}
+    sc = mmc(**{**over, "horizon_s": 100})
     res = run_scenario(sc, "least-loaded", 2)
     failed = res.requests[res.requests.outcome == "failed"]
     assert len(failed) > 10
@@ -193,6 +194,7 @@ def test_unknown_strategy_is_a_scenario_error():
 def test_client_cancellations_and_error_column():
     over = {
         "workload.load": 1.3,
+        "workload.allow_overload": True,
         "horizon_s": 100,
         "workload.cancel": {"share": 0.3, "patience_s": 2.0},
     }
@@ -206,7 +208,12 @@ def test_client_cancellations_and_error_column():
 
 
 def test_reject_code_in_error_column():
-    over = {"workload.load": 3.0, "horizon_s": 60, "router.queue": {"max_size": 5}}
+    over = {
+        "workload.load": 3.0,
+        "workload.allow_overload": True,
+        "horizon_s": 60,
+        "router.queue": {"max_size": 5},
+    }
     res = run_scenario(mmc(**over), "least-loaded", 1)
     rejected = res.requests[res.requests.outcome == "rejected"]
     assert len(rejected) > 0 and (rejected.error == "queue_full").all()
@@ -219,6 +226,7 @@ def test_simultaneous_faults_and_outage_do_not_strand_a_gpu():
         "fleet.mode": "shared",
         "fleet.slots": 2,
         "workload.load": 1.0,
+        "workload.allow_overload": True,
         "monitor": {"enabled": True, "period_s": 0.5},
         "router.binding": "early",
         "router.retry": {"max_retries": 20, "backoff_base_s": 0.1},

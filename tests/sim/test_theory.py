@@ -37,3 +37,14 @@ def test_supermarket():
     assert 1.0 < t2 < th.random_dispatch_sojourn(0.9)
     assert th.supermarket_tail(0.9, 2, 2) == pytest.approx(0.9**3)
     assert th.supermarket_wait(0.8, 2) == pytest.approx(th.supermarket_sojourn(0.8, 2) - 1)
+
+
+def test_erlang_b_known_values():
+    assert th.erlang_b(1, 1.0) == pytest.approx(0.5)
+    assert th.erlang_b(2, 1.0) == pytest.approx(0.2)  # (1/2) / (1 + 1 + 1/2)
+    assert th.erlang_b(0, 3.0) == 1.0
+    # tables: B(10, 5) = 0.01838, B(8, 8) = 0.2356
+    assert th.erlang_b(10, 5.0) == pytest.approx(0.018385, abs=1e-6)
+    assert th.erlang_b(8, 8.0) == pytest.approx(0.235570, abs=1e-6)
+    with pytest.raises(ValueError, match="a="):
+        th.erlang_b(3, float("nan"))

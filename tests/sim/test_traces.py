@@ -7,7 +7,18 @@ import pytest
 from gpu_router.resources import data_dir
 from gpu_router.sim import load_scenario, parse_scenario, run_scenario
 from gpu_router.sim.service_model import ServiceModel
-from gpu_router.sim.traces import ALIBABA_PODS_FILE, AZURE_FILE, alibaba_pods, azure_llm
+from gpu_router.sim.trace_spec import BUILTIN
+from gpu_router.sim.traces import read_trace
+
+AZURE_FILE, ALIBABA_PODS_FILE = BUILTIN["azure_llm"][0], BUILTIN["alibaba_pods"][0]
+
+
+def azure_llm(rng, spec, service, horizon_s):
+    return read_trace(rng, spec, service, 1.0, horizon_s)
+
+
+def alibaba_pods(rng, spec, mean_speed, horizon_s):
+    return read_trace(rng, spec, ServiceModel(), mean_speed, horizon_s)
 
 
 def spec(kind, **trace):

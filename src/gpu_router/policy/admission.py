@@ -55,7 +55,7 @@ class Admission:
         if resumed:
             if cfg.quotas_enabled:
                 self.quotas.restore(request.user_id, request.priority, now)
-        elif not state.queue.admits(request.priority, state.waiting_elsewhere()):
+        elif not self._has_room(request, memory):
             wait = max(1.0, est.duration_s * (1 + state.queue_length()) / max(1, self._slots_up()))
             return Reject(
                 RC.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
@@ -72,6 +72,19 @@ class Admission:
         if deadline is not None:
             state.push_deadline(deadline, rid)
         return rec
+
+    def _has_room(self, request: Request, memory: float) -> bool:
+        """Room to admit: below the queue bound; in a loss system (``queue.max_size`` 0)
+        only when it can start at once: nothing waits and a compatible GPU is open with
+        ``memory`` MB free."""
+        state = self.state
+        if self.config.queue.loss:
+            if state.queue_length():
+                return False
+            f = state.fleet
+            mask = self.binder.compatible(request, memory) & f.open & (f.free_mb >= memory)
+            return bool(mask.any())
+        return state.queue.admits(request.priority, state.waiting_elsewhere())
 
     def _incompatible_reason(self, request: Request, memory: float) -> str:
         f = self.state.fleet

@@ -19,6 +19,10 @@ to the band's virtual time, below every waiting tag) and keeps its enqueue time.
 The queue is bounded: a priority-p request is admitted only while the queue holds
 fewer than ``max_size * admission_share[p]`` requests, so low priorities are
 refused first and acknowledged requests are never evicted.
+
+``max_size`` 0 makes a loss system (Erlang B's M/M/c/c): nothing is admitted to
+wait; the Router admits a request only when it can start at once (nothing waits
+and a compatible GPU has a free slot and the memory). Re-queued retries still wait.
 """
 
 from __future__ import annotations
@@ -50,11 +54,16 @@ class QueueConfig:
     )
     fair_share: bool = True
 
+    @property
+    def loss(self) -> bool:
+        """A loss system: admit only what can start at once (``max_size`` 0)."""
+        return self.max_size == 0
+
     def __post_init__(self) -> None:
         if isinstance(self.max_size, bool) or not isinstance(self.max_size, int):
             raise InvalidValue("queue.max_size", self.max_size, "must be an integer")
-        if self.max_size < 1:
-            raise InvalidValue("queue.max_size", self.max_size, "must be >= 1")
+        if self.max_size < 0:
+            raise InvalidValue("queue.max_size", self.max_size, "must be >= 0 (0: loss system)")
         for name, table, high in (
             ("max_wait_s", self.max_wait_s, math.inf),
             ("admission_share", self.admission_share, 1.0),

@@ -29,7 +29,9 @@ import pandas as pd
 import yaml
 
 from ..policy.errors import InvalidValue
+from ..policy.strategies import make_strategy
 from . import metrics as m
+from . import notes
 from .engine import Engine, RouterLike
 from .faults import schedule
 from .fleet import build_fleet, capacity
@@ -37,7 +39,7 @@ from .gpus import SampleClock, SimGpu
 from .scenario import Scenario, ScenarioError, load_scenario
 from .service_model import ServiceModel
 from .theory import mmc_wait_or_nan
-from .traces import alibaba_pods, azure_llm
+from .traces import read_trace
 from .workload import Workload, generate
 
 __all__ = ["SimResult", "load_scenario", "parse_strategy", "run_scenario"]
@@ -84,16 +86,43 @@ def parse_strategy(name: str) -> tuple[str, dict[str, Any]]:
     return base.strip(), opts
 
 
+def _scenario_options(scenario: Scenario, name: str) -> dict[str, Any]:
+    opts = scenario.router.get("strategy_options") or {}
+    if opts and all(isinstance(v, Mapping) for v in opts.values()):
+        opts = opts.get(name, {})
+    return dict(opts)
+
+
+def check_strategy(scenario: Scenario, strategy: str) -> None:
+    """Build the strategy once, so a bad name or option is refused naming where it came
+    from: the strategy string (``power-of-d:d=0``) or ``router.strategy_options``."""
+    name, cli = parse_strategy(strategy)
+    opts = {**_scenario_options(scenario, name), **cli}
+    try:
+        make_strategy(name, opts)
+    except InvalidValue as err:
+        if err.field == "strategy":
+            raise ScenarioError(f"strategy={name!r}: {err.reason}") from None
+        option = err.field.split(".")[0]
+        if option in cli or (err.field == "strategy_options" and cli):
+            where = f"strategy={strategy!r}: option {err.field}"
+        else:
+            where = f"router.strategy_options.{err.field}".removesuffix(".strategy_options")
+        raise ScenarioError(f"{where}={err.value!r}: {err.reason}") from None
+
+
 def router_config(scenario: Scenario, strategy: str, service: ServiceModel) -> dict[str, Any]:
-    """The RouterConfig mapping of a run: scenario ``router:`` + the strategy."""
+    """The RouterConfig mapping of a run: scenario ``router:`` + the strategy.
+
+    Trace replays run without per-user quotas unless the scenario sets ``quotas`` or
+    ``quotas_enabled`` (their user ids are synthetic; notes.quotas_apply)."""
     name, opts = parse_strategy(strategy)
     cfg = dict(scenario.router)
-    scen_opts = cfg.pop("strategy_options", None) or {}
-    if scen_opts and all(isinstance(v, Mapping) for v in scen_opts.values()):
-        scen_opts = scen_opts.get(name, {})
+    cfg.pop("strategy_options", None)
     cfg["strategy"] = name
-    cfg["strategy_options"] = {**scen_opts, **opts}
+    cfg["strategy_options"] = {**_scenario_options(scenario, name), **opts}
     cfg.setdefault("context_overhead_mb", service.cal.context_overhead_mb)
+    cfg["quotas_enabled"] = notes.quotas_apply(scenario)
     return cfg
 
 
@@ -115,11 +144,8 @@ def build_workload(
     spec = scenario.workload
     if spec.trace is None:
         wl = generate(rng, spec, fleet_capacity, scenario.horizon_s)
-    elif spec.trace.kind == "azure_llm":
-        wl = azure_llm(rng, spec, service, scenario.horizon_s)
     else:
-        wl = alibaba_pods(rng, spec, mean_speed, scenario.horizon_s)
-    if spec.trace is not None:
+        wl = read_trace(rng, spec, service, mean_speed, scenario.horizon_s)
         wl = replace(wl, mean_work=float(wl.work.mean()) if len(wl) else math.nan)
     return replace(wl, work=service.apply_floor(wl.work))
 
@@ -129,12 +155,15 @@ def run_scenario(
 ) -> SimResult:
     """Run one scenario with one strategy and seed; deterministic for a given seed."""
     wall0 = time.perf_counter()
+    check_strategy(scenario, strategy)
     wl_ss, fault_ss, router_ss = np.random.SeedSequence(seed).spawn(3)
     fleet = build_fleet(scenario.fleet)
     service = ServiceModel(scenario.service_model)
     cap = capacity(fleet)
     mean_speed = cap / len(fleet)
     wl = build_workload(scenario, cap, mean_speed, service, np.random.default_rng(wl_ss))
+    load = notes.offered_load(wl.rate_rps, wl.mean_work, cap)
+    notes.check_offered_load(scenario, load)
     fault_rng = np.random.default_rng(fault_ss)
     faults = schedule(scenario.faults, len(fleet), scenario.horizon_s, fault_rng)
     cfg = router_config(scenario, strategy, service)
@@ -149,7 +178,13 @@ def run_scenario(
     gpus = [SimGpu(i, spec, service, clock) for i, spec in enumerate(fleet)]
     engine = Engine(scenario, wl, gpus, router, faults, fault_rng)
     engine.run()
-    return _result(scenario, strategy, seed, wl, engine, mean_speed, wall0)
+    res = _result(scenario, strategy, seed, wl, engine, mean_speed, wall0)
+    res.info["offered_load"] = load
+    res.info["defaults"] = notes.defaults(scenario)
+    note = notes.stability_note(scenario, load)
+    if note:
+        res.info["notes"].insert(0, note)
+    return res
 
 
 def _result(
@@ -183,7 +218,10 @@ def _result(
         columns=list(m.GPU_COLUMNS),
     )
     mu = mean_speed / wl.mean_work if wl.mean_work > 0 else math.nan
-    erlang = mmc_wait_or_nan(wl.rate_rps, mu, len(gpu_ids)) if len(wl) else math.nan
+    why = notes.erlang_c_reason(scenario, [g.spec for g in engine.gpus])
+    erlang = mmc_wait_or_nan(wl.rate_rps, mu, len(gpu_ids)) if len(wl) and not why else math.nan
+    if not why and math.isnan(erlang):
+        why = "no steady state (offered load >= 1)"
     summary = m.summarize(
         requests,
         demand_s=wl.work,
@@ -205,5 +243,6 @@ def _result(
         "router_calls": len(engine.overhead_ns),
         "monitor_samples": engine.monitor.samples,
         "monitor_delivered": engine.monitor.delivered,
+        "notes": [f"erlang_c_wait_s absent: {why}"] if why else [],
     }
     return SimResult(scenario, strategy, seed, requests, gpus, summary, timeline, info)

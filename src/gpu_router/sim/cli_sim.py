@@ -5,6 +5,11 @@ row per strategy, all priorities; priority-5 p99 wait alongside). ``--set
 key=value`` overrides scenario keys (dotted, e.g. ``--set workload.load=0.9``).
 ``--out DIR`` writes each strategy's Parquet tables under DIR/<strategy>/;
 ``--json`` prints the summaries as JSON on stdout instead of the table.
+
+The header names the defaults that applied (e.g. the one-H100 fleet of a scenario
+without ``fleet``) and notes such as an unstable overload or why
+``erlang_c_wait_s`` is absent. A scenario or trace that cannot run is refused in
+one line on stderr (``sim: steady.yaml: workload.load=inf: ...``), exit status 2.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from ..policy.errors import RouterError
 from . import metrics as m
-from .api import load_scenario, run_scenario
+from .api import SimResult, load_scenario, run_scenario
+from .scenario import Scenario, ScenarioError
 
 TABLE = (
     (m.N_COMPLETED, "done", "{:.0f}"),
@@ -85,6 +92,15 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(lines)
 
 
+def _run(scenario: Scenario, strategy: str, seed: int, label: str) -> SimResult:
+    """run_scenario, its refusals prefixed with the file name like those of loading."""
+    try:
+        return run_scenario(scenario, strategy, seed)
+    except ScenarioError as err:
+        msg = str(err)
+        raise ScenarioError(msg if msg.startswith(f"{label}:") else f"{label}: {msg}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         overrides = {}
@@ -95,18 +111,26 @@ def run(args: argparse.Namespace) -> int:
             overrides[key] = yaml.safe_load(value)
         scenario = load_scenario(args.scenario, overrides)
         rows, out = [], {}
+        info: dict[str, Any] = {}
         for strategy in args.strategies or default_strategies():
-            res = run_scenario(scenario, strategy, args.seed)
+            res = _run(scenario, strategy, args.seed, args.scenario.name)
             if args.out:
                 res.write(args.out / strategy.replace(":", "_"))
             rows.append((strategy, res.row("all"), res.row("5")))
+            info = info or res.info
             out[strategy] = json.loads(res.summary.to_json(orient="records"))
     except RouterError as err:
         print(f"sim: {err}", file=sys.stderr)
         return 2
+    defaults, notes = info.get("defaults", []), info.get("notes", [])
     if args.json:
-        print(json.dumps({"scenario": scenario.name, "seed": args.seed, "summary": out}))
+        doc = {"scenario": scenario.name, "seed": args.seed, "defaults": defaults, "notes": notes}
+        print(json.dumps({**doc, "summary": out}))
     else:
         print(f"scenario {scenario.name}, seed {args.seed}")
+        if defaults:
+            print("defaults: " + "; ".join(defaults))
+        for note in notes:
+            print(f"note: {note}")
         print(table(rows))
     return 0

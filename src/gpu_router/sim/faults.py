@@ -32,6 +32,8 @@ from .records import RequestLog
 from .scenario import FaultSpec, ScenarioError
 
 XID_FAIL_DELAY_S = 0.05
+#: the most fault events a run may draw
+MAX_FAULT_EVENTS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +70,15 @@ def schedule(
 ) -> list[FaultEvent]:
     """All fault events of a run, sorted by time (deterministic for a given generator)."""
     events: list[FaultEvent] = []
-    for spec in specs:
+    for k, spec in enumerate(specs):
         targets = _targets(spec, n_gpus, rng)
+        expected = spec.rate_per_gpu_hour / 3600.0 * n_gpus * horizon_s
+        if spec.at_s is None and expected > MAX_FAULT_EVENTS:
+            raise ScenarioError(
+                f"faults.{k}.rate_per_gpu_hour={spec.rate_per_gpu_hour!r}: about {expected:.3g}"
+                f" events over {n_gpus} GPUs and horizon_s={horizon_s:g};"
+                f" at most {MAX_FAULT_EVENTS:,}"
+            )
         for g in targets:
             if spec.at_s is not None:
                 times = [spec.at_s]

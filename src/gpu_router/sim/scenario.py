@@ -5,6 +5,8 @@
 validates the result. Every error names the key and the bad value:
 ``ScenarioError: steady.yaml: workload.load=-1: Input should be greater than 0``.
 Unknown keys are errors too, so a typo never silently falls back to a default.
+Numbers must be finite; those that size a run have a stated maximum (``MAX_*``
+below, docs/scenarios.md), so an absurd value is refused before anything is drawn.
 Units: seconds (``*_s``), megabytes (``*_mb``), rates per second unless named otherwise.
 """
 
@@ -19,20 +21,32 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..policy.errors import RouterError
+from .trace_spec import TraceSpec
 
 
 class ScenarioError(RouterError, ValueError):
     """A scenario file or override that cannot be run; the message names key and value."""
 
 
+#: the largest values that size a run (refused above, with the maximum in the message)
+MAX_LOAD = 10.0
+MAX_GPUS = 100_000
+MAX_SLOTS = 1024
+MAX_USERS = 1_000_000
+MAX_HORIZON_S = 1e9
+MIN_MONITOR_PERIOD_S = 1e-3
+MAX_TIMELINE_ROWS = 1_000_000
+MAX_BURSTS = 1_000_000
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GpuGroup(_Strict):
     model: str = "H100"
-    count: int = Field(default=1, ge=0)
-    slots: int | None = Field(default=None, ge=1)
+    count: int = Field(default=1, ge=0, le=MAX_GPUS)
+    slots: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
     speed: float | None = Field(default=None, gt=0)
     memory_mb: float | None = Field(default=None, gt=0)
 
@@ -40,10 +54,10 @@ class GpuGroup(_Strict):
 class FleetSpec(_Strict):
     source: Literal["scenario", "alibaba"] = "scenario"
     model: str = "H100"
-    count: int | None = Field(default=None, ge=1)
+    count: int | None = Field(default=None, ge=1, le=MAX_GPUS)
     groups: tuple[GpuGroup, ...] = ()
     mode: Literal["exclusive", "shared"] = "exclusive"
-    slots: int = Field(default=1, ge=1)
+    slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
     nodes_path: str | None = None
 
 
@@ -78,7 +92,7 @@ class ModelSpec(_Strict):
 
 
 class UsersSpec(_Strict):
-    count: int = Field(default=10, ge=1)
+    count: int = Field(default=10, ge=1, le=MAX_USERS)
     skew: float = Field(default=0.0, ge=0)
     heavy_share: float = Field(default=0.0, ge=0, lt=1)
 
@@ -90,18 +104,10 @@ class CancelSpec(_Strict):
     patience_s: float = Field(default=30.0, gt=0)
 
 
-class TraceSpec(_Strict):
-    kind: Literal["azure_llm", "alibaba_pods"]
-    path: str | None = None
-    time_scale: float = Field(default=1.0, gt=0)
-    duration_scale: float = Field(default=1.0, gt=0)
-    start_s: float = Field(default=0.0, ge=0)
-    limit: int | None = Field(default=None, ge=1)
-
-
 class WorkloadSpec(_Strict):
-    load: float | None = Field(default=0.7, gt=0)
+    load: float | None = Field(default=0.7, gt=0, le=MAX_LOAD)
     rate_rps: float | None = Field(default=None, gt=0)
+    allow_overload: bool = False
     arrival: ArrivalSpec = ArrivalSpec()
     service: ServiceSpec = ServiceSpec()
     priorities: dict[int, float] = Field(default_factory=lambda: {3: 1.0})
@@ -142,9 +148,10 @@ class ServiceModelSpec(_Strict):
 
 class MonitorSpec(_Strict):
     enabled: bool = True
-    period_s: float = Field(default=0.1, gt=0)
+    period_s: float = Field(default=0.1, ge=MIN_MONITOR_PERIOD_S)
     lag_s: float = Field(default=0.275, ge=0)
     skip_unchanged: bool = True
+    sleep_when_idle: bool = True
 
 
 class FaultSpec(_Strict):
@@ -188,7 +195,7 @@ class SlaSpec(_Strict):
 class Scenario(_Strict):
     name: str = "scenario"
     description: str = ""
-    horizon_s: float = Field(default=600.0, gt=0)
+    horizon_s: float = Field(default=600.0, gt=0, le=MAX_HORIZON_S)
     warmup_s: float = Field(default=0.0, ge=0)
     drain_s: float | None = Field(default=None, ge=0)
     timeline_period_s: float | None = Field(default=None, gt=0)
@@ -208,7 +215,44 @@ class Scenario(_Strict):
         wl = self.workload
         if wl.load is None and wl.rate_rps is None and wl.trace is None:
             raise ValueError("workload: set load or rate_rps")
+        if self.timeline_period_s is not None:
+            rows = self.end_s / self.timeline_period_s
+            if rows > MAX_TIMELINE_ROWS:
+                raise ValueError(
+                    f"timeline_period_s={self.timeline_period_s!r}: {rows:.3g} rows over"
+                    f" horizon and drain ({self.end_s:g} s); at most {MAX_TIMELINE_ROWS:,}"
+                )
+        a = wl.arrival
+        if a.process == "mmpp" and self.horizon_s * a.burst_fraction / a.burst_mean_s > MAX_BURSTS:
+            raise ValueError(
+                f"workload.arrival.burst_mean_s={a.burst_mean_s!r}: about"
+                f" {self.horizon_s * a.burst_fraction / a.burst_mean_s:.3g} bursts over"
+                f" horizon_s={self.horizon_s:g}; at most {MAX_BURSTS:,}"
+            )
+        load = wl.load if wl.trace is None and wl.rate_rps is None else None
+        if load is not None and load >= 1 and not wl.allow_overload and not self.loss_system:
+            raise ValueError(overload_message("workload.load", load, load))
         return self
+
+    @property
+    def end_s(self) -> float:
+        """When the run stops at the latest: the horizon plus the drain."""
+        drain = self.drain_s if self.drain_s is not None else 10 * self.horizon_s + 3600
+        return self.horizon_s + drain
+
+    @property
+    def loss_system(self) -> bool:
+        """``router.queue.max_size: 0``: refuse what cannot start at once (no queue)."""
+        queue = self.router.get("queue")
+        return isinstance(queue, Mapping) and queue.get("max_size") == 0
+
+
+def overload_message(key: str, value: object, load: float) -> str:
+    return (
+        f"{key}={value!r}: offered load {load:.3g} >= 1 has no steady state (the queue grows"
+        " with the horizon); set workload.allow_overload: true to run it anyway, or"
+        " router.queue.max_size: 0 for a loss system"
+    )
 
 
 def set_dotted(data: dict[str, Any], key: str, value: object) -> None:
@@ -241,13 +285,18 @@ def _index(key: str, part: str, node: list[Any]) -> int:
 
 
 def _format(err: ValidationError, label: str, data: Mapping[str, Any]) -> str:
-    lines = []
+    """One line: ``label: key=value: reason`` per error, joined by "; "."""
+    parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
         value = e.get("input")
-        where = f"{loc}={value!r}" if loc and not isinstance(value, dict) else (loc or "scenario")
-        lines.append(f"{label}: {where}: {e['msg']}")
-    return "\n".join(lines)
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if not loc or isinstance(value, dict):
+            # a check over several keys: its message names them (``warmup_s=...``)
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        else:
+            parts.append(f"{loc}={value!r}: {msg}")
+    return f"{label}: " + "; ".join(parts)
 
 
 def parse_scenario(

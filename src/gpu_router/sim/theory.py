@@ -4,6 +4,9 @@ All rates per second, times in seconds. ``lam`` is the total arrival rate,
 ``mu`` the service rate of one server, ``c`` the number of servers.
 
 - Erlang C: M/M/c with one central FIFO queue (late binding): P(wait), mean wait.
+- Erlang B: M/G/c/c, the loss system (``queue.max_size`` 0): P(an arrival is
+  refused) for offered load a = lam / mu; insensitive to the service distribution
+  beyond its mean.
 - Pollaczek-Khinchine: M/G/1 mean wait from the service time's first two moments.
 - Supermarket model (Mitzenmacher 2001; Vvedenskaya et al. 1996): n -> infinity
   M/M/1 queues, each arrival joins the shortest of d sampled; the fraction of
@@ -25,13 +28,21 @@ def _check_stable(lam: float, mu: float, c: int) -> float:
     return rho
 
 
-def erlang_c(lam: float, mu: float, c: int) -> float:
-    """P(an arrival waits) in M/M/c, computed stably via the Erlang B recursion."""
-    rho = _check_stable(lam, mu, c)
-    a = lam / mu
+def erlang_b(c: int, a: float) -> float:
+    """Blocking probability of M/G/c/c with offered load ``a`` (Erlangs), by the stable
+    recursion B(0) = 1, B(k) = a B(k-1) / (k + a B(k-1))."""
+    if c < 0 or not a >= 0 or math.isinf(a):
+        raise ValueError(f"need c >= 0 and a finite a >= 0; got c={c}, a={a}")
     b = 1.0
     for k in range(1, c + 1):
         b = a * b / (k + a * b)
+    return b
+
+
+def erlang_c(lam: float, mu: float, c: int) -> float:
+    """P(an arrival waits) in M/M/c, computed stably via the Erlang B recursion."""
+    rho = _check_stable(lam, mu, c)
+    b = erlang_b(c, lam / mu)
     return b / (1.0 - rho * (1.0 - b))
 
 

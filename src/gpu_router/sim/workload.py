@@ -25,6 +25,9 @@ import numpy as np
 
 from .scenario import ScenarioError, ServiceSpec, WorkloadSpec
 
+#: the most requests one run may draw (about 1 GB of arrays and records)
+MAX_REQUESTS = 10_000_000
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -136,6 +139,22 @@ def arrival_rate(spec: WorkloadSpec, capacity: float) -> float:
     return spec.load * capacity / mean_work(spec)
 
 
+def check_size(spec: WorkloadSpec, rate: float, horizon_s: float) -> None:
+    """Refuse a run that would draw more than ``MAX_REQUESTS``, naming the key that sets it."""
+    peak = rate * (1.0 + spec.arrival.amplitude) if spec.arrival.process == "diurnal" else rate
+    expected = peak * horizon_s
+    if expected > MAX_REQUESTS:
+        key, value = (
+            ("workload.rate_rps", spec.rate_rps)
+            if spec.rate_rps is not None
+            else ("workload.load", spec.load)
+        )
+        raise ScenarioError(
+            f"{key}={value!r}: about {expected:.3g} requests over horizon_s={horizon_s:g}"
+            f" ({rate:.3g}/s); at most {MAX_REQUESTS:,} per run (lower {key} or horizon_s)"
+        )
+
+
 def mix(
     rng: np.random.Generator,
     spec: WorkloadSpec,
@@ -192,6 +211,7 @@ def generate(
 ) -> Workload:
     """The synthetic workload of a scenario over [0, horizon_s)."""
     rate = arrival_rate(spec, capacity)
+    check_size(spec, rate, horizon_s)
     a = spec.arrival
     if a.process == "poisson":
         times = poisson_times(rng, rate, 0.0, horizon_s)
