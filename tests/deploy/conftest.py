@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,8 +71,14 @@ def exported(tmp_path_factory) -> Exported:
                 rids.append(body["request_id"])
             wait_terminal(c, rids, hdr(ALICE))
             assert c.get("/health").status_code == 200
-            r = c.get("/metrics")
-            assert r.status_code == 200
-            return parse_metrics(r.text)
+            # The GPU gauges appear with the first GPU sample (every 0.1 s here).
+            deadline = time.monotonic() + 10
+            while True:
+                r = c.get("/metrics")
+                assert r.status_code == 200
+                got = parse_metrics(r.text)
+                if len(got.values.get("gpu_id", ())) == 2 or time.monotonic() > deadline:
+                    return got
+                time.sleep(0.1)
     finally:
         proc.stop()
