@@ -36,8 +36,8 @@ gate: setup
 	$(BIN)/gpu-router gate
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks dashboards
-	$(BIN)/ruff format --check --quiet src tests benchmarks dashboards
+	$(BIN)/ruff check src tests benchmarks dashboards setup.py
+	$(BIN)/ruff format --check --quiet src tests benchmarks dashboards setup.py
 	$(BIN)/mypy src
 
 clean:

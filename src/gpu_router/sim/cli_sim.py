@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from ..policy.errors import RouterError
+from ..resources import find_named
 from . import metrics as m
 from .api import SimResult, load_scenario, run_scenario
 from .scenario import Scenario, ScenarioError
@@ -50,7 +51,11 @@ def default_strategies() -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenario", type=Path, help="scenario YAML file")
+    parser.add_argument(
+        "scenario",
+        type=Path,
+        help="scenario YAML file, or a name in ./scenarios or the project's scenarios/",
+    )
     parser.add_argument(
         "--strategy",
         "-s",
@@ -109,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
             if not eq:
                 raise RouterError(f"--set {item!r}: expected KEY=VALUE")
             overrides[key] = yaml.safe_load(value)
-        scenario = load_scenario(args.scenario, overrides)
+        path = find_named(str(args.scenario), "scenarios") or args.scenario
+        scenario = load_scenario(path, overrides)
         rows, out = [], {}
         info: dict[str, Any] = {}
         for strategy in args.strategies or default_strategies():

@@ -12,10 +12,12 @@ on the command line must have an ``sla.gate`` block.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..resources import DataNotFound, scenarios_dir
 from . import metrics as m
 from .api import SimResult, run_scenario
 from .scenario import Scenario, ScenarioError, Threshold
@@ -91,12 +93,13 @@ def run_gate(scenarios: list[Scenario]) -> list[Check]:
 
 
 def default_gate_files(root: Path | None = None) -> list[Path]:
-    """``scenarios/gate/*.yaml`` of the repository (or of ``root``)."""
+    """``scenarios/gate/*.yaml`` of ``root`` (default: the current directory), else the
+    project's (the packaged copy in a wheel, the checkout's otherwise)."""
     base = root or Path.cwd()
-    for candidate in (
-        base / "scenarios" / "gate",
-        Path(__file__).parents[3] / "scenarios" / "gate",
-    ):
+    candidates = [base / "scenarios" / "gate"]
+    with contextlib.suppress(DataNotFound):
+        candidates.append(scenarios_dir() / "gate")
+    for candidate in candidates:
         files = sorted(candidate.glob("*.yaml"))
         if files:
             return files

@@ -7,8 +7,18 @@ import os
 import sys
 from pathlib import Path
 
-#: The app lives in the repository's dashboards/ (it is not part of the package).
-APP = Path(__file__).resolve().parents[3] / "dashboards" / "app.py"
+from ..resources import DataNotFound, dashboard_app
+
+
+def _app() -> Path:
+    try:
+        return dashboard_app()
+    except DataNotFound:
+        return Path("dashboards") / "app.py"  # run() reports it missing
+
+
+#: The app: the repository's dashboards/app.py, or its copy inside an installed wheel.
+APP = _app()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

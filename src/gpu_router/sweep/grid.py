@@ -29,9 +29,8 @@ from typing import Any
 import yaml
 
 from ..policy.errors import InvalidValue
+from ..resources import find_named
 
-#: The repository's scenarios/ (scenario names are also looked up in ./scenarios).
-REPO_SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
 LOAD_KEY = "workload.load"
 TOP_LEVEL_KEYS = frozenset(
     {"name", "description", "scenarios", "strategies", "loads", "seeds", "overrides", "grid"}
@@ -181,17 +180,13 @@ def _scalar_map(value: Any, key: str, source: str, lists: bool) -> dict[str, Any
 
 
 def resolve_scenario(name: str, base: Path | None = None) -> Path:
-    """The YAML file of scenario ``name``: a path, or a name in scenarios/."""
-    candidates = [Path(name)]
-    if base is not None:
-        candidates.append(base / name)
-    dirs = [base.parent / "scenarios", base / "scenarios"] if base else []
-    for d in [*dirs, Path.cwd() / "scenarios", REPO_SCENARIOS]:
-        candidates += [d / name, d / f"{name}.yaml", d / f"{name}.yml"]
-    for path in candidates:
-        if path.is_file():
-            return path.resolve()
-    raise InvalidValue("scenarios", name, "no such scenario file (looked in scenarios/)")
+    """The YAML file of scenario ``name``: a path, or a name in scenarios/ (beside the
+    sweep file ``base``, in ./scenarios, then the project's: packaged or the checkout's)."""
+    extra = [base, base.parent / "scenarios", base / "scenarios"] if base else []
+    found = find_named(name, "scenarios", extra)
+    if found is None:
+        raise InvalidValue("scenarios", name, "no such scenario file (looked in scenarios/)")
+    return found
 
 
 def parse_sweep(
@@ -301,8 +296,9 @@ def _default_check() -> Callable[[Path, Mapping[str, Any]], object] | None:
 
 
 def load_sweep(path: str | Path, **kwargs: Any) -> SweepSpec:
-    """Read and validate a sweep YAML file."""
-    p = Path(path)
+    """Read and validate a sweep YAML file: a path, or a name in ./sweeps or the
+    project's sweeps/ (``default`` is ``sweeps/default.yaml``)."""
+    p = find_named(str(path), "sweeps") or Path(path)
     try:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError:
