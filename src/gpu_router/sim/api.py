@@ -71,7 +71,8 @@ class SimResult:
     def row(self, priority: str = "all") -> dict[str, Any]:
         """One summary row as a dict (``priority`` "1".."5" or "all")."""
         part = self.summary.loc[self.summary[m.PRIORITY] == priority]
-        return part.iloc[0].to_dict()
+        row: dict[str, Any] = part.iloc[0].to_dict()
+        return row
 
 
 def parse_strategy(name: str) -> tuple[str, dict[str, Any]]:

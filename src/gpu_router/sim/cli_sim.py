@@ -81,7 +81,7 @@ def _fmt(value: object, pattern: str) -> str:
     return pattern.format(value)
 
 
-def table(rows: list[tuple[str, dict, dict]]) -> str:
+def table(rows: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> str:
     head = ["strategy", *[h for _, h, _ in TABLE], "p5_wait_p99"]
     body = [
         [name, *[_fmt(a[k], f) for k, _, f in TABLE], _fmt(p5[m.WAIT_P99_S], "{:.3f}")]

@@ -88,8 +88,8 @@ def mm1_wait(lam: float, mean_s: float) -> float:
 def supermarket_tail(rho: float, d: int, i: int) -> float:
     """Fraction of queues holding at least ``i`` requests under power-of-d (n -> inf)."""
     if d == 1:
-        return rho**i
-    return rho ** ((d**i - 1) / (d - 1))
+        return float(rho**i)
+    return float(rho ** ((d**i - 1) / (d - 1)))
 
 
 def supermarket_sojourn(rho: float, d: int, mu: float = 1.0, tol: float = 1e-15) -> float:

@@ -76,7 +76,7 @@ class _Table:
             num = pd.to_numeric(raw, errors="coerce")
             self._refuse(raw, num.isna() & raw.notna(), name, "is not a number")
             raw = num
-        return raw.to_numpy(dtype=float)
+        return np.asarray(raw.to_numpy(dtype=float))
 
     def _refuse(self, raw: pd.Series, bad: pd.Series | np.ndarray, name: str, why: str) -> None:
         idx = np.flatnonzero(np.asarray(bad))
@@ -103,7 +103,7 @@ class _Table:
         if getattr(stamps.dt, "tz", None) is not None:
             stamps = stamps.dt.tz_convert(None)
         t = (stamps - stamps.min()).dt.total_seconds()
-        return t.to_numpy(dtype=float)
+        return np.asarray(t.to_numpy(dtype=float))
 
     def check_missing(
         self, values: np.ndarray, key: str, name: str, skip: bool, work: bool = False
@@ -112,7 +112,7 @@ class _Table:
         (which also drops zero ``work``)."""
         bad = np.isnan(values) | (values < 0)
         if skip:
-            return ~bad & (values > 0) if work else ~bad
+            return np.asarray(~bad & (values > 0) if work else ~bad)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raw = self.df[name].iloc[i] if name in self.df.columns else values[i]

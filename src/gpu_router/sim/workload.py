@@ -111,7 +111,7 @@ def user_weights(count: int, skew: float, heavy_share: float) -> np.ndarray:
     if heavy_share > 0 and count > 1:
         rest = w[1:] / w[1:].sum() * (1.0 - heavy_share)
         return np.concatenate([[heavy_share], rest])
-    return w / w.sum()
+    return np.asarray(w / w.sum(), dtype=float)
 
 
 def _choice(rng: np.random.Generator, weights: list[float], n: int) -> np.ndarray:
