@@ -141,7 +141,7 @@ class EventsMixin(ServiceBase):
     def job_started(self, request_id: str, attempt: int, gpu_id: str, job_id: str) -> None:
         live = self._current(request_id, attempt)
         if live is None:
-            self.dispatcher.spawn(self.dispatcher._cancel_job(gpu_id, job_id))
+            self.dispatcher.spawn(self.dispatcher.cancel_job(gpu_id, job_id))
             return
         live.job_id = job_id
         live.started_mono = self.clock.now()
