@@ -306,6 +306,9 @@ def test_cli_refuses_bad_arguments(monkeypatch: pytest.MonkeyPatch, capsys) -> N
     assert main(["worker", "--gpu", "0", "--port", "70000", "--mode", "cpu"]) == 2
     assert "--port=70000" in capsys.readouterr().err
     assert main(["worker", "--gpu", "0", "--max-duration-s", "0", "--mode", "cpu"]) == 2
+    assert main(["worker", "--gpu", "0", "--job-prefix", "", "--mode", "cpu"]) == 2
+    assert main(["worker", "--gpu", "0", "--job-prefix", "a\nb", "--mode", "cpu"]) == 2
+    assert "--job-prefix" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "torch", None)
     assert main(["worker", "--gpu", "0", "--mode", "cuda"]) == 2
     assert "PyTorch is not installed" in capsys.readouterr().err
