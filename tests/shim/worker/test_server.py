@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 import types
@@ -20,72 +18,23 @@ import pytest
 
 from gpu_router.shim.gpu_sources.base import JobNotFound, JobRunner, WorkerUnavailable
 from gpu_router.shim.worker.client import WorkerClient
-from gpu_router.shim.worker.server import (
-    DeviceInfo,
-    Job,
-    Worker,
-    WorkerError,
-    create_app,
-    detect_device,
-    run_cpu,
-    run_cuda,
-)
+from gpu_router.shim.worker.device import DeviceInfo, WorkerError, detect_device
+from gpu_router.shim.worker.jobs import Worker
+from gpu_router.shim.worker.loops import Job, run_cpu, run_cuda
+from gpu_router.shim.worker.server import create_app
+
+from .worker_proc import free_port
+from .worker_proc import worker_process as run_worker
 
 pytestmark = pytest.mark.timeout(60)
 
 CPU = DeviceInfo("cpu", 0, "test-cpu")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def worker_process() -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gpu_router.cli",
-            "worker",
-            "--gpu",
-            "0",
-            "--port",
-            str(port),
-            "--mode",
-            "cpu",
-            "--max-jobs",
-            "4",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()  # the ready line, printed once the app serves
-        ready = json.loads(line)
-        assert ready["event"] == "worker_ready" and ready["mode"] == "cpu"
-        assert ready["url"] == f"http://127.0.0.1:{port}"
-        url = ready["url"]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)
+    with run_worker("--max-jobs", "4") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 async def wait_terminal(w: JobRunner, job_id: str, limit: float = 10.0) -> dict:
@@ -357,6 +306,9 @@ def test_cli_refuses_bad_arguments(monkeypatch: pytest.MonkeyPatch, capsys) -> N
     assert main(["worker", "--gpu", "0", "--port", "70000", "--mode", "cpu"]) == 2
     assert "--port=70000" in capsys.readouterr().err
     assert main(["worker", "--gpu", "0", "--max-duration-s", "0", "--mode", "cpu"]) == 2
+    assert main(["worker", "--gpu", "0", "--job-prefix", "", "--mode", "cpu"]) == 2
+    assert main(["worker", "--gpu", "0", "--job-prefix", "a\nb", "--mode", "cpu"]) == 2
+    assert "--job-prefix" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "torch", None)
     assert main(["worker", "--gpu", "0", "--mode", "cuda"]) == 2
     assert "PyTorch is not installed" in capsys.readouterr().err

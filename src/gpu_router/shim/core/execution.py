@@ -4,7 +4,7 @@ Every Router call returns actions, applied by :meth:`Execution.apply`: ``Dispatc
 starts a job (held until the request's journal insert is durable), ``Abort`` stops one,
 ``Finished`` journals the terminal state, drops the request from the Router and from the
 live requests, and sends the callback. The dispatcher reports what its jobs do through
-the ``job_*`` and ``worker_down`` methods (the dispatcher's ``DispatchEvents``), each
+the ``job_*`` and ``worker_down`` methods (the dispatcher's ``JobEvents``), each
 tagged with an attempt number so that reports of an abandoned attempt are ignored.
 Times: monotonic ``now`` and wall-clock ``wall`` in seconds.
 """

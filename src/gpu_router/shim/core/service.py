@@ -5,7 +5,7 @@
 - :class:`~.live.LiveRequests`: the requests in memory and the writes of their rows;
 - :class:`~.gpus.GpuBook`: GPUs the service took out, time in service, maintenance;
 - :class:`~.execution.Execution`: the Router's actions applied, the dispatcher's job
-  events fed back (it is the dispatcher's ``DispatchEvents``);
+  events fed back (it is the dispatcher's ``JobEvents``);
 - :class:`~.admission.Admission`: ``submit``;
 - :class:`~.recovery.Recovery`: resuming the journal's unfinished requests at start;
 - :class:`~.loops.Loops`: the sampler, ticker and health loops;

@@ -8,9 +8,12 @@ from .base import (
     ErrorSignal,
     GpuSource,
     JobNotFound,
+    JobRefused,
     JobRunner,
+    JobStatus,
     SourceError,
     SourceUnavailable,
+    WorkerCallError,
     WorkerUnavailable,
 )
 
@@ -18,8 +21,11 @@ __all__ = [
     "ErrorSignal",
     "GpuSource",
     "JobNotFound",
+    "JobRefused",
     "JobRunner",
+    "JobStatus",
     "SourceError",
     "SourceUnavailable",
+    "WorkerCallError",
     "WorkerUnavailable",
 ]

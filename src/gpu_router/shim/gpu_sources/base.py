@@ -16,19 +16,21 @@ A source (NVML, the Monitoring Service, the virtual fleet) implements:
   had a critical Xid keeps reporting ``error``.
 
 A worker, HTTP (``shim.worker.client.WorkerClient``) or virtual, offers the same job
-API: ``submit(request_id, payload, expected_duration_ms, memory_mb) -> job_id``,
-``status(job_id) -> dict`` (``state`` running|completed|failed|cancelled, ``progress``
-0-1, ``result``, ``error``) and ``cancel(job_id)``. A runner may also offer
-``wait(job_id, timeout) -> dict``: the status once the job ends or ``timeout`` s have
-passed (the virtual worker does; the dispatcher then needs no separate sleep per poll and
-sees a finished job at once).
+API (:class:`JobRunner`): ``submit(request_id, payload, expected_duration_ms, memory_mb)
+-> job_id``, ``status(job_id) -> JobStatus`` (``state`` running|completed|failed|
+cancelled, ``progress`` 0-1, ``result``, ``error``) and ``cancel(job_id)``. A runner may
+also offer ``wait(job_id, timeout) -> JobStatus``: the status once the job ends or
+``timeout`` s have passed (the virtual worker does; the dispatcher then needs no separate
+sleep per poll and sees a finished job at once). A call that fails raises a
+:class:`WorkerCallError`, whose ``worker_fault`` says whether the worker (unreachable,
+lost the job) or the request (refused) is to blame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NotRequired, Protocol, TypedDict, runtime_checkable
 
 from gpu_router.policy import GpuState, RouterError
 
@@ -48,15 +50,61 @@ class SourceUnavailable(SourceError):
     """The source has never produced a snapshot (NVML missing, service unreachable)."""
 
 
-class WorkerUnavailable(SourceError):
-    """The worker of a GPU cannot take or report work (crashed, unreachable)."""
+class WorkerCallError(SourceError):
+    """A call of a worker's job API failed; the one type every worker client raises.
+
+    ``worker_fault``: whether the worker is to blame (unreachable, 5xx, lost the job)
+    rather than the request (refused with a 4xx). ``status``: the HTTP status, if any.
+    """
+
+    worker_fault = True
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-class JobNotFound(SourceError, KeyError):
+class WorkerUnavailable(WorkerCallError):
+    """The worker of a GPU cannot take or report work (crashed, unreachable, 5xx)."""
+
+
+class JobNotFound(WorkerCallError, KeyError):
     """No job with that id on this worker."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else "job not found"
+
+
+class JobRefused(WorkerCallError):
+    """The worker refused the request (4xx other than 404): the request's fault."""
+
+    worker_fault = False
+
+
+class JobStatus(TypedDict):
+    """A job as a worker reports it (``GET /jobs/{id}``; the virtual worker's ``status``)."""
+
+    job_id: str
+    request_id: str
+    state: str  # JOB_RUNNING or one of JOB_TERMINAL
+    progress: float  # 0-1
+    result: Any
+    error: str | None
+    started_at: NotRequired[float | None]  # wall clock, s (HTTP worker only)
+    finished_at: NotRequired[float | None]
+
+
+class WorkerHealth(TypedDict, total=False):
+    """The HTTP worker's ``GET /health`` answer."""
+
+    status: str  # "ok" | "starting"
+    gpu: int
+    device_name: str
+    mode: str  # "cuda" | "cpu"
+    device: str  # "cuda:N" | "cpu"
+    torch: str | None
+    running: int  # jobs running now
+    max_jobs: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +133,7 @@ class JobRunner(Protocol):
         self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
     ) -> str: ...
 
-    async def status(self, job_id: str) -> dict[str, Any]: ...
+    async def status(self, job_id: str) -> JobStatus: ...
 
     async def cancel(self, job_id: str) -> None: ...
 

@@ -1,7 +1,7 @@
 """A stand-in for nvidia-ml-py's ``pynvml`` module that replays a real capture.
 
 ``FakePynvml()`` answers the NVML calls the sampler makes with the readings of
-``data/nvml_h100_capture.json`` (one H100 80GB HBM3; see ``fixtures/README.md``):
+``data/fixtures/nvml_h100_capture.json`` (one H100 80GB HBM3; see ``fixtures/README.md``):
 memory in bytes, power in mW, compute capability as a pair, ECC counters, remapped
 rows. Queries the capture lists under ``errors`` (fan speed, retired pages) raise
 ``NVMLError_NotSupported`` as the real GPU did. ``at(t)`` switches the dynamic
@@ -17,10 +17,11 @@ import json
 import threading
 from bisect import bisect_right
 from collections import Counter, deque
-from importlib import resources
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from gpu_router.resources import data_dir
 
 CAPTURE = "nvml_h100_capture.json"
 
@@ -103,12 +104,10 @@ _SERIES_FIELDS = ("gpu_util", "mem_util", "mem_used_mb", "power_w", "temp_c", "s
 
 
 def load_capture(path: str | Path | None = None) -> dict[str, Any]:
-    """The capture as a dict: the packaged one unless ``path`` names another."""
-    if path is None:
-        text = resources.files(__package__).joinpath("data", CAPTURE).read_text("utf-8")
-    else:
-        text = Path(path).read_text("utf-8")
-    return json.loads(text)
+    """The capture as a dict: ``data/fixtures/`` (see ``gpu_router.resources``) unless
+    ``path`` names another."""
+    file = Path(path) if path is not None else data_dir() / "fixtures" / CAPTURE
+    return json.loads(file.read_text("utf-8"))
 
 
 class FakeHandle:

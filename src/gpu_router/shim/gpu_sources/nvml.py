@@ -4,17 +4,10 @@ Each ``sample()`` reads every GPU (in a worker thread: first calls of a kind can
 milliseconds) and returns ``GpuState`` snapshots: memory in MB (bytes / 2**20),
 utilization %, temperature C, power and enforced limit in W (mW / 1000), compute
 capability. A query a GPU answers with ``NVMLError_NotSupported`` is absent, never a
-failure, and is not asked again. Error signals (``drain_signals()``):
-
-- Xid events (``nvmlEventSetCreate`` / ``nvmlDeviceRegisterEvents`` /
-  ``nvmlEventSetWait`` with a 0 ms timeout, one event set per GPU, where supported):
-  a critical Xid (``policy.health.CRITICAL_XIDS``) is a hard ``xid_critical`` signal
-  and puts the GPU in ``error`` until ``clear(gpu_id)``; other Xids (application
-  faults such as 13, 31, 43) are soft;
-- uncorrectable ECC (volatile count > 0, or a double-bit ECC event): hard, ``error``
-  while the count stays up (it resets with the GPU);
-- remapped rows: a remapping failure is hard; a pending remap is soft;
-- ``NVMLError_GpuIsLost`` on any call: hard ``unreachable`` until ``clear(gpu_id)``.
+failure, and is not asked again (:mod:`.nvml_device`). Error signals
+(``drain_signals()``) come from Xid and ECC events, ECC counters and remapped rows
+(:mod:`.nvml_errors`); a hard one puts the GPU in ``error``. ``NVMLError_GpuIsLost`` on
+any call is a hard ``unreachable`` signal until ``clear(gpu_id)``.
 
 ``error_rate`` is the share of the last ``error_window`` samples in which a new error
 appeared (1.0 while a hard signal holds). ``pynvml`` is imported only when no module
@@ -25,15 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from gpu_router.policy import GpuState, GpuStatus, HardSignal, is_critical_xid
+from gpu_router.policy import GpuState, GpuStatus
 
 from .base import (
     ErrorSignal,
@@ -44,36 +35,8 @@ from .base import (
     positive_period,
     static_worker_urls,
 )
-
-log = logging.getLogger(__name__)
-
-MB = 2**20
-_XID = 0x8  # nvmlEventTypeXidCriticalError
-_SBE = 0x1  # nvmlEventTypeSingleBitEccError
-_DBE = 0x2  # nvmlEventTypeDoubleBitEccError
-_MAX_EVENTS_PER_SAMPLE = 256
-
-
-class _Lost(Exception):
-    """A call answered NVMLError_GpuIsLost."""
-
-
-@dataclass
-class _Device:
-    index: int
-    gpu_id: str
-    handle: Any
-    name: str = "GPU"
-    uuid: str | None = None
-    compute_capability: tuple[int, int] = (0, 0)
-    memory_total_mb: float | None = None
-    event_set: Any = None
-    unsupported: set[str] = field(default_factory=set)
-    ecc_corrected: int | None = None
-    held: dict[str, str] = field(default_factory=dict)  # latched hard signals: kind -> detail
-    recent: deque[bool] = field(default_factory=deque)
-    last: GpuState | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+from .nvml_device import MB, Lost, NvmlDevice, query, text
+from .nvml_errors import NvmlErrors
 
 
 class NvmlSource:
@@ -109,8 +72,9 @@ class NvmlSource:
         self._window = max(1, int(error_window))
         self._events = events
         self._in_thread = in_thread
-        self._devices: list[_Device] | None = None
+        self._devices: list[NvmlDevice] | None = None
         self._signals = SignalLog()
+        self._errors = NvmlErrors(self._signals)
         self._lock = threading.Lock()
         self.driver_version: str | None = None
 
@@ -175,7 +139,7 @@ class NvmlSource:
             self._nvml = pynvml
         return self._nvml
 
-    def _open(self) -> list[_Device]:
+    def _open(self) -> list[NvmlDevice]:
         if self._devices is not None:
             return self._devices
         nv = self._module()
@@ -184,7 +148,7 @@ class NvmlSource:
         except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
             raise SourceUnavailable(f"NVML could not start: {exc}") from exc
         try:
-            self.driver_version = _text(nv.nvmlSystemGetDriverVersion())
+            self.driver_version = text(nv.nvmlSystemGetDriverVersion())
         except Exception:  # noqa: BLE001 - informational only
             self.driver_version = None
         try:
@@ -196,29 +160,28 @@ class NvmlSource:
         for i in indices:
             if not 0 <= i < count:
                 raise SourceUnavailable(f"indices: GPU {i} does not exist (NVML sees {count})")
-            dev = _Device(i, f"{self._id_prefix}{i}", None)
+            dev = NvmlDevice(i, f"{self._id_prefix}{i}", None)
             self._try_open(nv, dev, self._clock())
             devices.append(dev)
         self._devices = devices
         return devices
 
-    def _try_open(self, nv: Any, dev: _Device, now: float) -> bool:
+    def _try_open(self, nv: Any, dev: NvmlDevice, now: float) -> bool:
         """Get the handle and static facts of a GPU; a GPU lost now is retried next sample."""
         try:
             self._open_device(nv, dev)
             return True
-        except (_Lost, nv.NVMLError) as exc:
+        except (Lost, nv.NVMLError) as exc:
             dev.handle = None
-            if HardSignal.UNREACHABLE.value not in dev.held:
-                self._signal(dev, HardSignal.UNREACHABLE.value, True, f"NVML: {exc}", now)
+            self._errors.unreachable(dev, str(exc), now)
             return False
 
-    def _open_device(self, nv: Any, dev: _Device) -> None:
+    def _open_device(self, nv: Any, dev: NvmlDevice) -> None:
         index = dev.index
         dev.handle = nv.nvmlDeviceGetHandleByIndex(index)
         q = self._query
-        dev.name = _text(q(dev, "name", nv.nvmlDeviceGetName, dev.handle) or "GPU")
-        dev.uuid = _text(q(dev, "uuid", nv.nvmlDeviceGetUUID, dev.handle))
+        dev.name = text(q(dev, "name", nv.nvmlDeviceGetName, dev.handle) or "GPU")
+        dev.uuid = text(q(dev, "uuid", nv.nvmlDeviceGetUUID, dev.handle))
         cc = q(dev, "compute_capability", nv.nvmlDeviceGetCudaComputeCapability, dev.handle)
         if cc is not None:
             dev.compute_capability = (int(cc[0]), int(cc[1]))
@@ -226,28 +189,11 @@ class NvmlSource:
         dev.details.update(
             index=index,
             uuid=dev.uuid,
-            pci_bus_id=_text(getattr(pci, "busId", None)) if pci is not None else None,
+            pci_bus_id=text(getattr(pci, "busId", None)) if pci is not None else None,
         )
         if self._events and dev.event_set is None:
-            dev.event_set = self._register_events(nv, dev)
+            dev.event_set = self._errors.register(nv, dev)
         dev.details["xid_events"] = dev.event_set is not None
-
-    def _register_events(self, nv: Any, dev: _Device) -> Any:
-        try:
-            supported = nv.nvmlDeviceGetSupportedEventTypes(dev.handle)
-            mask = supported & (_XID | _SBE | _DBE)
-            if not mask & _XID:
-                return None
-            es = nv.nvmlEventSetCreate()
-            try:
-                nv.nvmlDeviceRegisterEvents(dev.handle, mask, es)
-            except Exception:
-                nv.nvmlEventSetFree(es)
-                raise
-            return es
-        except Exception as exc:  # noqa: BLE001 - NotSupported, NoPermission: no events then
-            log.info("Xid events unavailable on %s: %s", dev.gpu_id, exc)
-            return None
 
     def _close(self) -> None:
         with self._lock:
@@ -255,48 +201,24 @@ class NvmlSource:
                 return
             nv = self._nvml
             for dev in self._devices:
-                if dev.event_set is not None:
-                    with contextlib.suppress(Exception):  # best effort on shutdown
-                        nv.nvmlEventSetFree(dev.event_set)
+                self._errors.free(nv, dev)
             with contextlib.suppress(Exception):
                 nv.nvmlShutdown()
             self._devices = None
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _query(self, dev: _Device, key: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """One NVML call: None when unsupported (then never asked again) or failing."""
-        if key in dev.unsupported:
-            return None
-        nv = self._nvml
-        try:
-            return fn(*args)
-        except nv.NVMLError_NotSupported:
-            dev.unsupported.add(key)
-            dev.details["unsupported"] = sorted(dev.unsupported)
-            return None
-        except nv.NVMLError_GpuIsLost as exc:
-            raise _Lost(str(exc)) from exc
-        except nv.NVMLError as exc:
-            log.debug("%s: %s failed: %s", dev.gpu_id, key, exc)
-            return None
+    def _query(self, dev: NvmlDevice, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+        return query(self._nvml, dev, key, fn, *args)
 
-    def _signal(
-        self, dev: _Device, kind: str, hard: bool, detail: str, now: float, code: int | None = None
-    ) -> None:
-        self._signals.add(ErrorSignal(dev.gpu_id, kind, hard, detail, now, code))
-        if hard:
-            dev.held[kind] = detail
-
-    def _read(self, dev: _Device, now: float) -> GpuState:
+    def _read(self, dev: NvmlDevice, now: float) -> GpuState:
         new_error = False
         try:
             if dev.handle is None and not self._try_open(self._nvml, dev, now):
-                raise _Lost("no handle")
+                raise Lost("no handle")
             state, new_error = self._read_device(dev, now)
-        except _Lost as exc:
-            if HardSignal.UNREACHABLE.value not in dev.held:
-                self._signal(dev, HardSignal.UNREACHABLE.value, True, f"NVML: {exc}", now)
+        except Lost as exc:
+            self._errors.unreachable(dev, str(exc), now)
             new_error = True
             base = dev.last or GpuState(gpu_id=dev.gpu_id, name=dev.name)
             state = replace(base, sampled_at=now)
@@ -311,9 +233,9 @@ class NvmlSource:
         dev.last = state
         return state
 
-    def _read_device(self, dev: _Device, now: float) -> tuple[GpuState, bool]:
+    def _read_device(self, dev: NvmlDevice, now: float) -> tuple[GpuState, bool]:
         nv, q, h = self._nvml, self._query, dev.handle
-        new_error = self._drain_events(dev, now)
+        new_error = self._errors.drain_events(nv, dev, now)
         mem = q(dev, "memory_info", nv.nvmlDeviceGetMemoryInfo, h)
         util = q(dev, "utilization", nv.nvmlDeviceGetUtilizationRates, h)
         temp = q(dev, "temperature", nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU)
@@ -345,33 +267,8 @@ class NvmlSource:
             )
         fan = q(dev, "fan_speed", nv.nvmlDeviceGetFanSpeed, h)
 
-        if ecc_unc:
-            kind = HardSignal.ECC_UNCORRECTABLE.value
-            if kind not in dev.held:
-                self._signal(dev, kind, True, f"{ecc_unc} uncorrectable ECC errors", now)
-                new_error = True
-        elif ecc_unc == 0 and "dbe_event" not in dev.details:
-            dev.held.pop(HardSignal.ECC_UNCORRECTABLE.value, None)  # cleared by a GPU reset
-        if ecc_cor is not None:
-            if dev.ecc_corrected is not None and ecc_cor > dev.ecc_corrected:
-                self._signal(
-                    dev,
-                    "ecc_corrected",
-                    False,
-                    f"+{ecc_cor - dev.ecc_corrected} corrected ECC errors",
-                    now,
-                )
-                new_error = True
-            dev.ecc_corrected = ecc_cor
-        if rows is not None:
-            _corr, _unc, pending, failure = rows
-            if failure and "row_remap_failure" not in dev.held:
-                self._signal(dev, "row_remap_failure", True, "row remapping failed", now)
-                new_error = True
-            if pending and not dev.details.get("row_remap_pending"):
-                self._signal(dev, "row_remap_pending", False, "row remap pending a reset", now)
-                new_error = True
-            dev.details["row_remap_pending"] = bool(pending)
+        if self._errors.check_counters(dev, ecc_unc, ecc_cor, rows, now):
+            new_error = True
 
         if mem is not None:
             dev.memory_total_mb = mem.total / MB
@@ -406,42 +303,3 @@ class NvmlSource:
             **values,
         )
         return state, new_error
-
-    def _drain_events(self, dev: _Device, now: float) -> bool:
-        if dev.event_set is None:
-            return False
-        nv = self._nvml
-        seen = False
-        for _ in range(_MAX_EVENTS_PER_SAMPLE):
-            try:
-                ev = nv.nvmlEventSetWait(dev.event_set, 0)
-            except nv.NVMLError_Timeout:
-                break
-            except nv.NVMLError_GpuIsLost as exc:
-                raise _Lost(str(exc)) from exc
-            except nv.NVMLError as exc:
-                log.debug("%s: event wait failed: %s", dev.gpu_id, exc)
-                break
-            seen = True
-            etype, data = int(ev.eventType), int(ev.eventData)
-            if etype & _XID:
-                if is_critical_xid(data):
-                    self._signal(
-                        dev, HardSignal.XID_CRITICAL.value, True, f"Xid {data}", now, code=data
-                    )
-                else:
-                    self._signal(dev, "xid", False, f"Xid {data}", now, code=data)
-                dev.details.setdefault("xids", []).append(data)
-                del dev.details["xids"][:-20]
-            elif etype & _DBE:
-                dev.details["dbe_event"] = True
-                self._signal(
-                    dev, HardSignal.ECC_UNCORRECTABLE.value, True, "double-bit ECC error event", now
-                )
-            elif etype & _SBE:
-                self._signal(dev, "ecc_corrected", False, "single-bit ECC error event", now)
-        return seen
-
-
-def _text(value: Any) -> Any:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -27,6 +27,7 @@ from .base import (
     JOB_RUNNING,
     ErrorSignal,
     JobNotFound,
+    JobStatus,
     SignalLog,
     WorkerUnavailable,
     positive_period,
@@ -50,13 +51,13 @@ class VirtualWorker:
     ) -> str:
         return self._fleet.submit(self.gpu_id, request_id, payload, expected_duration_ms, memory_mb)
 
-    async def status(self, job_id: str) -> dict[str, Any]:
+    async def status(self, job_id: str) -> JobStatus:
         return self._fleet.job_status(self.gpu_id, job_id)
 
     async def cancel(self, job_id: str) -> None:
         self._fleet.cancel(self.gpu_id, job_id)
 
-    async def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+    async def wait(self, job_id: str, timeout: float) -> JobStatus:
         """The job's status once it has ended or ``timeout`` s have passed, whichever
         comes first: a poll that answers as soon as the job ends."""
         return await self._fleet.wait(self.gpu_id, job_id, timeout)
@@ -69,7 +70,7 @@ class VirtualWorker:
         """:meth:`submit`, synchronously."""
         return self._fleet.submit(self.gpu_id, request_id, payload, expected_duration_ms, memory_mb)
 
-    def watch(self, job_id: str, callback: Callable[[dict[str, Any]], None]) -> None:
+    def watch(self, job_id: str, callback: Callable[[JobStatus], None]) -> None:
         """Call ``callback(status)`` on the event loop once the job has ended."""
         self._fleet.watch(self.gpu_id, job_id, callback)
 
@@ -238,7 +239,7 @@ class VirtualFleet(SampledGpus):
         self._reschedule(g, now)
         return job.job_id
 
-    def job_status(self, gpu_id: str, job_id: str) -> dict[str, Any]:
+    def job_status(self, gpu_id: str, job_id: str) -> JobStatus:
         g = self._gpu(gpu_id)
         job = g.jobs.get(job_id)
         if job is None:
@@ -246,7 +247,7 @@ class VirtualFleet(SampledGpus):
         self._advance(g, self._now())
         return job.view()
 
-    async def wait(self, gpu_id: str, job_id: str, timeout: float) -> dict[str, Any]:
+    async def wait(self, gpu_id: str, job_id: str, timeout: float) -> JobStatus:
         g = self._gpu(gpu_id)
         job = g.jobs.get(job_id)
         if job is None:
@@ -266,7 +267,7 @@ class VirtualFleet(SampledGpus):
                     job.waiters.remove(fut)
         return self.job_status(gpu_id, job_id)
 
-    def watch(self, gpu_id: str, job_id: str, callback: Callable[[dict[str, Any]], None]) -> None:
+    def watch(self, gpu_id: str, job_id: str, callback: Callable[[JobStatus], None]) -> None:
         """Call ``callback(status)`` on the event loop's next turn once the job has ended
         (at once if it already has)."""
         job = self._gpu(gpu_id).jobs.get(job_id)

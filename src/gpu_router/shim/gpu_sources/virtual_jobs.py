@@ -22,7 +22,7 @@ from typing import Any
 
 from gpu_router.policy import InvalidValue
 
-from .base import JOB_COMPLETED, JOB_FAILED, JOB_RUNNING
+from .base import JOB_COMPLETED, JOB_FAILED, JOB_RUNNING, JobStatus
 from .virtual_model import VirtualGpuSpec
 
 
@@ -41,9 +41,9 @@ class _Job:
     result: dict[str, Any] | None = None
     peak_k: int = 1
     waiters: list[asyncio.Future[None]] | None = None  # VirtualWorker.wait callers
-    watchers: list[Callable[[dict[str, Any]], None]] | None = None  # VirtualWorker.watch
+    watchers: list[Callable[[JobStatus], None]] | None = None  # VirtualWorker.watch
 
-    def view(self) -> dict[str, Any]:
+    def view(self) -> JobStatus:
         total = self.work_s
         progress = (
             1.0

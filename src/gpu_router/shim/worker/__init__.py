@@ -1,1 +1,2 @@
-"""worker"""
+"""The reference worker (``device``, ``loops``, ``jobs``, ``server``, ``cli``) and the one
+client of its job API (``client.WorkerClient``)."""

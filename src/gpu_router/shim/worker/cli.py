@@ -1,8 +1,9 @@
 """`gpu-router worker --gpu N --port P [--host 127.0.0.1] [--mode auto|cuda|cpu]`.
 
-Runs the reference worker (``shim.worker.server``) for GPU N. Once the device is warm and the
-port accepts connections it prints one JSON line to stdout: ``{"event":
-"worker_ready", "url", "gpu", "mode", "device_name", "pid"}``.
+Runs the reference worker (``shim.worker.server``) for GPU N. ``--job-prefix`` starts
+every job id it hands out (default ``j``: ids ``j1-<pid>``, ``j2-<pid>``, ...). Once the
+device is warm and the port accepts connections it prints one JSON line to stdout:
+``{"event": "worker_ready", "url", "gpu", "mode", "device_name", "pid"}``.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-duration-s", type=float, default=3600.0, help="longest a job may run"
     )
+    parser.add_argument(
+        "--job-prefix", default="j", help="start of every job id (1-64 printable characters)"
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this subcommand needs it
 
-    from gpu_router.shim.worker.server import Worker, WorkerError, create_app, detect_device  # noqa: PLC0415
+    from gpu_router.shim.worker.device import WorkerError, detect_device  # noqa: PLC0415
+    from gpu_router.shim.worker.jobs import Worker  # noqa: PLC0415
+    from gpu_router.shim.worker.server import create_app  # noqa: PLC0415
 
     for name, value, lo, hi in (
         ("--port", args.port, 0, 65535),
@@ -48,12 +54,24 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not (0 < len(args.job_prefix) <= 64 and args.job_prefix.isprintable()):
+        print(
+            f"gpu-router worker: --job-prefix={args.job_prefix!r}: must be 1-64 printable"
+            " characters",
+            file=sys.stderr,
+        )
+        return 2
     try:
         device = detect_device(args.gpu, args.mode)
     except WorkerError as exc:
         print(f"gpu-router worker: {exc}", file=sys.stderr)
         return 2
-    worker = Worker(device, max_jobs=args.max_jobs, max_duration_s=args.max_duration_s)
+    worker = Worker(
+        device,
+        max_jobs=args.max_jobs,
+        max_duration_s=args.max_duration_s,
+        job_prefix=args.job_prefix,
+    )
 
     def ready() -> None:
         line = {

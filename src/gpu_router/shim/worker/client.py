@@ -1,8 +1,14 @@
-"""An httpx client of the reference worker's job API, the same API as a virtual worker's.
+"""The one client of a worker's HTTP job API (the reference worker, ``shim.worker.server``).
 
-``WorkerClient(url).submit(...)``, ``status(job_id)``, ``cancel(job_id)``, ``health()``.
-A worker that does not answer, or answers 5xx, raises ``WorkerUnavailable``; an unknown
-job raises ``JobNotFound``; a refused submission (4xx) raises ``SourceError``.
+``WorkerClient(url, http)`` is a ``JobRunner``: ``submit(...) -> job_id``,
+``status(job_id) -> JobStatus``, ``cancel(job_id)``, plus ``health() -> WorkerHealth``
+and ``healthy() -> bool``. Job ids are percent-encoded into the path (any character,
+``/`` included). Answers are read bare or in the ALT_LAS envelope (``{status, data}``).
+Every failure is a :class:`~gpu_router.shim.gpu_sources.base.WorkerCallError`:
+``WorkerUnavailable`` (no answer, 5xx, an answer that is not the API's),
+``JobNotFound`` (404) or ``JobRefused`` (other 4xx; ``worker_fault`` False). Pass a
+shared ``httpx.AsyncClient`` to pool connections; then ``aclose`` leaves it open.
+Timeouts in seconds.
 """
 
 from __future__ import annotations
@@ -12,59 +18,147 @@ from urllib.parse import quote
 
 import httpx
 
-from gpu_router.shim.gpu_sources.base import JobNotFound, SourceError, WorkerUnavailable
+from gpu_router.shim.gpu_sources.base import (
+    JobNotFound,
+    JobRefused,
+    JobStatus,
+    WorkerHealth,
+    WorkerUnavailable,
+)
+
+HEALTH_TIMEOUT_S = 2.0  # a health probe waits at most this long (or the call timeout)
+
+
+def job_path(job_id: str) -> str:
+    """The path of a job: ``/jobs/`` and the id percent-encoded, ``/`` included."""
+    return "/jobs/" + quote(job_id, safe="")
+
+
+def _unwrap(body: Any) -> Any:
+    """Accept a bare answer or one in the ALT_LAS envelope."""
+    if isinstance(body, dict) and "data" in body and "status" in body:
+        return body["data"]
+    return body
+
+
+def _error_text(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text[:200]
+    if isinstance(body, dict) and isinstance(body.get("error"), str | dict):
+        return str(body["error"])[:200]
+    return r.text[:200]
+
+
+def _job_status(body: Any, where: str) -> JobStatus:
+    """A status answer checked and typed: ``state`` must be a string; a ``progress`` that
+    is not a number in [0, 1] reads as 0."""
+    if not isinstance(body, dict) or not isinstance(body.get("state"), str):
+        raise WorkerUnavailable(f"{where}: answer has no state")
+    p = body.get("progress")
+    progress = 0.0
+    if isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1:
+        progress = float(p)  # (NaN fails the bounds)
+    err = body.get("error")
+    st: JobStatus = {
+        "job_id": str(body.get("job_id", "")),
+        "request_id": str(body.get("request_id", "")),
+        "state": body["state"],
+        "progress": progress,
+        "result": body.get("result"),
+        "error": None if err is None else str(err),
+    }
+    if "started_at" in body:
+        st["started_at"] = body["started_at"]
+    if "finished_at" in body:
+        st["finished_at"] = body["finished_at"]
+    return st
 
 
 class WorkerClient:
-    """One worker's job API over HTTP. Pass a shared ``httpx.AsyncClient`` to pool connections."""
+    """One worker's job API over HTTP; ``traceparent`` is sent with every call."""
 
     def __init__(
-        self, url: str, client: httpx.AsyncClient | None = None, timeout_s: float = 5.0
+        self,
+        url: str,
+        client: httpx.AsyncClient | None = None,
+        *,
+        timeout_s: float = 5.0,
+        traceparent: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._own = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._timeout = timeout_s
+        self._headers = {"traceparent": traceparent} if traceparent else {}
 
-    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        where = f"{self.url}{path}"
         try:
             r = await self._client.request(
-                method, f"{self.url}{path}", json=body, timeout=self._timeout
+                method, where, json=body, timeout=self._timeout, headers=self._headers
             )
         except httpx.HTTPError as exc:
-            raise WorkerUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from exc
-        if r.status_code >= 500:
-            raise WorkerUnavailable(f"{self.url}{path}: HTTP {r.status_code}")
+            raise WorkerUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        code = r.status_code
+        if code == 404:
+            raise JobNotFound(f"{where}: {_error_text(r) or 'not found'}", status=code)
+        if code >= 500:
+            raise WorkerUnavailable(f"{where}: HTTP {code}", status=code)
+        if code >= 400:
+            raise JobRefused(f"{where}: HTTP {code}: {_error_text(r)}", status=code)
         try:
-            data = r.json()
-        except ValueError as exc:
-            raise WorkerUnavailable(f"{self.url}{path}: answer is not JSON") from exc
-        if r.status_code == 404:
-            raise JobNotFound(f"{self.url}{path}: {data.get('error', 'not found')}")
-        if r.status_code >= 400:
-            raise SourceError(f"{self.url}{path}: HTTP {r.status_code}: {data.get('error')}")
-        return data
+            return _unwrap(r.json()) if r.content else None
+        except ValueError:
+            raise WorkerUnavailable(f"{where}: answer is not JSON", status=code) from None
 
     async def submit(
         self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
     ) -> str:
-        body = {
-            "request_id": request_id,
-            "payload": payload,
-            "expected_duration_ms": expected_duration_ms,
-            "memory_mb": memory_mb,
-        }
-        return str((await self._call("POST", "/jobs", body))["job_id"])
+        """Start a job (ms, MB); its id. The worker returns the running or completed job
+        of the same ``request_id`` instead of starting it twice."""
+        body = await self._call(
+            "POST",
+            "/jobs",
+            {
+                "request_id": request_id,
+                "payload": payload,
+                "expected_duration_ms": expected_duration_ms,
+                "memory_mb": memory_mb,
+            },
+        )
+        if not isinstance(body, dict) or not isinstance(body.get("job_id"), str):
+            raise WorkerUnavailable(f"{self.url}/jobs: answer has no job_id")
+        return body["job_id"]
 
-    async def status(self, job_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/jobs/{quote(job_id, safe='')}")
+    async def status(self, job_id: str) -> JobStatus:
+        path = job_path(job_id)
+        return _job_status(await self._call("GET", path), f"{self.url}{path}")
 
     async def cancel(self, job_id: str) -> None:
-        await self._call("DELETE", f"/jobs/{quote(job_id, safe='')}")
+        """Cancel a job (a finished one stays as it ended)."""
+        await self._call("DELETE", job_path(job_id))
 
-    async def health(self) -> dict[str, Any]:
-        return await self._call("GET", "/health")
+    async def health(self) -> WorkerHealth:
+        """The worker's health answer; WorkerUnavailable while it is starting (503)."""
+        body = await self._call("GET", "/health")
+        if not isinstance(body, dict):
+            raise WorkerUnavailable(f"{self.url}/health: answer is not an object")
+        health: WorkerHealth = body  # type: ignore[assignment]
+        return health
+
+    async def healthy(self) -> bool:
+        """Whether ``GET /health`` answers 200 within ``HEALTH_TIMEOUT_S``; never raises."""
+        try:
+            r = await self._client.get(
+                self.url + "/health", timeout=min(self._timeout, HEALTH_TIMEOUT_S)
+            )
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
 
     async def aclose(self) -> None:
+        """Close the connection pool if this client made it."""
         if self._own:
             await self._client.aclose()
