@@ -173,7 +173,7 @@ def test_bad_input_is_4xx_with_field_and_enqueues_nothing():
             )
             assert r.status_code == 413  # streamed, no Content-Length
             svc = app.state.service
-            assert svc.journal.count_by_state() == {} and svc.r.records == {}
+            assert svc.store.count_by_state() == {} and svc.r.records == {}
             assert svc.stats.system.total == 0
 
     run(scenario())
@@ -271,7 +271,7 @@ def test_idempotent_resubmission_and_conflict():
             r = await c.post("/api/v1/route", json={**b, "priority": 4}, headers=H_ALICE)
             assert r.status_code == 409 and r.json()["data"]["status"] == "rejected"
             check_schema("POST", "/api/v1/route", r)
-            assert app.state.service.journal.count_by_state() in (
+            assert app.state.service.store.count_by_state() in (
                 {"processing": 1},
                 {"completed": 1},
             )

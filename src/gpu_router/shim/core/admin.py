@@ -14,7 +14,7 @@ from typing import Any
 from gpu_router.policy.errors import InvalidValue
 from gpu_router.shim.core.live import ServiceBase
 from gpu_router.shim.logs import log
-from gpu_router.shim.store.journal import JournalError
+from gpu_router.shim.store import JournalError
 
 
 class AdminMixin(ServiceBase):
@@ -55,12 +55,12 @@ class AdminMixin(ServiceBase):
 
     def _save_setting(self, key: str, value: Any) -> None:
         try:
-            self.journal.set_setting(key, value)
+            self.store.set_setting(key, value)
         except JournalError as exc:
             log(self.logger, logging.ERROR, "could not persist a setting", key=key, error=str(exc))
 
     def _load_settings(self, now: float) -> None:
-        for key, value in self.journal.settings().items():
+        for key, value in self.store.settings().items():
             kind, _, name = key.partition(":")
             try:
                 if kind == "quota" and isinstance(value, dict):

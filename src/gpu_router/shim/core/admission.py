@@ -27,7 +27,7 @@ from gpu_router.shim.core.live import Live, ServiceBase
 from gpu_router.shim.http.envelope import iso
 from gpu_router.shim.http.schemas import RouteRequest
 from gpu_router.shim.logs import log
-from gpu_router.shim.store.journal import DuplicateRequest, JournalError, JournalRecord
+from gpu_router.shim.store import DuplicateRequest, JournalError, JournalRecord
 
 #: INCOMPATIBLE (no GPU of the fleet could ever serve it): 503 without Retry-After, since a
 #: retry cannot help (DESIGN 5.1). NO_CAPACITY (every compatible GPU is down now): 503 with
@@ -156,7 +156,7 @@ class SubmissionMixin(ServiceBase):
             trace_id=(trace_child or "")[3:35] or None,
             body_json=canon,
         )
-        live = Live(rec, request, trace_child, committed=self.writer.insert(rec))
+        live = Live(rec, request, trace_child, committed=self.store.insert(rec))
         self.live[rid] = live
         self.stats.accepted(req.user_id, req.model_id, snap.memory_mb)
         self._apply(actions)  # its own Dispatch is held until the commit
@@ -171,7 +171,7 @@ class SubmissionMixin(ServiceBase):
                 live.held = None
                 self._apply(self.r.cancel(rid, self.clock.now(), "not acknowledged"))
             self.stats.withdrawn(req.user_id, req.model_id, snap.memory_mb)
-            known = self.journal.get(rid) if duplicate else None
+            known = self.store.get(rid) if duplicate else None
             return self._unwritable(rid) if known is None else self._resubmitted(known, digest)
         self.prom.child(self.prom.submissions, "accepted" if placed else "queued", prio).inc()
         if live.held is not None and self.live.get(rid) is live:

@@ -19,7 +19,7 @@ from gpu_router.policy.decisions import Abort, Action, Dispatch, Finished
 from gpu_router.shim.core.dispatcher import JobSpec
 from gpu_router.shim.core.live import Live, ServiceBase
 from gpu_router.shim.logs import log
-from gpu_router.shim.store.journal import JournalRecord
+from gpu_router.shim.store import JournalRecord
 
 
 class EventsMixin(ServiceBase):

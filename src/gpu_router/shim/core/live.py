@@ -1,12 +1,11 @@
 """The service's shared state: :class:`Live` requests and :class:`ServiceBase`.
 
 ``ServiceBase`` builds everything the concern mixins of
-:class:`~.service.RouterService` share (config, GPU source, clock, journal and its
-group-commit writer, router, ``live`` and ``recent`` requests, GPUs taken out, the
-dispatcher) and the few helpers they all use (``r``, ``lookup``, ``_journal``,
-``_remember``). The methods one mixin calls on another are declared here for the type
-checker only: at run time they are found on the mixin that defines them, with no
-wrapper call in between.
+:class:`~.service.RouterService` share (config, GPU source, clock, the store, router,
+``live`` and ``recent`` requests, GPUs taken out, the dispatcher) and the few helpers
+they all use (``r``, ``lookup``, ``_journal``, ``_remember``). The methods one mixin
+calls on another are declared here for the type checker only: at run time they are found
+on the mixin that defines them, with no wrapper call in between.
 """
 
 from __future__ import annotations
@@ -28,8 +27,7 @@ from gpu_router.shim.core.dispatcher import Dispatcher
 from gpu_router.shim.core.metrics import JsonStats, PromMetrics
 from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
-from gpu_router.shim.store.group_commit import GroupCommit
-from gpu_router.shim.store.journal import Journal, JournalRecord
+from gpu_router.shim.store import JournalRecord, Store
 
 
 @dataclass(slots=True)
@@ -69,7 +67,7 @@ class ServiceBase:
         source: GpuSource,
         *,
         clock: Clock,
-        journal: Journal,
+        store: Store,
         http: httpx.AsyncClient,
         logger: logging.Logger,
         prom: PromMetrics | None = None,
@@ -77,7 +75,7 @@ class ServiceBase:
         self.config = config
         self.source = source
         self.clock = clock
-        self.journal = journal
+        self.store = store
         self.http = http
         self.logger = logger
         self.prom = prom or PromMetrics()
@@ -85,19 +83,9 @@ class ServiceBase:
         self.router: Router | None = None
         self.live: dict[str, Live] = {}
         self.recent: OrderedDict[str, JournalRecord] = OrderedDict()
-        jc = config.journal
-        self.writer = GroupCommit(
-            journal,
-            delay_s=jc.commit_delay_ms / 1000.0,
-            lazy_delay_s=jc.lazy_commit_ms / 1000.0,
-            max_batch=jc.max_batch,
-            process=jc.writer == "process",
-            intake=jc.intake_log,
-            intake_dir=jc.intake_dir or None,
-        )
-        writer = self.writer  # read at each scrape of /metrics
-        self.prom.journal_writer_process.set_function(lambda: float(writer.writer_process_alive))
-        journal.on_lost = lambda lost: log(
+        # read at each scrape of /metrics
+        self.prom.journal_writer_process.set_function(lambda: float(store.writer_alive))
+        store.on_lost = lambda lost: log(
             logger, logging.ERROR, "journal updates lost", count=len(lost), first=lost[0]
         )
         self.down: dict[str, tuple[str, float]] = {}  # gpu_id -> (why, since) taken out by us
@@ -132,7 +120,7 @@ class ServiceBase:
         if live is not None:
             return live.rec
         rec = self.recent.get(rid)
-        return rec if rec is not None else self.journal.get(rid)
+        return rec if rec is not None else self.store.get(rid)
 
     def _remember(self, rec: JournalRecord) -> None:
         self.recent[rec.request_id] = rec
@@ -143,7 +131,7 @@ class ServiceBase:
         """Change the record and stage its row for the next group commit (nobody waits)."""
         for name, value in changes.items():
             setattr(rec, name, value)
-        self.writer.update(rec)
+        self.store.update(rec)
 
     if TYPE_CHECKING:  # defined by the mixins (service_events, service_loops)
 

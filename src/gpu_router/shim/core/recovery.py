@@ -28,7 +28,7 @@ class RecoveryMixin(ServiceBase):
     async def _restore(self, now: float) -> None:
         """Resume unfinished requests; never re-run one a worker already finished."""
         wall = self.clock.wall()
-        unfinished = self.journal.unfinished()
+        unfinished = self.store.unfinished()
         if unfinished:
             log(self.logger, logging.INFO, "resuming unfinished requests", count=len(unfinished))
         running: dict[str, dict[str, Any] | None] = {}
@@ -84,7 +84,7 @@ class RecoveryMixin(ServiceBase):
         count the requests of the last day (as of now), GPU time counts what ran in the
         current period. Resumed requests take their concurrent slots when resubmitted."""
         q = self.r.quotas
-        for rec in self.journal.since(wall - 86_400.0):
+        for rec in self.store.since(wall - 86_400.0):
             if q.admit(rec.user_id, rec.priority, now) is None:
                 q.release(rec.user_id, rec.priority)
             period = q.limits(rec.user_id).gpu_minutes_period_s

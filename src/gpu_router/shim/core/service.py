@@ -8,7 +8,7 @@ probe GPUs that were taken out. The clock is read through ``self.clock`` only.
 Every router call returns actions, applied by ``_apply``: ``Dispatch`` starts a job,
 ``Abort`` stops one, ``Finished`` journals the terminal state and sends the callback.
 
-Journal writes go through :class:`~.group_commit.GroupCommit` (a writer process): a
+Journal writes go through the store (``shim.store``, a writer process for SQLite): a
 submission awaits the commit of its row before it is answered 200 (and its job is not
 started before that); later state changes ride a later batch. A finished request is
 dropped from the router (``Router.forget``) and from ``live``; the last ``RECENT`` of them
@@ -71,12 +71,12 @@ class RouterService(SubmissionMixin, EventsMixin, AdminMixin, RecoveryMixin, Loo
         for s in states:
             self.gpu_since[s.gpu_id] = now
         self._load_settings(now)
-        counts = self.journal.count_by_state()
+        counts = self.store.count_by_state()
         self.stats.system.total = sum(counts.values())
         self.stats.system.completed = counts.get("completed", 0)
         self.stats.system.failed = counts.get("failed", 0)
         await self._restore(now)
-        for rec in self.journal.pending_callbacks():
+        for rec in self.store.pending_callbacks():
             self._send_callback(self.recent.get(rec.request_id) or rec)
         self._loops = [
             asyncio.ensure_future(c) for c in (self._sampler(), self._ticker(), self._health())
@@ -101,4 +101,4 @@ class RouterService(SubmissionMixin, EventsMixin, AdminMixin, RecoveryMixin, Loo
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await self.dispatcher.aclose()
-        self.writer.close()
+        self.store.flush()  # (its owner, the app, closes it)

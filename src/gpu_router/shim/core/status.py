@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpu_router.policy.health import calculate_health_score, health_status
 from gpu_router.shim.http.envelope import iso
-from gpu_router.shim.store.journal import JournalRecord
+from gpu_router.shim.store import JournalRecord
 
 if TYPE_CHECKING:
     from gpu_router.shim.core.live import ServiceBase

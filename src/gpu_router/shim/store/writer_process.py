@@ -10,7 +10,7 @@ commits run while the event loop runs.
 Protocol, over two pipes, each message a 4-byte big-endian length and a pickle:
 
 - service -> writer: ``(seq, inserts, updates)``: a batch's new rows as
-  ``(request_id, values)`` and its updated rows (``journal_rows.mutable_row`` tuples);
+  ``(request_id, values)`` and its updated rows (``rows.mutable_row`` tuples);
 - writer -> service: ``("ack", seq, failures)`` once the batch is committed (or failed),
   ``failures`` the positions of inserts that failed as ``(index, duplicate, message)``;
   and ``("lost", messages)`` for updates that could not be committed.
@@ -37,7 +37,7 @@ from functools import partial
 from typing import Any
 
 from gpu_router.shim.store.batch import StagedBatch
-from gpu_router.shim.store.rows import DuplicateRequest, JournalError
+from gpu_router.shim.store.records import DuplicateRequest, JournalError
 
 logger = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
