@@ -100,7 +100,7 @@ class SubmissionMixin(ServiceBase):
         rid = given or str(uuid.uuid4())
         body, canon, digest = canonical_body(req)
         # A re-submission is found in memory (live or recently finished); one of an older
-        # request by the journal's writer (``GroupCommit.insert``: from its set of taken
+        # request by the store (``Store.insert``; for SQLite, from its set of taken
         # ids, or the insert failing as a duplicate), below. (No SELECT per submission.)
         live = self.live.get(rid) if given else None
         known = None if given is None else live.rec if live is not None else self.recent.get(rid)

@@ -1,11 +1,12 @@
 """The journal writer as a child process: group commit without sharing the GIL.
 
-A writer *thread* in the service's process needs the GIL again after every SQLite call
-(BEGIN, each multi-row statement, COMMIT), and the event loop holds it most of the time
-under load: measured at 1,000 requests/s, the writer thread spent about 60% of each
-commit waiting for the GIL (not for a CPU), so an acknowledgement waited milliseconds for
-a commit that costs about 0.15 ms. A child process has its own interpreter, so its
-commits run while the event loop runs.
+A writer *thread* in the service's process (an earlier design, since removed) needed the
+GIL again after every SQLite call (BEGIN, each multi-row statement, COMMIT), and the event
+loop holds it most of the time under load: measured at 1,000 requests/s, the writer
+thread spent about 60% of each commit waiting for the GIL (not for a CPU), so an
+acknowledgement waited milliseconds for a commit that costs about 0.15 ms. A child
+process has its own interpreter, so its commits run while the event loop runs; without
+one (``shim.store.group_commit``), batches are committed on the event loop.
 
 Protocol, over two pipes, each message a 4-byte big-endian length and a pickle:
 
