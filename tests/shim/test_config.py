@@ -116,7 +116,7 @@ def test_defaults_without_file(tmp_path, monkeypatch):
         ({"queue": {"max_wait_s": {7: 1}}}, {}, "queue.max_wait_s", "priority 7"),
         ({"api": []}, {}, "api", "valid"),
         ({"api": {"forwarded_allow_ips": ["proxy"]}}, {}, "api.forwarded_allow_ips", "proxy"),
-        ({"journal": {"writer": "threads"}}, {}, "journal.writer", "'process' or 'thread'"),
+        ({"journal": {"writer": "threads"}}, {}, "journal.writer", "'loop' or 'thread'"),
     ],
 )
 def test_invalid_config_names_key_and_reason(raw, env, key, words):

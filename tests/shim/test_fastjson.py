@@ -50,8 +50,8 @@ def test_a_payload_with_a_30_digit_integer_is_accepted_and_journaled(tmp_path):
             again = await c.post("/api/v1/route", json=b, headers=H_ALICE)
             assert again.status_code == 200  # the same body: the original answer
             svc = app.state.service
-            svc.writer.flush()
-            stored = svc.requests.journal._select("WHERE request_id = ?", ("big-1",))
-            assert svc.requests.journal._record(stored[0]).body["payload"]["n"] == 10**30
+            svc.store.flush()
+            stored = svc.store.journal._select("WHERE request_id = ?", ("big-1",))
+            assert svc.store.journal._record(stored[0]).body["payload"]["n"] == 10**30
 
     asyncio.run(scenario())

@@ -215,15 +215,16 @@ class JournalSection(_Section):
     path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
-    # group commit (shim.store.group_commit, a writer process): new requests are handed to the
+    # group commit (shim.store.group_commit): new requests are handed to the
     # writer commit_delay_ms after the first of a batch (0: at once; the writer batches
     # whatever arrives while it commits); later state changes are handed over at most
     # lazy_commit_ms later (or with the next new request)
     commit_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     # where the commits run: "process" (a child process: its SQLite calls never wait for
-    # this process's GIL) or "thread"; a ":memory:" journal, or one without WAL, always
-    # uses a thread
-    writer: Literal["process", "thread"] = "process"
+    # this process's GIL) or "loop" (on the event loop); a ":memory:" journal, or one
+    # without WAL, always commits on the loop. "thread" (a writer thread, removed) is
+    # read as "loop"
+    writer: Literal["process", "loop", "thread"] = "process"
     # with a writer process and synchronous NORMAL or OFF: a new request is made durable
     # by one append to the intake log (shim.store.intake_log) and answered at once, not after
     # the writer process's commit (false: after the commit); its row is then handed to

@@ -44,9 +44,7 @@ def test_restart_resumes_unfinished_and_never_reruns_finished(tmp_path):
             for t in list(svc.dispatcher.tasks.values()):
                 t.cancel()
             svc.dispatcher.local.clear()  # in-process jobs: their ends go unheard
-            svc.requests.journal.commit_batch = (
-                lambda batch: []
-            )  # a dead process writes nothing more
+            svc.store.journal.commit_batch = lambda batch: []  # a dead process writes nothing more
         runs_before = {j.request_id for j in fleet._gpus["gpu-0"].jobs.values()}
         assert runs_before == {"done-1", "run-1"}
         async with running(path, fleet=fleet) as (c, app, _):
@@ -104,7 +102,7 @@ def test_callbacks_delivered_with_retries():
             assert data["request_id"] == "cb-1" and data["status"] == "completed"
             assert seen[0]["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
             await asyncio.sleep(0.02)
-            assert app.state.service.requests.journal.get("cb-1").callback_state == "delivered"
+            assert app.state.service.store.get("cb-1").callback_state == "delivered"
         await http.aclose()
 
     asyncio.run(scenario())
@@ -114,8 +112,8 @@ def test_journal_failure_refuses_with_503_and_nothing_runs():
     async def scenario():
         async with running() as (c, app, fleet):
             svc = app.state.service
-            with svc.requests.journal._lock:  # every write now fails in SQLite, as on a full disk
-                svc.requests.journal._db.execute("PRAGMA query_only=ON")
+            # every write now fails in SQLite, as on a full disk
+            svc.store.journal._db.execute("PRAGMA query_only=ON")
             r = await c.post("/api/v1/route", json=body(request_id="j-1"), headers=H_ALICE)
             assert r.status_code == 503 and r.json()["data"]["status"] == "rejected"
             assert "j-1" not in svc.requests.live and not svc.dispatcher.tasks

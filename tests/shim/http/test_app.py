@@ -182,7 +182,7 @@ def test_bad_input_is_4xx_with_field_and_enqueues_nothing():
             )
             assert r.status_code == 413  # streamed, no Content-Length
             svc = app.state.service
-            assert svc.requests.journal.count_by_state() == {} and router_idle(svc)
+            assert svc.store.count_by_state() == {} and router_idle(svc)
             assert svc.stats.system.total == 0
 
     run(scenario())
@@ -280,7 +280,7 @@ def test_idempotent_resubmission_and_conflict():
             r = await c.post("/api/v1/route", json={**b, "priority": 4}, headers=H_ALICE)
             assert r.status_code == 409 and r.json()["data"]["status"] == "rejected"
             check_schema("POST", "/api/v1/route", r)
-            assert app.state.service.requests.journal.count_by_state() in (
+            assert app.state.service.store.count_by_state() in (
                 {"processing": 1},
                 {"completed": 1},
             )

@@ -10,8 +10,11 @@ import threading
 import pytest
 
 from gpu_router.shim.store import intake_log
+from gpu_router.shim.store.batch import Staging
 from gpu_router.shim.store.group_commit import GroupCommit
-from gpu_router.shim.store.journal import DuplicateRequest, Journal, JournalError
+from gpu_router.shim.store.journal import Journal
+from gpu_router.shim.store.records import DuplicateRequest, JournalError
+from gpu_router.shim.store.sqlite_store import SqliteStore
 
 from ..app_helpers import H_ALICE, body, router_idle, running, wait_state
 from .test_journal import rec
@@ -31,25 +34,33 @@ def logged(path) -> set[str]:
     return intake_log.logged_ids(str(path))
 
 
+def commit(j: Journal, staging: Staging) -> None:
+    """Commit what is staged in one transaction (on this thread) and tell its waiters."""
+    for done, fate in j.commit_batch(staging.take()):
+        done(fate)
+
+
 def test_staged_writes_commit_together_and_updates_coalesce(tmp_path):
     path = tmp_path / "j.sqlite3"
     j = Journal(path)
+    s = Staging()
     fates: list[JournalError | None] = []
     records = [rec(f"r{i}") for i in range(3)]
     for r in records:
-        j.stage_insert(r, fates.append)
-    assert committed(path) == {} and j.staged == 3  # nothing visible before the commit
-    j.commit_staged()
+        s.insert(r, fates.append)
+    assert committed(path) == {} and len(s) == 3  # nothing visible before the commit
+    commit(j, s)
     assert fates == [None, None, None] and j.batches == 1
     assert committed(path) == {"r0": "queued", "r1": "queued", "r2": "queued"}
     r = records[0]
     for state in ("processing", "completed"):  # two changes, one row write
         r.state = state
-        j.stage_update(r)
+        s.update(r)
     r.result = {"y": 2}
-    j.stage_update(r)
-    assert j.staged == 1
-    assert j.get("r0").result == {"y": 2}  # a read of a staged request commits it first
+    s.update(r)
+    assert len(s) == 1
+    commit(j, s)
+    assert j.get("r0").result == {"y": 2}
     assert committed(path)["r0"] == "completed" and j.batches == 2
     j.close()
 
@@ -58,11 +69,12 @@ def test_duplicate_insert_fails_alone_and_leaves_the_old_row(tmp_path):
     j = Journal(tmp_path / "j.sqlite3")
     j.insert(rec("old", "completed"))
     fates: dict[str, JournalError | None] = {}
+    s = Staging()
     dup, new = rec("old"), rec("new")
-    j.stage_insert(dup, lambda e: fates.__setitem__("old", e))
-    j.stage_update(dup)  # must not overwrite the old request's row
-    j.stage_insert(new, lambda e: fates.__setitem__("new", e))
-    j.commit_staged()
+    s.insert(dup, lambda e: fates.__setitem__("old", e))
+    s.update(dup)  # must not overwrite the old request's row
+    s.insert(new, lambda e: fates.__setitem__("new", e))
+    commit(j, s)
     assert isinstance(fates["old"], DuplicateRequest) and fates["new"] is None
     assert j.get("old").state == "completed" and j.get("new").state == "queued"
     j.close()
@@ -74,10 +86,11 @@ def test_a_failed_batch_fails_every_waiter_and_reports_lost_updates(tmp_path):
     lost: list[list[str]] = []
     j.on_lost = lost.append
     fates: list[JournalError | None] = []
-    j.stage_insert(rec("r1"), fates.append)
-    j.stage_update(rec("r0", "completed"))
+    s = Staging()
+    s.insert(rec("r1"), fates.append)
+    s.update(rec("r0", "completed"))
     j._db.execute("PRAGMA query_only=ON")  # every write of the batch now fails
-    j.commit_staged()
+    commit(j, s)
     j._db.execute("PRAGMA query_only=OFF")
     assert len(fates) == 1 and isinstance(fates[0], JournalError)
     assert lost and "r0" in lost[0][0]
@@ -118,10 +131,11 @@ def test_max_batch_is_handed_over_at_once(tmp_path):
     asyncio.run(scenario())
 
 
-def test_commits_run_on_the_writer_thread_and_merge_while_it_is_busy(tmp_path):
+def test_without_a_writer_process_batches_commit_on_the_loop_and_reads_wait(tmp_path):
     async def scenario():
         j = Journal(tmp_path / "j.sqlite3")
-        gc = GroupCommit(j)
+        gc = GroupCommit(j)  # no writer process: committed when handed over
+        store = SqliteStore(j, gc)
         threads: list[str] = []
         real = j.commit_batch
 
@@ -130,26 +144,21 @@ def test_commits_run_on_the_writer_thread_and_merge_while_it_is_busy(tmp_path):
             return real(batch)
 
         j.commit_batch = spy
-        with j._lock:  # the writer is "busy": three hand-overs queue up meanwhile
-            futs = []
-            for i in range(3):
-                futs.append(gc.insert(rec(f"r{i}")))
-                await asyncio.sleep(0.01)
-            assert not any(f.done() for f in futs)
-        await asyncio.wait_for(asyncio.gather(*futs), 2.0)
-        assert threads and set(threads) == {"journal-writer"}
-        assert j.batches <= 2  # the queued hand-overs were merged (the first may be alone)
+        futs = [gc.insert(rec(f"r{i}")) for i in range(3)]
+        assert all(f.done() and f.result() is None for f in futs)  # committed, each at once
+        assert threads == [threading.current_thread().name] * 3 and j.batches == 3
+        assert not gc.writer_process_alive and not store.writer_alive
         r = rec("r0", "completed")
-        gc.update(r)  # staged, not yet handed over: a read waits for it
-        assert j.get("r0").state == "completed"
+        store.update(r)  # staged, not yet handed over: a read waits for it
+        assert committed(tmp_path / "j.sqlite3")["r0"] == "queued"
+        assert store.get("r0").state == "completed"
         assert committed(tmp_path / "j.sqlite3") == {
             "r0": "completed",
             "r1": "queued",
             "r2": "queued",
         }
-        gc.close()
-        assert not gc._thread.is_alive() and j.before_read is None
-        j.close()
+        store.close()
+        store.close()  # (a second close does nothing)
 
     asyncio.run(scenario())
 
@@ -171,7 +180,7 @@ def test_an_unexpected_error_in_a_commit_fails_its_batch_and_the_writer_goes_on(
         with pytest.raises(JournalError, match="boom"):
             await asyncio.wait_for(gc.insert(rec("r0")), 2.0)
         await asyncio.wait_for(gc.insert(rec("r1")), 2.0)  # the writer is still there
-        assert gc._thread.is_alive() and committed(tmp_path / "j.sqlite3") == {"r1": "queued"}
+        assert committed(tmp_path / "j.sqlite3") == {"r1": "queued"}
         gc.close()
         j.close()
 
@@ -185,13 +194,14 @@ def test_a_large_batch_with_a_duplicate_in_the_middle(tmp_path):
     j.insert(rec("r300", "completed"))
     fates: dict[str, JournalError | None] = {}
     records = [rec(f"r{i}") for i in range(600)]
+    s = Staging()
     for r in records:
-        j.stage_insert(r, lambda e, rid=r.request_id: fates.__setitem__(rid, e))
-    batch = j.take_staged()
+        s.insert(r, lambda e, rid=r.request_id: fates.__setitem__(rid, e))
+    batch = s.take()
     for r in records[:10] + [records[300]]:
         r.state = "processing"
-        j.stage_update(r)
-    batch.extend(j.take_staged())  # a later hand-over merged by the writer
+        s.update(r)
+    batch.extend(s.take())  # a later hand-over merged by the writer
     assert len(batch.inserts) == 600 and len(batch.updates) == 11
     for done, fate in j.commit_batch(batch):  # one transaction, multi-row statements
         done(fate)
@@ -213,7 +223,7 @@ def test_the_answer_waits_for_the_commit_and_finished_requests_are_forgotten(tmp
     async def scenario():
         async with running(str(path), journal=jc) as (c, app, fleet):
             svc = app.state.service
-            assert svc.writer.intake is intake
+            assert svc.store.commits.intake is intake
             r = await c.post("/api/v1/route", json=body(request_id="ack-1"), headers=H_ALICE)
             assert r.status_code == 200
             if intake:  # durable before the answer was sent: in the log, or committed
@@ -257,7 +267,7 @@ def test_resumed_requests_are_not_refused_by_their_own_quota(tmp_path):
             for t in list(svc.dispatcher.tasks.values()):
                 t.cancel()
             svc.dispatcher.local.clear()  # in-process jobs: their ends go unheard
-            svc.requests.journal.commit_batch = lambda batch: []
+            svc.store.journal.commit_batch = lambda batch: []
         async with running(path, **fleet_kw, **quota) as (c, app, _):
             for rid in ("q-1", "q-2"):  # the minute's two requests are these two: resumed
                 d = await wait_state(c, rid, {"completed", "failed"}, H_ALICE)

@@ -17,7 +17,8 @@ import pytest
 from gpu_router.shim.store import intake_log
 from gpu_router.shim.store.group_commit import GroupCommit
 from gpu_router.shim.store.intake_log import IntakeLog
-from gpu_router.shim.store.journal import DuplicateRequest, Journal, JournalError
+from gpu_router.shim.store.journal import Journal
+from gpu_router.shim.store.records import DuplicateRequest, JournalError
 from gpu_router.shim.store.rows import COLUMNS, row_values
 
 from ..app_helpers import H_ALICE, body, running
@@ -119,9 +120,9 @@ def test_a_logged_row_whose_commit_fails_is_retried_and_new_requests_wait_meanwh
         lock.execute("BEGIN IMMEDIATE")
         assert (await gc.insert(rec("r1"))) is None  # acknowledged: in the log
         deadline = time.monotonic() + 20
-        while not gc._retrying and time.monotonic() < deadline:
+        while not gc._acks.retrying and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        assert gc._retrying == {"r1"} and not gc.intake
+        assert gc._acks.retrying == {"r1"} and not gc.intake
         assert logged_here(path, tmp_path) == {"r1"}
         waiting = gc.insert(rec("r2"))
         await asyncio.sleep(0.2)
@@ -129,11 +130,11 @@ def test_a_logged_row_whose_commit_fails_is_retried_and_new_requests_wait_meanwh
         lock.execute("ROLLBACK")
         lock.close()
         assert (await asyncio.wait_for(waiting, 10)) is None
-        while gc._retrying and time.monotonic() < deadline:
+        while gc._acks.retrying and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         gc.flush()
         assert committed(path) == {"r1": "queued", "r2": "queued"}
-        assert not gc._retrying and gc.intake
+        assert not gc._acks.retrying and gc.intake
         dup = gc.insert(rec("r1"))
         assert isinstance(dup.exception(), DuplicateRequest)
         gc.close()
@@ -238,13 +239,14 @@ def test_a_log_that_cannot_be_written_refuses_with_503_and_nothing_runs(tmp_path
         path = str(tmp_path / "j.sqlite3")
         async with running(path) as (c, app, fleet):
             svc = app.state.service
-            assert svc.writer.intake
+            assert svc.store.commits.intake
             ok = await c.post("/api/v1/route", json=body(request_id="ok"), headers=H_ALICE)
             assert ok.status_code == 200 and "ok" in logged(path)
             full = os.open("/dev/full", os.O_WRONLY)
-            os.dup2(full, svc.writer._intake._fd)  # the log's disk is full
+            log = svc.store.commits._acks.log
+            os.dup2(full, log._fd)  # the log's disk is full
             os.close(full)
-            svc.writer._intake.rotate = lambda: svc.writer._intake.path  # and stays full
+            log.rotate = lambda: log.path  # and stays full
             r = await c.post("/api/v1/route", json=body(request_id="j-1"), headers=H_ALICE)
             assert r.status_code == 503 and r.json()["data"]["status"] == "rejected"
             assert "j-1" not in svc.requests.live and svc.router.state_of("j-1") is None

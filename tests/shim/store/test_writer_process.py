@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from gpu_router.shim.store.batch import StagedBatch
 from gpu_router.shim.store.group_commit import GroupCommit
-from gpu_router.shim.store.journal import DuplicateRequest, Journal, JournalError, StagedBatch
+from gpu_router.shim.store.journal import Journal
+from gpu_router.shim.store.records import DuplicateRequest, JournalError
 from gpu_router.shim.store.rows import mutable_row, row_values
+from gpu_router.shim.store.sqlite_store import SqliteStore
 
 from .test_group_commit import committed
 from .test_journal import rec
@@ -40,6 +43,11 @@ def gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
+def commit_now(j: Journal, r) -> None:
+    """Commit one new row as a batch of its own."""
+    j.commit_batch(StagedBatch([(r.request_id, row_values(r), None)], {}))
+
+
 def kill_service(service: subprocess.Popen, child: int, timeout_s: float) -> bool:
     """SIGKILL the service and wait up to ``timeout_s`` for its writer child to be gone;
     whether it is."""
@@ -57,19 +65,19 @@ def test_the_writer_process_commits_answers_and_reports_duplicates(tmp_path):
     async def scenario():
         j = Journal(path, checkpoint_interval_s=None)
         gc = GroupCommit(j, process=True, intake=False)  # acknowledged by the commit
+        store = SqliteStore(j, gc)
         child = gc._proc.proc
-        assert child.pid != os.getpid() and not gc._thread.is_alive()
+        assert child.pid != os.getpid() and store.writer_alive
         await asyncio.wait_for(asyncio.gather(*(gc.insert(rec(f"r{i}")) for i in range(5))), 10)
         assert committed(path) == {f"r{i}": "queued" for i in range(5)}
         gc.update(rec("r0", "completed"))  # staged only: a read waits for its commit
-        assert j.get("r0").state == "completed"
+        assert store.get("r0").state == "completed"
         with pytest.raises(DuplicateRequest):
             await asyncio.wait_for(gc.insert(rec("r1", "processing")), 10)
         await asyncio.wait_for(gc.insert(rec("r5")), 10)  # the writer goes on after it
         assert committed(path)["r1"] == "queued" and committed(path)["r5"] == "queued"
-        gc.close()
-        assert child.poll() == 0 and j.before_read is None
-        j.close()
+        store.close()
+        assert child.poll() == 0 and not store.writer_alive
 
     asyncio.run(scenario())
 
@@ -79,7 +87,7 @@ def test_a_flush_without_an_event_loop_waits_for_the_child(tmp_path):
     j = Journal(path, checkpoint_interval_s=None)
     gc = GroupCommit(j, process=True)
     for i in range(300):  # more than one pipe's worth of bytes
-        j.stage_insert(padded(f"r{i}", 400))
+        gc._staging.insert(padded(f"r{i}", 400))
     gc.flush()
     assert len(committed(path)) == 300
     gc.close()
@@ -133,12 +141,18 @@ def test_when_the_writer_process_dies_its_batches_are_committed_here(tmp_path):
     asyncio.run(scenario())
 
 
-def test_without_wal_the_writer_is_a_thread(tmp_path):
-    j = Journal(tmp_path / "j.sqlite3", wal=False, checkpoint_interval_s=None)
-    gc = GroupCommit(j, process=True)
-    assert gc._proc is None and gc._thread.is_alive()
-    gc.close()
-    j.close()
+def test_without_wal_there_is_no_writer_process(tmp_path):
+    async def scenario():
+        j = Journal(tmp_path / "j.sqlite3", wal=False, checkpoint_interval_s=None)
+        gc = GroupCommit(j, process=True)
+        assert gc._proc is None and not gc.writer_process_alive and not gc.intake
+        fut = gc.insert(rec("r0"))
+        assert fut.done() and fut.result() is None  # committed on the loop, at once
+        assert committed(tmp_path / "j.sqlite3") == {"r0": "queued"}
+        gc.close()
+        j.close()
+
+    asyncio.run(scenario())
 
 
 def test_the_writer_process_dies_with_the_service_even_while_it_commits(tmp_path):
@@ -154,7 +168,7 @@ def test_the_writer_process_dies_with_the_service_even_while_it_commits(tmp_path
         "gc.flush()\n"
         "print(gc._proc.proc.pid, flush=True)\n"
         "sys.stdin.readline()\n"
-        "j.stage_insert(JournalRecord('late', 'u', 'm', 3, {}, 'h', {}, 'queued', 1.0))\n"
+        "gc._staging.insert(JournalRecord('late', 'u', 'm', 3, {}, 'h', {}, 'queued', 1.0))\n"
         "gc._hand_over()\n"
         "print('sent', flush=True)\n"
         "sys.stdin.readline()\n"
@@ -218,8 +232,7 @@ def test_the_wal_is_started_over_under_steady_writes(tmp_path, monkeypatch):
     wal = Path(str(path) + "-wal")
     largest = 0
     for n in range(8000):  # each commit appends 3 pages or more: 96 MB of WAL in all
-        j.stage_insert(padded(f"r{n}", 2000))
-        j.commit_staged()
+        commit_now(j, padded(f"r{n}", 2000))
         largest = max(largest, wal.stat().st_size)
     j.close()
     assert largest < 24 << 20
@@ -231,17 +244,14 @@ def test_a_wal_restart_does_not_wait_for_a_reader(tmp_path):
     busy timeout (5 s)."""
     path = tmp_path / "j.sqlite3"
     j = Journal(path, checkpoint_interval_s=None)
-    j.stage_insert(rec("r0"))
-    j.commit_staged()
+    commit_now(j, rec("r0"))
     reader = sqlite3.connect(path)
     reader.execute("BEGIN")
     assert reader.execute("SELECT COUNT(*) FROM requests").fetchone() == (1,)
-    j.stage_insert(rec("r1"))
-    j.commit_staged()
+    commit_now(j, rec("r1"))
     j._restart_due = True
     started = time.monotonic()
-    j.stage_insert(rec("r2"))
-    j.commit_staged()
+    commit_now(j, rec("r2"))
     assert time.monotonic() - started < 1.0
     reader.rollback()
     reader.close()
@@ -291,7 +301,7 @@ def test_metrics_say_whether_the_writer_process_is_up(tmp_path):
     async def scenario() -> None:
         async with running(str(tmp_path / "j.sqlite3")) as (client, app, _fleet):
             assert gauge((await client.get("/metrics")).text) == 1.0
-            child = app.state.service.writer._proc.proc
+            child = app.state.service.store.commits._proc.proc
             child.send_signal(signal.SIGKILL)
             child.wait(10)
             r = await client.post("/api/v1/route", json=body(request_id="after"), headers=H_ALICE)
@@ -301,6 +311,6 @@ def test_metrics_say_whether_the_writer_process_is_up(tmp_path):
                     break
                 await asyncio.sleep(0.01)
             assert gauge((await client.get("/metrics")).text) == 0.0
-            assert app.state.service.requests.journal.get("after") is not None
+            assert app.state.service.store.get("after") is not None
 
     asyncio.run(scenario())

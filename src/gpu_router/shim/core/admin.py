@@ -19,7 +19,7 @@ from gpu_router.shim.core.live import LiveRequests
 from gpu_router.shim.core.metrics import PromMetrics
 from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
-from gpu_router.shim.store.journal import JournalError
+from gpu_router.shim.store import JournalError
 
 
 class Admin:
@@ -85,13 +85,13 @@ class Admin:
 
     def _save_setting(self, key: str, value: Any) -> None:
         try:
-            self.requests.journal.set_setting(key, value)
+            self.requests.store.set_setting(key, value)
         except JournalError as exc:
             log(self.logger, logging.ERROR, "could not persist a setting", key=key, error=str(exc))
 
     def load_settings(self, now: float) -> None:
         """Apply the stored quota overrides and maintenance windows (at start)."""
-        for key, value in self.requests.journal.settings().items():
+        for key, value in self.requests.store.settings().items():
             kind, _, name = key.partition(":")
             try:
                 if kind == "quota" and isinstance(value, dict):

@@ -34,7 +34,7 @@ from gpu_router.shim.core.execution import Execution
 from gpu_router.shim.core.live import Live, LiveRequests
 from gpu_router.shim.core.metrics import JsonStats, PromMetrics
 from gpu_router.shim.logs import log
-from gpu_router.shim.store.journal import DuplicateRequest, JournalError, JournalRecord
+from gpu_router.shim.store import DuplicateRequest, JournalError, JournalRecord
 
 #: INCOMPATIBLE (no GPU of the fleet could ever serve it): 503 without Retry-After, since a
 #: retry cannot help (DESIGN 5.1). NO_CAPACITY (every compatible GPU is down now): 503 with
@@ -135,8 +135,8 @@ class Admission:
         rid = given or str(uuid.uuid4())
         canon, digest = canonical_body(body)
         # A re-submission is found in memory (live or recently finished); one of an older
-        # request by the journal's writer (``GroupCommit.insert``: from its set of taken
-        # ids, or the insert failing as a duplicate), below. (No SELECT per submission.)
+        # request by the store (``Store.insert``: from its set of taken ids, or the
+        # insert failing as a duplicate), below. (No SELECT per submission.)
         if given:
             known = self.requests.known(rid)
             if known is not None:
@@ -207,7 +207,7 @@ class Admission:
                 live.held = None
                 self.execution.apply(self.router.cancel(rid, self.clock.now(), "not acknowledged"))
             self.stats.withdrawn(request.user_id, request.model_id, memory_mb)
-            known = self.requests.journal.get(rid) if duplicate else None
+            known = self.requests.store.get(rid) if duplicate else None
             return self._unwritable(rid) if known is None else self._resubmitted(known, digest)
         self.prom.child(self.prom.submissions, "accepted" if placed else "queued", prio).inc()
         self.execution.release_held(live)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from gpu_router.shim.core.live import LiveRequests
 from gpu_router.shim.core.metrics import PromMetrics
 from gpu_router.shim.core.status import StatusViews
-from gpu_router.shim.store.journal import JournalRecord
+from gpu_router.shim.store import JournalRecord
 
 
 class Delivery(Protocol):

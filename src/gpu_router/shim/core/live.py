@@ -3,8 +3,8 @@
 A request is *live* from its admission until it reaches a terminal state: its journal
 row plus what only memory holds (the policy ``Request``, the attempt number, the job on
 its worker, progress). The last ``recent_max`` finished requests stay in memory for the
-status API; older ones are read back from the journal. Every change of a record goes
-through :meth:`LiveRequests.change`, which stages its row for the next group commit.
+status API; older ones are read back from the store. Every change of a record goes
+through :meth:`LiveRequests.change`, which hands its row to the store (``Store.update``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpu_router.policy import Dispatch, Request
-from gpu_router.shim.store.group_commit import GroupCommit
-from gpu_router.shim.store.journal import Journal, JournalRecord
+from gpu_router.shim.store import JournalRecord, Store
 
 
 @dataclass(slots=True)
@@ -46,9 +45,8 @@ class Live:
 class LiveRequests:
     """Live requests by id, the recently finished ones, and the writes of their rows."""
 
-    def __init__(self, journal: Journal, writer: GroupCommit, *, recent_max: int = 10_000):
-        self.journal = journal
-        self.writer = writer
+    def __init__(self, store: Store, *, recent_max: int = 10_000):
+        self.store = store
         self.recent_max = recent_max
         self.live: dict[str, Live] = {}
         self.recent: OrderedDict[str, JournalRecord] = OrderedDict()
@@ -65,7 +63,7 @@ class LiveRequests:
         if live is not None:
             return live.rec
         rec = self.recent.get(rid)
-        return rec if rec is not None else self.journal.get(rid)
+        return rec if rec is not None else self.store.get(rid)
 
     def known(self, rid: str) -> JournalRecord | None:
         """A request's record if memory has it (live or recently finished), no journal read."""
@@ -77,7 +75,7 @@ class LiveRequests:
 
     def insert(self, live: Live) -> asyncio.Future[None]:
         """Admit a new submission and stage its row; the future resolves once it is durable."""
-        live.committed = self.writer.insert(live.rec)
+        live.committed = self.store.insert(live.rec)
         self.live[live.rec.request_id] = live
         return live.committed
 
@@ -94,4 +92,4 @@ class LiveRequests:
         """Change the record and stage its row for the next group commit (nobody waits)."""
         for name, value in changes.items():
             setattr(rec, name, value)
-        self.writer.update(rec)
+        self.store.update(rec)

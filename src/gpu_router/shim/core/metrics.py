@@ -97,7 +97,7 @@ class PromMetrics:
         self.journal_writer_process = Gauge(
             "gpu_router_journal_writer_process_up",
             "1 while the journal writer process commits; 0 once it died and the router "
-            "commits on its event loop (or the writer is a thread)",
+            "commits on its event loop (or there is none: writer: loop, no WAL, :memory:)",
             registry=r,
         )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}

@@ -52,8 +52,7 @@ class Recovery:
         """Resume unfinished requests; never re-run one a worker already finished.
         Returns how many were resumed."""
         wall = self.clock.wall()
-        journal = self.requests.journal
-        unfinished = journal.unfinished()
+        unfinished = self.requests.store.unfinished()
         if unfinished:
             log(self.logger, logging.INFO, "resuming unfinished requests", count=len(unfinished))
         probes = [r for r in unfinished if r.job_id and r.gpu_id and self.router.has_gpu(r.gpu_id)]
@@ -111,7 +110,7 @@ class Recovery:
         count the requests of the last day (as of now), GPU time counts what ran in the
         current period. Resumed requests take their concurrent slots when resubmitted."""
         router = self.router
-        for rec in self.requests.journal.since(wall - DAY_S):
+        for rec in self.requests.store.since(wall - DAY_S):
             period = router.quota_limits(rec.user_id).gpu_minutes_period_s
             gpu_s = 0.0
             if (

@@ -1,4 +1,4 @@
-"""The running service: the policy Router driven by real time, the journal and workers.
+"""The running service: the policy Router driven by real time, the store and workers.
 
 :class:`RouterService` is composed of explicit collaborators, each one concern:
 
@@ -45,8 +45,7 @@ from gpu_router.shim.core.recovery import Recovery
 from gpu_router.shim.core.status import Readiness, StatusViews
 from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
-from gpu_router.shim.store.group_commit import GroupCommit
-from gpu_router.shim.store.journal import Journal, JournalRecord
+from gpu_router.shim.store import JournalRecord, Store
 
 
 class NotStarted(RuntimeError):
@@ -62,7 +61,7 @@ class RouterService:
         source: GpuSource,
         *,
         clock: Clock,
-        journal: Journal,
+        store: Store,
         http: httpx.AsyncClient,
         logger: logging.Logger,
         prom: PromMetrics | None = None,
@@ -75,21 +74,12 @@ class RouterService:
         self.prom = prom = prom or PromMetrics()
         self.stats = JsonStats()
         self.readiness = Readiness()
-        jc = config.journal
-        self.writer = writer = GroupCommit(
-            journal,
-            delay_s=jc.commit_delay_ms / 1000.0,
-            lazy_delay_s=jc.lazy_commit_ms / 1000.0,
-            max_batch=jc.max_batch,
-            process=jc.writer == "process",
-            intake=jc.intake_log,
-            intake_dir=jc.intake_dir or None,
-        )
-        prom.journal_writer_process.set_function(lambda: float(writer.writer_process_alive))
-        journal.on_lost = lambda lost: log(
+        self.store = store
+        prom.journal_writer_process.set_function(lambda: float(store.writer_alive))
+        store.on_lost = lambda lost: log(
             logger, logging.ERROR, "journal updates lost", count=len(lost), first=lost[0]
         )
-        self.requests = LiveRequests(journal, writer)
+        self.requests = LiveRequests(store)
         self.gpus = GpuBook(clock.now())
         self._router: Router | None = None
         self._parts: _Parts | None = None
@@ -145,12 +135,12 @@ class RouterService:
             self.gpus.since[s.gpu_id] = now
         self._parts = parts = _Parts(self, router)
         parts.admin.load_settings(now)
-        counts = self.requests.journal.count_by_state()
+        counts = self.store.count_by_state()
         self.stats.system.total = sum(counts.values())
         self.stats.system.completed = counts.get("completed", 0)
         self.stats.system.failed = counts.get("failed", 0)
         resumed = await parts.recovery.restore(now)
-        for rec in self.requests.journal.pending_callbacks():
+        for rec in self.store.pending_callbacks():
             parts.callbacks.send(self.requests.recent.get(rec.request_id) or rec)
         self._loops = [asyncio.ensure_future(c) for c in parts.loops.coroutines()]
         self.readiness.ready = True
@@ -174,7 +164,7 @@ class RouterService:
                 await t
         if self._parts is not None:
             await self._parts.jobs.aclose()
-        self.writer.close()
+        self.store.flush()  # whoever opened the store closes it
 
 
 class _Parts:

@@ -18,7 +18,7 @@ from gpu_router.shim.core.clock import Clock, iso
 from gpu_router.shim.core.gpus import GpuBook
 from gpu_router.shim.core.live import LiveRequests
 from gpu_router.shim.core.metrics import JsonStats
-from gpu_router.shim.store.journal import JournalRecord
+from gpu_router.shim.store import JournalRecord
 
 
 class Progress(Protocol):

@@ -37,7 +37,7 @@ from gpu_router.shim.http.endpoints import request_handlers
 from gpu_router.shim.http.openapi import openapi_document
 from gpu_router.shim.http.plumbing import Auth, Handler, make_plumbing
 from gpu_router.shim.logs import LOGGER_NAME, log
-from gpu_router.shim.store.journal import Journal
+from gpu_router.shim.store import Store, open_store
 
 
 def create_app(
@@ -45,7 +45,7 @@ def create_app(
     *,
     gpu_source: GpuSource,
     clock: Clock | None = None,
-    journal: Journal | None = None,
+    store: Store | None = None,
     http: httpx.AsyncClient | None = None,
     logger: logging.Logger | None = None,
     close_source: bool = False,
@@ -110,20 +110,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        own_journal = journal is None
-        jc = config.journal
-        jr = journal or Journal(  # a writer process runs the checkpoints itself
-            jc.path,
-            wal=jc.wal,
-            synchronous=jc.synchronous,
-            checkpoint_interval_s=None if jc.writer == "process" else 1.0,
-        )
+        own_store = store is None
+        st = store or open_store(config.journal)
         own_http = http is None
         client = http or httpx.AsyncClient(
             limits=httpx.Limits(max_connections=200), trust_env=False
         )
         service = RouterService(
-            config, gpu_source, clock=clock, journal=jr, http=client, logger=logger, prom=prom
+            config, gpu_source, clock=clock, store=st, http=client, logger=logger, prom=prom
         )
         app.state.service = service
         try:
@@ -142,8 +136,8 @@ def create_app(
             holder.pop("svc", None)
             if own_http:
                 await client.aclose()
-            if own_journal:
-                jr.close()
+            if own_store:
+                st.close()
             if close_source:
                 await gpu_source.aclose()
 

@@ -1,1 +1,39 @@
-"""store"""
+"""The service's durable state: :class:`~.protocol.Store`, and :func:`open_store`, which
+builds one from ``config.journal``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gpu_router.shim.store.protocol import Store
+from gpu_router.shim.store.records import (
+    TERMINAL,
+    DuplicateRequest,
+    JournalError,
+    JournalRecord,
+    StoredRequest,
+)
+
+__all__ = [
+    "TERMINAL",
+    "DuplicateRequest",
+    "JournalError",
+    "JournalRecord",
+    "Store",
+    "StoredRequest",
+    "open_store",
+]
+
+if TYPE_CHECKING:  # (the writer process imports this package: no pydantic there)
+    from gpu_router.shim.config import JournalSection
+
+
+def open_store(jc: JournalSection) -> Store:
+    """The store ``jc.path`` names: a SQLite file path or ``:memory:``. A URL
+    (``scheme://...``) names another implementation; none is built in yet."""
+    if "://" in jc.path:
+        scheme = jc.path.split("://", 1)[0]
+        raise JournalError(f"journal.path {jc.path!r}: no store for {scheme!r} URLs yet")
+    from gpu_router.shim.store.sqlite_store import SqliteStore
+
+    return SqliteStore.open(jc)

@@ -1,59 +1,49 @@
-"""Group commit: many journal writes, one SQLite transaction, off the event loop, on a
-writer process (the service's default, ``journal.writer: process``) or a writer thread.
+"""Group commit: many journal writes, one SQLite transaction, in a writer process (the
+service's default, ``journal.writer: process``) or on the event loop.
 
-A commit costs about the same whether it holds one row or a hundred, and SQLite's own
-work (B-tree inserts, the WAL append) releases the GIL, so the service neither commits
-per write nor on the event loop. It stages writes in the :class:`~.journal.Journal`; when a new
-request is staged (or ``delay_s`` later, when set, to gather more) the staged rows are
-built (on the loop thread, a consistent snapshot of the records) and handed to a writer
-thread, which commits whatever has been handed over meanwhile in one transaction: while
-one batch commits, the next gathers, and the event loop goes on serving.
+A commit costs about the same whether it holds one row or a hundred, so the service does
+not commit per write. It stages writes (``shim.store.batch``); when a new request is
+staged (or ``delay_s`` later, when set, to gather more) the staged rows are built (on the
+loop thread, a consistent snapshot of the records) and handed over in one batch. The
+writer process (``shim.store.writer_process``) commits whatever has been handed over
+meanwhile in one transaction: while one batch commits, the next gathers, and the event
+loop goes on serving. Without a writer process (a ``:memory:`` journal, one without WAL,
+``writer: loop``, or once the process died) a batch is committed on the event loop when
+it is handed over.
 
 - an acknowledgement (a new request that will be answered 200) is awaited: the handler
   awaits :meth:`GroupCommit.insert`, whose future resolves once the row is durable, so no
   200 leaves before that. With a writer process and ``synchronous`` NORMAL or OFF (the
   default) the row is made durable by one append to the intake log
-  (``shim.store.intake_log``), the same guarantee as such a commit, and the future is resolved
-  at once; the row then rides to the writer with the state changes (``lazy_delay_s``).
-  Otherwise the future resolves on the loop once the row is committed;
+  (``shim.store.intake_log``, kept by ``shim.store.intake_acks``), the same guarantee as
+  such a commit, and the future is resolved at once; the row then rides to the writer with
+  the state changes (``lazy_delay_s``). Otherwise the future resolves once the row is
+  committed;
 - later state changes (dispatched, started, finished, callback delivered) are not
   awaited: :meth:`GroupCommit.update` stages them for the next hand-over, at the latest
   ``lazy_delay_s`` later (or with the next acknowledgement), so that the several changes
   of a short job often cost one row write;
 - ``max_batch`` staged writes are handed over at once.
 
-The writer process (``shim.store.writer_process``) is what the service runs: a thread of this
-process needs the GIL back after each SQLite call, and under load it waited for it most
-of each commit (see that module). If the process dies, the batches it had not answered,
-and every later one, are committed on the event loop (:meth:`GroupCommit._child_died`).
-
-Batches are committed in the order they were handed over. A read of the journal that may
-concern staged or handed-over writes waits for them to be committed first
-(:meth:`sync`, through ``Journal.before_read``).
+If the writer process dies, the batches it had not answered are settled, and every later
+one is committed on the event loop (:meth:`GroupCommit._child_died`). Batches are
+committed in the order they were handed over; :meth:`settle` (before a read that may
+concern staged or handed-over writes) waits for them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
-import threading
-from collections import deque
 from functools import partial
 from typing import Any
 
 from gpu_router.shim.store import intake_log
-from gpu_router.shim.store.intake_log import IntakeLog
-from gpu_router.shim.store.journal import (
-    Done,
-    DuplicateRequest,
-    Journal,
-    JournalError,
-    JournalRecord,
-    StagedBatch,
-)
-from gpu_router.shim.store.rows import COLUMNS, row_values
+from gpu_router.shim.store.batch import StagedBatch, Staging
+from gpu_router.shim.store.intake_acks import IntakeAcks
+from gpu_router.shim.store.journal import Journal
+from gpu_router.shim.store.records import Done, DuplicateRequest, JournalError, JournalRecord
+from gpu_router.shim.store.rows import COLUMNS
 from gpu_router.shim.store.writer_process import WriterProcess
 
 _AT = COLUMNS.index("submitted_at")  # in a new row's values
@@ -63,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 
 class GroupCommit:
+    """Stages a journal's writes and commits them in batches; every call on the event
+    loop's thread (``flush``/``close`` also without a running loop)."""
+
     def __init__(
         self,
         journal: Journal,
@@ -76,13 +69,15 @@ class GroupCommit:
         intake_dir: str | None = None,
         intake_segment_bytes: int = intake_log.SEGMENT_BYTES,
     ) -> None:
-        """``process``: commit in a child process (``shim.store.writer_process``) rather than a
-        thread of this one; for a journal file only (``:memory:`` is per connection).
+        """``process``: commit in a child process (``shim.store.writer_process``) rather
+        than on the event loop; for a WAL journal file only (``:memory:`` is per
+        connection, and without WAL two processes lock each other out of the file).
+        ``checkpoint_interval_s``: how often the committing side checkpoints (s).
         ``intake``: with a writer process and ``synchronous`` NORMAL or OFF, make a new
-        request durable in the intake log (``shim.store.intake_log``) and acknowledge it at
-        once, rather than when the writer process has committed it; ``intake_dir``: where
-        the log goes (None: ``intake_log.default_dir``). Rows left in an intake log by a
-        service that died are copied into the journal here, first."""
+        request durable in the intake log and acknowledge it at once, rather than when it
+        is committed; ``intake_dir``: where the log goes (None: beside the journal). Rows
+        left in an intake log by a service that died are copied into the journal here,
+        first."""
         if journal.path != ":memory:":
             intake_log.replay(journal, intake_dir)
         self.journal = journal
@@ -90,65 +85,45 @@ class GroupCommit:
         self.delay_s = delay_s
         self.lazy_delay_s = lazy_delay_s
         self.max_batch = max_batch
+        self._staging = Staging()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._due = float("inf")
-        self._cond = threading.Condition()  # sync() waits on it
-        self._syncing = 0  # threads waiting in sync()
-        self._queue: queue.SimpleQueue[StagedBatch | None] = queue.SimpleQueue()
         self._handed = 0  # batches handed over ...
-        self._committed = 0  # ... and committed (or failed) by the writer
+        self._committed = 0  # ... and committed (or failed)
         self._closed = False
-        self._thread = threading.Thread(target=self._write, name="journal-writer", daemon=True)
         self._proc: WriterProcess | None = None
         self._sent: dict[int, StagedBatch] = {}  # batches with the child, by number
-        if process and journal.path != ":memory:" and journal.wal:  # (without WAL, two
-            # processes would lock each other out of the file on every read and write)
-            self._proc = WriterProcess(
-                journal.path,
-                wal=journal.wal,
-                synchronous=journal.synchronous,
-                checkpoint_interval_s=checkpoint_interval_s,
-                on_message=self._answered,
-                on_death=self._child_died,
-            )
-        else:
-            self._thread.start()
-        journal.before_read = self._before_read
-        self._intake: IntakeLog | None = None
-        self._inflight: set[str] = set()  # ids in the intake log, not committed yet
-        self._closed_segments: deque[tuple[str, int]] = deque()  # (path, last batch in it)
-        #: logged (acknowledged) rows whose commit failed, by id: staged again until one
-        #: commits; meanwhile no segment is deleted and new requests wait for their commit
-        self._retrying: set[str] = set()
-        #: hash() of every request_id with a row or in the intake log: a new id is told
-        #: apart from a taken one in memory (a query per submission, on the event loop,
-        #: waited out the writer's locks for milliseconds at times); about 70 bytes each
-        self._known: set[int] = set()
-        if intake and self._proc is not None and journal.synchronous in ("NORMAL", "OFF"):
+        self._acks: IntakeAcks | None = None
+        if not (process and journal.path != ":memory:" and journal.wal):
+            journal.start_checkpoints(checkpoint_interval_s or 1.0)  # (WAL files only)
+            return
+        self._proc = WriterProcess(
+            journal.path,
+            wal=journal.wal,
+            synchronous=journal.synchronous,
+            checkpoint_interval_s=checkpoint_interval_s,
+            on_message=self._answered,
+            on_death=self._child_died,
+        )
+        if intake and journal.synchronous in ("NORMAL", "OFF"):
             try:
-                self._known = {hash(rid) for rid in journal.request_ids()}
-                self._intake = IntakeLog(
-                    intake_log.prefix(journal.path, intake_dir),
-                    segment_bytes=intake_segment_bytes,
-                )
+                self._acks = IntakeAcks(journal, intake_dir, intake_segment_bytes)
             except Exception:
                 self.close()
                 raise
 
     @property
     def writer_process_alive(self) -> bool:
-        """Whether commits go to a live writer process (False: a thread or the loop)."""
+        """Whether commits go to a live writer process (False: on the event loop)."""
         return self._proc is not None and self._proc.alive and not self._closed
-
-    # -- the event loop's side -------------------------------------------------------------
 
     @property
     def intake(self) -> bool:
         """Whether new requests are made durable in the intake log (not by their commit):
         with a live writer process, and not while logged rows fail to commit (a journal
         that cannot be written then answers 503, as without the log)."""
-        return self._intake is not None and self.writer_process_alive and not self._retrying
+        return self._acks is not None and self.writer_process_alive and not self._acks.retrying
 
     def insert(self, record: JournalRecord) -> asyncio.Future[None]:
         """Stage a new request; the future resolves once its row is durable (in the intake
@@ -157,7 +132,19 @@ class GroupCommit:
         loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         if self.intake:
-            self._log_insert(record, fut, loop)
+            assert self._acks is not None
+            try:
+                values = self._acks.append(record)
+            except JournalError as exc:
+                fut.set_exception(exc)
+                return fut
+            fut.set_result(None)
+            self._staging.insert(record, partial(self._logged_committed, record), values)
+            if self._acks.full:
+                self._hand_over()  # every row of the segment is handed over now
+                self._acks.rotate(self._handed)
+            else:
+                self._schedule(loop, self.lazy_delay_s)
             return fut
 
         def done(err: JournalError | None) -> None:
@@ -167,85 +154,37 @@ class GroupCommit:
                 else:
                     fut.set_exception(err)
 
-        self.journal.stage_insert(record, done)
+        self._staging.insert(record, done)
         if self.delay_s:
             self._schedule(loop, self.delay_s)
-        else:  # at once: the writer commits while the event loop goes on
+        else:  # at once: a writer process commits while the event loop goes on
             self._hand_over()
         return fut
 
-    def _log_insert(
-        self, record: JournalRecord, fut: asyncio.Future[None], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        assert self._intake is not None
-        rid = record.request_id
-        known = hash(rid)
-        try:  # a known hash is this id (taken) or, hardly ever, another one: the rows say
-            if known in self._known and (
-                rid in self._inflight or rid in self.journal.stored_ids([rid])
-            ):
-                raise DuplicateRequest(f"request_id {rid!r} is taken")
-            values = row_values(record)
-            self._intake.append(values)
-        except JournalError as exc:
-            fut.set_exception(exc)
-            return
-        except Exception as exc:  # the journal's read failed (SQLite error)
-            fut.set_exception(JournalError(f"journal: {exc!r}"))
-            return
-        self._inflight.add(rid)
-        self._known.add(known)
-        fut.set_result(None)
-        self.journal.stage_insert(record, partial(self._logged_committed, record), values)
-        if self._intake.size >= self._intake.segment_bytes:
-            self._hand_over()  # every row of the segment is with the writer now
-            self._closed_segments.append((self._intake.rotate(), self._handed))
-        else:
-            self._schedule(loop, self.lazy_delay_s)
-
     def _logged_committed(self, record: JournalRecord, err: JournalError | None) -> None:
-        """The fate of a logged (acknowledged) row's commit. A failure stages the row
-        again, built afresh (with every change since), for the next batch; its segment
-        stays, so a restart would replay it."""
-        rid = record.request_id
-        if err is None:
-            self._retrying.discard(rid)
-            return
-        if isinstance(err, DuplicateRequest):  # another row holds the id: nothing to retry
-            logger.error("journal: acknowledged request %s has no row of its own: %s", rid, err)
-            self._retrying.discard(rid)
-            return
-        if rid not in self._retrying:
-            logger.error(
-                "journal: acknowledged request %s not committed yet, retrying: %s", rid, err
-            )
-        self._retrying.add(rid)
-        self.journal.stage_insert(record, partial(self._logged_committed, record))
-        if self._loop is not None and not self._closed and not self._loop.is_closed():
-            self._schedule(self._loop, self.lazy_delay_s)
-
-    def _settled(self, batch: StagedBatch) -> None:
-        """A batch is committed (or failed): its logged rows are no longer in flight, and
-        the segments it completes can go."""
-        if self._intake is None:
-            return
-        for rid, _values, _done in batch.inserts:
-            if rid not in self._retrying:
-                self._inflight.discard(rid)
-        segments = self._closed_segments
-        while segments and segments[0][1] <= self._committed and not self._retrying:
-            intake_log.remove_segment(segments.popleft()[0])
+        """The fate of a logged (acknowledged) row's commit: a failure stages the row
+        again, built afresh (with every change since), for a later batch."""
+        assert self._acks is not None
+        if self._acks.failed(record.request_id, err):
+            self._staging.insert(record, partial(self._logged_committed, record))
+            loop = self._loop
+            if loop is not None and not self._closed and not loop.is_closed():
+                self._arm(loop, self.lazy_delay_s)  # (never at once: no retry loop here)
 
     def update(self, record: JournalRecord) -> None:
         """Stage the record's changed row for a coming batch (nobody waits for it)."""
-        self.journal.stage_update(record)
+        self._staging.update(record)
         loop = self._loop = asyncio.get_running_loop()
         self._schedule(loop, self.lazy_delay_s)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        if self.journal.staged >= self.max_batch:
+        if len(self._staging) >= self.max_batch:
             self._hand_over()
-            return
+        else:
+            self._arm(loop, delay)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        """Hand over ``delay`` seconds from now at the latest."""
         due = loop.time() + delay
         if due < self._due:
             if self._handle is not None:
@@ -256,87 +195,74 @@ class GroupCommit:
             )
 
     def _hand_over(self) -> None:
-        """Give everything staged to the writer (process or thread)."""
+        """Send everything staged to the writer process, or commit it here."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
         self._due = float("inf")
-        if not self.journal.staged:
+        if not self._staging:
             return
-        batch = self.journal.take_staged()
+        batch = self._staging.take()
+        self._handed += 1
         proc = self._proc
         if proc is not None and proc.alive and not self._closed:
-            self._handed += 1
             self._sent[self._handed] = batch
             inserts = [(rid, values) for rid, values, _done in batch.inserts]
             proc.send((self._handed, inserts, list(batch.updates.values())), self._loop)
-            return
-        if self._closed or not self._thread.is_alive():  # after close: on this thread
-            self._handed += 1
-            try:
-                _run_all(self.journal.commit_batch(batch))
-            finally:
-                self._committed += 1
-                self._settled(batch)
-            return
-        self._handed += 1
-        self._queue.put(batch)  # a C queue: no Python-level lock work on the loop thread
+        else:
+            self._commit_here(batch)
 
-    def sync(self) -> None:
-        """Hand over what is staged and block until the writer has committed all of it."""
-        self._hand_over()
-        target = self._handed
-        if self._proc is not None:
-            self._proc.wait_until(lambda: self._committed >= target)
-            return
-        with self._cond:
-            self._syncing += 1
-            try:
-                self._cond.wait_for(
-                    lambda: self._committed >= target or not self._thread.is_alive()
-                )
-            finally:
-                self._syncing -= 1
+    def _commit_here(self, batch: StagedBatch) -> None:
+        """Commit a batch on this thread and tell its waiters."""
+        try:
+            fates = self.journal.commit_batch(batch)
+        except Exception as exc:  # SQLite errors come back as fates; anything else
+            logger.exception("journal: a batch's commit failed")  # fails this batch only
+            err = JournalError(f"journal writer: {exc!r}")
+            fates = [(done, err) for _rid, _row, done in batch.inserts if done is not None]
+        self._committed += 1
+        _run_all(fates)
+        self._settled(batch)
 
-    def _before_read(self, request_id: str | None) -> None:
-        if self._handed > self._committed or self.journal.staged:
-            self.sync()
+    def _settled(self, batch: StagedBatch) -> None:
+        if self._acks is not None:
+            self._acks.settled(batch, self._committed)
+
+    def settle(self) -> None:
+        """Before a read: commit what is staged or handed over, if anything is."""
+        if self._handed > self._committed or self._staging:
+            self.flush()
 
     def flush(self) -> None:
-        """Commit everything staged or handed over, and wait for it (shutdown, tests)."""
-        self.sync()
+        """Hand over what is staged and block until all of it is committed."""
+        self._hand_over()
+        if self._proc is not None:
+            target = self._handed
+            self._proc.wait_until(lambda: self._committed >= target)
 
     def close(self) -> None:
-        """Commit what is left and stop the writer."""
+        """Commit what is left and stop the writer process."""
         if self._closed:
             return
-        self.sync()
+        self.flush()
         self._closed = True
         if self._proc is not None:
             self._proc.close()
-            self._child_died()  # nothing is left with it; a leftover would be replayed here
-            if self._intake is not None:
-                if self._retrying:  # left for the next start's replay
-                    self._intake.close()
-                else:
-                    self._intake.remove_all()  # everything in it is committed
-        else:
-            self._queue.put(None)
-            self._thread.join()
-        if self.journal.before_read == self._before_read:
-            self.journal.before_read = None
+            self._child_died()  # nothing is left with it; a leftover is committed here
+        if self._acks is not None:
+            self._acks.close()
 
-    # -- the writer process -------------------------------------------------------------------
+    # -- the writer process -------------------------------------------------------------
 
     def _answered(self, msg: tuple[Any, ...]) -> None:
-        """A message of the writer process (on the event loop, or in :meth:`sync`)."""
+        """A message of the writer process (on the event loop, or in :meth:`flush`)."""
         if msg[0] == "lost":
             if self.journal.on_lost is not None:
                 self.journal.on_lost(msg[1])
             return
         _, seq, failures = msg
         batch = self._sent.pop(seq, None)
-        self._committed += 1  # counted whatever follows: sync() must not wait for it again
+        self._committed += 1  # counted whatever follows: flush() must not wait for it again
         if batch is None:  # pragma: no cover - a protocol bug
             logger.error("journal writer answered unknown batch %s", seq)
             return
@@ -387,64 +313,21 @@ class GroupCommit:
         else:
             err = None
         for n, batch in enumerate(pending):
+            if n > last:
+                self._commit_here(batch)
+                continue
             self._committed += 1
             try:
-                if n <= last:
-                    _run_all(
-                        [
-                            (done, err or (None if _is_mine(stored, ins) else _taken(ins[0])))
-                            for ins in batch.inserts
-                            if (done := ins[2]) is not None
-                        ]
-                    )
-                else:
-                    _run_all(self.journal.commit_batch(batch))
+                _run_all(
+                    [
+                        (done, err or (None if _is_mine(stored, ins) else _taken(ins[0])))
+                        for ins in batch.inserts
+                        if (done := ins[2]) is not None
+                    ]
+                )
             except Exception:  # one batch's trouble must not strand the ones after it
                 logger.exception("journal writer: settling a batch after its death failed")
             self._settled(batch)
-
-    # -- the writer thread -------------------------------------------------------------------
-
-    def _write(self) -> None:
-        queue = self._queue
-        try:
-            while True:
-                batch = queue.get()
-                if batch is None:
-                    return  # closed (everything before the sentinel is committed)
-                taken = 1
-                stop = False
-                while not queue.empty():  # whatever else was handed over rides along
-                    more = queue.get_nowait()
-                    if more is None:
-                        stop = True
-                        break
-                    batch.extend(more)
-                    taken += 1
-                try:
-                    fates = self.journal.commit_batch(batch)
-                except Exception as exc:  # SQLite errors come back as fates; anything
-                    err = JournalError(f"journal writer: {exc!r}")  # else must not kill us
-                    fates = [(done, err) for _rid, _row, done in batch.inserts if done]
-                self._committed += taken  # only this thread writes it
-                if self._syncing:
-                    with self._cond:
-                        self._cond.notify_all()
-                if fates:
-                    self._tell(fates)
-                if stop:
-                    return
-        finally:  # nobody waits forever on a dead writer (sync checks is_alive)
-            with self._cond:
-                self._cond.notify_all()
-
-    def _tell(self, fates: list[tuple[Done, JournalError | None]]) -> None:
-        """Run the staged inserts' ``done`` callbacks on the event loop."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(_run_all, fates)
 
 
 def _run_all(fates: list[tuple[Done, JournalError | None]]) -> None:

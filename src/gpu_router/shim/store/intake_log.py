@@ -40,7 +40,8 @@ from typing import Any
 
 from gpu_router.shim import fastjson
 from gpu_router.shim.store.batch import StagedBatch
-from gpu_router.shim.store.rows import COLUMNS, DuplicateRequest, JournalError
+from gpu_router.shim.store.records import DuplicateRequest, JournalError
+from gpu_router.shim.store.rows import COLUMNS
 
 logger = logging.getLogger(__name__)
 _RID = COLUMNS.index("request_id")

@@ -1,22 +1,18 @@
-"""The request journal: SQLite (WAL mode by default), the service's only durable state.
+"""The SQLite journal: one connection to the journal file (WAL mode by default), the
+request rows and admin settings; what :class:`~.sqlite_store.SqliteStore` keeps its
+state in.
 
-A request is durable here before the client hears 200 (committed, or in the intake log
-that ``shim.store.group_commit`` keeps in front of it, ``shim.store.intake_log``);
-every later change of state is written as it happens. After a crash the service reads back the
-requests that are not terminal and resumes them; terminal ones are never run again, and
-their results stay readable behind ``result_url``.
-
-``insert``/``update`` commit at once (autocommit); the staged writes of group commit and
-their batched, multi-row commit are in ``journal_batch`` (run by ``group_commit`` in a
-writer process, ``journal_process``, or on a writer thread), the schema and the
-record/row conversions in ``journal_rows``. A read of a request with staged writes, and
-every read of many requests, first has the staged writes committed (through
-``before_read`` when a writer owns them), so reads see what was written. Every use of
-the connection holds the journal's lock.
+``insert``/``update`` commit at once (autocommit); :meth:`Journal.commit_batch` commits
+a group commit's batch (``shim.store.batch``) in one transaction with multi-row statements
+(``shim.store.statements``), in the writer process (``shim.store.writer_process``) or on
+the event loop. Reads here read what is committed: the store commits its staged writes
+before a read that may concern them. The schema and the record/row conversions are in
+``shim.store.rows``. One thread uses the connection (the event loop's, or the writer
+process's only one); the checkpointer has a connection of its own.
 
 Checkpoints (copying the WAL into the database file, with an fsync or two) do not run on
-the writer's thread, where SQLite would run one every thousand pages and stall the event
-loop for milliseconds: a background thread with its own connection runs a passive
+the writer's connection, where SQLite would run one every thousand pages and stall the
+commit for milliseconds: a background thread with its own connection runs a passive
 checkpoint every ``checkpoint_interval_s``, which never blocks the writer, and has the
 writer start the WAL over once it is past ``WAL_RESTART_BYTES`` (see ``_checkpoints``).
 
@@ -40,35 +36,28 @@ from pathlib import Path
 from typing import Any
 
 from gpu_router.shim import fastjson
-from gpu_router.shim.store.batch import StagedBatch, StagedWrites
-from gpu_router.shim.store.rows import (
-    COLUMN_SET,
-    COLUMNS,
-    JSON_COLUMNS,
-    MUTABLE,
-    SCHEMA,
+from gpu_router.shim.store.batch import StagedBatch
+from gpu_router.shim.store.records import (
     TERMINAL,
     Done,
     DuplicateRequest,
     JournalError,
     JournalRecord,
+)
+from gpu_router.shim.store.rows import (
+    COLUMN_SET,
+    COLUMNS,
+    JSON_COLUMNS,
+    SCHEMA,
     record_from_row,
     row_values,
 )
-
-__all__ = [
-    "TERMINAL",
-    "Done",
-    "DuplicateRequest",
-    "Journal",
-    "JournalError",
-    "JournalRecord",
-    "StagedBatch",
-]
+from gpu_router.shim.store.statements import INSERT_ONE, BatchStatements
 
 
-class Journal(StagedWrites):
-    """The journal file: direct writes, reads, admin settings, background checkpoints."""
+class Journal:
+    """The journal file: direct writes, batched commits, reads, admin settings,
+    background checkpoints."""
 
     def __init__(
         self,
@@ -83,7 +72,6 @@ class Journal(StagedWrites):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.RLock()  # a writer thread and the event loop may share _db
         if wal and self.path != ":memory:":
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -98,22 +86,8 @@ class Journal(StagedWrites):
         self._checkpointer: threading.Thread | None = None
         if checkpoint_interval_s:
             self.start_checkpoints(checkpoint_interval_s)
-        self._insert_sql = (
-            f"INSERT INTO requests ({', '.join(COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in COLUMNS)})"
-        )
-        self._update_sql = (
-            f"UPDATE requests SET {', '.join(f'{c} = ?' for c in MUTABLE)} WHERE request_id = ?"
-        )
-        self._insert_many: dict[int, str] = {}
-        self._update_many: dict[int, str] = {}
-        #: called before a read with the request_id read (None: many) while a writer
-        #: thread holds staged writes (``shim.store.group_commit`` sets it)
-        self.before_read: Callable[[str | None], None] | None = None
-        self._inserts: list[tuple[JournalRecord, Done | None, list[Any] | None]] = []
-        self._insert_ids: set[str] = set()
-        self._dirty: dict[str, JournalRecord] = {}  # staged updates: rows to rewrite
-        #: told the messages of staged updates that could not be committed
+        self._statements = BatchStatements()
+        #: told the messages of a batch's updates that could not be committed
         self.on_lost: Callable[[list[str]], None] | None = None
         self.batches = 0  # transactions committed by commit_batch (for tests and metrics)
 
@@ -122,15 +96,13 @@ class Journal(StagedWrites):
         once). The writer's connection then leaves them to it."""
         if not self.wal or self.path == ":memory:" or self._checkpointer is not None:
             return
-        with self._lock:
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer = threading.Thread(
             target=self._checkpoints, args=(interval_s,), name="journal-checkpoint", daemon=True
         )
         self._checkpointer.start()
 
     def close(self) -> None:
-        self.commit_staged()
         if self._checkpointer is not None:
             self._stop.set()
             self._checkpointer.join()
@@ -170,8 +142,7 @@ class Journal(StagedWrites):
     def insert(self, record: JournalRecord) -> None:
         """Commit a new request; raises :class:`JournalError` (id taken, disk full, ...)."""
         try:
-            with self._lock:
-                self._db.execute(self._insert_sql, row_values(record))
+            self._db.execute(INSERT_ONE, row_values(record))
         except sqlite3.IntegrityError as exc:
             raise DuplicateRequest(f"request_id {record.request_id!r} is taken: {exc}") from exc
         except sqlite3.Error as exc:
@@ -190,88 +161,122 @@ class Journal(StagedWrites):
             for c, v in changes.items()
         ]
         try:
-            with self._lock:
-                self._db.execute(
-                    f"UPDATE requests SET {cols} WHERE request_id = ?", (*vals, request_id)
-                )
+            self._db.execute(
+                f"UPDATE requests SET {cols} WHERE request_id = ?", (*vals, request_id)
+            )
         except sqlite3.Error as exc:
             raise JournalError(f"journal update of {request_id!r} failed: {exc}") from exc
 
     def _select(self, where: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM requests {where}", params
-            ).fetchall()
+        return self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM requests {where}", params
+        ).fetchall()
 
     def stored_ids(self, request_ids: list[str]) -> dict[str, tuple[float, str]]:
-        """``(submitted_at, body_hash)`` of those of ``request_ids`` that have a row (no
-        staged writes are waited for: this asks what is committed)."""
+        """``(submitted_at, body_hash)`` of those of ``request_ids`` that have a row."""
         out: dict[str, tuple[float, str]] = {}
         for at in range(0, len(request_ids), 500):
             part = request_ids[at : at + 500]
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT request_id, submitted_at, body_hash FROM requests WHERE request_id "
-                    f"IN ({', '.join('?' for _ in part)})",
-                    part,
-                ).fetchall()
+            rows = self._db.execute(
+                "SELECT request_id, submitted_at, body_hash FROM requests WHERE request_id "
+                f"IN ({', '.join('?' for _ in part)})",
+                part,
+            ).fetchall()
             out.update((rid, (at_s, digest)) for rid, at_s, digest in rows)
         return out
 
     def request_ids(self) -> Iterator[str]:
-        """Every request_id with a row (committed ones: staged writes are not waited for)."""
-        with self._lock:
-            rows = self._db.execute("SELECT request_id FROM requests").fetchall()
+        """Every request_id with a row."""
+        rows = self._db.execute("SELECT request_id FROM requests").fetchall()
         for (rid,) in rows:
             yield rid
 
     def get(self, request_id: str) -> JournalRecord | None:
-        self._settle(request_id)
         rows = self._select("WHERE request_id = ?", (request_id,))
         return record_from_row(rows[0]) if rows else None
 
     def unfinished(self) -> list[JournalRecord]:
         """Requests not yet terminal, in submission order."""
-        self._settle()
         marks = ", ".join("?" for _ in TERMINAL)
         rows = self._select(f"WHERE state NOT IN ({marks}) ORDER BY rowid", TERMINAL)
         return [record_from_row(r) for r in rows]
 
     def pending_callbacks(self) -> list[JournalRecord]:
         """Terminal requests whose callback has not been delivered or given up on."""
-        self._settle()
         rows = self._select("WHERE callback_state = 'pending' ORDER BY rowid")
         return [record_from_row(r) for r in rows]
 
     def since(self, wall_ts: float) -> Iterator[JournalRecord]:
         """Requests submitted at or after ``wall_ts`` (to rebuild quota usage on restart)."""
-        self._settle()
         for row in self._select("WHERE submitted_at >= ? ORDER BY rowid", (wall_ts,)):
             yield record_from_row(row)
 
     def count_by_state(self) -> dict[str, int]:
-        self._settle()
-        with self._lock:
-            return dict(
-                self._db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
-            )
+        return dict(
+            self._db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall()
+        )
 
     def set_setting(self, key: str, value: Any) -> None:
         """Persist an admin setting (None deletes it)."""
         try:
-            with self._lock:
-                if value is None:
-                    self._db.execute("DELETE FROM settings WHERE key = ?", (key,))
-                else:
-                    self._db.execute(
-                        "INSERT INTO settings (key, value) VALUES (?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (key, json.dumps(value)),
-                    )
+            if value is None:
+                self._db.execute("DELETE FROM settings WHERE key = ?", (key,))
+            else:
+                self._db.execute(
+                    "INSERT INTO settings (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, json.dumps(value)),
+                )
         except sqlite3.Error as exc:
             raise JournalError(f"journal setting {key!r} failed: {exc}") from exc
 
     def settings(self) -> dict[str, Any]:
-        with self._lock:
-            rows = self._db.execute("SELECT key, value FROM settings").fetchall()
+        rows = self._db.execute("SELECT key, value FROM settings").fetchall()
         return {k: json.loads(v) for k, v in rows}
+
+    def commit_batch(self, batch: StagedBatch) -> list[tuple[Done, JournalError | None]]:
+        """Write ``batch`` in one transaction and commit it. Never raises for SQLite's
+        errors: returns each staged insert's ``done`` with its fate (None: committed;
+        :class:`DuplicateRequest` when the id is taken, and then that request's updates
+        in the batch are dropped); lost updates go to ``on_lost``."""
+        if not batch:
+            return []
+        updates = batch.updates
+        failed: dict[int, JournalError] = {}
+        batch_error: JournalError | None = None
+        if self._restart_due:  # the WAL is large: start it over (see _checkpoints)
+            self._restart_due = False
+            self._restart_wal()
+        try:
+            self._db.execute("BEGIN")
+            failed = self._statements.insert_rows(self._db, batch.inserts)
+            for n in failed:
+                updates.pop(batch.inserts[n][0], None)
+            self._statements.update_rows(self._db, list(updates.values()))
+            self._db.execute("COMMIT")
+            self.batches += 1
+        except (sqlite3.Error, JournalError) as exc:
+            batch_error = (
+                exc if isinstance(exc, JournalError) else JournalError(f"journal commit: {exc}")
+            )
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+        if batch_error is not None and updates and self.on_lost is not None:
+            self.on_lost([f"update of {rid!r} lost: {batch_error}" for rid in updates])
+        return [
+            (done, batch_error or failed.get(n))
+            for n, (_rid, _row, done) in enumerate(batch.inserts)
+            if done is not None
+        ]
+
+    def _restart_wal(self) -> None:
+        """A RESTART checkpoint that does not wait: if a reader of another connection
+        still uses the WAL, it gives up at once (SQLite would otherwise retry for the
+        whole busy timeout, holding every commit back); the checkpointer asks again."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA busy_timeout=0")
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                self._db.execute("PRAGMA busy_timeout=5000")

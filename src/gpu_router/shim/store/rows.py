@@ -1,16 +1,14 @@
-"""The journal's rows: the schema, :class:`JournalRecord` (one request), its errors, and
-the conversions between records and row values (JSON columns as compact text)."""
+"""The SQLite journal's rows: the schema, and the conversions between records
+(:class:`~.records.JournalRecord`) and row values (JSON columns as compact text)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from gpu_router.shim import fastjson
-
-TERMINAL = ("completed", "failed", "cancelled")
+from gpu_router.shim.store.records import JournalRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -46,37 +44,6 @@ CREATE TABLE IF NOT EXISTS settings (
 """
 
 
-@dataclass(slots=True)
-class JournalRecord:
-    """One row. ``body`` is the validated submission (a JSON object), ``answer`` the data
-    of the first 200 answer (replayed to an identical re-submission)."""
-
-    request_id: str
-    user_id: str
-    model_id: str
-    priority: int
-    body: dict[str, Any]
-    body_hash: str
-    answer: dict[str, Any]
-    state: str
-    submitted_at: float
-    gpu_id: str | None = None
-    job_id: str | None = None
-    attempts: int = 0
-    start_time: float | None = None
-    completion_time: float | None = None
-    result: Any = None
-    error: str | None = None
-    callback_url: str | None = None
-    callback_state: str | None = None  # None, "pending", "delivered", "failed"
-    trace_id: str | None = None
-    body_json: str | None = None  # not a column: ``body`` already encoded (saves a dumps)
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
-
-
 JSON_COLUMNS = ("body", "answer", "result")
 COLUMNS = [f.name for f in fields(JournalRecord) if f.name != "body_json"]
 COLUMN_SET = frozenset(COLUMNS)
@@ -92,18 +59,6 @@ MUTABLE = (
     "error",
     "callback_state",
 )
-
-
-class JournalError(Exception):
-    """The journal could not be written: the request must not be acknowledged."""
-
-
-class DuplicateRequest(JournalError):
-    """A staged insert found its request_id taken (by a request no longer in memory)."""
-
-
-#: told ``None`` once a staged insert is committed, or the error that lost it
-Done = Callable[[JournalError | None], None]
 
 
 def mutable_row(record: JournalRecord) -> tuple[Any, ...]:

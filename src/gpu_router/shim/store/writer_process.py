@@ -1,16 +1,17 @@
 """The journal writer as a child process: group commit without sharing the GIL.
 
-A writer *thread* in the service's process needs the GIL again after every SQLite call
-(BEGIN, each multi-row statement, COMMIT), and the event loop holds it most of the time
-under load: measured at 1,000 requests/s, the writer thread spent about 60% of each
-commit waiting for the GIL (not for a CPU), so an acknowledgement waited milliseconds for
-a commit that costs about 0.15 ms. A child process has its own interpreter, so its
-commits run while the event loop runs.
+A writer *thread* in the service's process (an earlier design, since removed) needed the
+GIL again after every SQLite call (BEGIN, each multi-row statement, COMMIT), and the event
+loop holds it most of the time under load: measured at 1,000 requests/s, the writer
+thread spent about 60% of each commit waiting for the GIL (not for a CPU), so an
+acknowledgement waited milliseconds for a commit that costs about 0.15 ms. A child
+process has its own interpreter, so its commits run while the event loop runs; without
+one (``shim.store.group_commit``), batches are committed on the event loop.
 
 Protocol, over two pipes, each message a 4-byte big-endian length and a pickle:
 
 - service -> writer: ``(seq, inserts, updates)``: a batch's new rows as
-  ``(request_id, values)`` and its updated rows (``journal_rows.mutable_row`` tuples);
+  ``(request_id, values)`` and its updated rows (``rows.mutable_row`` tuples);
 - writer -> service: ``("ack", seq, failures)`` once the batch is committed (or failed),
   ``failures`` the positions of inserts that failed as ``(index, duplicate, message)``;
   and ``("lost", messages)`` for updates that could not be committed.
@@ -37,7 +38,7 @@ from functools import partial
 from typing import Any
 
 from gpu_router.shim.store.batch import StagedBatch
-from gpu_router.shim.store.rows import DuplicateRequest, JournalError
+from gpu_router.shim.store.records import DuplicateRequest, JournalError
 
 logger = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")

@@ -1,0 +1,58 @@
+"""What a store keeps: :class:`JournalRecord` (one request), the terminal states, and the
+errors a store raises. Nothing here depends on how or where rows are stored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@dataclass(slots=True)
+class JournalRecord:
+    """One request's row. ``body`` is the validated submission (a JSON object),
+    ``answer`` the data of the first 200 answer (replayed to an identical
+    re-submission); times are wall-clock epoch seconds."""
+
+    request_id: str
+    user_id: str
+    model_id: str
+    priority: int
+    body: dict[str, Any]
+    body_hash: str
+    answer: dict[str, Any]
+    state: str
+    submitted_at: float
+    gpu_id: str | None = None
+    job_id: str | None = None
+    attempts: int = 0
+    start_time: float | None = None
+    completion_time: float | None = None
+    result: Any = None
+    error: str | None = None
+    callback_url: str | None = None
+    callback_state: str | None = None  # None, "pending", "delivered", "failed"
+    trace_id: str | None = None
+    body_json: str | None = None  # not stored: ``body`` already encoded (saves a dumps)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+#: the name the store's protocol uses for it
+StoredRequest = JournalRecord
+
+
+class JournalError(Exception):
+    """The store could not be written: the request must not be acknowledged."""
+
+
+class DuplicateRequest(JournalError):
+    """A new request's request_id has a row already (one no longer in memory)."""
+
+
+#: told ``None`` once a staged insert is committed, or the error that lost it
+Done = Callable[[JournalError | None], None]
