@@ -134,7 +134,10 @@ def create_app(
                     logger,
                     logging.WARNING,
                     "no API keys and no trusted networks configured: "
-                    "every API call will answer 401",
+                    "every API call will answer 401. Create a key with "
+                    "`gpu-router keys create --user USER --file keys.yaml` (it prints "
+                    "the key once) and restart with `--keys-file keys.yaml` "
+                    "(or set auth.keys_file in the config)",
                 )
             yield
         finally:
