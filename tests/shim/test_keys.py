@@ -92,3 +92,21 @@ def test_serve_refuses_a_missing_keys_file(tmp_path, capsys, monkeypatch):
     rc = main(["serve", "--virtual-gpus", "1", "--keys-file", str(tmp_path / "nope.yaml")])
     assert rc == 2
     assert "auth.keys_file: file not found" in capsys.readouterr().err
+
+
+def test_concurrent_creates_keep_every_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "keys.yaml"
+    with ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda i: create_key(path, f"user-{i}"), range(16)))
+    assert len(set(keys)) == 16
+    assert sorted(k.user_id for k in load_keys_file(path)) == sorted(f"user-{i}" for i in range(16))
+
+
+def test_a_keys_file_anyone_may_write_is_refused(tmp_path):
+    path = tmp_path / "keys.yaml"
+    create_key(path, "alice")
+    path.chmod(0o666)
+    with pytest.raises(ConfigError, match="writable by anyone"):
+        load_keys_file(path)

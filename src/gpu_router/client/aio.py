@@ -78,10 +78,33 @@ class AsyncRouterClient:
                 await self._sleep(attempts.after_api_error(err))
 
     # ------------------------------------------------------------------ requests
-    async def route(self, user_id: str, model_id: str, priority: int, **kw: Any) -> RouteResult:
-        """Submit (POST /api/v1/route). Keywords: ``request_id`` (a UUID when absent),
-        ``type``, ``resource_requirements``, ``timeout_ms``, ``callback_url``, ``payload``."""
-        result: RouteResult = await self._do(c.route_call(user_id, model_id, priority, **kw))
+    async def route(
+        self,
+        user_id: str,
+        model_id: str,
+        priority: int,
+        *,
+        request_id: str | None = None,
+        type: str = "inference",
+        resource_requirements: dict[str, Any] | None = None,
+        timeout_ms: int | None = None,
+        callback_url: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> RouteResult:
+        """Submit (POST /api/v1/route). ``request_id`` is a new UUID when not given; the
+        same id is re-sent on every retry, so a retried submission is made once."""
+        call = c.route_call(
+            user_id,
+            model_id,
+            priority,
+            request_id=request_id,
+            type=type,
+            resource_requirements=resource_requirements,
+            timeout_ms=timeout_ms,
+            callback_url=callback_url,
+            payload=payload,
+        )
+        result: RouteResult = await self._do(call)
         return result
 
     submit = route

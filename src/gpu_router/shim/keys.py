@@ -10,9 +10,12 @@ key once, on stdout; it is never stored in clear nor logged.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -44,7 +47,11 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 def load_keys_file(path: str | Path) -> list[ApiKey]:
     """The keys of a keys file, validated like ``auth.keys``; :class:`ConfigError` names
-    the file and the entry that is wrong."""
+    the file and the entry that is wrong. A file anyone may write is refused (anyone could
+    add an admin key)."""
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_mode & stat.S_IWOTH:
+            raise ConfigError("auth.keys_file", f"{path} is writable by anyone: chmod 600 it")
     out = []
     for i, entry in enumerate(_read(Path(path))):
         try:
@@ -77,11 +84,19 @@ def create_key(path: str | Path, user_id: str, role: str = "user") -> str:
         err = exc.errors(include_url=False)[0]
         raise ConfigError(str(err["loc"][0]), err["msg"]) from None
     file = Path(path)
-    entries = _read(file) if file.exists() else []
-    entries.append(entry)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    dir_fd = os.open(file.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)  # two creates at once: both keys are kept
+        _write(file, [*(_read(file) if file.exists() else []), entry])
+    finally:
+        os.close(dir_fd)  # releases the lock
+    return key
+
+
+def _write(file: Path, entries: list[dict[str, Any]]) -> None:
     text = "# API keys (SHA-256 digests) written by `gpu-router keys create`\n"
     text += yaml.safe_dump({"keys": entries}, sort_keys=False)
-    file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)
@@ -93,7 +108,6 @@ def create_key(path: str | Path, user_id: str, role: str = "user") -> str:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return key
 
 
 def default_file(config: str | None) -> str:
