@@ -73,7 +73,7 @@ class Attempts:
         err = TransportError(f"{call.method} {call.path}: {type(exc).__name__}: {exc}")
         if self.transport >= self.policy.transport_retries:
             raise err from exc
-        delay = min(self.policy.max_backoff_s, self.policy.backoff_s * 2**self.transport)
+        delay = min(self.policy.max_backoff_s, self.policy.backoff_s * 2.0**self.transport)
         self.transport += 1
         self._notify(self.transport + self.api, delay, err)
         return delay
