@@ -10,7 +10,9 @@ Retry rules (:class:`RetryPolicy`):
 * a transport error (refused, reset, timed out) is retried ``transport_retries`` times
   with exponential backoff. A submission is re-sent with the same body, so the same
   ``request_id``: the router answers a repeat with the original answer, so a submission
-  whose answer was lost is not made twice.
+  whose answer was lost is not made twice. Every other call is safe to repeat: reads,
+  cancels (idempotent), maintenance, a quota set to the same values, and a restart (a
+  second one finds nothing left to re-queue).
 """
 
 from __future__ import annotations

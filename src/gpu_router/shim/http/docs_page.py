@@ -121,9 +121,18 @@ class _Schemas:
         rows = []
         for name, prop in props.items():
             notes = [escape(prop["description"])] if prop.get("description") else []
-            for key, label in (("minimum", "min"), ("maximum", "max"), ("maxLength", "max length")):
-                if key in prop:
-                    notes.append(f"{label} {escape(str(prop[key]))}")
+            # the constraints of a nullable field sit in its non-null branch
+            branches = [prop, *(b for b in prop.get("anyOf", []) if b.get("type") != "null")]
+            for key, label in (
+                ("minimum", "min"),
+                ("maximum", "max"),
+                ("maxLength", "max length"),
+                ("pattern", "pattern"),
+            ):
+                for b in branches:
+                    if key in b:
+                        notes.append(f"{label} <code>{escape(str(b[key]))}</code>")
+                        break
             if "default" in prop and prop["default"] is not None:
                 notes.append(f"default <code>{escape(json.dumps(prop['default']))}</code>")
             rows.append(
