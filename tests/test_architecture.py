@@ -21,6 +21,7 @@ MAX_LINES = 400
 FORBIDDEN = {
     "gpu_router.policy": ("gpu_router.sim", "gpu_router.shim", "gpu_router.sweep"),
     "gpu_router.sim": ("gpu_router.shim",),
+    "gpu_router.client": ("gpu_router.shim", "gpu_router.sim", "gpu_router.sweep"),
     "gpu_router.shim.store": ("gpu_router.shim.core", "gpu_router.shim.http"),
     "gpu_router.shim.core": ("gpu_router.shim.http",),
     "gpu_router.shim.worker": (
@@ -173,6 +174,6 @@ def test_shim_reads_no_private_router_state() -> None:
 
 def test_the_checks_see_the_whole_tree() -> None:
     """The walk finds every layer (a check that sees nothing would pass vacuously)."""
-    for layer in ("policy", "sim", "shim.http", "shim.core", "shim.store", "shim.worker"):
+    for layer in ("policy", "sim", "shim.http", "shim.core", "shim.store", "shim.worker", "client"):
         assert any(m.startswith(f"gpu_router.{layer}.") for m in MODULES), layer
     assert "gpu_router.shim.core.service" in edges("gpu_router.shim.http.app")

@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("gpu_router.shim.serve", "serve the routing API"),
     "worker": ("gpu_router.shim.worker.cli", "run a reference GPU worker"),
     "dashboard": ("gpu_router.sweep.cli_dashboard", "open the Streamlit comparison dashboard"),
+    "admin": ("gpu_router.client.cli_admin", "admin calls to a running router (GPUs, quotas)"),
+    "keys": ("gpu_router.shim.keys", "create API keys in a keys file"),
 }
 
 

@@ -88,6 +88,12 @@ def test_wheel_holds_the_shared_folders(wheel):
     assert not any("__pycache__" in n for n in names if "_share" in n)
 
 
+def test_wheel_holds_the_client_and_the_docs_page_asset(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "gpu_router/shim/http/assets/docs.css" in names  # /docs has no CDN to fall back on
+    assert "gpu_router/client/__init__.py" in names
+
+
 def test_installed_wheel_finds_its_files(installed, tmp_path):
     venv, env = installed
     probe = (

@@ -208,6 +208,9 @@ class TrustedNetwork(_Section):
 
 class AuthSection(_Section):
     keys: list[ApiKey] = Field(default_factory=list)
+    # a YAML file of more keys ({keys: [...]}, written by `gpu-router keys create`), read
+    # at start with the inline ones (shim/keys.py); relative to the working directory
+    keys_file: str | None = None
     trusted_networks: list[TrustedNetwork] = Field(default_factory=list)
 
 

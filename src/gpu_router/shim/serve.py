@@ -1,4 +1,4 @@
-"""`gpu-router serve [--config FILE] [--virtual-gpus N] [--host H] [--port P]`.
+"""`gpu-router serve [--config FILE] [--virtual-gpus N] [--host H] [--port P] [--keys-file F]`.
 
 Reads the config (file, then environment overrides, then these flags), refuses to start
 on an invalid one naming the key and the reason, builds the GPU source the config names
@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="bind address (overrides api.host and API_HOST)")
     parser.add_argument("--port", type=int, help="port (overrides api.port and API_PORT)")
     parser.add_argument("--journal", metavar="PATH", help="journal file (overrides journal.path)")
+    parser.add_argument(
+        "--keys-file",
+        metavar="PATH",
+        help="API keys file from `gpu-router keys create` (overrides auth.keys_file)",
+    )
 
 
 def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> ServiceConfig:
@@ -48,6 +53,8 @@ def resolve(args: argparse.Namespace, env: dict[str, str] | None = None) -> Serv
         changes["api"] = cfg.api.model_copy(update=api)
     if args.journal is not None:
         changes["journal"] = cfg.journal.model_copy(update={"path": args.journal})
+    if getattr(args, "keys_file", None) is not None:
+        changes["auth"] = cfg.auth.model_copy(update={"keys_file": args.keys_file})
     cfg = cfg.model_copy(update=changes) if changes else cfg
     if args.virtual_gpus is not None and not 1 <= args.virtual_gpus <= 10_000:
         raise ConfigError(
@@ -89,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         from gpu_router.shim.core.policy_config import policy_config
 
         policy_config(cfg)  # strategy names and weights are checked before binding a port
+        from gpu_router.shim.keys import all_keys
+
+        all_keys(cfg.auth)  # a missing or malformed keys file, too
     except ConfigError as exc:
         print(f"gpu-router serve: {exc}", file=sys.stderr)
         return 2

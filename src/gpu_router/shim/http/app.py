@@ -33,6 +33,7 @@ from gpu_router.shim.core.service import RouterService
 from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.http.admin_endpoints import admin_handlers
 from gpu_router.shim.http.auth import Authenticator
+from gpu_router.shim.http.docs_page import render_docs
 from gpu_router.shim.http.endpoints import request_handlers
 from gpu_router.shim.http.openapi import openapi_document
 from gpu_router.shim.http.plumbing import Auth, Handler, make_plumbing
@@ -67,6 +68,11 @@ def create_app(
 
     async def openapi(request: Request) -> Response:
         return Response(doc_bytes, 200, media_type="application/json")
+
+    docs_bytes = render_docs(doc).encode()
+
+    async def docs(request: Request) -> Response:
+        return Response(docs_bytes, 200, media_type="text/html; charset=utf-8")
 
     def r(path: str, name: str, auth: Auth, fn: Handler, methods: list[str]) -> Route:
         return Route(path, p.endpoint(name, auth, fn), methods=methods, name=name)
@@ -106,6 +112,7 @@ def create_app(
         r("/health", "health", "none", h["health"], ["GET"]),
         Route("/metrics", prometheus, methods=["GET"], name="prometheus"),
         Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
+        Route("/docs", docs, methods=["GET"], name="docs"),
     ]
 
     @asynccontextmanager
@@ -128,7 +135,10 @@ def create_app(
                     logger,
                     logging.WARNING,
                     "no API keys and no trusted networks configured: "
-                    "every API call will answer 401",
+                    "every API call will answer 401. Create a key with "
+                    "`gpu-router keys create --user USER --file keys.yaml` (it prints "
+                    "the key once) and restart with `--keys-file keys.yaml` "
+                    "(or set auth.keys_file in the config)",
                 )
             yield
         finally:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gpu_router.shim.config import AuthSection
+from gpu_router.shim.keys import all_keys
 
 
 class Role(StrEnum):
@@ -66,7 +67,7 @@ class Authenticator:
     def __init__(self, config: AuthSection) -> None:
         self._known: dict[str, Identity] = {}
         self._keys: list[tuple[bytes, Identity]] = []
-        for k in config.keys:
+        for k in all_keys(config):  # inline keys, then auth.keys_file's
             digest = key_digest(k.key) if k.key is not None else bytes.fromhex(k.key_sha256 or "")
             self._keys.append((digest, Identity(k.user_id, Role(k.role), "key")))
         self._networks = [

@@ -1,0 +1,182 @@
+"""The synchronous client: ``RouterClient(url, key)`` over an ``httpx.Client``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from gpu_router.client import _core as c
+from gpu_router.client._core import RetryPolicy
+from gpu_router.client.errors import ApiError, WaitTimeout
+from gpu_router.client.models import (
+    AdminResult,
+    CancelResult,
+    GpuList,
+    Health,
+    Metrics,
+    Quota,
+    RequestResult,
+    RequestStatus,
+    RouteResult,
+)
+
+
+class RouterClient:
+    """A client of one router. ``key`` defaults to ``$GPU_ROUTER_KEY``; ``transport`` and
+    ``sleep`` are for tests (an ``httpx`` transport, a replacement for ``time.sleep``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        on_retry: c.RetryHook | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        key = key if key is not None else os.environ.get("GPU_ROUTER_KEY")
+        self.retry = retry or RetryPolicy()
+        self.on_retry = on_retry
+        self._sleep = sleep
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers=c.headers(key),
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,
+        )
+
+    def __enter__(self) -> RouterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _do(self, call: c.Call) -> Any:
+        attempts = c.Attempts(self.retry, self.on_retry)
+        while True:
+            try:
+                resp = self._http.request(call.method, call.path, **call.request_kwargs())
+            except httpx.TransportError as exc:
+                self._sleep(attempts.after_transport_error(exc, call))
+                continue
+            try:
+                return call.read(c.decode(resp))
+            except ApiError as err:
+                if call.accept_error is not None and call.accept_error(err):
+                    return call.read(err.data)
+                self._sleep(attempts.after_api_error(err))
+
+    # ------------------------------------------------------------------ requests
+    def route(
+        self,
+        user_id: str,
+        model_id: str,
+        priority: int,
+        *,
+        request_id: str | None = None,
+        type: str = "inference",
+        resource_requirements: dict[str, Any] | None = None,
+        timeout_ms: int | None = None,
+        callback_url: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> RouteResult:
+        """Submit (POST /api/v1/route). ``request_id`` is a new UUID when not given; the
+        same id is re-sent on every retry, so a retried submission is made once."""
+        call = c.route_call(
+            user_id,
+            model_id,
+            priority,
+            request_id=request_id,
+            type=type,
+            resource_requirements=resource_requirements,
+            timeout_ms=timeout_ms,
+            callback_url=callback_url,
+            payload=payload,
+        )
+        result: RouteResult = self._do(call)
+        return result
+
+    submit = route
+
+    def status(self, request_id: str) -> RequestStatus:
+        result: RequestStatus = self._do(c.status_call(request_id))
+        return result
+
+    def wait(
+        self, request_id: str, timeout: float = 60.0, poll: float = 0.05, max_poll: float = 1.0
+    ) -> RequestStatus:
+        """Poll the status until completed, failed or cancelled; :class:`WaitTimeout`
+        after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status(request_id)
+            if st.terminal:
+                return st
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(
+                    f"request {request_id} is still {st.status} after {timeout:g} s",
+                    data=st.raw,
+                )
+            self._sleep(min(poll, left))
+            poll = min(max_poll, poll * 1.5)
+
+    def cancel(self, request_id: str) -> CancelResult:
+        result: CancelResult = self._do(c.cancel_call(request_id))
+        return result
+
+    def result(self, request_id: str) -> RequestResult:
+        out: RequestResult = self._do(c.result_call(request_id))
+        return out
+
+    # ------------------------------------------------------------------ reads
+    def quota(self, user_id: str) -> Quota:
+        result: Quota = self._do(c.quota_call(user_id))
+        return result
+
+    def gpus(self) -> GpuList:
+        result: GpuList = self._do(c.gpus_call())
+        return result
+
+    def metrics(self) -> Metrics:
+        result: Metrics = self._do(c.metrics_call())
+        return result
+
+    def health(self) -> Health:
+        """Health, ready or not (a 503 not_ready answers ``Health(ready=False)``)."""
+        result: Health = self._do(c.health_call())
+        return result
+
+    def prometheus(self) -> str:
+        resp = self._http.get("/metrics")
+        resp.raise_for_status()
+        return resp.text
+
+    # ------------------------------------------------------------------ admin
+    def maintenance(self, gpu_id: str, reason: str = "", minutes: int | None = None) -> AdminResult:
+        result: AdminResult = self._do(c.maintenance_call(gpu_id, reason, minutes))
+        return result
+
+    def restart(self, gpu_id: str, force: bool = False) -> AdminResult:
+        result: AdminResult = self._do(c.restart_call(gpu_id, force))
+        return result
+
+    def admin_cancel(self, request_id: str, reason: str = "") -> CancelResult:
+        result: CancelResult = self._do(c.admin_cancel_call(request_id, reason))
+        return result
+
+    def set_quota(self, user_id: str, **limits: int | None) -> Quota:
+        """Keywords: ``gpu_time_minutes``, ``concurrent_requests``, ``priority_requests``,
+        ``requests_per_minute``, ``requests_per_day``."""
+        result: Quota = self._do(c.set_quota_call(user_id, limits))
+        return result
