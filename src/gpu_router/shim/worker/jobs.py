@@ -3,8 +3,8 @@
 The router chooses a job's id (``{request_id}.{attempt}``); without one the worker makes
 ``{job_prefix}{n}-{pid}`` (``job_prefix`` "j" unless told otherwise). A start whose job id
 the worker holds answers that job, whatever its state, and runs nothing ("already have
-it"); a start without an id for a request whose job is running or completed returns that
-job too. A finished job is kept, state and result, until the router *acknowledges* it
+it"); a start for a request whose job is running or completed returns that job too,
+whatever id it names. A finished job is kept, state and result, until the router *acknowledges* it
 (:meth:`Worker.ack`, once the router's store has its terminal state), or ``job_ttl_s``
 after it finished for one never acknowledged; at most ``keep_jobs`` finished jobs are
 kept at all (the oldest are forgotten first). ``max_duration_s`` (s) bounds every job.
@@ -85,10 +85,11 @@ class Worker:
 
     def existing(self, request_id: str, job_id: str | None = None) -> Job | None:
         """The job a new start returns instead of running anything: the job ``job_id``
-        if held (any state), else (no ``job_id``) the running or completed job of
-        ``request_id``."""
-        if job_id is not None:
-            return self.jobs.get(job_id)
+        if held (any state), else the running or completed job of ``request_id`` (a
+        later attempt of a request whose work is running or done is not run again)."""
+        held = self.jobs.get(job_id) if job_id is not None else None
+        if held is not None:
+            return held
         old = self.jobs.get(self.by_request.get(request_id, ""))
         return old if old is not None and old.state in (JOB_RUNNING, JOB_COMPLETED) else None
 
