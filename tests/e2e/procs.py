@@ -84,9 +84,15 @@ def wait_http(url: str, timeout: float = 30.0, proc: Proc | None = None) -> None
     raise TimeoutError(f"{url} not up after {timeout}s")
 
 
-def start_worker(gpu: int, port: int, tmp: Path, *, wait: bool = True) -> Proc:
+def start_worker(
+    gpu: int, port: int, tmp: Path, *, wait: bool = True, extra: list[str] | None = None
+) -> Proc:
     p = Proc(
-        ["worker", "--gpu", str(gpu), "--port", str(port), "--mode", "cpu", "--max-jobs", "4"],
+        [
+            "worker",
+            *("--gpu", str(gpu), "--port", str(port), "--mode", "cpu", "--max-jobs", "4"),
+            *(extra or []),
+        ],
         tmp / f"worker{gpu}.log",
     )
     if not wait:

@@ -249,6 +249,9 @@ class DispatchSection(_Section):
     callback_retries: Annotated[int, Field(ge=0, le=100)] = 5
     callback_backoff: Annotated[float, Field(ge=0, le=3600)] = 0.5
     callback_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+    # finished jobs are acknowledged to their workers (who then forget them) in batches this
+    # often (s), once the store has their terminal state durably
+    ack_interval: Annotated[float, Field(gt=0, le=3600)] = 0.5
 
 
 class LoggingSection(_Section):

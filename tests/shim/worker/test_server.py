@@ -148,7 +148,8 @@ def test_http_validation_in_process() -> None:
             same = await client.post(
                 "/jobs", json={"request_id": "a", "expected_duration_ms": 5000}
             )
-            assert same.status_code == 202 and same.json()["job_id"] == r.json()["job_id"]
+            assert same.status_code == 200 and same.json()["job_id"] == r.json()["job_id"]
+            assert same.json()["existing"] is True
             assert (await client.get("/jobs/zzz")).status_code == 404
             gone = await client.delete(f"/jobs/{r.json()['job_id']}")
             assert gone.json()["state"] == "cancelled"

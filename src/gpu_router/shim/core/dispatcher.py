@@ -4,7 +4,8 @@
 (which worker serves a GPU; HTTP through the one ``WorkerClient``, or in process;
 retries, probes, job-state look-ups, cancels), :class:`~.polled_jobs.PolledJobs` (a task
 per attempt that submits then polls), :class:`~.local_jobs.LocalJobs` (in-process jobs,
-no task) and :class:`~.callback_delivery.CallbackSender`. The service implements
+no task), :class:`~.acks.JobAcks` (finished jobs acknowledged to their workers once the
+store has them) and :class:`~.callback_delivery.CallbackSender`. The service implements
 :class:`~.job_events.JobEvents`, is attached by :meth:`Dispatcher.connect`, and hears
 through it what each attempt does; the attempt number it passes to
 :meth:`Dispatcher.start` comes back with every event.
@@ -25,12 +26,14 @@ from typing import Any, cast
 import httpx
 
 from gpu_router.shim.config import DispatchSection, RequestRouterSection
+from gpu_router.shim.core.acks import JobAcks
 from gpu_router.shim.core.callback_delivery import CallbackSender
 from gpu_router.shim.core.job_events import JobEvents, JobSpec
 from gpu_router.shim.core.local_jobs import LocalJobs, LocalRunner, is_local
 from gpu_router.shim.core.polled_jobs import PolledJobs
 from gpu_router.shim.core.workers import WorkerCalls
-from gpu_router.shim.gpu_sources.base import GpuSource
+from gpu_router.shim.gpu_sources.base import GpuSource, JobStatus, SourceError
+from gpu_router.shim.store import Store
 
 __all__ = ["Dispatcher", "JobEvents", "JobSpec"]
 
@@ -56,6 +59,7 @@ class Dispatcher:
         logger: logging.Logger,
         on_worker_error: Callable[[str], None] = lambda gpu_id: None,
         worker_urls: dict[str, str] | None = None,
+        store: Store | None = None,
     ) -> None:
         self.workers = WorkerCalls(
             source, http, calls, worker_urls=worker_urls, on_worker_error=on_worker_error
@@ -69,6 +73,7 @@ class Dispatcher:
         self.tasks = self._polled.tasks  # polling task by request id
         self.local = self._local.jobs  # in-process job by request id
         self._background: set[asyncio.Task[Any]] = set()
+        self.acks = JobAcks(store, self.workers, self.spawn, dispatch.ack_interval)
 
     def connect(self, events: JobEvents) -> None:
         """Attach the sink of job events (the service's ``Execution``), before any ``start``.
@@ -103,8 +108,22 @@ class Dispatcher:
             self.spawn(self.cancel_job(gpu_id, job_id))
 
     async def cancel_job(self, gpu_id: str, job_id: str) -> None:
-        """Ask the worker to cancel a job, at most 5 s; failures are ignored."""
+        """Ask the worker to cancel a job, at most 5 s; failures are ignored. The job is
+        then acknowledged (its result is not wanted)."""
         await self.workers.cancel_job(gpu_id, job_id)
+        self.acks.add(gpu_id, job_id)
+
+    def ack(self, gpu_id: str, job_id: str) -> None:
+        """Acknowledge a finished job once the store has what it was handed so far."""
+        self.acks.add(gpu_id, job_id)
+
+    async def held_jobs(self, gpu_id: str, timeout: float = 5.0) -> list[JobStatus] | None:
+        """Every job the GPU's worker holds (running, or finished and not acknowledged),
+        or None when it cannot say within ``timeout`` s."""
+        try:
+            return await asyncio.wait_for(self.workers.runner(gpu_id).jobs(), timeout)
+        except (TimeoutError, SourceError, KeyError):
+            return None
 
     def progress(self, request_id: str) -> float | None:
         """The progress (0-1) of an in-process job, read now (None: not one, not started)."""
@@ -135,7 +154,9 @@ class Dispatcher:
         return task
 
     async def aclose(self) -> None:
-        """Cancel every task (polling and background) and forget in-process jobs."""
+        """Acknowledge the finished jobs gathered (at most 2 s), cancel every task (polling
+        and background) and forget in-process jobs."""
+        await self.acks.aclose()
         tasks = [*self.tasks.values(), *self._background]
         self.tasks.clear()
         self.local.clear()

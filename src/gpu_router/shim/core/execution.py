@@ -1,11 +1,14 @@
 """Execution: applying the Router's actions, and the job events of the dispatcher.
 
 Every Router call returns actions, applied by :meth:`Execution.apply`: ``Dispatch``
-starts a job (held until the request's journal insert is durable), ``Abort`` stops one,
-``Finished`` journals the terminal state, drops the request from the Router and from the
-live requests, and sends the callback. The dispatcher reports what its jobs do through
-the ``job_*`` and ``worker_down`` methods (the dispatcher's ``JobEvents``), each
-tagged with an attempt number so that reports of an abandoned attempt are ignored.
+starts a job (held until the request's journal insert is durable) under the router's
+job id ``{request_id}.{attempt}`` (``attempt``: the journal's ``attempts``, so a restarted
+router can ask the workers about it), ``Abort`` stops one, ``Finished`` journals the
+terminal state, drops the request from the Router and from the live requests, sends the
+callback and has the job acknowledged to its worker once the store has the state. The
+dispatcher reports what its jobs do through the ``job_*`` and ``worker_down`` methods
+(the dispatcher's ``JobEvents``), each tagged with an attempt number so that reports of
+an abandoned attempt are ignored.
 Times: monotonic ``now`` and wall-clock ``wall`` in seconds.
 """
 
@@ -21,6 +24,7 @@ from gpu_router.shim.core.dispatcher import Dispatcher, JobSpec
 from gpu_router.shim.core.gpus import GpuBook
 from gpu_router.shim.core.live import Live, LiveRequests
 from gpu_router.shim.core.metrics import JsonStats, PromMetrics
+from gpu_router.shim.gpu_sources.base import job_id_for
 from gpu_router.shim.logs import log
 
 QUEUED = RequestState.QUEUED
@@ -94,6 +98,7 @@ class Execution:
             float(req.resources.expected_duration_ms),
             float(req.resources.memory_mb),
             live.traceparent,
+            job_id_for(a.request_id, rec.attempts),
         )
         self.jobs.start(a.gpu_id, live.attempt, spec, attach)
 
@@ -121,10 +126,12 @@ class Execution:
         if live is None:  # pragma: no cover
             return
         live.held = None
+        rec = live.rec
+        if live.job_id is not None and rec.gpu_id is not None:
+            self.jobs.ack(rec.gpu_id, live.job_id)  # once its terminal state is durable
         if live.unjournaled:  # never acknowledged: no trace of it is kept
             return
         now, wall = self.clock.now(), self.clock.wall()
-        rec = live.rec
         self.requests.change(
             rec,
             state=a.state,
@@ -206,6 +213,9 @@ class Execution:
         )
         if live.rec.gpu_id is not None:
             self.prom.child(self.prom.worker_failures, live.rec.gpu_id).inc()
+            if live.job_id is not None:  # the failed job: nothing of it is wanted
+                self.jobs.ack(live.rec.gpu_id, live.job_id)
+                live.job_id = None
         self.apply(self.router.fail(request_id, self.clock.now(), error, gpu_fault=gpu_fault))
         self._sync_queued(request_id, error)
 

@@ -26,13 +26,15 @@ from gpu_router.shim.gpu_sources.base import (
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One request's job: its payload, declared duration (ms) and memory (MB)."""
+    """One request's job: its payload, declared duration (ms) and memory (MB), and the
+    job id the router chose for this attempt."""
 
     request_id: str
     payload: Any
     expected_duration_ms: float
     memory_mb: float
     traceparent: str | None = None
+    job_id: str | None = None  # the router's id, ``{request_id}.{attempt}``
 
 
 @runtime_checkable

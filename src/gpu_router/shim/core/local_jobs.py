@@ -20,7 +20,12 @@ class LocalRunner(Protocol):
     """An in-process worker's synchronous job API (``VirtualWorker``)."""
 
     def start_job(
-        self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
+        self,
+        request_id: str,
+        payload: Any,
+        expected_duration_ms: float,
+        memory_mb: float,
+        job_id: str | None = None,
     ) -> str: ...
 
     def watch(self, job_id: str, callback: Callable[[JobStatus], None]) -> None: ...
@@ -78,7 +83,7 @@ class LocalJobs:
         runner = entry.runner
         try:
             job_id = attach or runner.start_job(
-                rid, spec.payload, spec.expected_duration_ms, spec.memory_mb
+                rid, spec.payload, spec.expected_duration_ms, spec.memory_mb, spec.job_id
             )
             entry.job_id = job_id
             runner.watch(job_id, lambda st: self._ended(rid, attempt, st))

@@ -88,7 +88,7 @@ class PolledJobs:
                 job_id = await call(
                     gpu_id,
                     lambda: runner.submit(
-                        rid, spec.payload, spec.expected_duration_ms, spec.memory_mb
+                        rid, spec.payload, spec.expected_duration_ms, spec.memory_mb, spec.job_id
                     ),
                 )
             else:

@@ -188,6 +188,7 @@ class _Parts:
             logger=logger,
             on_worker_error=lambda g: prom.child(prom.worker_failures, g).inc(),
             worker_urls=dict(config.gpu_monitoring.worker_urls),
+            store=svc.store,
         )
         self.views = StatusViews(
             config, router, requests, gpus, self.jobs, stats, clock, svc.readiness

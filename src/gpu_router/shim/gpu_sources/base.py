@@ -16,9 +16,13 @@ A source (NVML, the Monitoring Service, the virtual fleet) implements:
   had a critical Xid keeps reporting ``error``.
 
 A worker, HTTP (``shim.worker.client.WorkerClient``) or virtual, offers the same job
-API (:class:`JobRunner`): ``submit(request_id, payload, expected_duration_ms, memory_mb)
--> job_id``, ``status(job_id) -> JobStatus`` (``state`` running|completed|failed|
-cancelled, ``progress`` 0-1, ``result``, ``error``) and ``cancel(job_id)``. A runner may
+API (:class:`JobRunner`): ``submit(request_id, payload, expected_duration_ms, memory_mb,
+job_id=None) -> job_id`` (``job_id``: the router's stable id, ``{request_id}.{attempt}``;
+a worker holding that id answers it and runs nothing again), ``status(job_id) ->
+JobStatus`` (``state`` running|completed|failed|cancelled, ``progress`` 0-1, ``result``,
+``error``), ``cancel(job_id)``, ``jobs(request_id=None) -> list[JobStatus]`` (every job
+held: running, or finished and not acknowledged) and ``ack(job_ids)`` (the router has
+their terminal state durably: the worker may forget them). A runner may
 also offer ``wait(job_id, timeout) -> JobStatus``: the status once the job ends or
 ``timeout`` s have passed (the virtual worker does; the dispatcher then needs no separate
 sleep per poll and sees a finished job at once). A call that fails raises a
@@ -40,6 +44,19 @@ JOB_COMPLETED = "completed"
 JOB_FAILED = "failed"
 JOB_CANCELLED = "cancelled"
 JOB_TERMINAL = frozenset({JOB_COMPLETED, JOB_FAILED, JOB_CANCELLED})
+
+
+def job_id_for(request_id: str, attempt: int) -> str:
+    """The router's job id of a request's ``attempt`` (1, 2, ...): ``{request_id}.{attempt}``."""
+    return f"{request_id}.{attempt}"
+
+
+def attempt_of(request_id: str, job_id: str) -> int | None:
+    """The attempt a job id of :func:`job_id_for` names for ``request_id``, else None."""
+    head, dot, tail = job_id.rpartition(".")
+    if dot and head == request_id and tail.isdigit():
+        return int(tail)
+    return None
 
 
 class SourceError(RouterError):
@@ -127,15 +144,27 @@ class ErrorSignal:
 
 @runtime_checkable
 class JobRunner(Protocol):
-    """The job API of a worker (HTTP or virtual)."""
+    """The job API of a worker (HTTP or virtual).
+
+    A router's job id is :func:`job_id_for` ``(request_id, attempt)``; an optional
+    ``x-router-epoch`` header is reserved for fencing several routers (not sent yet)."""
 
     async def submit(
-        self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
+        self,
+        request_id: str,
+        payload: Any,
+        expected_duration_ms: float,
+        memory_mb: float,
+        job_id: str | None = None,
     ) -> str: ...
 
     async def status(self, job_id: str) -> JobStatus: ...
 
     async def cancel(self, job_id: str) -> None: ...
+
+    async def jobs(self, request_id: str | None = None) -> list[JobStatus]: ...
+
+    async def ack(self, job_ids: list[str]) -> None: ...
 
 
 @runtime_checkable

@@ -47,15 +47,28 @@ class VirtualWorker:
         self.gpu_id = gpu_id
 
     async def submit(
-        self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
+        self,
+        request_id: str,
+        payload: Any,
+        expected_duration_ms: float,
+        memory_mb: float,
+        job_id: str | None = None,
     ) -> str:
-        return self._fleet.submit(self.gpu_id, request_id, payload, expected_duration_ms, memory_mb)
+        return self._fleet.submit(
+            self.gpu_id, request_id, payload, expected_duration_ms, memory_mb, job_id
+        )
 
     async def status(self, job_id: str) -> JobStatus:
         return self._fleet.job_status(self.gpu_id, job_id)
 
     async def cancel(self, job_id: str) -> None:
         self._fleet.cancel(self.gpu_id, job_id)
+
+    async def jobs(self, request_id: str | None = None) -> list[JobStatus]:
+        return self._fleet.job_list(self.gpu_id, request_id)
+
+    async def ack(self, job_ids: list[str]) -> None:
+        self._fleet.ack(self.gpu_id, job_ids)
 
     async def wait(self, job_id: str, timeout: float) -> JobStatus:
         """The job's status once it has ended or ``timeout`` s have passed, whichever
@@ -65,10 +78,17 @@ class VirtualWorker:
     # in-process only (the dispatcher's fast path: no task and no polling per job)
 
     def start_job(
-        self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
+        self,
+        request_id: str,
+        payload: Any,
+        expected_duration_ms: float,
+        memory_mb: float,
+        job_id: str | None = None,
     ) -> str:
         """:meth:`submit`, synchronously."""
-        return self._fleet.submit(self.gpu_id, request_id, payload, expected_duration_ms, memory_mb)
+        return self._fleet.submit(
+            self.gpu_id, request_id, payload, expected_duration_ms, memory_mb, job_id
+        )
 
     def watch(self, job_id: str, callback: Callable[[JobStatus], None]) -> None:
         """Call ``callback(status)`` on the event loop once the job has ended."""
@@ -202,10 +222,15 @@ class VirtualFleet(SampledGpus):
         payload: Any,
         expected_duration_ms: float,
         memory_mb: float,
+        job_id: str | None = None,
     ) -> str:
+        """Start a job (as ``job_id`` when given: a job held under that id is answered,
+        nothing runs again); its id."""
         g = self._gpu(gpu_id)
         if self._closed or g.crashed:
             raise WorkerUnavailable(f"{gpu_id}: {g.crashed or 'closed'}")
+        if job_id is not None and job_id in g.jobs:
+            return job_id
         _check("expected_duration_ms", expected_duration_ms)
         _check("memory_mb", memory_mb)
         sim = payload.get("simulate") if isinstance(payload, dict) else None
@@ -218,7 +243,7 @@ class VirtualFleet(SampledGpus):
             if job.request_id == request_id:
                 return job.job_id
         job = _Job(
-            f"v{next(self._ids)}-{gpu_id}",
+            job_id or f"v{next(self._ids)}-{gpu_id}",
             request_id,
             max(duration_ms / 1000.0, getattr(self.model, "floor_s", 0.0)),
             float(memory_mb),
@@ -238,6 +263,20 @@ class VirtualFleet(SampledGpus):
             self._note_busy(g, now, True)
         self._reschedule(g, now)
         return job.job_id
+
+    def job_list(self, gpu_id: str, request_id: str | None = None) -> list[JobStatus]:
+        """Every job the GPU holds (running, or finished and not acknowledged)."""
+        g = self._gpu(gpu_id)
+        self._advance(g, self._now())
+        return [j.view() for j in g.jobs.values() if request_id in (None, j.request_id)]
+
+    def ack(self, gpu_id: str, job_ids: list[str]) -> None:
+        """Forget finished jobs the router has recorded (running ones are kept)."""
+        g = self._gpu(gpu_id)
+        for jid in job_ids:
+            job = g.jobs.get(jid)
+            if job is not None and job.state != JOB_RUNNING:
+                del g.jobs[jid]
 
     def job_status(self, gpu_id: str, job_id: str) -> JobStatus:
         g = self._gpu(gpu_id)

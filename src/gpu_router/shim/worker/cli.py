@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--job-prefix", default="j", help="start of every job id (1-64 printable characters)"
     )
+    parser.add_argument(
+        "--job-ttl-s",
+        type=float,
+        default=86_400.0,
+        help="forget a finished job never acknowledged this long after it ended (s)",
+    )
+    parser.add_argument("--job-log", default=None, help="append a JSON line per job start/end")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
 
 
@@ -61,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.job_ttl_s > 0:
+        print(f"gpu-router worker: --job-ttl-s={args.job_ttl_s}: must be > 0", file=sys.stderr)
+        return 2
     try:
         device = detect_device(args.gpu, args.mode)
     except WorkerError as exc:
@@ -71,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         max_jobs=args.max_jobs,
         max_duration_s=args.max_duration_s,
         job_prefix=args.job_prefix,
+        job_ttl_s=args.job_ttl_s,
+        job_log=args.job_log,
     )
 
     def ready() -> None:

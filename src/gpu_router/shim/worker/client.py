@@ -1,9 +1,11 @@
 """The one client of a worker's HTTP job API (the reference worker, ``shim.worker.server``).
 
-``WorkerClient(url, http)`` is a ``JobRunner``: ``submit(...) -> job_id``,
-``status(job_id) -> JobStatus``, ``cancel(job_id)``, plus ``health() -> WorkerHealth``
-and ``healthy() -> bool``. Job ids are percent-encoded into the path (any character,
-``/`` included). Answers are read bare or in the ALT_LAS envelope (``{status, data}``).
+``WorkerClient(url, http)`` is a ``JobRunner``: ``submit(..., job_id=None) -> job_id``,
+``status(job_id) -> JobStatus``, ``cancel(job_id)``, ``jobs(request_id=None) ->
+list[JobStatus]`` (what the worker holds), ``ack(job_ids)`` (forget recorded jobs), plus
+``health() -> WorkerHealth`` and ``healthy() -> bool``. Job ids are percent-encoded into
+the path (any character, ``/`` included). Answers are read bare or in the ALT_LAS
+envelope (``{status, data}``).
 Every failure is a :class:`~gpu_router.shim.gpu_sources.base.WorkerCallError`:
 ``WorkerUnavailable`` (no answer, 5xx, an answer that is not the API's),
 ``JobNotFound`` (404) or ``JobRefused`` (other 4xx; ``worker_fault`` False). Pass a
@@ -114,20 +116,25 @@ class WorkerClient:
             raise WorkerUnavailable(f"{where}: answer is not JSON", status=code) from None
 
     async def submit(
-        self, request_id: str, payload: Any, expected_duration_ms: float, memory_mb: float
+        self,
+        request_id: str,
+        payload: Any,
+        expected_duration_ms: float,
+        memory_mb: float,
+        job_id: str | None = None,
     ) -> str:
-        """Start a job (ms, MB); its id. The worker returns the running or completed job
-        of the same ``request_id`` instead of starting it twice."""
-        body = await self._call(
-            "POST",
-            "/jobs",
-            {
-                "request_id": request_id,
-                "payload": payload,
-                "expected_duration_ms": expected_duration_ms,
-                "memory_mb": memory_mb,
-            },
-        )
+        """Start a job (ms, MB) as ``job_id`` (the router's id; None: the worker names it);
+        its id. A worker holding that job id answers it and runs nothing again; without
+        one, it returns the running or completed job of the same ``request_id``."""
+        req: dict[str, Any] = {
+            "request_id": request_id,
+            "payload": payload,
+            "expected_duration_ms": expected_duration_ms,
+            "memory_mb": memory_mb,
+        }
+        if job_id is not None:
+            req["job_id"] = job_id
+        body = await self._call("POST", "/jobs", req)
         if not isinstance(body, dict) or not isinstance(body.get("job_id"), str):
             raise WorkerUnavailable(f"{self.url}/jobs: answer has no job_id")
         return body["job_id"]
@@ -139,6 +146,21 @@ class WorkerClient:
     async def cancel(self, job_id: str) -> None:
         """Cancel a job (a finished one stays as it ended)."""
         await self._call("DELETE", job_path(job_id))
+
+    async def jobs(self, request_id: str | None = None) -> list[JobStatus]:
+        """Every job the worker holds (running, or finished and not acknowledged), or
+        those of ``request_id``."""
+        path = "/jobs" + (f"?request_id={quote(request_id, safe='')}" if request_id else "")
+        body = await self._call("GET", path)
+        items = body.get("jobs") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise WorkerUnavailable(f"{self.url}{path}: answer has no jobs list")
+        return [_job_status(i, f"{self.url}{path}") for i in items]
+
+    async def ack(self, job_ids: list[str]) -> None:
+        """Tell the worker these finished jobs are recorded: it may forget them."""
+        for i in range(0, len(job_ids), 1000):
+            await self._call("POST", "/jobs/ack", {"job_ids": job_ids[i : i + 1000]})
 
     async def health(self) -> WorkerHealth:
         """The worker's health answer; WorkerUnavailable while it is starting (503)."""

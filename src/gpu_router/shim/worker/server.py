@@ -1,7 +1,11 @@
 """The reference worker's HTTP app: the job API in front of a :class:`~.jobs.Worker`.
 
-``POST /jobs`` ``{request_id, payload, expected_duration_ms, memory_mb}`` -> 202
-``{job_id, state}``; ``GET /jobs/{id}`` -> ``{job_id, request_id, state (running|
+``POST /jobs`` ``{request_id, payload, expected_duration_ms, memory_mb[, job_id]}`` -> 202
+``{job_id, state}``, or 200 ``{job_id, state, existing: true}`` when the worker holds that
+job id already (nothing is run again); ``GET /jobs[?request_id=]`` -> ``{jobs: [...]}``
+(every job held: running, or finished and not acknowledged); ``POST /jobs/ack``
+``{job_ids: [...]}`` -> ``{acked, running, unknown}`` forgets finished jobs the router
+has recorded; ``GET /jobs/{id}`` -> ``{job_id, request_id, state (running|
 completed|failed|cancelled), progress 0-1, result, error, started_at, finished_at}``;
 ``DELETE /jobs/{id}`` cancels (idempotent) -> ``{job_id, state}``; ``GET /health`` ->
 ``{status, gpu, device_name, mode, ...}`` (503 while the device warms up). Errors are
@@ -28,7 +32,11 @@ from .jobs import Worker
 from .loops import MAX_ITERATIONS, MAX_MATRIX, opt_int
 
 MAX_BODY_BYTES = 1 << 20
-FIELDS = frozenset({"request_id", "payload", "expected_duration_ms", "memory_mb"})
+FIELDS = frozenset({"request_id", "payload", "expected_duration_ms", "memory_mb", "job_id"})
+MAX_ACK = 10_000  # job ids in one acknowledgement
+#: reserved for fencing several routers (later work): a router's epoch, which a worker
+#: would compare with the highest it has seen; nothing sends or checks it yet
+EPOCH_HEADER = "x-router-epoch"
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -51,7 +59,7 @@ def _number(body: dict[str, Any], key: str) -> float:
 def create_app(worker: Worker) -> Starlette:
     """The worker's Starlette app; its lifespan warms the device up and stops the jobs."""
 
-    async def submit(request: Request) -> JSONResponse:
+    async def read_object(request: Request) -> dict[str, Any] | JSONResponse:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             return _error(413, f"body larger than {MAX_BODY_BYTES} bytes")
@@ -64,12 +72,21 @@ def create_app(worker: Worker) -> Starlette:
             return _error(400, "body is not valid JSON")
         if not isinstance(body, dict):
             return _error(422, "body must be a JSON object", field="body")
+        return body
+
+    async def submit(request: Request) -> JSONResponse:
+        body = await read_object(request)
+        if isinstance(body, JSONResponse):
+            return body
         unknown = set(body) - FIELDS
         if unknown:
             return _error(422, f"unknown fields: {sorted(unknown)}", field=sorted(unknown)[0])
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not 0 < len(request_id) <= 256:
             return _error(422, "request_id: must be a non-empty string", field="request_id")
+        job_id = body.get("job_id")
+        if job_id is not None and (not isinstance(job_id, str) or not 0 < len(job_id) <= 300):
+            return _error(422, "job_id: must be a non-empty string", field="job_id")
         payload = body.get("payload")
         try:
             duration = _number(body, "expected_duration_ms")
@@ -80,10 +97,29 @@ def create_app(worker: Worker) -> Starlette:
             return _error(422, str(exc), field=str(exc).split("=")[0])
         if not worker.ready:
             return _error(503, "worker is starting", retry_after=1)
-        if worker.running >= worker.max_jobs and worker.existing(request_id) is None:
+        if worker.running >= worker.max_jobs and worker.existing(request_id, job_id) is None:
             return JSONResponse({"error": "worker busy"}, 503, headers={"Retry-After": "1"})
-        job = worker.submit(request_id, payload, duration, memory)
-        return JSONResponse({"job_id": job.job_id, "state": job.state}, status_code=202)
+        job, new = worker.submit(request_id, payload, duration, memory, job_id)
+        if new:
+            return JSONResponse({"job_id": job.job_id, "state": job.state}, status_code=202)
+        return JSONResponse({"job_id": job.job_id, "state": job.state, "existing": True})
+
+    async def listing(request: Request) -> JSONResponse:
+        rid = request.query_params.get("request_id")
+        return JSONResponse({"jobs": [j.view() for j in worker.listing(rid)]})
+
+    async def ack(request: Request) -> JSONResponse:
+        body = await read_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        ids = body.get("job_ids")
+        if (
+            not isinstance(ids, list)
+            or len(ids) > MAX_ACK
+            or not all(isinstance(i, str) for i in ids)
+        ):
+            return _error(422, f"job_ids: must be a list of at most {MAX_ACK} strings")
+        return JSONResponse(worker.ack(ids))
 
     async def status(request: Request) -> JSONResponse:
         job = worker.jobs.get(request.path_params["job_id"])
@@ -112,6 +148,8 @@ def create_app(worker: Worker) -> Starlette:
     return Starlette(
         routes=[
             Route("/jobs", submit, methods=["POST"]),
+            Route("/jobs", listing, methods=["GET"]),
+            Route("/jobs/ack", ack, methods=["POST"]),
             Route("/jobs/{job_id:path}", status, methods=["GET"]),
             Route("/jobs/{job_id:path}", cancel, methods=["DELETE"]),
             Route("/health", health, methods=["GET"]),
