@@ -113,19 +113,18 @@ def test_client_jobs_and_ack_against_the_app() -> None:
         w = Worker(CPU, runner=_runs([0]))
         app = create_app(w)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport) as http:
-            async with app.router.lifespan_context(app):
-                c = WorkerClient("http://w", http)
-                assert await c.submit("q/1", {}, 1, 0, job_id="q/1.1") == "q/1.1"
-                assert await c.submit("q/1", {}, 1, 0, job_id="q/1.1") == "q/1.1"
-                for _ in range(200):
-                    if (await c.status("q/1.1"))["state"] == "completed":
-                        break
-                    await asyncio.sleep(0.01)
-                held = await c.jobs("q/1")
-                assert [j["job_id"] for j in held] == ["q/1.1"]
-                await c.ack(["q/1.1"])
-                assert await c.jobs() == []
+        async with httpx.AsyncClient(transport=transport) as http, app.router.lifespan_context(app):
+            c = WorkerClient("http://w", http)
+            assert await c.submit("q/1", {}, 1, 0, job_id="q/1.1") == "q/1.1"
+            assert await c.submit("q/1", {}, 1, 0, job_id="q/1.1") == "q/1.1"
+            for _ in range(200):
+                if (await c.status("q/1.1"))["state"] == "completed":
+                    break
+                await asyncio.sleep(0.01)
+            held = await c.jobs("q/1")
+            assert [j["job_id"] for j in held] == ["q/1.1"]
+            await c.ack(["q/1.1"])
+            assert await c.jobs() == []
 
     asyncio.run(go())
 
