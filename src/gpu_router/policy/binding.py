@@ -146,8 +146,8 @@ class Binder:
     def place(self, rec: RequestRecord, i: int, now: float) -> None:
         """Charge a request's expected work to GPU ``i`` (queued or running there)."""
         rec.gpu_index = i
-        rec.placed_s = rec.duration_s / self.fleet.speed[i]
-        self.fleet.work_left_s[i] += rec.placed_s
+        rec.placed_s = rec.duration_s / self.fleet.speed_list[i]
+        self.fleet.add_work(i, rec.placed_s)
 
     def start_on(self, rec: RequestRecord, i: int, now: float) -> Dispatch:
         """Start ``rec`` on GPU ``i``: its slot, memory and the ``Dispatch`` to apply."""

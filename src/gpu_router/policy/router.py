@@ -172,7 +172,7 @@ class Router:
     def _placed(self, rec: RequestRecord) -> Placement:
         i = rec.gpu_index
         assert i is not None  # noqa: S101 - a processing record always has a GPU
-        _wait, run_s = estimate_times(rec.duration_s, float(self._fleet.speed[i]), 0, 0)
+        _wait, run_s = estimate_times(rec.duration_s, self._fleet.speed_list[i], 0, 0)
         return Placement(self._gpu_ids[i], 0.0, run_s)
 
     def _enqueued(self, rec: RequestRecord) -> Enqueue:
@@ -181,7 +181,7 @@ class Router:
             position, gpu, speed = (
                 s.gpu_queues[i].position(rid),
                 self._gpu_ids[i],
-                self._fleet.speed[i],
+                self._fleet.speed_list[i],
             )
         else:
             position, gpu, speed = (
@@ -213,7 +213,7 @@ class Router:
         if self.config.quotas_enabled:
             self._quotas.charge_gpu_time(req.user_id, ran_s, now)
         self._estimator.observe(
-            req.model_id, req.type, req.resources.max_batch_size, ran_s * self._fleet.speed[i]
+            req.model_id, req.type, req.resources.max_batch_size, ran_s * self._fleet.speed_list[i]
         )
         self._gpus.record_success(i, now)
         return [state.finish(rec, RequestState.COMPLETED, now), *self._binder.dispatch(now)]

@@ -142,7 +142,7 @@ class RouterState:
         assert i is not None  # noqa: S101 - a processing record always has a GPU
         f = self.fleet
         f.vacate(i, rec.memory_mb)
-        f.work_left_s[i] = max(0.0, f.work_left_s[i] - rec.placed_s)
+        f.take_work(i, rec.placed_s)
         self.on_gpu[i].discard(rec.request.request_id)
         return i
 
@@ -153,7 +153,7 @@ class RouterState:
             i = rec.gpu_index
             if self.gpu_queues[i].remove(rid):
                 self.fleet.queued[i] -= 1
-                self.fleet.work_left_s[i] = max(0.0, self.fleet.work_left_s[i] - rec.placed_s)
+                self.fleet.take_work(i, rec.placed_s)
         if rec.not_before is not None:
             rec.not_before = None
             self.held -= 1
