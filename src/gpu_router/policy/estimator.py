@@ -93,8 +93,21 @@ class EstimatorConfig:
         object.__setattr__(self, "fallback", _pair("estimator.fallback", self.fallback))
 
 
+def _learn(table: _Table, keys: tuple[tuple[str, str, int], ...], x: float, alpha: float) -> None:
+    """One observation ``x`` into the EWMA entries ``keys`` of ``table``."""
+    for key in keys:
+        entry = table.get(key)
+        if entry is None:
+            table[key] = [1, float(x)]
+        else:
+            entry[0] += 1
+            entry[1] += alpha * (x - entry[1])
+
+
 def batch_bucket(batch_size: int) -> int:
     """The batch size rounded up to a power of two (1 -> 1, 3 -> 4, 5 -> 8)."""
+    if batch_size.__class__ is int and batch_size >= 1:  # the common case, checked cheaply
+        return 1 << (batch_size - 1).bit_length()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidValue("batch_size", batch_size, "must be an integer >= 1")
     return 1 << (batch_size - 1).bit_length()
@@ -154,6 +167,28 @@ class ResourceEstimator:
         mem, msrc = self._pick(declared_memory_mb, self._mem, model_id, type, bucket, mem_default)
         return Estimate(mem, dur, dsrc, msrc)
 
+    def sizes(
+        self,
+        model_id: str,
+        type: str,
+        batch_size: int,
+        declared_memory_mb: float,
+        declared_duration_s: float,
+    ) -> tuple[float, float]:
+        """(memory_mb, duration_s) of ``estimate`` without building an ``Estimate`` (the
+        per-request path): a request that declares both skips every lookup."""
+        cfg = self.config
+        if (
+            declared_memory_mb > 0
+            and declared_duration_s > 0
+            and not cfg.learned_overrides_declared
+            and batch_size.__class__ is int  # exactly an int: bools and floats go below
+            and batch_size >= 1
+        ):
+            return float(declared_memory_mb), float(declared_duration_s)
+        est = self.estimate(model_id, type, batch_size, declared_memory_mb, declared_duration_s)
+        return est.memory_mb, est.duration_s
+
     def observe(
         self,
         model_id: str,
@@ -175,16 +210,10 @@ class ResourceEstimator:
         ):
             raise InvalidValue("memory_mb", memory_mb, "must be a finite number > 0")
         alpha = self.config.alpha
-        for table, x in ((self._dur, d), (self._mem, memory_mb)):
-            if x is None:
-                continue
-            for key in ((model_id, type, bucket), (model_id, type, _ANY_BATCH)):
-                entry = table.get(key)
-                if entry is None:
-                    table[key] = [1, float(x)]
-                else:
-                    entry[0] += 1
-                    entry[1] += alpha * (x - entry[1])
+        keys = ((model_id, type, bucket), (model_id, type, _ANY_BATCH))
+        _learn(self._dur, keys, d, alpha)
+        if memory_mb is not None:
+            _learn(self._mem, keys, memory_mb, alpha)
 
     def learned(
         self, model_id: str, type: str, batch_size: int | None = None

@@ -144,6 +144,8 @@ class OutlierDetector:
 
     def next_change(self, now: float) -> float | None:
         """The earliest ejection end after ``now`` (when the caller should look again)."""
+        if not self._gpus:
+            return None
         ends = [g.until for g in self._gpus.values() if g.until is not None and g.until > now]
         return min(ends) if ends else None
 

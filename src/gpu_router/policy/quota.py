@@ -260,8 +260,8 @@ class QuotaManager:
         u = self._user(user_id, now)
         refusal = self._refusal(u, priority, now)
         if refusal is None:
-            u.day.try_acquire(now)  # type: ignore[union-attr]
-            u.minute.try_acquire(now)  # type: ignore[union-attr]
+            u.day.take(now)  # type: ignore[union-attr]  # peeked in _refusal
+            u.minute.take(now)  # type: ignore[union-attr]
             u.running += 1
             if priority >= PRIORITY_THRESHOLD:
                 u.priority += 1

@@ -116,9 +116,11 @@ class Router:
 
     def next_wakeup(self) -> float | None:
         """The earliest time ``tick`` has something to do (backoff, timeout, ejection end)."""
-        times = [self._state.next_timer(), self._gpus.next_change(self._last_tick)]
-        due = [t for t in times if t is not None]
-        return min(due) if due else None
+        timer = self._state.next_timer()
+        change = self._gpus.next_change(self._last_tick)
+        if timer is None or change is None:
+            return change if timer is None else timer
+        return min(timer, change)
 
     # -- quotas -------------------------------------------------------------------
 

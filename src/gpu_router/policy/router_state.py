@@ -102,13 +102,16 @@ class RouterState:
 
     def next_timer(self) -> float | None:
         """The earliest live backoff end or deadline; drops stale entries on the way."""
-        while self.backoff and self._gone(self.backoff[0][2], backoff=True):
-            heapq.heappop(self.backoff)
-        times = [t for t, _s, _r in self.backoff[:1]]
-        while self.deadlines and self._gone(self.deadlines[0][2]):
-            heapq.heappop(self.deadlines)
-        times += [t for t, _s, _r in self.deadlines[:1]]
-        return min(times) if times else None
+        backoff, deadlines = self.backoff, self.deadlines
+        while backoff and self._gone(backoff[0][2], backoff=True):
+            heapq.heappop(backoff)
+        while deadlines and self._gone(deadlines[0][2]):
+            heapq.heappop(deadlines)
+        if not deadlines:
+            return backoff[0][0] if backoff else None
+        if not backoff:
+            return deadlines[0][0]
+        return min(backoff[0][0], deadlines[0][0])
 
     def _gone(self, request_id: str, *, backoff: bool = False) -> bool:
         """Whether a timer entry is stale: its request finished (or was forgotten), or,
