@@ -178,16 +178,41 @@ class ResourceEstimator:
         """(memory_mb, duration_s) of ``estimate`` without building an ``Estimate`` (the
         per-request path): a request that declares both skips every lookup."""
         cfg = self.config
+        bucket = batch_bucket(batch_size)
         if (
             declared_memory_mb > 0
             and declared_duration_s > 0
             and not cfg.learned_overrides_declared
-            and batch_size.__class__ is int  # exactly an int: bools and floats go below
-            and batch_size >= 1
         ):
             return float(declared_memory_mb), float(declared_duration_s)
-        est = self.estimate(model_id, type, batch_size, declared_memory_mb, declared_duration_s)
-        return est.memory_mb, est.duration_s
+        dur_default, mem_default = cfg.defaults.get(type, cfg.fallback)
+        key, any_key = (model_id, type, bucket), (model_id, type, _ANY_BATCH)
+        return (
+            self._value(declared_memory_mb, self._mem, key, any_key, mem_default),
+            self._value(declared_duration_s, self._dur, key, any_key, dur_default),
+        )
+
+    def _value(
+        self,
+        declared: float,
+        table: _Table,
+        key: tuple[str, str, int],
+        any_key: tuple[str, str, int],
+        default: float,
+    ) -> float:
+        """``_pick``'s value alone (no source), the two table keys built once."""
+        has_declared = declared > 0
+        cfg = self.config
+        if has_declared and not cfg.learned_overrides_declared:
+            return float(declared)
+        need = cfg.min_observations
+        entry = table.get(key)
+        if entry is not None and entry[0] >= need:
+            return entry[1]
+        entry = table.get(any_key)
+        if entry is not None and entry[0] >= need:
+            return entry[1]
+        return float(declared) if has_declared else default
 
     def observe(
         self,

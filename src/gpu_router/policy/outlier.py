@@ -83,6 +83,8 @@ class OutlierDetector:
 
     def record_success(self, gpu_id: str, now: float) -> None:
         """A request on ``gpu_id`` succeeded: the consecutive count starts again."""
+        if not self._gpus:
+            return
         g = self._gpus.get(gpu_id)
         if g is not None and not (g.until is not None and now < g.until):
             g.failures = 0
