@@ -41,6 +41,9 @@ class Binder:
         self.queue = state.queue
         self.records = state.records
         self.gpu_queues = state.gpu_queues
+        self.pending = state.pending
+        self.on_gpu = state.on_gpu
+        self.counts = state.counts
         self.early = state.early
         self.scan_limit = state.config.dispatch_scan_limit
         self._compat: dict[_Key, _Compat] = {}
@@ -119,7 +122,7 @@ class Binder:
         capacity only shrank), so no pass materialises the queue."""
         f, queue, records = self.fleet, self.queue, self.records
         actions: list[Action] = []
-        while len(queue) and f.open_count:
+        while f.open_count and len(queue):
             placed = None
             for rid in queue.ordered(now, self.scan_limit):
                 rec = records[rid]
@@ -176,12 +179,15 @@ class Binder:
 
     def start_on(self, rec: RequestRecord, i: int, now: float) -> Dispatch:
         """Start ``rec`` on GPU ``i``: its slot, memory and the ``Dispatch`` to apply."""
-        s = self.state
-        self.fleet.occupy(i, rec.memory_mb)
-        s.pending[i].append((now, rec.memory_mb))
+        memory = rec.memory_mb
+        self.fleet.occupy(i, memory)
+        self.pending[i].append((now, memory))
         rid = rec.request.request_id
-        s.on_gpu[i].add(rid)
-        s.set_state(rec, P)
+        self.on_gpu[i].add(rid)
+        counts = self.counts  # RouterState.set_state(rec, P), inline
+        counts[rec.state] -= 1
+        counts[P] += 1
+        rec.state = P
         rec.dispatched_at = now
         rec.dispatch_count += 1
         return Dispatch(rid, self.fleet.gpu_ids[i])

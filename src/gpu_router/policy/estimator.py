@@ -226,7 +226,9 @@ class ResourceEstimator:
         its peak memory (MB)."""
         bucket = batch_bucket(batch_size)
         d = duration_s_reference
-        if isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < math.inf:
+        if not (d.__class__ is float and 0.0 <= d < math.inf) and (  # cheap common case first
+            isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < math.inf
+        ):
             raise InvalidValue("duration_s_reference", d, "must be a finite number >= 0")
         if memory_mb is not None and (
             isinstance(memory_mb, bool)

@@ -90,7 +90,7 @@ class GpuService:
     # -- outlier ejection ---------------------------------------------------------
 
     def record_success(self, i: int, now: float) -> None:
-        self.outlier.record_success(self.state.gpu_id(i), now)
+        self.outlier.record_success(self.fleet.gpu_ids[i], now)
 
     def record_failure(self, i: int, now: float) -> list[Action]:
         """A GPU fault on ``i``; ejecting it drains it (running work finishes)."""

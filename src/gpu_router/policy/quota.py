@@ -287,8 +287,8 @@ class QuotaManager:
 
     def charge_gpu_time(self, user_id: str, seconds: float, now: float) -> None:
         """Add ``seconds`` of actual GPU run time to the window that contains ``now``."""
-        if (
-            isinstance(seconds, bool)
+        if not (seconds.__class__ is float and 0.0 <= seconds < math.inf) and (
+            isinstance(seconds, bool)  # the cheap common case above; the full check here
             or not isinstance(seconds, int | float)
             or not (math.isfinite(seconds) and seconds >= 0)
         ):

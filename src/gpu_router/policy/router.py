@@ -26,7 +26,7 @@ from .gpu_service import CRASHED, MAINTENANCE, GpuService
 from .outlier import OutlierDetector
 from .quota import QuotaLimits, QuotaManager, QuotaUsage
 from .records import RequestRecord, RequestSnapshot
-from .router_state import P, RouterState
+from .router_state import CANCELLED, COMPLETED, FAILED, P, RouterState
 from .strategies import make_strategy
 from .types import GpuState, Request, RequestState
 from .views import FleetSummary, GpuView, fleet_summary, gpu_view, slots_in_service
@@ -218,7 +218,7 @@ class Router:
             req.model_id, req.type, req.resources.max_batch_size, ran_s * self._fleet.speed_list[i]
         )
         self._gpus.record_success(i, now)
-        return [state.finish(rec, RequestState.COMPLETED, now), *self._binder.dispatch(now)]
+        return [state.finish(rec, COMPLETED, now), *self._binder.dispatch(now)]
 
     def fail(
         self, request_id: str, now: float, error: str, *, gpu_fault: bool = True
@@ -240,7 +240,7 @@ class Router:
         if rec is None or rec.state.terminal:
             return []
         actions = self._stop(rec, now, reason)
-        actions.append(self._state.finish(rec, RequestState.CANCELLED, now, reason))
+        actions.append(self._state.finish(rec, CANCELLED, now, reason))
         return actions + self._binder.dispatch(now)
 
     def forget(self, request_id: str) -> bool:
@@ -256,7 +256,7 @@ class Router:
         state.end_backoffs(now)
         for rec in state.due_deadlines(now):
             actions += self._stop(rec, now, "timeout")
-            actions.append(state.finish(rec, RequestState.FAILED, now, "timeout"))
+            actions.append(state.finish(rec, FAILED, now, "timeout"))
         self._gpus.end_ejections(now)
         return actions + self._binder.dispatch(now)
 

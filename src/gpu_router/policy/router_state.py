@@ -21,7 +21,11 @@ from .quota import QuotaManager
 from .records import RequestRecord, RequestSnapshot
 from .types import GpuState, RequestState
 
+# module constants: an Enum member looked up on its class, or its ``.value``, costs a
+# Python-level call each time
 Q, P = RequestState.QUEUED, RequestState.PROCESSING
+COMPLETED, FAILED, CANCELLED = RequestState.COMPLETED, RequestState.FAILED, RequestState.CANCELLED
+_VALUE = {s: s.value for s in RequestState}
 
 #: a timer entry: (due time in seconds, tie-break sequence number, request id)
 Timer = tuple[float, int, str]
@@ -137,7 +141,7 @@ class RouterState:
         rec.error = error
         if self.config.quotas_enabled:
             self.quotas.release(rec.request.user_id, rec.request.priority)
-        return Finished(rec.request.request_id, state.value, error)
+        return Finished(rec.request.request_id, _VALUE[state], error)
 
     def release(self, rec: RequestRecord, now: float) -> int:
         """Free what a running request holds on its GPU; returns the GPU index."""
@@ -171,7 +175,7 @@ class RouterState:
         rec.retries += 1
         rec.gpu_index = None
         if rec.retries > self.config.retry.max_retries:
-            return [self.finish(rec, RequestState.FAILED, now, error)]
+            return [self.finish(rec, FAILED, now, error)]
         self.set_state(rec, Q)
         rec.error = error
         rid = rec.request.request_id
