@@ -8,8 +8,11 @@ three ways in the same process:
   own cost: arrivals, processor-sharing GPUs, records, tables);
 - ``full``: our engine driving the real ``policy.Router`` (default strategy).
 
-and reports ratios to bare SimPy, the wall time of a 1,000,000-request run of the
-full model (``--million``), and of the Alibaba-fleet replay (``--alibaba``).
+and reports ratios to bare SimPy, the policy's own time per request in the full model
+(``full_router_us``: the engine's clock around submit, complete, fail, cancel, tick and
+observe; ``start`` and ``next_wakeup`` are not clocked), the wall time of a
+1,000,000-request run of the full model (``--million``), and of the Alibaba-fleet
+replay (``--alibaba``).
 
     .venv/bin/python benchmarks/sim_throughput.py [--requests 50000] [--million] [--alibaba]
 """
@@ -101,13 +104,16 @@ class FifoStub:
         return []
 
 
-def ours(c: int, n: int, load: float, stub: bool, seed: int = 1) -> tuple[float, int]:
+def ours(c: int, n: int, load: float, stub: bool, seed: int = 1) -> tuple[float, int, float]:
+    """(wall seconds, requests, router seconds as the engine clocked them)."""
     sc = load_scenario(
         MMC, {"fleet.count": c, "workload.load": load, "horizon_s": n / (load * c), "warmup_s": 0}
     )
     t0 = time.perf_counter()
     res = run_scenario(sc, "earliest-completion", seed, router_factory=FifoStub if stub else None)
-    return time.perf_counter() - t0, len(res.requests)
+    wall = time.perf_counter() - t0
+    calls, mean_us = res.info["router_calls"], float(res.summary["overhead_us_mean"].iloc[0])
+    return wall, len(res.requests), calls * mean_us / 1e6
 
 
 def main() -> None:
@@ -126,8 +132,8 @@ def main() -> None:
     }
     for c in args.sizes:
         bare = bare_simpy(c, args.requests, args.load)
-        eng, n_eng = ours(c, args.requests, args.load, stub=True)
-        full, n_full = ours(c, args.requests, args.load, stub=False)
+        eng, n_eng, _ = ours(c, args.requests, args.load, stub=True)
+        full, n_full, router = ours(c, args.requests, args.load, stub=False)
         out["sizes"][str(c)] = {
             "requests": args.requests,
             "bare_simpy_rps": round(args.requests / bare),
@@ -135,11 +141,17 @@ def main() -> None:
             "full_rps": round(n_full / full),
             "engine_only_vs_bare": round(eng / n_eng / (bare / args.requests), 2),
             "full_vs_bare": round(full / n_full / (bare / args.requests), 2),
+            "full_router_us": round(router / n_full * 1e6, 2),
         }
     if args.million:
-        wall, n = ours(10, 1_000_000, args.load, stub=False)
-        out["million"] = {"gpus": 10, "requests": n, "wall_s": round(wall, 1)}
-        wall, n = ours(10, 1_000_000, args.load, stub=True)
+        wall, n, router = ours(10, 1_000_000, args.load, stub=False)
+        out["million"] = {
+            "gpus": 10,
+            "requests": n,
+            "wall_s": round(wall, 1),
+            "router_s": round(router, 1),
+        }
+        wall, n, _ = ours(10, 1_000_000, args.load, stub=True)
         out["million_engine_only"] = {"gpus": 10, "requests": n, "wall_s": round(wall, 1)}
     if args.alibaba:
         sc = load_scenario(ROOT / "scenarios" / "alibaba_replay.yaml")

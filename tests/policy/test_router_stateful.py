@@ -243,6 +243,18 @@ class RouterMachine(RuleBasedStateMachine):
         assert f.open_count == int(f.open.sum())
 
     @invariant()
+    def python_mirrors_equal_the_arrays(self):
+        f = self.books.fleet
+        assert f.open_list == f.open.tolist()
+        assert f.free_list == f.free_mb.tolist()
+        assert f.work_list == f.work_left_s.tolist()
+        assert f.running_list == f.running.tolist()
+        assert f.slots_list == f.slots.tolist()
+        assert f.speed_list == f.speed.tolist()
+        assert f.up_list == f.available().tolist()
+        assert f.slots_available == int(f.slots[f.available()].sum())
+
+    @invariant()
     def read_api_agrees_with_the_books(self):
         r, b = self.router, self.books
         views = r.gpus()

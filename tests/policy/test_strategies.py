@@ -273,3 +273,31 @@ def test_every_registered_strategy_returns_a_candidate():
         s = make_strategy(name)
         for _ in range(5):
             assert s.choose(choice_for(fleet, cands=[1, 4, 6])) in (1, 4, 6)
+
+
+def test_earliest_completion_listed_choice_equals_the_numpy_choice():
+    """``choose_listed`` (small fleets, pure Python) picks what ``choose`` picks: the same
+    arithmetic, the health filter and the first-index tie-break."""
+    from gpu_router.policy.strategies.earliest_completion import EarliestCompletion
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(1, 12))
+        gpus = [
+            GpuState(
+                gpu_id=f"g{i}",
+                speed=float(rng.choice([0.5, 1.0, 2.0])),
+                slots=int(rng.integers(1, 3)),
+                temperature_c=float(rng.choice([40.0, 95.0])),
+            )
+            for i in range(n)
+        ]
+        f = FleetView(gpus)
+        for i in range(n):
+            f.add_work(i, float(rng.choice([0.0, 1.0, 2.5])))
+        s = EarliestCompletion(min_health=float(rng.choice([0.0, 0.3, 0.99])))
+        cands = sorted(rng.choice(n, size=int(rng.integers(1, n + 1)), replace=False).tolist())
+        duration = float(rng.choice([0.5, 2.0]))
+        req = Request("r", "u", "m", 3)
+        want = s.choose(Choice(req, duration, f, np.array(cands), rng, 0.0))
+        assert s.choose_listed(f, cands, duration) == want, trial

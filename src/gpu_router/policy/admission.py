@@ -42,21 +42,21 @@ class Admission:
         if rid in self.records:
             return Reject(RC.DUPLICATE, f"request_id {rid} already exists")
         res, cfg, state = request.resources, self.config, self.state
-        est = self.estimator.estimate(
+        memory, duration_s = self.estimator.sizes(
             request.model_id,
             request.type,
             res.max_batch_size,
             res.memory_mb,
-            request.expected_duration_s,
+            res.expected_duration_ms / 1000.0,  # request.expected_duration_s
         )
-        memory = est.memory_mb + cfg.context_overhead_mb
+        memory += cfg.context_overhead_mb
         if not self.binder.compatible_any(request, memory):
             return Reject(RC.INCOMPATIBLE, self._incompatible_reason(request, memory))
         if resumed:
             if cfg.quotas_enabled:
                 self.quotas.restore(request.user_id, request.priority, now)
         elif not self._has_room(request, memory):
-            wait = max(1.0, est.duration_s * (1 + state.queue_length()) / max(1, self._slots_up()))
+            wait = max(1.0, duration_s * (1 + state.queue_length()) / max(1, self._slots_up()))
             return Reject(
                 RC.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
             )
@@ -66,7 +66,7 @@ class Admission:
                 return Reject(refusal.code, refusal.reason, refusal.retry_after_s)
         timeout = request.timeout_s or cfg.default_timeout_s
         deadline = None if timeout is None else request.submitted_at + timeout
-        rec = RequestRecord(request, Q, memory, est.duration_s, deadline)
+        rec = RequestRecord(request, Q, memory, duration_s, deadline)
         self.records[rid] = rec
         state.counts[Q] += 1
         if deadline is not None:

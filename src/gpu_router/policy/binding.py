@@ -6,18 +6,27 @@ start it; early binding binds at once to a GPU's own queue. Memory in MB.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .decisions import Action, Dispatch
+from .fleet import FleetView
 from .records import RequestRecord
 from .router_state import P, RouterState
 from .strategies import Choice, Strategy
 from .types import Request
 
-_NONE = np.empty(0, dtype=np.int64)
-
 #: compatibility cache key: (min compute capability as major * 100 + minor, MB, type)
 _Key = tuple[int, float, str]
+#: cached per key: (mask of GPUs that could ever serve it, whether any can, their indices)
+_Compat = tuple[np.ndarray, bool, tuple[int, ...]]
+#: a strategy's pure-Python choice: (fleet, feasible GPU indices ascending, duration_s)
+Listed = Callable[[FleetView, list[int], float], int]
+
+#: fleets up to this many GPUs find candidates with a pure-Python scan of the compatible
+#: GPUs (numpy's per-call overhead dominates there); larger ones use the numpy masks
+SMALL_FLEET = 64
 
 
 class Binder:
@@ -32,9 +41,15 @@ class Binder:
         self.queue = state.queue
         self.records = state.records
         self.gpu_queues = state.gpu_queues
+        self.pending = state.pending
+        self.on_gpu = state.on_gpu
+        self.counts = state.counts
         self.early = state.early
         self.scan_limit = state.config.dispatch_scan_limit
-        self._compat: dict[_Key, tuple[np.ndarray, bool]] = {}
+        self._compat: dict[_Key, _Compat] = {}
+        # strategies that offer a pure-Python ``choose_listed`` use it on small fleets
+        listed = getattr(strategy, "choose_listed", None)
+        self._listed: Listed | None = listed if self.fleet.size <= SMALL_FLEET else None
 
     # -- compatibility ------------------------------------------------------------
 
@@ -49,8 +64,9 @@ class Binder:
         """What a GPU could ever serve changed (a new sample): recompute on demand."""
         self._compat.clear()
 
-    def _compat_entry(self, request: Request, memory: float) -> tuple[np.ndarray, bool]:
-        """(mask of GPUs that could ever serve it, whether any can), cached per class."""
+    def _compat_entry(self, request: Request, memory: float) -> _Compat:
+        """(mask of GPUs that could ever serve it, whether any can, their indices),
+        cached per class."""
         cc = request.resources.min_compute_capability
         key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type)
         entry = self._compat.get(key)
@@ -58,7 +74,8 @@ class Binder:
             mask = self.fleet.compatible(*key)
             if len(self._compat) > 4096:
                 self._compat.clear()
-            entry = self._compat[key] = (mask, bool(mask.any()))
+            indices = tuple(mask.nonzero()[0].tolist()) if self._listed is not None else ()
+            entry = self._compat[key] = (mask, bool(mask.any()), indices)
         return entry
 
     # -- binding ------------------------------------------------------------------
@@ -68,14 +85,30 @@ class Binder:
         f = self.fleet
         return self.compatible(rec.request, rec.memory_mb) & f.open & (f.free_mb >= rec.memory_mb)
 
-    def start_now(self, rec: RequestRecord, now: float) -> Dispatch | None:
-        """Late binding with nothing waiting: start ``rec`` at once if a GPU can take it."""
-        cands = self.feasible(rec).nonzero()[0] if self.fleet.open_count else _NONE
+    def choose(self, rec: RequestRecord, now: float) -> int | None:
+        """The GPU the strategy picks among those ``rec`` can start on now; None: none.
+        Small fleets with a listed strategy scan in pure Python (the same choice)."""
+        f = self.fleet
+        listed = self._listed
+        if listed is not None:
+            memory = rec.memory_mb
+            is_open, free = f.open_list, f.free_list
+            found = [
+                i
+                for i in self._compat_entry(rec.request, memory)[2]
+                if is_open[i] and free[i] >= memory
+            ]
+            return listed(f, found, rec.duration_s) if found else None
+        cands = self.feasible(rec).nonzero()[0]
         if not len(cands):
             return None
-        i = self.strategy.choose(
-            Choice(rec.request, rec.duration_s, self.fleet, cands, self.rng, now)
-        )
+        return self.strategy.choose(Choice(rec.request, rec.duration_s, f, cands, self.rng, now))
+
+    def start_now(self, rec: RequestRecord, now: float) -> Dispatch | None:
+        """Late binding with nothing waiting: start ``rec`` at once if a GPU can take it."""
+        i = self.choose(rec, now) if self.fleet.open_count else None
+        if i is None:
+            return None
         self.place(rec, i, now)
         return self.start_on(rec, i, now)
 
@@ -89,21 +122,16 @@ class Binder:
         capacity only shrank), so no pass materialises the queue."""
         f, queue, records = self.fleet, self.queue, self.records
         actions: list[Action] = []
-        while len(queue) and f.open_count:
+        while f.open_count and len(queue):
             placed = None
             for rid in queue.ordered(now, self.scan_limit):
                 rec = records[rid]
-                cands = self.feasible(rec).nonzero()[0]
-                if len(cands) == 0:
+                choice = self.choose(rec, now)
+                if choice is None:
                     if queue.is_overdue(rid, now):
                         return actions  # hold the capacity for the aged request
                     continue
-                placed = (
-                    rec,
-                    self.strategy.choose(
-                        Choice(rec.request, rec.duration_s, f, cands, self.rng, now)
-                    ),
-                )
+                placed = (rec, choice)
                 break  # the queue changes below: leave its iterator first
             if placed is None:
                 break
@@ -146,17 +174,20 @@ class Binder:
     def place(self, rec: RequestRecord, i: int, now: float) -> None:
         """Charge a request's expected work to GPU ``i`` (queued or running there)."""
         rec.gpu_index = i
-        rec.placed_s = rec.duration_s / self.fleet.speed[i]
-        self.fleet.work_left_s[i] += rec.placed_s
+        rec.placed_s = rec.duration_s / self.fleet.speed_list[i]
+        self.fleet.add_work(i, rec.placed_s)
 
     def start_on(self, rec: RequestRecord, i: int, now: float) -> Dispatch:
         """Start ``rec`` on GPU ``i``: its slot, memory and the ``Dispatch`` to apply."""
-        s = self.state
-        self.fleet.occupy(i, rec.memory_mb)
-        s.pending[i].append((now, rec.memory_mb))
+        memory = rec.memory_mb
+        self.fleet.occupy(i, memory)
+        self.pending[i].append((now, memory))
         rid = rec.request.request_id
-        s.on_gpu[i].add(rid)
-        s.set_state(rec, P)
+        self.on_gpu[i].add(rid)
+        counts = self.counts  # RouterState.set_state(rec, P), inline
+        counts[rec.state] -= 1
+        counts[P] += 1
+        rec.state = P
         rec.dispatched_at = now
         rec.dispatch_count += 1
         return Dispatch(rid, self.fleet.gpu_ids[i])

@@ -93,8 +93,21 @@ class EstimatorConfig:
         object.__setattr__(self, "fallback", _pair("estimator.fallback", self.fallback))
 
 
+def _learn(table: _Table, keys: tuple[tuple[str, str, int], ...], x: float, alpha: float) -> None:
+    """One observation ``x`` into the EWMA entries ``keys`` of ``table``."""
+    for key in keys:
+        entry = table.get(key)
+        if entry is None:
+            table[key] = [1, float(x)]
+        else:
+            entry[0] += 1
+            entry[1] += alpha * (x - entry[1])
+
+
 def batch_bucket(batch_size: int) -> int:
     """The batch size rounded up to a power of two (1 -> 1, 3 -> 4, 5 -> 8)."""
+    if batch_size.__class__ is int and batch_size >= 1:  # the common case, checked cheaply
+        return 1 << (batch_size - 1).bit_length()
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidValue("batch_size", batch_size, "must be an integer >= 1")
     return 1 << (batch_size - 1).bit_length()
@@ -154,6 +167,53 @@ class ResourceEstimator:
         mem, msrc = self._pick(declared_memory_mb, self._mem, model_id, type, bucket, mem_default)
         return Estimate(mem, dur, dsrc, msrc)
 
+    def sizes(
+        self,
+        model_id: str,
+        type: str,
+        batch_size: int,
+        declared_memory_mb: float,
+        declared_duration_s: float,
+    ) -> tuple[float, float]:
+        """(memory_mb, duration_s) of ``estimate`` without building an ``Estimate`` (the
+        per-request path): a request that declares both skips every lookup."""
+        cfg = self.config
+        bucket = batch_bucket(batch_size)
+        if (
+            declared_memory_mb > 0
+            and declared_duration_s > 0
+            and not cfg.learned_overrides_declared
+        ):
+            return float(declared_memory_mb), float(declared_duration_s)
+        dur_default, mem_default = cfg.defaults.get(type, cfg.fallback)
+        key, any_key = (model_id, type, bucket), (model_id, type, _ANY_BATCH)
+        return (
+            self._value(declared_memory_mb, self._mem, key, any_key, mem_default),
+            self._value(declared_duration_s, self._dur, key, any_key, dur_default),
+        )
+
+    def _value(
+        self,
+        declared: float,
+        table: _Table,
+        key: tuple[str, str, int],
+        any_key: tuple[str, str, int],
+        default: float,
+    ) -> float:
+        """``_pick``'s value alone (no source), the two table keys built once."""
+        has_declared = declared > 0
+        cfg = self.config
+        if has_declared and not cfg.learned_overrides_declared:
+            return float(declared)
+        need = cfg.min_observations
+        entry = table.get(key)
+        if entry is not None and entry[0] >= need:
+            return entry[1]
+        entry = table.get(any_key)
+        if entry is not None and entry[0] >= need:
+            return entry[1]
+        return float(declared) if has_declared else default
+
     def observe(
         self,
         model_id: str,
@@ -166,7 +226,9 @@ class ResourceEstimator:
         its peak memory (MB)."""
         bucket = batch_bucket(batch_size)
         d = duration_s_reference
-        if isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < math.inf:
+        if not (d.__class__ is float and 0.0 <= d < math.inf) and (  # cheap common case first
+            isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < math.inf
+        ):
             raise InvalidValue("duration_s_reference", d, "must be a finite number >= 0")
         if memory_mb is not None and (
             isinstance(memory_mb, bool)
@@ -175,16 +237,10 @@ class ResourceEstimator:
         ):
             raise InvalidValue("memory_mb", memory_mb, "must be a finite number > 0")
         alpha = self.config.alpha
-        for table, x in ((self._dur, d), (self._mem, memory_mb)):
-            if x is None:
-                continue
-            for key in ((model_id, type, bucket), (model_id, type, _ANY_BATCH)):
-                entry = table.get(key)
-                if entry is None:
-                    table[key] = [1, float(x)]
-                else:
-                    entry[0] += 1
-                    entry[1] += alpha * (x - entry[1])
+        keys = ((model_id, type, bucket), (model_id, type, _ANY_BATCH))
+        _learn(self._dur, keys, d, alpha)
+        if memory_mb is not None:
+            _learn(self._mem, keys, memory_mb, alpha)
 
     def learned(
         self, model_id: str, type: str, batch_size: int | None = None

@@ -5,6 +5,11 @@ last ``GpuState`` snapshot (lagged, as NVML is); accounting fields (``running``,
 ``queued``, ``reserved_mb``, ``work_left_s``, ``pending_mb``) are the router's own
 count of its placements, exact at all times. Strategies score with both, so a
 burst placed between two samples is never sent to the GPU that merely looked idle.
+
+The accounting the placement loops read per decision (``open``, ``free_mb``,
+``work_left_s``, ``running``, ``slots``, ``speed``) is mirrored in plain Python lists
+(``*_list``) written in step with the arrays: on a small fleet one numpy scalar read
+costs more than a pure-Python scan of every GPU. Write them only through the methods.
 """
 
 from __future__ import annotations
@@ -71,6 +76,16 @@ class FleetView:
         self.free_mb = f(n)  # memory_total - reserved_mb, kept in step
         self.open = np.zeros(n, dtype=bool)  # up and with a free slot
         self.open_count = 0
+        # pure-Python mirrors of the hot accounting (same values, written in step)
+        self.open_list = [False] * n
+        self.free_list = [0.0] * n
+        self.work_list = [0.0] * n
+        self.running_list = [0] * n
+        self.slots_list = [0] * n
+        self.speed_list = [0.0] * n
+        self.up_list = [True] * n
+        #: slots of the GPUs that may take work (sampled active, not down), kept in step
+        self.slots_available = 0
         self.version = 0  # bumped when health, speed or weight change (for strategy caches)
         for i, g in enumerate(states):
             self.observe(i, g)
@@ -84,37 +99,75 @@ class FleetView:
         self.health[i] = calculate_health_score(g)
         self.performance[i] = g.performance_index
         self.speed[i] = g.speed
+        self.speed_list[i] = float(g.speed)
         self.slots[i] = g.slots
         self.compute_capability[i] = g.compute_capability[0] * 100 + g.compute_capability[1]
         self.capability_bits[i] = _capability_bits(g.capabilities)
-        self.status_ok[i] = g.status == GpuStatus.ACTIVE
-        self._up[i] = self.status_ok[i] and not self.down[i]
-        self.free_mb[i] = g.memory_total_mb - self.reserved_mb[i]
+        ok = g.status == GpuStatus.ACTIVE
+        self.status_ok[i] = ok
+        old = self.slots_list[i] if self.up_list[i] else 0
+        self.slots_list[i] = g.slots
+        self._set_up(i, ok and not bool(self.down[i]), old)
+        free = float(g.memory_total_mb - self.reserved_mb[i])
+        self.free_mb[i] = free
+        self.free_list[i] = free
         self._reopen(i)
         self.version += 1
 
+    def _set_up(self, i: int, up: bool, old_contribution: int) -> None:
+        """GPU ``i`` may take work (``up``); keeps ``slots_available`` in step."""
+        self._up[i] = up
+        self.up_list[i] = up
+        self.slots_available += (self.slots_list[i] if up else 0) - old_contribution
+
     def _reopen(self, i: int) -> None:
-        now_open = bool(self._up[i] and self.running[i] < self.slots[i])
-        if now_open != self.open[i]:
+        now_open = self.up_list[i] and self.running_list[i] < self.slots_list[i]
+        if now_open != self.open_list[i]:
             self.open[i] = now_open
+            self.open_list[i] = now_open
             self.open_count += 1 if now_open else -1
 
     def occupy(self, i: int, memory_mb: float) -> None:
         """A request starts on GPU ``i``: one slot and ``memory_mb`` taken."""
-        self.running[i] += 1
+        running = self.running_list[i] + 1
+        self.running_list[i] = running
+        self.running[i] = running
         self.reserved_mb[i] += memory_mb
-        self.free_mb[i] -= memory_mb
+        free = self.free_list[i] - memory_mb
+        self.free_list[i] = free
+        self.free_mb[i] = free
         self.pending_mb[i] += memory_mb
-        if self.running[i] >= self.slots[i] and self.open[i]:
+        if running >= self.slots_list[i] and self.open_list[i]:
             self.open[i] = False
+            self.open_list[i] = False
             self.open_count -= 1
 
     def vacate(self, i: int, memory_mb: float) -> None:
         """A request leaves GPU ``i``: its slot and memory are free again."""
-        self.running[i] -= 1
+        running = self.running_list[i] - 1
+        self.running_list[i] = running
+        self.running[i] = running
         self.reserved_mb[i] -= memory_mb
-        self.free_mb[i] += memory_mb
+        free = self.free_list[i] + memory_mb
+        self.free_list[i] = free
+        self.free_mb[i] = free
         self._reopen(i)
+
+    def add_work(self, i: int, seconds: float) -> None:
+        """``seconds`` of expected work placed on GPU ``i``."""
+        work = self.work_list[i] + seconds
+        self.work_list[i] = work
+        self.work_left_s[i] = work
+
+    def take_work(self, i: int, seconds: float) -> None:
+        """``seconds`` of expected work left GPU ``i`` (never below zero)."""
+        work = max(0.0, self.work_list[i] - seconds)
+        self.work_list[i] = work
+        self.work_left_s[i] = work
+
+    def set_work(self, i: int, seconds: float) -> None:
+        self.work_list[i] = seconds
+        self.work_left_s[i] = seconds
 
     def set_weight(self, i: int, weight: float) -> None:
         """Slow-start weight of GPU ``i`` in (0, 1]."""
@@ -124,7 +177,8 @@ class FleetView:
     def set_down(self, i: int, down: bool) -> None:
         """The router takes GPU ``i`` out of service (True) or back (False)."""
         self.down[i] = down
-        self._up[i] = self.status_ok[i] and not down
+        old = self.slots_list[i] if self.up_list[i] else 0
+        self._set_up(i, bool(self.status_ok[i]) and not down, old)
         self._reopen(i)
 
     # -- derived views used by strategies ---------------------------------------------

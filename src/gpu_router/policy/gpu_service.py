@@ -69,7 +69,7 @@ class GpuService:
                 rec.gpu_index = None
                 s.requeue_at_head(rec)
             self.fleet.queued[i] = 0
-            self.fleet.work_left_s[i] = sum(s.records[r].placed_s for r in s.on_gpu[i])
+            self.fleet.set_work(i, sum(s.records[r].placed_s for r in s.on_gpu[i]))
         return actions
 
     def bring_back(self, i: int, reason: str) -> None:
@@ -90,7 +90,7 @@ class GpuService:
     # -- outlier ejection ---------------------------------------------------------
 
     def record_success(self, i: int, now: float) -> None:
-        self.outlier.record_success(self.state.gpu_id(i), now)
+        self.outlier.record_success(self.fleet.gpu_ids[i], now)
 
     def record_failure(self, i: int, now: float) -> list[Action]:
         """A GPU fault on ``i``; ejecting it drains it (running work finishes)."""

@@ -83,6 +83,8 @@ class OutlierDetector:
 
     def record_success(self, gpu_id: str, now: float) -> None:
         """A request on ``gpu_id`` succeeded: the consecutive count starts again."""
+        if not self._gpus:
+            return
         g = self._gpus.get(gpu_id)
         if g is not None and not (g.until is not None and now < g.until):
             g.failures = 0
@@ -144,6 +146,8 @@ class OutlierDetector:
 
     def next_change(self, now: float) -> float | None:
         """The earliest ejection end after ``now`` (when the caller should look again)."""
+        if not self._gpus:
+            return None
         ends = [g.until for g in self._gpus.values() if g.until is not None and g.until > now]
         return min(ends) if ends else None
 

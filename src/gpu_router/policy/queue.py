@@ -75,18 +75,25 @@ class QueueConfig:
                     raise InvalidValue(f"queue.{name}.{p}", v, f"must be a number in (0, {high}]")
 
 
-@dataclass(slots=True)
-class _Entry:
-    request_id: str
-    user_id: str
-    priority: int
-    enqueued_at: float
-    seq: int
-    tag: float
+#: sort keys held in the sorted lists (plain tuples: compared in C, no key function);
+#: ``seq`` is unique, so the request id at the end only comes along, never decides
+_FairKey = tuple[float, float, int, str]  # (tag, enqueued_at, seq, request_id)
+_AgeKey = tuple[float, int, str]  # (enqueued_at, seq, request_id)
 
-    @property
-    def fair_key(self) -> tuple[float, float, int]:
-        return (self.tag, self.enqueued_at, self.seq)
+
+class _Entry:
+    __slots__ = ("request_id", "user_id", "priority", "enqueued_at", "tag", "fair", "age")
+
+    def __init__(
+        self, request_id: str, user_id: str, priority: int, enqueued_at: float, seq: int, tag: float
+    ) -> None:
+        self.request_id = request_id
+        self.user_id = user_id
+        self.priority = priority
+        self.enqueued_at = enqueued_at
+        self.tag = tag
+        self.fair: _FairKey = (tag, enqueued_at, seq, request_id)
+        self.age: _AgeKey = (enqueued_at, seq, request_id)
 
 
 class CentralQueue:
@@ -96,8 +103,8 @@ class CentralQueue:
         self.config = config or QueueConfig()
         self._seq = count()
         self._entries: dict[str, _Entry] = {}
-        self._by_fair = {p: SortedList(key=lambda e: e.fair_key) for p in PRIORITIES}
-        self._by_age = {p: SortedList(key=lambda e: (e.enqueued_at, e.seq)) for p in PRIORITIES}
+        self._by_fair: dict[int, SortedList] = {p: SortedList() for p in PRIORITIES}
+        self._by_age: dict[int, SortedList] = {p: SortedList() for p in PRIORITIES}
         self._vtime = dict.fromkeys(PRIORITIES, 0.0)
         self._user_tag: dict[int, dict[str, float]] = {p: {} for p in PRIORITIES}
 
@@ -136,8 +143,8 @@ class CentralQueue:
             tag = vt + 1.0  # all equal: FIFO by enqueue time
         e = _Entry(request_id, user_id, priority, enqueued_at, next(self._seq), tag)
         self._entries[request_id] = e
-        self._by_fair[priority].add(e)
-        self._by_age[priority].add(e)
+        self._by_fair[priority].add(e.fair)
+        self._by_age[priority].add(e.age)
 
     def remove(self, request_id: str, *, dispatched: bool = False) -> bool:
         """Take a request out; ``dispatched`` advances its band's virtual time (a
@@ -146,20 +153,21 @@ class CentralQueue:
         if e is None:
             return False
         p = e.priority
-        self._by_fair[p].remove(e)
-        self._by_age[p].remove(e)
+        fair = self._by_fair[p]
+        fair.remove(e.fair)
+        self._by_age[p].remove(e.age)
         if dispatched and e.tag > self._vtime[p]:
             self._vtime[p] = e.tag
-        if not self._by_fair[p]:
+        if not fair:
             self._user_tag[p].clear()
         return True
 
     def _overdue(self, p: int, now: float) -> Iterator[tuple[float, int, int, str]]:
         wait = self.config.max_wait_s[p]
-        for e in self._by_age[p]:
-            if now - e.enqueued_at < wait:
+        for enqueued_at, seq, rid in self._by_age[p]:
+            if now - enqueued_at < wait:
                 return
-            yield (e.enqueued_at + wait, -p, e.seq, e.request_id)
+            yield (enqueued_at + wait, -p, seq, rid)
 
     def is_overdue(self, request_id: str, now: float) -> bool:
         e = self._entries[request_id]
@@ -170,11 +178,8 @@ class CentralQueue:
         n = 0
         cap = len(self._entries) if limit is None else limit
         waits = self.config.max_wait_s
-        aged = [
-            p
-            for p in PRIORITIES
-            if self._by_age[p] and now - self._by_age[p][0].enqueued_at >= waits[p]
-        ]
+        by_age = self._by_age
+        aged = [p for p in PRIORITIES if by_age[p] and now - by_age[p][0][0] >= waits[p]]
         if aged:
             for _deadline, _p, _seq, rid in heapq.merge(*(self._overdue(p, now) for p in aged)):
                 if n >= cap:
@@ -184,19 +189,23 @@ class CentralQueue:
         for p in reversed(PRIORITIES):
             wait = waits[p]
             check = p in aged
-            for e in self._by_fair[p]:
-                if check and now - e.enqueued_at >= wait:
+            for _tag, enqueued_at, _seq, rid in self._by_fair[p]:
+                if check and now - enqueued_at >= wait:
                     continue  # already given as overdue
                 if n >= cap:
                     return
                 n += 1
-                yield e.request_id
+                yield rid
 
     def position(self, request_id: str) -> int:
         """1-based place in priority/fair-share order, not counting aging."""
         e = self._entries[request_id]
-        ahead = sum(len(self._by_fair[p]) for p in PRIORITIES if p > e.priority)
-        place: int = self._by_fair[e.priority].index(e)
+        by_fair = self._by_fair
+        ahead = 0
+        for p in PRIORITIES:
+            if p > e.priority:
+                ahead += len(by_fair[p])
+        place: int = by_fair[e.priority].index(e.fair)
         return ahead + place + 1
 
     def entry(self, request_id: str) -> tuple[str, int, float]:

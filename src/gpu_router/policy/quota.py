@@ -260,8 +260,8 @@ class QuotaManager:
         u = self._user(user_id, now)
         refusal = self._refusal(u, priority, now)
         if refusal is None:
-            u.day.try_acquire(now)  # type: ignore[union-attr]
-            u.minute.try_acquire(now)  # type: ignore[union-attr]
+            u.day.take(now)  # type: ignore[union-attr]  # peeked in _refusal
+            u.minute.take(now)  # type: ignore[union-attr]
             u.running += 1
             if priority >= PRIORITY_THRESHOLD:
                 u.priority += 1
@@ -287,8 +287,8 @@ class QuotaManager:
 
     def charge_gpu_time(self, user_id: str, seconds: float, now: float) -> None:
         """Add ``seconds`` of actual GPU run time to the window that contains ``now``."""
-        if (
-            isinstance(seconds, bool)
+        if not (seconds.__class__ is float and 0.0 <= seconds < math.inf) and (
+            isinstance(seconds, bool)  # the cheap common case above; the full check here
             or not isinstance(seconds, int | float)
             or not (math.isfinite(seconds) and seconds >= 0)
         ):

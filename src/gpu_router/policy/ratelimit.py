@@ -99,6 +99,12 @@ class Gcra:
             self._tat = tat + n * self._interval
         return wait
 
+    def take(self, now: float) -> None:
+        """Take one cell at ``now`` that ``peek(now)`` has just allowed (no checks; the
+        same as ``try_acquire(now)`` then)."""
+        tat = self._tat if self._tat > now else now
+        self._tat = tat + self._interval
+
     def remaining(self, now: float) -> int:
         """Whole cells that could be taken at ``now``."""
         _check_now(now)

@@ -26,7 +26,7 @@ from .gpu_service import CRASHED, MAINTENANCE, GpuService
 from .outlier import OutlierDetector
 from .quota import QuotaLimits, QuotaManager, QuotaUsage
 from .records import RequestRecord, RequestSnapshot
-from .router_state import P, RouterState
+from .router_state import CANCELLED, COMPLETED, FAILED, P, RouterState
 from .strategies import make_strategy
 from .types import GpuState, Request, RequestState
 from .views import FleetSummary, GpuView, fleet_summary, gpu_view, slots_in_service
@@ -116,9 +116,11 @@ class Router:
 
     def next_wakeup(self) -> float | None:
         """The earliest time ``tick`` has something to do (backoff, timeout, ejection end)."""
-        times = [self._state.next_timer(), self._gpus.next_change(self._last_tick)]
-        due = [t for t in times if t is not None]
-        return min(due) if due else None
+        timer = self._state.next_timer()
+        change = self._gpus.next_change(self._last_tick)
+        if timer is None or change is None:
+            return change if timer is None else timer
+        return min(timer, change)
 
     # -- quotas -------------------------------------------------------------------
 
@@ -172,7 +174,7 @@ class Router:
     def _placed(self, rec: RequestRecord) -> Placement:
         i = rec.gpu_index
         assert i is not None  # noqa: S101 - a processing record always has a GPU
-        _wait, run_s = estimate_times(rec.duration_s, float(self._fleet.speed[i]), 0, 0)
+        _wait, run_s = estimate_times(rec.duration_s, self._fleet.speed_list[i], 0, 0)
         return Placement(self._gpu_ids[i], 0.0, run_s)
 
     def _enqueued(self, rec: RequestRecord) -> Enqueue:
@@ -181,7 +183,7 @@ class Router:
             position, gpu, speed = (
                 s.gpu_queues[i].position(rid),
                 self._gpu_ids[i],
-                self._fleet.speed[i],
+                self._fleet.speed_list[i],
             )
         else:
             position, gpu, speed = (
@@ -213,10 +215,10 @@ class Router:
         if self.config.quotas_enabled:
             self._quotas.charge_gpu_time(req.user_id, ran_s, now)
         self._estimator.observe(
-            req.model_id, req.type, req.resources.max_batch_size, ran_s * self._fleet.speed[i]
+            req.model_id, req.type, req.resources.max_batch_size, ran_s * self._fleet.speed_list[i]
         )
         self._gpus.record_success(i, now)
-        return [state.finish(rec, RequestState.COMPLETED, now), *self._binder.dispatch(now)]
+        return [state.finish(rec, COMPLETED, now), *self._binder.dispatch(now)]
 
     def fail(
         self, request_id: str, now: float, error: str, *, gpu_fault: bool = True
@@ -238,7 +240,7 @@ class Router:
         if rec is None or rec.state.terminal:
             return []
         actions = self._stop(rec, now, reason)
-        actions.append(self._state.finish(rec, RequestState.CANCELLED, now, reason))
+        actions.append(self._state.finish(rec, CANCELLED, now, reason))
         return actions + self._binder.dispatch(now)
 
     def forget(self, request_id: str) -> bool:
@@ -254,7 +256,7 @@ class Router:
         state.end_backoffs(now)
         for rec in state.due_deadlines(now):
             actions += self._stop(rec, now, "timeout")
-            actions.append(state.finish(rec, RequestState.FAILED, now, "timeout"))
+            actions.append(state.finish(rec, FAILED, now, "timeout"))
         self._gpus.end_ejections(now)
         return actions + self._binder.dispatch(now)
 

@@ -21,7 +21,11 @@ from .quota import QuotaManager
 from .records import RequestRecord, RequestSnapshot
 from .types import GpuState, RequestState
 
+# module constants: an Enum member looked up on its class, or its ``.value``, costs a
+# Python-level call each time
 Q, P = RequestState.QUEUED, RequestState.PROCESSING
+COMPLETED, FAILED, CANCELLED = RequestState.COMPLETED, RequestState.FAILED, RequestState.CANCELLED
+_VALUE = {s: s.value for s in RequestState}
 
 #: a timer entry: (due time in seconds, tie-break sequence number, request id)
 Timer = tuple[float, int, str]
@@ -102,13 +106,16 @@ class RouterState:
 
     def next_timer(self) -> float | None:
         """The earliest live backoff end or deadline; drops stale entries on the way."""
-        while self.backoff and self._gone(self.backoff[0][2], backoff=True):
-            heapq.heappop(self.backoff)
-        times = [t for t, _s, _r in self.backoff[:1]]
-        while self.deadlines and self._gone(self.deadlines[0][2]):
-            heapq.heappop(self.deadlines)
-        times += [t for t, _s, _r in self.deadlines[:1]]
-        return min(times) if times else None
+        backoff, deadlines = self.backoff, self.deadlines
+        while backoff and self._gone(backoff[0][2], backoff=True):
+            heapq.heappop(backoff)
+        while deadlines and self._gone(deadlines[0][2]):
+            heapq.heappop(deadlines)
+        if not deadlines:
+            return backoff[0][0] if backoff else None
+        if not backoff:
+            return deadlines[0][0]
+        return min(backoff[0][0], deadlines[0][0])
 
     def _gone(self, request_id: str, *, backoff: bool = False) -> bool:
         """Whether a timer entry is stale: its request finished (or was forgotten), or,
@@ -134,7 +141,7 @@ class RouterState:
         rec.error = error
         if self.config.quotas_enabled:
             self.quotas.release(rec.request.user_id, rec.request.priority)
-        return Finished(rec.request.request_id, state.value, error)
+        return Finished(rec.request.request_id, _VALUE[state], error)
 
     def release(self, rec: RequestRecord, now: float) -> int:
         """Free what a running request holds on its GPU; returns the GPU index."""
@@ -142,7 +149,7 @@ class RouterState:
         assert i is not None  # noqa: S101 - a processing record always has a GPU
         f = self.fleet
         f.vacate(i, rec.memory_mb)
-        f.work_left_s[i] = max(0.0, f.work_left_s[i] - rec.placed_s)
+        f.take_work(i, rec.placed_s)
         self.on_gpu[i].discard(rec.request.request_id)
         return i
 
@@ -153,7 +160,7 @@ class RouterState:
             i = rec.gpu_index
             if self.gpu_queues[i].remove(rid):
                 self.fleet.queued[i] -= 1
-                self.fleet.work_left_s[i] = max(0.0, self.fleet.work_left_s[i] - rec.placed_s)
+                self.fleet.take_work(i, rec.placed_s)
         if rec.not_before is not None:
             rec.not_before = None
             self.held -= 1
@@ -168,7 +175,7 @@ class RouterState:
         rec.retries += 1
         rec.gpu_index = None
         if rec.retries > self.config.retry.max_retries:
-            return [self.finish(rec, RequestState.FAILED, now, error)]
+            return [self.finish(rec, FAILED, now, error)]
         self.set_state(rec, Q)
         rec.error = error
         rid = rec.request.request_id

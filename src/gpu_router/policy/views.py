@@ -94,5 +94,4 @@ def fleet_summary(s: RouterState) -> FleetSummary:
 
 def slots_in_service(s: RouterState) -> int:
     """Slots of the GPUs that may take work now (sampled active, not taken out)."""
-    f = s.fleet
-    return int(f.slots[f.available()].sum())
+    return s.fleet.slots_available

@@ -42,6 +42,10 @@ class EarliestCompletion:
         self._run_coef = penalty / f.speed  # per second of reference work
         self._unhealthy = f.health < self.min_health
         self._any_unhealthy = bool(self._unhealthy.any())
+        # the same constants as Python lists, for ``choose_listed``
+        self._work_list: list[float] = self._work_coef.tolist()
+        self._run_list: list[float] = self._run_coef.tolist()
+        self._unhealthy_list: list[bool] = self._unhealthy.tolist()
         self._cache_key = (id(f), f.version)
 
     def expected_finish_s(self, choice: Choice) -> np.ndarray:
@@ -61,3 +65,22 @@ class EarliestCompletion:
             if not unhealthy.all():
                 finish[unhealthy] = np.inf
         return argmin_first(finish, choice.candidates)
+
+    def choose_listed(self, f: FleetView, candidates: list[int], duration_s: float) -> int:
+        """``choose`` in pure Python over ``candidates`` (ascending fleet indices, not
+        empty), for small fleets: the same float arithmetic, filter and tie-break."""
+        if self._cache_key != (id(f), f.version):
+            self._refresh(f)
+        if self._any_unhealthy:
+            bad = self._unhealthy_list
+            healthy = [i for i in candidates if not bad[i]]
+            if healthy:
+                candidates = healthy
+        work, work_coef, run_coef = f.work_list, self._work_list, self._run_list
+        best_i = candidates[0]
+        best = work[best_i] * work_coef[best_i] + duration_s * run_coef[best_i]
+        for i in candidates[1:]:
+            finish = work[i] * work_coef[i] + duration_s * run_coef[i]
+            if finish < best:
+                best, best_i = finish, i
+        return best_i
