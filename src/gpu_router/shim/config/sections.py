@@ -1,49 +1,25 @@
-"""Service configuration: `config.yaml` with the deployment guide's keys (seed 003, 4.1), the
-`api_metadata` block (seed 004, 3.5) and our own sections, overridden by the guide's
-environment variables (4.2). Invalid configuration refuses to start, naming the key and why.
-
-Every section forbids unknown keys, so a typo is an error rather than a silent default.
+"""The sections of `config.yaml`: the deployment guide's keys (seed 003, 4.1), the
+`api_metadata` block (seed 004, 3.5) and our own. Every section forbids unknown keys, so a
+typo is an error rather than a silent default.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from gpu_router.policy import RouterError
-
-ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
-    "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
-    "LOGGING_URL": ("logging", "url"),
-    "API_HOST": ("api", "host"),
-    "API_PORT": ("api", "port"),
-    "API_DEBUG": ("api", "debug"),
-}
-"""Environment variable -> config key it overrides (CONFIG_PATH names the file itself)."""
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 
 
-class ConfigError(RouterError):
-    """The configuration cannot be used: ``key`` is the dotted path, ``reason`` says why."""
+class ConfigSection(BaseModel):
+    """A frozen section that refuses unknown keys and validates its defaults."""
 
-    def __init__(self, key: str, reason: str) -> None:
-        self.key = key
-        self.reason = reason
-        super().__init__(f"invalid configuration: {key}: {reason}")
-
-
-class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
-class ApiSection(_Section):
+class ApiSection(ConfigSection):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     debug: bool = False
@@ -65,7 +41,7 @@ class ApiSection(_Section):
         return value
 
 
-class GpuMonitoringSection(_Section):
+class GpuMonitoringSection(ConfigSection):
     source: Literal["virtual", "nvml", "monitoring"] = "virtual"
     url: str = "http://gpu-monitoring-service:8080"
     update_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0  # seconds between samples
@@ -92,7 +68,7 @@ class GpuMonitoringSection(_Section):
         return value
 
 
-class LoadBalancerSection(_Section):
+class LoadBalancerSection(ConfigSection):
     """``strategy``: a policy strategy name (``hybrid`` is the seed's hybrid-seed); None
     is the policy's default. ``weights`` go to the hybrid strategies, ``d`` to power-of-d."""
 
@@ -114,7 +90,7 @@ class LoadBalancerSection(_Section):
         return value
 
 
-class RequestRouterSection(_Section):
+class RequestRouterSection(ConfigSection):
     """Calls to workers: ``max_retries`` more tries of a failed call (connection refused,
     timeout, 5xx) ``retry_delay`` s apart before the worker is declared down;
     ``request_timeout`` s per call."""
@@ -124,7 +100,7 @@ class RequestRouterSection(_Section):
     request_timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
-class ErrorHandlerSection(_Section):
+class ErrorHandlerSection(ConfigSection):
     """Failover: a request whose worker fails is re-queued up to ``max_retries`` times with
     backoff ``retry_delay * 2**(n-1)``; ``consecutive_failures`` failures on one GPU eject
     it for ``base_ejection_s`` growing up to ``gpu_cooldown_period``; a GPU taken out by a
@@ -146,7 +122,7 @@ class ErrorHandlerSection(_Section):
         return self
 
 
-class UserQuotaSection(_Section):
+class UserQuotaSection(ConfigSection):
     """The guide's keys as the policy reads them (policy/quota.py): ``default_gpu_limit``
     GPUs' worth of time per day (GPU-minutes = limit * 1440 unless ``gpu_minutes`` is set),
     ``default_request_limit`` concurrent requests (queued + running),
@@ -162,7 +138,7 @@ class UserQuotaSection(_Section):
     gpu_minutes_period_s: Annotated[float, Field(gt=0, le=1e9)] = 86_400.0
 
 
-class QueueSection(_Section):
+class QueueSection(ConfigSection):
     max_length: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     max_wait_s: dict[int, float] = Field(default_factory=dict)  # priority -> aging bound
     admission_share: dict[int, float] = Field(default_factory=dict)  # priority -> share
@@ -181,7 +157,7 @@ class QueueSection(_Section):
         return value
 
 
-class ApiKey(_Section):
+class ApiKey(ConfigSection):
     key: Annotated[str | None, Field(min_length=16, max_length=512)] = None
     key_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
     user_id: Annotated[str, Field(pattern=_ID_PATTERN)]
@@ -194,7 +170,7 @@ class ApiKey(_Section):
         return self
 
 
-class TrustedNetwork(_Section):
+class TrustedNetwork(ConfigSection):
     cidr: str
     user_id: Annotated[str, Field(pattern=_ID_PATTERN)] = "orchestrator"
     role: Literal["user", "service", "admin"] = "service"
@@ -206,7 +182,7 @@ class TrustedNetwork(_Section):
         return value
 
 
-class AuthSection(_Section):
+class AuthSection(ConfigSection):
     keys: list[ApiKey] = Field(default_factory=list)
     # a YAML file of more keys ({keys: [...]}, written by `gpu-router keys create`), read
     # at start with the inline ones (shim/keys.py); relative to the working directory
@@ -214,7 +190,7 @@ class AuthSection(_Section):
     trusted_networks: list[TrustedNetwork] = Field(default_factory=list)
 
 
-class JournalSection(_Section):
+class JournalSection(ConfigSection):
     path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
@@ -241,7 +217,7 @@ class JournalSection(_Section):
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
 
 
-class DispatchSection(_Section):
+class DispatchSection(ConfigSection):
     # first poll; grows to 10% of run time
     poll_interval: Annotated[float, Field(gt=0, le=60)] = 0.05
     max_poll_interval: Annotated[float, Field(gt=0, le=600)] = 1.0
@@ -254,35 +230,35 @@ class DispatchSection(_Section):
     ack_interval: Annotated[float, Field(gt=0, le=3600)] = 0.5
 
 
-class LoggingSection(_Section):
+class LoggingSection(ConfigSection):
     url: str | None = None  # Logging Service base URL; records are POSTed to {url}/logs
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = True
 
 
-class ProcessingTimeComponent(_Section):
+class ProcessingTimeComponent(ConfigSection):
     enabled: bool = True
     include_components: bool = True
 
 
-class GpuResourcesComponent(_Section):
+class GpuResourcesComponent(ConfigSection):
     enabled: bool = True
     include_temperature: bool = True
     include_utilization: bool = True
 
 
-class TracingComponent(_Section):
+class TracingComponent(ConfigSection):
     enabled: bool = True
     propagate_headers: bool = True
 
 
-class MetadataComponents(_Section):
+class MetadataComponents(ConfigSection):
     processing_time: ProcessingTimeComponent = ProcessingTimeComponent()
     gpu_resources: GpuResourcesComponent = GpuResourcesComponent()
     tracing: TracingComponent = TracingComponent()
 
 
-class ApiMetadataSection(_Section):
+class ApiMetadataSection(ConfigSection):
     """Seed 004, section 3.5."""
 
     enabled: bool = True
@@ -291,75 +267,3 @@ class ApiMetadataSection(_Section):
     sampling_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
     version: str = "1.0"
     components: MetadataComponents = MetadataComponents()
-
-
-class ServiceConfig(_Section):
-    api: ApiSection = ApiSection()
-    gpu_monitoring: GpuMonitoringSection = GpuMonitoringSection()
-    load_balancer: LoadBalancerSection = LoadBalancerSection()
-    request_router: RequestRouterSection = RequestRouterSection()
-    error_handler: ErrorHandlerSection = ErrorHandlerSection()
-    user_quota_manager: UserQuotaSection = UserQuotaSection()
-    queue: QueueSection = QueueSection()
-    auth: AuthSection = AuthSection()
-    journal: JournalSection = JournalSection()
-    dispatch: DispatchSection = DispatchSection()
-    logging: LoggingSection = LoggingSection()
-    api_metadata: ApiMetadataSection = ApiMetadataSection()
-    seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
-
-
-def _first_error(exc: ValidationError, prefix: tuple[str, ...] = ()) -> ConfigError:
-    err = exc.errors(include_url=False)[0]
-    loc = [str(p) for p in (*prefix, *err["loc"])]
-    key = ".".join(loc) or "<root>"
-    reason = err["msg"]
-    if err["type"] == "extra_forbidden":
-        reason = "unknown key"
-    elif "input" in err and err["type"] != "missing":
-        reason = f"{reason} (got {err['input']!r})"
-    return ConfigError(key, reason)
-
-
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for var, (section, key) in ENV_OVERRIDES.items():
-        if var in env:
-            target = merged.setdefault(section, {})
-            if not isinstance(target, dict):
-                raise ConfigError(section, "must be a mapping")
-            target[key] = env[var]
-    return merged
-
-
-def config_from_mapping(
-    raw: Mapping[str, Any] | None, env: Mapping[str, str] | None = None
-) -> ServiceConfig:
-    """Validate a parsed config mapping, with environment overrides applied first."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError("<root>", f"must be a mapping, got {type(raw).__name__}")
-    merged = _apply_env(dict(raw), env or {})
-    try:
-        return ServiceConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise _first_error(exc) from None
-
-
-def load_config(
-    path: str | Path | None = None, env: Mapping[str, str] | None = None
-) -> ServiceConfig:
-    """Read ``path`` (else $CONFIG_PATH, else ./config.yaml when it exists, else defaults)."""
-    env = os.environ if env is None else env
-    explicit = path is not None or "CONFIG_PATH" in env
-    file = Path(path if path is not None else env.get("CONFIG_PATH", "config.yaml"))
-    raw: Any = {}
-    if file.exists():
-        try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(str(file), f"not valid YAML: {exc}") from None
-    elif explicit:
-        raise ConfigError("CONFIG_PATH" if path is None else str(file), "file not found")
-    return config_from_mapping(raw, env)
