@@ -13,8 +13,8 @@ import numpy as np
 from .decisions import Action, Dispatch
 from .fleet import FleetView
 from .records import RequestRecord
-from .router_state import P, RouterState
-from .strategies import Choice, Strategy
+from .router_state import P, Q, RouterState
+from .strategies import DEFER, Choice, Strategy
 from .types import Request
 
 #: compatibility cache key: (min compute capability as major * 100 + minor, MB, type)
@@ -47,6 +47,10 @@ class Binder:
         self.early = state.early
         self.scan_limit = state.config.dispatch_scan_limit
         self._compat: dict[_Key, _Compat] = {}
+        self.residency = state.residency
+        #: requests a strategy deferred: request id -> when its delay bound ends (s)
+        self.holds: dict[str, float] = {}
+        self._max_delay_s = float(getattr(strategy, "max_delay_s", 0.0))
         # strategies that offer a pure-Python ``choose_listed`` use it on small fleets
         listed = getattr(strategy, "choose_listed", None)
         self._listed: Listed | None = listed if self.fleet.size <= SMALL_FLEET else None
@@ -102,7 +106,25 @@ class Binder:
         cands = self.feasible(rec).nonzero()[0]
         if not len(cands):
             return None
-        return self.strategy.choose(Choice(rec.request, rec.duration_s, f, cands, self.rng, now))
+        choice = Choice(rec.request, rec.duration_s, f, cands, self.rng, now, self.residency)
+        i = self.strategy.choose(choice)
+        if i == DEFER:
+            self.holds[rec.request.request_id] = rec.request.submitted_at + self._max_delay_s
+            return None
+        return i
+
+    def next_hold_end(self, after: float) -> float | None:
+        """The earliest delay bound of a deferred request still queued, later than
+        ``after`` (bounds reached by then were already acted on); drops the rest."""
+        holds, records = self.holds, self.records
+        best: float | None = None
+        for rid, until in list(holds.items()):
+            rec = records.get(rid)
+            if until <= after or rec is None or rec.state is not Q:
+                del holds[rid]
+            elif best is None or until < best:
+                best = until
+        return best
 
     def start_now(self, rec: RequestRecord, now: float) -> Dispatch | None:
         """Late binding with nothing waiting: start ``rec`` at once if a GPU can take it."""
@@ -150,7 +172,10 @@ class Binder:
             cands = (self.compatible(rec.request, rec.memory_mb) & avail).nonzero()[0]
             if len(cands) == 0:
                 continue
-            i = self.strategy.choose(Choice(rec.request, rec.duration_s, f, cands, self.rng, now))
+            choice = Choice(rec.request, rec.duration_s, f, cands, self.rng, now, self.residency)
+            i = self.strategy.choose(choice)
+            if i == DEFER:
+                continue
             self.queue.remove(rid, dispatched=True)
             self.place(rec, i, now)
             f.queued[i] += 1
@@ -175,6 +200,8 @@ class Binder:
         """Charge a request's expected work to GPU ``i`` (queued or running there)."""
         rec.gpu_index = i
         rec.placed_s = rec.duration_s / self.fleet.speed_list[i]
+        if self.residency is not None:
+            rec.placed_s += self.residency.expected_load_s(i, rec.request.model_id, now)
         self.fleet.add_work(i, rec.placed_s)
 
     def start_on(self, rec: RequestRecord, i: int, now: float) -> Dispatch:
@@ -190,4 +217,11 @@ class Binder:
         rec.state = P
         rec.dispatched_at = now
         rec.dispatch_count += 1
-        return Dispatch(rid, self.fleet.gpu_ids[i])
+        res = self.residency
+        if res is None:
+            return Dispatch(rid, self.fleet.gpu_ids[i])
+        model = rec.request.model_id
+        cold = not res.holds(i, model)
+        run_s = rec.duration_s / self.fleet.speed_list[i]
+        wait_s, evicted = res.start(i, model, now, run_s)
+        return Dispatch(rid, self.fleet.gpu_ids[i], model, wait_s, cold, tuple(evicted))
