@@ -84,13 +84,30 @@ def test_a_burst_for_one_cold_model_does_not_start_a_load_per_request() -> None:
 
 
 def test_replicate_adds_replicas_as_the_backlog_grows() -> None:
-    r = router(n=4, strategy="locality-replicate", default_load_s=5.0)
+    off = {"backlog_per_slot": None}  # no work conservation: only the replication rule
+    r = router(n=4, strategy="locality-replicate", options=off, default_load_s=5.0)
     first = []
     for k in range(9):
         first += r.submit(req(f"b{k}", "hot", 0.0), 0.0)[1]
     assert placed(first) == [("b0", "g0", True), ("b3", "g1", True), ("b6", "g2", True)]
     assert r.queue_length == 6
     assert placed(r.complete("b0", 15.0)) == [("b1", "g0", False)]
+
+
+def test_under_a_backlog_no_gpu_idles_for_a_deferral() -> None:
+    """Four or more queued requests on four slots: the pass that deferred every
+    request places the first one deferred anyway (on the idle GPU)."""
+    r = router(n=4, strategy="locality-replicate", default_load_s=5.0)
+    first = []
+    for k in range(9):
+        first += r.submit(req(f"b{k}", "hot", 0.0), 0.0)[1]
+    assert placed(first) == [
+        ("b0", "g0", True),
+        ("b3", "g1", True),
+        ("b1", "g2", True),
+        ("b2", "g3", True),
+    ]
+    assert r.queue_length == 5
 
 
 @pytest.mark.parametrize("name", LOCALITY_STRATEGIES)
@@ -110,6 +127,7 @@ def test_locality_off_they_place_as_earliest_completion(name: str) -> None:
         ("locality-cost", {"max_delay_s": -1}),
         ("locality-replicate", {"per_replica": -1}),
         ("locality-replicate", {"max_delay_s": "x"}),
+        ("locality-cost", {"backlog_per_slot": -1.0}),
     ],
 )
 def test_bad_options_are_refused(name: str, options: dict) -> None:

@@ -13,10 +13,21 @@ from gpu_router.policy.types import ResourceRequirements
 MODELS = {"default_memory_mb": 30_000.0, "default_load_s": 20.0, "cache_share": 0.75}
 
 
-def router(n: int = 2, strategy: str = "earliest-completion", slots: int = 1, **models) -> Router:
+def router(
+    n: int = 2,
+    strategy: str = "earliest-completion",
+    slots: int = 1,
+    options: dict | None = None,
+    **models,
+) -> Router:
     gpus = [GpuState(f"g{i}", memory_total_mb=80_000.0, slots=slots) for i in range(n)]
     locality = ModelsConfig(**{**MODELS, **models})
-    cfg = RouterConfig(strategy=strategy, quotas_enabled=False, models=locality)
+    cfg = RouterConfig(
+        strategy=strategy,
+        strategy_options=options or {},
+        quotas_enabled=False,
+        models=locality,
+    )
     return Router(gpus, cfg)
 
 

@@ -51,6 +51,11 @@ class Binder:
         #: requests a strategy deferred: request id -> when its delay bound ends (s)
         self.holds: dict[str, float] = {}
         self._max_delay_s = float(getattr(strategy, "max_delay_s", 0.0))
+        #: with at least this many queued requests per slot in service, a dispatch pass
+        #: that deferred every candidate places its first deferred request anyway
+        #: (work-conserving under a backlog); None: never
+        self._backlog: float | None = getattr(strategy, "backlog_per_slot", None)
+        self._deferred = False  # the last ``choose`` returned because of a DEFER
         # strategies that offer a pure-Python ``choose_listed`` use it on small fleets
         listed = getattr(strategy, "choose_listed", None)
         self._listed: Listed | None = listed if self.fleet.size <= SMALL_FLEET else None
@@ -89,7 +94,7 @@ class Binder:
         f = self.fleet
         return self.compatible(rec.request, rec.memory_mb) & f.open & (f.free_mb >= rec.memory_mb)
 
-    def choose(self, rec: RequestRecord, now: float) -> int | None:
+    def choose(self, rec: RequestRecord, now: float, *, may_defer: bool = True) -> int | None:
         """The GPU the strategy picks among those ``rec`` can start on now; None: none.
         Small fleets with a listed strategy scan in pure Python (the same choice)."""
         f = self.fleet
@@ -106,10 +111,14 @@ class Binder:
         cands = self.feasible(rec).nonzero()[0]
         if not len(cands):
             return None
-        choice = Choice(rec.request, rec.duration_s, f, cands, self.rng, now, self.residency)
+        choice = Choice(
+            rec.request, rec.duration_s, f, cands, self.rng, now, self.residency, may_defer
+        )
         i = self.strategy.choose(choice)
         if i == DEFER:
-            self.holds[rec.request.request_id] = rec.request.submitted_at + self._max_delay_s
+            # the bound runs from the first deferral (strategies keep the same rule)
+            self.holds.setdefault(rec.request.request_id, now + self._max_delay_s)
+            self._deferred = True
             return None
         return i
 
@@ -146,15 +155,22 @@ class Binder:
         actions: list[Action] = []
         while f.open_count and len(queue):
             placed = None
+            first_deferred: RequestRecord | None = None
             for rid in queue.ordered(now, self.scan_limit):
                 rec = records[rid]
+                self._deferred = False
                 choice = self.choose(rec, now)
                 if choice is None:
-                    if queue.is_overdue(rid, now):
+                    if self._deferred and first_deferred is None:
+                        first_deferred = rec
+                    if not self._deferred and queue.is_overdue(rid, now):
                         return actions  # hold the capacity for the aged request
-                    continue
+                    continue  # a deferral (bounded by the strategy) holds nothing
                 placed = (rec, choice)
                 break  # the queue changes below: leave its iterator first
+            if placed is None and first_deferred is not None and self._backlogged():
+                forced = self.choose(first_deferred, now, may_defer=False)
+                placed = None if forced is None else (first_deferred, forced)
             if placed is None:
                 break
             rec, i = placed
@@ -162,6 +178,10 @@ class Binder:
             self.place(rec, i, now)
             actions.append(self.start_on(rec, i, now))
         return actions
+
+    def _backlogged(self) -> bool:
+        limit = self._backlog
+        return limit is not None and len(self.queue) >= limit * self.fleet.slots_available
 
     def _dispatch_early(self, now: float) -> list[Action]:
         f = self.fleet

@@ -25,6 +25,7 @@ class Choice(NamedTuple):
     (compatible, available, with memory and, under late binding, a free slot); never
     empty. ``duration_s`` is the estimated run time on a speed-1.0 GPU, in seconds.
     ``models`` is the fleet's model residency when locality is on (else None).
+    ``may_defer`` False: the strategy must pick a candidate (no ``DEFER``).
     """
 
     request: Request
@@ -34,6 +35,7 @@ class Choice(NamedTuple):
     rng: np.random.Generator
     now: float
     models: Residency | None = None
+    may_defer: bool = True
 
 
 class Strategy(Protocol):

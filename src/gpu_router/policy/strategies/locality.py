@@ -15,12 +15,17 @@ off (``choice.models`` None) the wait is 0 and none of them defers.
   cold, compare it with waiting for a GPU that holds the model: its expected free
   time (the router's own placements) plus the weights' wait plus the run, plus the
   run of every request of that model already deferred at this instant, shared over
-  its replicas. Waiting is cheaper: ``DEFER``; never past ``max_delay_s`` after
-  submission.
+  its replicas. Waiting is cheaper: ``DEFER``; never more than ``max_delay_s`` after
+  it first deferred the request (delay scheduling bounds the skips, not the queueing).
 - ``locality-replicate``: replication of hot models under load. A model with no
   replica loads at once; one with replicas waits for them (``DEFER``) until more than
   ``per_replica`` requests of it are deferred per replica, then it gains a replica
-  (a load on the cheapest candidate); never past ``max_delay_s``.
+  (a load on the cheapest candidate); the same ``max_delay_s`` bound.
+
+Work conservation: with ``backlog_per_slot`` (default 1) or more queued requests per
+slot in service, a dispatch pass in which the strategy deferred every request it was
+asked about places the first of them anyway (``Choice.may_defer`` False): under a
+backlog an idle GPU costs more than a load. None turns this off.
 
 Deferral counts are per instant (``choice.now``): each dispatch pass at a new time
 starts them afresh, so a burst for one cold model starts one load per
@@ -82,10 +87,15 @@ class WarmFirst:
 class _Deferring:
     """Deferral bookkeeping shared by the delaying strategies (per instant, per model)."""
 
-    def __init__(self, max_delay_s: float) -> None:
+    def __init__(self, max_delay_s: float, backlog_per_slot: float | None) -> None:
         self.max_delay_s = _check("max_delay_s", max_delay_s)
+        self.backlog_per_slot = (
+            None if backlog_per_slot is None else _check("backlog_per_slot", backlog_per_slot)
+        )
         self._at = float("nan")
         self._deferred: dict[str, set[str]] = {}
+        #: request id -> when this strategy first deferred it (s)
+        self.first_deferred: dict[str, float] = {}
 
     def deferred(self, choice: Choice) -> int:
         """Other requests of this model deferred at ``choice.now`` so far."""
@@ -96,12 +106,24 @@ class _Deferring:
         return len(held) - (choice.request.request_id in held)
 
     def defer(self, choice: Choice) -> int:
-        model = choice.request.model_id
-        self._deferred.setdefault(model, set()).add(choice.request.request_id)
+        rid = choice.request.request_id
+        self._deferred.setdefault(choice.request.model_id, set()).add(rid)
+        if len(self.first_deferred) > 100_000:  # requests cancelled while deferred
+            self.first_deferred.clear()
+        self.first_deferred.setdefault(rid, choice.now)
         return DEFER
 
     def may_wait(self, choice: Choice) -> bool:
-        return choice.now - choice.request.submitted_at < self.max_delay_s
+        """Whether the request may still be held: less than ``max_delay_s`` since it
+        was first deferred (delay scheduling bounds the skips, not the queueing)."""
+        if not choice.may_defer:
+            return False
+        first = self.first_deferred.get(choice.request.request_id, choice.now)
+        return choice.now - first < self.max_delay_s
+
+    def placed(self, choice: Choice, gpu: int) -> int:
+        self.first_deferred.pop(choice.request.request_id, None)
+        return gpu
 
 
 def warm_wait_s(choice: Choice, res: Residency, ahead: int) -> float | None:
@@ -123,18 +145,18 @@ class LocalityCost(_Deferring):
 
     name = "locality-cost"
 
-    def __init__(self, max_delay_s: float = 60.0) -> None:
-        super().__init__(max_delay_s)
+    def __init__(self, max_delay_s: float = 60.0, backlog_per_slot: float | None = 1.0) -> None:
+        super().__init__(max_delay_s, backlog_per_slot)
 
     def choose(self, choice: Choice) -> int:
         res = choice.models
         best = cheapest(costs(choice))
         if res is None or best[2] or not self.may_wait(choice):
-            return best[1]
+            return self.placed(choice, best[1])
         wait = warm_wait_s(choice, res, self.deferred(choice))
         if wait is not None and wait < best[0]:
             return self.defer(choice)
-        return best[1]
+        return self.placed(choice, best[1])
 
 
 class LocalityReplicate(_Deferring):
@@ -142,8 +164,10 @@ class LocalityReplicate(_Deferring):
 
     name = "locality-replicate"
 
-    def __init__(self, per_replica: int = 2, max_delay_s: float = 60.0) -> None:
-        super().__init__(max_delay_s)
+    def __init__(
+        self, per_replica: int = 2, max_delay_s: float = 60.0, backlog_per_slot: float | None = 1.0
+    ) -> None:
+        super().__init__(max_delay_s, backlog_per_slot)
         if isinstance(per_replica, bool) or not isinstance(per_replica, int) or per_replica < 0:
             raise InvalidValue("per_replica", per_replica, "must be an integer >= 0")
         self.per_replica = per_replica
@@ -153,10 +177,10 @@ class LocalityReplicate(_Deferring):
         scored = costs(choice)
         warm = [s for s in scored if s[2]]
         if warm or res is None:
-            return cheapest(warm or scored)[1]
+            return self.placed(choice, cheapest(warm or scored)[1])
         f = choice.fleet
         replicas = sum(1 for j in res.holding(choice.request.model_id) if f.up_list[j])
         waiting = self.deferred(choice)
         if replicas and waiting < self.per_replica * replicas and self.may_wait(choice):
             return self.defer(choice)
-        return cheapest(scored)[1]
+        return self.placed(choice, cheapest(scored)[1])
