@@ -175,3 +175,25 @@ def test_placements_respect_the_cache(ops: list[tuple[str, bool]], strategy: str
             held = r.resident_models(g)
             assert len(held) * 30_000.0 <= 60_000.0
             loaded = {(gg, m) for gg, m in loaded if gg != g or m in held}
+
+
+def test_the_model_manager_limits_where_a_model_runs() -> None:
+    from gpu_router.policy import Reject
+
+    gpus = [
+        GpuState("g0", name="A100", compute_capability=(8, 0)),
+        GpuState("g1", name="H100"),
+    ]
+    models = {
+        "sdxl": {"gpu_types": ["H100"]},
+        "new": {"min_compute_capability": [9, 0]},
+        "t4only": {"gpu_types": ["T4"]},
+    }
+    cfg = RouterConfig(quotas_enabled=False, models=ModelsConfig(models=models))
+    r = Router(gpus, cfg)
+    assert [d.gpu_id for d in dispatches(r.submit(req("r1", "sdxl"), 0.0)[1])] == ["g1"]
+    r.complete("r1", 1.0)
+    assert [d.gpu_id for d in dispatches(r.submit(req("r2", "new"), 2.0)[1])] == ["g1"]
+    assert [d.gpu_id for d in dispatches(r.submit(req("r3", "other"), 2.0)[1])] == ["g0"]
+    decision, _ = r.submit(req("r4", "t4only"), 3.0)
+    assert isinstance(decision, Reject) and decision.code == "incompatible"

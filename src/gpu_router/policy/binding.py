@@ -17,8 +17,9 @@ from .router_state import P, Q, RouterState
 from .strategies import DEFER, Choice, Strategy
 from .types import Request
 
-#: compatibility cache key: (min compute capability as major * 100 + minor, MB, type)
-_Key = tuple[int, float, str]
+#: compatibility cache key: (min compute capability as major * 100 + minor, MB, type,
+#: the model id when the Model Manager constrains its GPUs, else "")
+_Key = tuple[int, float, str, str]
 #: cached per key: (mask of GPUs that could ever serve it, whether any can, their indices)
 _Compat = tuple[np.ndarray, bool, tuple[int, ...]]
 #: a strategy's pure-Python choice: (fleet, feasible GPU indices ascending, duration_s)
@@ -47,6 +48,9 @@ class Binder:
         self.early = state.early
         self.scan_limit = state.config.dispatch_scan_limit
         self._compat: dict[_Key, _Compat] = {}
+        #: models whose GPU types or compute capability the Model Manager constrains
+        registry = state.model_registry
+        self._constrained = frozenset(registry.constrained()) if state.residency else frozenset()
         self.residency = state.residency
         #: requests a strategy deferred: request id -> when its delay bound ends (s)
         self.holds: dict[str, float] = {}
@@ -69,6 +73,17 @@ class Binder:
     def compatible_any(self, request: Request, memory: float) -> bool:
         return self._compat_entry(request, memory)[1]
 
+    def _model_mask(self, model_id: str) -> np.ndarray:
+        """GPUs the Model Manager allows ``model_id`` on: GPU type and compute capability."""
+        f, registry = self.fleet, self.state.model_registry
+        info = registry.info(model_id)
+        names = np.array([registry.runs_on(model_id, g.name) for g in f.states], dtype=bool)
+        cc = info.min_compute_capability
+        if cc is None:
+            return names
+        mask: np.ndarray = names & (f.compute_capability >= cc[0] * 100 + cc[1])
+        return mask
+
     def forget_compatibility(self) -> None:
         """What a GPU could ever serve changed (a new sample): recompute on demand."""
         self._compat.clear()
@@ -77,10 +92,13 @@ class Binder:
         """(mask of GPUs that could ever serve it, whether any can, their indices),
         cached per class."""
         cc = request.resources.min_compute_capability
-        key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type)
+        model = request.model_id if request.model_id in self._constrained else ""
+        key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type, model)
         entry = self._compat.get(key)
         if entry is None:
-            mask = self.fleet.compatible(*key)
+            mask = self.fleet.compatible(*key[:3])
+            if model:
+                mask = mask & self._model_mask(model)
             if len(self._compat) > 4096:
                 self._compat.clear()
             indices = tuple(mask.nonzero()[0].tolist()) if self._listed is not None else ()

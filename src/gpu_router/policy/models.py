@@ -121,6 +121,14 @@ class ModelRegistry:
         """Whether the model is configured or was seen loading."""
         return model_id in self._models or model_id in self._learned
 
+    def constrained(self) -> list[str]:
+        """Configured models limited to some GPU types or a minimum compute capability."""
+        return [
+            mid
+            for mid, info in self._models.items()
+            if info.gpu_types or info.min_compute_capability is not None
+        ]
+
     def observe_load(self, model_id: str, seconds: float) -> None:
         """One measured load of ``model_id`` took ``seconds``."""
         _positive("load_s", seconds, allow_zero=True)
