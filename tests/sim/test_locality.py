@@ -24,7 +24,7 @@ def test_load_times_are_the_measured_distribution() -> None:
 
 
 def test_bad_load_files_are_refused() -> None:
-    with pytest.raises(ScenarioError, match="model_load.path"):
+    with pytest.raises(ScenarioError, match=r"model_load\.path"):
         LoadTimes.from_spec(ModelLoadSpec(path=BASE, column="nope"))
     with pytest.raises(ScenarioError, match="no valid load time"):
         LoadTimes(np.array([np.nan, -1.0]))

@@ -47,10 +47,10 @@ def make_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strate
 
 __all__ = [
     "ALIASES",
-    "DEFER",
-    "LOCALITY_STRATEGIES",
     "DEFAULT_STRATEGY",
+    "DEFER",
     "DEPLOYMENT_GUIDE_WEIGHTS",
+    "LOCALITY_STRATEGIES",
     "SEED_WEIGHTS",
     "STRATEGIES",
     "Choice",
