@@ -80,6 +80,8 @@ class ModelsConfig:
             v = _positive(f"models.{key}", getattr(self, key))
             if v > 1:
                 raise InvalidValue(f"models.{key}", v, "must be within (0, 1]")
+        for mid, data in self.models.items():
+            ModelInfo.from_mapping(mid, data, self.default)  # fails early, naming the key
 
     @property
     def default(self) -> ModelInfo:
