@@ -43,13 +43,15 @@ SCALE_AT_80 = 7.15
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def run(load: float, strategy: str, seed: int) -> dict[str, object]:
+def run(
+    load: float, strategy: str, seed: int, cache_share: float | None = None
+) -> dict[str, object]:
     scale = SCALE_AT_80 * load / 0.8
     horizon = SPAN_S / scale
-    sc = load_scenario(
-        ROOT / "scenarios" / "genai_locality.yaml",
-        {"workload.trace.time_scale": scale, "horizon_s": horizon},
-    )
+    overrides: dict[str, float] = {"workload.trace.time_scale": scale, "horizon_s": horizon}
+    if cache_share is not None:
+        overrides["router.models.cache_share"] = cache_share
+    sc = load_scenario(ROOT / "scenarios" / "genai_locality.yaml", overrides)
     r = run_scenario(sc, strategy, seed)
     row, info = r.row(), r.info
     n_gpus = sc.fleet.count or 8
@@ -58,6 +60,7 @@ def run(load: float, strategy: str, seed: int) -> dict[str, object]:
         "strategy": strategy,
         "aware": strategy in AWARE,
         "seed": seed,
+        "cache_share": cache_share,
         "requests": info["n_requests"],
         "latency_p50_s": row["latency_p50_s"],
         "latency_p99_s": row["latency_p99_s"],
@@ -122,7 +125,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5, help="seeds at 80% load")
     ap.add_argument("--side-seeds", type=int, default=2, help="seeds at 50% and 95%")
     ap.add_argument("--plot", default=None)
+    ap.add_argument(
+        "--cache-shares",
+        type=float,
+        nargs="*",
+        help="instead: at 80%% and seed 1, these model-cache shares (sensitivity)",
+    )
     args = ap.parse_args()
+    if args.cache_shares:
+        strategies = ["earliest-completion", "locality-cost", "locality-replicate"]
+        rows = [run(0.8, s, 1, share) for share in args.cache_shares for s in strategies]
+        cols = ["cache_share", "strategy", "latency_p99_s", "cold_starts"]
+        print(pd.DataFrame(rows)[cols].round(3).to_string(index=False))
+        return
     rows = []
     for load, seeds in ((0.8, args.seeds), (0.5, args.side_seeds), (0.95, args.side_seeds)):
         for strategy in BLIND + AWARE:
