@@ -4,8 +4,8 @@
 With ``enabled`` the router keeps each GPU's resident models from its own placements
 (an LRU cache of ``cache_share`` of the GPU's memory) and the locality strategies
 (`load_balancer.strategy`: warm-first, locality-cost, locality-replicate) route by it.
-Workers do not yet load, report or unload models: the router's view is its own
-bookkeeping, with load times taken as the configured estimates.
+Each job then names the model to have resident (and what to evict); the reference
+worker loads it and reports the load time, which the Model Manager learns.
 """
 
 from __future__ import annotations
