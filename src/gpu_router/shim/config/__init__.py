@@ -3,6 +3,7 @@ it is read (file, then environment overrides). One error type, `ConfigError`, na
 """
 
 from .errors import ConfigError
+from .model_locality import ModelLocalitySection
 from .sections import (
     ApiKey,
     ApiMetadataSection,
@@ -38,6 +39,7 @@ __all__ = [
     "LoadBalancerSection",
     "LoggingSection",
     "MetadataComponents",
+    "ModelLocalitySection",
     "QueueSection",
     "RequestRouterSection",
     "ServiceConfig",

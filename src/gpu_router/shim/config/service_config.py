@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from .errors import ConfigError
+from .model_locality import ModelLocalitySection
 from .sections import (
     ApiMetadataSection,
     ApiSection,
@@ -53,6 +54,7 @@ class ServiceConfig(ConfigSection):
     dispatch: DispatchSection = DispatchSection()
     logging: LoggingSection = LoggingSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
+    model_locality: ModelLocalitySection = ModelLocalitySection()
     seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
 
 

@@ -38,6 +38,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="forget a finished job never acknowledged this long after it ended (s)",
     )
     parser.add_argument("--job-log", default=None, help="append a JSON line per job start/end")
+    parser.add_argument(
+        "--model-load-s",
+        type=float,
+        default=22.7,
+        help="seconds a model load takes (CPU mode: a delay; default: the GenAI trace's median)",
+    )
+    parser.add_argument(
+        "--model-memory-mb",
+        type=float,
+        default=40_000.0,
+        help="memory the resident models may take, MB (least recently used evicted)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
 
 
@@ -46,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gpu_router.shim.worker.device import WorkerError, detect_device
     from gpu_router.shim.worker.jobs import Worker
+    from gpu_router.shim.worker.models import ModelHolder
     from gpu_router.shim.worker.server import create_app
 
     for name, value, lo, hi in (
@@ -68,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not (args.model_load_s >= 0 and args.model_memory_mb > 0):
+        print(
+            "gpu-router worker: --model-load-s must be >= 0 and --model-memory-mb > 0",
+            file=sys.stderr,
+        )
+        return 2
     if not args.job_ttl_s > 0:
         print(f"gpu-router worker: --job-ttl-s={args.job_ttl_s}: must be > 0", file=sys.stderr)
         return 2
@@ -83,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         job_prefix=args.job_prefix,
         job_ttl_s=args.job_ttl_s,
         job_log=args.job_log,
+        models=ModelHolder(args.model_memory_mb, args.model_load_s),
     )
 
     def ready() -> None:

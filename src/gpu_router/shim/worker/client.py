@@ -75,6 +75,9 @@ def _job_status(body: Any, where: str) -> JobStatus:
         st["started_at"] = body["started_at"]
     if "finished_at" in body:
         st["finished_at"] = body["finished_at"]
+    load = body.get("model_load_s")
+    if isinstance(load, int | float) and not isinstance(load, bool) and 0 <= load < 1e9:
+        st["model_load_s"] = float(load)
     return st
 
 
@@ -122,6 +125,7 @@ class WorkerClient:
         expected_duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> str:
         """Start a job (ms, MB) as ``job_id`` (the router's id; None: the worker names it);
         its id. A worker holding that job id answers it and runs nothing again; without
@@ -134,6 +138,8 @@ class WorkerClient:
         }
         if job_id is not None:
             req["job_id"] = job_id
+        if model is not None:
+            req["model"] = model
         body = await self._call("POST", "/jobs", req)
         if not isinstance(body, dict) or not isinstance(body.get("job_id"), str):
             raise WorkerUnavailable(f"{self.url}/jobs: answer has no job_id")

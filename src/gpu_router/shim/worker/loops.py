@@ -45,9 +45,11 @@ class Job:
     started_at: float = field(default_factory=time.time)  # wall clock, s
     finished_at: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    model: dict[str, Any] | None = None  # {id, memory_mb, evict}: to have resident first
+    model_load_s: float | None = None  # seconds spent loading it (0: it was held)
 
     def view(self) -> JobStatus:
-        return {
+        st: JobStatus = {
             "job_id": self.job_id,
             "request_id": self.request_id,
             "state": self.state,
@@ -57,6 +59,9 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
+        if self.model_load_s is not None:
+            st["model_load_s"] = self.model_load_s
+        return st
 
 
 def opt_int(payload: Any, key: str, lo: int, hi: int) -> int | None:

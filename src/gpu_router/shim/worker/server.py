@@ -32,7 +32,29 @@ from .jobs import Worker
 from .loops import MAX_ITERATIONS, MAX_MATRIX, opt_int
 
 MAX_BODY_BYTES = 1 << 20
-FIELDS = frozenset({"request_id", "payload", "expected_duration_ms", "memory_mb", "job_id"})
+FIELDS = frozenset(
+    {"request_id", "payload", "expected_duration_ms", "memory_mb", "job_id", "model"}
+)
+
+
+def _model(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The optional ``model``: ``{id, memory_mb (>= 0), evict: [ids]}``; ValueError."""
+    m = body.get("model")
+    if m is None:
+        return None
+    bad = ValueError("model=: must be {id: string, memory_mb: number >= 0, evict: [string]}")
+    if not isinstance(m, dict) or not set(m) <= {"id", "memory_mb", "evict"}:
+        raise bad
+    mid, mb, evict = m.get("id"), m.get("memory_mb", 0.0), m.get("evict", [])
+    if not isinstance(mid, str) or not 0 < len(mid) <= 256:
+        raise bad
+    if isinstance(mb, bool) or not isinstance(mb, int | float) or not 0 <= mb < 1e9:
+        raise bad
+    if not isinstance(evict, list) or not all(isinstance(e, str) for e in evict):
+        raise bad
+    return {"id": mid, "memory_mb": float(mb), "evict": list(evict)}
+
+
 MAX_ACK = 10_000  # job ids in one acknowledgement
 #: reserved for fencing several routers (later work): a router's epoch, which a worker
 #: would compare with the highest it has seen; nothing sends or checks it yet
@@ -93,13 +115,14 @@ def create_app(worker: Worker) -> Starlette:
             memory = _number(body, "memory_mb")
             opt_int(payload, "iterations", 1, MAX_ITERATIONS)
             opt_int(payload, "matrix_size", 1, MAX_MATRIX)
+            model = _model(body)
         except ValueError as exc:
             return _error(422, str(exc), field=str(exc).split("=")[0])
         if not worker.ready:
             return _error(503, "worker is starting", retry_after=1)
         if worker.running >= worker.max_jobs and worker.existing(request_id, job_id) is None:
             return JSONResponse({"error": "worker busy"}, 503, headers={"Retry-After": "1"})
-        job, new = worker.submit(request_id, payload, duration, memory, job_id)
+        job, new = worker.submit(request_id, payload, duration, memory, job_id, model)
         if new:
             return JSONResponse({"job_id": job.job_id, "state": job.state}, status_code=202)
         return JSONResponse({"job_id": job.job_id, "state": job.state, "existing": True})
