@@ -237,7 +237,10 @@ class Engine(FaultEffects):
             value = (i, g.index, log.attempt[i], "gpu_unreachable")
             self.env.timeout(0.0, value=value).callbacks.append(self._job_fails)
             return
-        extra = self.sc.service_model.startup_s
+        sm = self.sc.service_model
+        extra = sm.startup_s
+        if sm.dispatch_overhead_s or sm.dispatch_overhead_share:  # wall s on this GPU
+            extra += sm.dispatch_overhead_s * g.speed + sm.dispatch_overhead_share * self._work[i]
         if self._loads:
             mi = self._cols[0][i]
             keep = self.sc.service_model.resident_models
