@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(v, dict) and "p50_ms" in v
         )
         print(f"\noverheads p50/p99 ms: {parts}; fit {o['fit']}")
-        for name in ("calibrated_vs_service", "raw_vs_service"):
+        for name in ("calibrated_vs_service", "refit_vs_service", "raw_vs_service"):
             c = res[name]
             bad = [
                 f"p{j['priority']} {j['metric']} {j['error']:+.1%}"

@@ -58,9 +58,10 @@ def summarize(frame: pd.DataFrame, n_gpus: int, window: tuple[float, float]) -> 
     f = frame[(frame["arrival_s"] >= lo) & (frame["arrival_s"] < hi)]
     done = f[f["outcome"] == "completed"]
     out: dict[str, Any] = {"priorities": {}}
-    groups = [(str(p), g) for p, g in done.groupby("priority")] + [("all", done)]
-    for name, g in groups:
+    names = [str(p) for p in sorted(f["priority"].unique())] + ["all"]
+    for name in names:
         sub = f if name == "all" else f[f["priority"] == int(name)]
+        g = sub[sub["outcome"] == "completed"]
         wait = (g["start_s"] - g["submit_s"]).to_numpy()
         lat = (g["finish_s"] - g["submit_s"]).to_numpy()
         row: dict[str, Any] = {
@@ -133,30 +134,35 @@ def _pc(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x * 100:+.1f}%"
 
 
-def table(load: float, svc: dict[str, Any], cal: dict[str, Any], raw: dict[str, Any]) -> str:
-    """A markdown table of one load: service, calibrated and raw simulator, per priority."""
+def _cell(sim: dict[str, Any], svc: dict[str, Any]) -> str:
+    parts = []
+    for k in JUDGED:
+        parts.append(f"{_ms(sim[k])} ({_pc(rel(sim[k], svc[k]))})")
+    return " / ".join(parts)
+
+
+def table(load: float, svc: dict[str, Any], *sims: dict[str, Any]) -> str:
+    """A markdown table of one load: the service, then the calibrated, refit and raw
+    simulator (latency p50 / p99 and their errors), per priority."""
     head = (
-        "| load | prio | n | service lat p50 / p95 / p99 (ms) | calibrated sim p50 / p99"
-        " (err) | raw sim p50 / p99 (err) | wait p99 service / cal. sim (ms) |"
+        "| load | prio | n | service latency p50 / p95 / p99 (ms) | calibrated sim p50 / p99"
+        " (error) | refit sim p50 / p99 | raw sim p50 / p99 | wait p99 service / calibrated |"
     )
-    lines = [head, "| --- " * 7 + "|"]
+    lines = [head, "| --- " * 8 + "|"]
     for p, s in svc["priorities"].items():
-        c, r = cal["priorities"].get(p), raw["priorities"].get(p)
-        if c is None or r is None:
+        rows = [m["priorities"].get(p) for m in sims]
+        if any(r is None for r in rows) or not s["completed"]:
             continue
         lines.append(
             f"| {load:.2f} | {p} | {s['completed']} | {_ms(s['latency_p50_s'])} /"
-            f" {_ms(s['latency_p95_s'])} / {_ms(s['latency_p99_s'])} |"
-            f" {_ms(c['latency_p50_s'])} ({_pc(rel(c['latency_p50_s'], s['latency_p50_s']))})"
-            f" / {_ms(c['latency_p99_s'])} ({_pc(rel(c['latency_p99_s'], s['latency_p99_s']))})"
-            f" | {_ms(r['latency_p50_s'])} ({_pc(rel(r['latency_p50_s'], s['latency_p50_s']))})"
-            f" / {_ms(r['latency_p99_s'])} ({_pc(rel(r['latency_p99_s'], s['latency_p99_s']))})"
-            f" | {_ms(s['wait_p99_s'])} / {_ms(c['wait_p99_s'])} |"
+            f" {_ms(s['latency_p95_s'])} / {_ms(s['latency_p99_s'])} | "
+            + " | ".join(_cell(r, s) for r in rows if r is not None)
+            + f" | {_ms(s['wait_p99_s'])} / {_ms(rows[0]['wait_p99_s'] if rows[0] else math.nan)} |"
         )
+    fleet = " | ".join(f"{m['utilization']:.3f}, {m['queue']['mean']:.2f}" for m in sims)
     lines.append(
         f"| {load:.2f} | fleet | | utilization {svc['utilization']:.3f}, queue mean"
-        f" {svc['queue']['mean']:.2f} | {cal['utilization']:.3f}, {cal['queue']['mean']:.2f}"
-        f" | {raw['utilization']:.3f}, {raw['queue']['mean']:.2f} | rejected"
-        f" {svc['priorities']['all']['rejected']} / {cal['priorities']['all']['rejected']} |"
+        f" {svc['queue']['mean']:.2f} | {fleet} | rejected"
+        f" {svc['priorities']['all']['rejected']} / {sims[0]['priorities']['all']['rejected']} |"
     )
     return "\n".join(lines)

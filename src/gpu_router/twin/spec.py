@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..sim import Scenario, ScenarioError, draw_workload, parse_scenario
+from ..sim.scenario import set_dotted
 
 #: the scenario's ``router`` keys the service config can express (others are refused)
 ROUTER_KEYS = frozenset({"strategy_options", "binding", "queue", "quotas_enabled"})
@@ -71,8 +72,6 @@ def load_twin(path: str | Path, overrides: Mapping[str, object] | None = None) -
     if not isinstance(data, dict):
         raise TwinError(f"{path.name}: top level must be a mapping")
     data.setdefault("label", path.stem)
-    from ..sim.scenario import set_dotted
-
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     try:
