@@ -30,10 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path  # noqa: PLC0415
+    from pathlib import Path
 
-    from .run import clean, run_twin  # noqa: PLC0415
-    from .spec import TwinError, load_twin  # noqa: PLC0415
+    from .run import clean, run_twin
+    from .spec import TwinError, load_twin
 
     overrides = {}
     for item in args.set:

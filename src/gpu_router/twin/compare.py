@@ -135,10 +135,7 @@ def _pc(x: float) -> str:
 
 
 def _cell(sim: dict[str, Any], svc: dict[str, Any]) -> str:
-    parts = []
-    for k in JUDGED:
-        parts.append(f"{_ms(sim[k])} ({_pc(rel(sim[k], svc[k]))})")
-    return " / ".join(parts)
+    return " / ".join(f"{_ms(sim[k])} ({_pc(rel(sim[k], svc[k]))})" for k in JUDGED)
 
 
 def table(load: float, svc: dict[str, Any], *sims: dict[str, Any]) -> str:

@@ -164,8 +164,7 @@ class LiveService:
         out = []
         for gpu, path in enumerate(self.job_logs):
             with contextlib.suppress(FileNotFoundError):
-                for line in path.read_text().splitlines():
-                    out.append({**json.loads(line), "gpu": gpu})
+                out += [{**json.loads(line), "gpu": gpu} for line in path.read_text().splitlines()]
         return out
 
 

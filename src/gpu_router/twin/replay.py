@@ -35,23 +35,21 @@ def _epoch(iso: str | None) -> float:
 def bodies(wl: Workload) -> list[dict[str, Any]]:
     """The POST /api/v1/route body of each request, in arrival order."""
     width = max(6, len(str(max(len(wl) - 1, 0))))
-    out = []
-    for i in range(len(wl)):
-        out.append(
-            {
-                "request_id": f"r{i:0{width}d}",
-                "user_id": wl.user_names[int(wl.user[i])],
-                "model_id": wl.model_ids[int(wl.model_idx[i])],
-                "priority": int(wl.priority[i]),
-                "type": wl.type_names[int(wl.type_idx[i])],
-                "resource_requirements": {
-                    "memory": round(float(wl.memory_mb[i])),
-                    "expected_duration": round(float(wl.declared_ms[i])),
-                },
-                "payload": {"sleep_ms": round(float(wl.work[i]) * 1000.0, 3)},
-            }
-        )
-    return out
+    return [
+        {
+            "request_id": f"r{i:0{width}d}",
+            "user_id": wl.user_names[int(wl.user[i])],
+            "model_id": wl.model_ids[int(wl.model_idx[i])],
+            "priority": int(wl.priority[i]),
+            "type": wl.type_names[int(wl.type_idx[i])],
+            "resource_requirements": {
+                "memory": round(float(wl.memory_mb[i])),
+                "expected_duration": round(float(wl.declared_ms[i])),
+            },
+            "payload": {"sleep_ms": round(float(wl.work[i]) * 1000.0, 3)},
+        }
+        for i in range(len(wl))
+    ]
 
 
 async def replay(

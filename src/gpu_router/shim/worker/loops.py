@@ -140,7 +140,7 @@ def run_cpu(job: Job, device: DeviceInfo, max_duration_s: float) -> dict[str, An
     sleep_s = sleep_seconds(job.payload, max_duration_s)
     if sleep_s is not None:
         return run_sleep(job, device, sleep_s)
-    import numpy as np  # noqa: PLC0415 - keeps import of this module light
+    import numpy as np
 
     n = opt_int(job.payload, "matrix_size", 1, 4096) or 256
     loop = _Loop(job, max_duration_s)
