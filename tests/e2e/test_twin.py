@@ -6,12 +6,15 @@ simulator calibrated with ``scenarios/twin/poisson.yaml``'s measured overheads.
 
 Tolerance: both sides replay the *same* requests with the *same* durations, so the
 sampling noise that would need thousands of requests for a 10% interval cancels; what
-is left is the service's timing jitter. Measured on the shared 2-core machine, five
-runs of this test: mean-latency error of the calibrated simulator -7.7% to +0.5%, p50
--6.9% to +3.5% (docs/simulator.md, "The twin check"). 15% on the mean and 20% on the
-p50 leave room for a busier machine. A simulator that leaves out the service's own time
-per request (raw) was at -24% to -30% in the same runs, and one that makes it 5x too
-large (0.155 s per request) at +60% to +74%: the test asserts both are outside.
+is left is the service's timing jitter. Measured on the shared 2-core machine: four
+runs with the current calibration (a 0.031 s, b 0.038) gave a mean-latency error of
+the calibrated simulator of -2.1% to +7.2% and a p50 error of +1.8% to +11.5%; five
+earlier runs with a 0.027 s, b 0.033 gave -7.7% to +0.5% and -6.9% to +3.5%
+(docs/simulator.md, "The twin check"). 15% on the mean and 20% on the p50 leave room
+for a busier machine. A simulator that leaves out the service's own time per request
+(raw) was at -21% to -30% of the mean in those nine runs, and one with 5x the constant
+overhead (0.135 s, the earlier five runs) at +60% to +74%: the test asserts both are
+outside 15%.
 """
 
 from __future__ import annotations
