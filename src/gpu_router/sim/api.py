@@ -43,7 +43,7 @@ from .theory import mmc_wait_or_nan
 from .traces import read_trace
 from .workload import Workload, generate
 
-__all__ = ["SimResult", "load_scenario", "parse_strategy", "run_scenario"]
+__all__ = ["SimResult", "draw_workload", "load_scenario", "parse_strategy", "run_scenario"]
 
 RouterFactory = Callable[[list[Any], Mapping[str, Any], np.random.Generator], RouterLike]
 
@@ -150,6 +150,17 @@ def build_workload(
         wl = read_trace(rng, spec, service, mean_speed, scenario.horizon_s)
         wl = replace(wl, mean_work=float(wl.work.mean()) if len(wl) else math.nan)
     return replace(wl, work=service.apply_floor(wl.work))
+
+
+def draw_workload(scenario: Scenario, seed: int) -> Workload:
+    """The workload ``run_scenario(scenario, ..., seed)`` replays, drawn the same way
+    (arrays: arrival_s, work in H100-s with the floor applied, declared_ms, priority,
+    user, ...), for a replay of the same requests elsewhere (the twin check)."""
+    wl_ss = np.random.SeedSequence(seed).spawn(3)[0]
+    fleet = build_fleet(scenario.fleet)
+    service = ServiceModel(scenario.service_model)
+    cap = capacity(fleet)
+    return build_workload(scenario, cap, cap / len(fleet), service, np.random.default_rng(wl_ss))
 
 
 def run_scenario(

@@ -247,7 +247,10 @@ class Engine(FaultEffects):
             value = (i, g.index, log.attempt[i], "gpu_unreachable")
             self.env.timeout(0.0, value=value).callbacks.append(self._job_fails)
             return
-        extra = self.sc.service_model.startup_s
+        sm = self.sc.service_model
+        extra = sm.startup_s
+        if sm.dispatch_overhead_s or sm.dispatch_overhead_share:  # wall s on this GPU
+            extra += sm.dispatch_overhead_s * g.speed + sm.dispatch_overhead_share * self._work[i]
         if a.model_id is not None:
             extra += self._model_wait(a, g.index, now) * g.speed
         if self._loads:
