@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError
 
+from .connections import ConnectionsSection
 from .errors import ConfigError
 from .sections import (
     ApiMetadataSection,
@@ -42,6 +43,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 
 class ServiceConfig(ConfigSection):
     api: ApiSection = ApiSection()
+    connections: ConnectionsSection = ConnectionsSection()
     gpu_monitoring: GpuMonitoringSection = GpuMonitoringSection()
     load_balancer: LoadBalancerSection = LoadBalancerSection()
     request_router: RequestRouterSection = RequestRouterSection()
