@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         from gpu_router.shim.keys import all_keys
 
         all_keys(cfg.auth)  # a missing or malformed keys file, too
+        from gpu_router.shim.config import worker_tokens
+
+        worker_tokens(cfg.worker_auth)  # and an unreadable worker token file
     except ConfigError as exc:
         print(f"gpu-router serve: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from .sections import (
     UserQuotaSection,
 )
 from .service_config import ENV_OVERRIDES, ServiceConfig, config_from_mapping, load_config
+from .worker_auth import WorkerAuthSection, check_token, read_token_file, worker_tokens
 
 __all__ = [
     "ENV_OVERRIDES",
@@ -45,6 +46,10 @@ __all__ = [
     "ServiceConfig",
     "TrustedNetwork",
     "UserQuotaSection",
+    "WorkerAuthSection",
+    "check_token",
     "config_from_mapping",
     "load_config",
+    "read_token_file",
+    "worker_tokens",
 ]

@@ -30,6 +30,7 @@ from .sections import (
     RequestRouterSection,
     UserQuotaSection,
 )
+from .worker_auth import WorkerAuthSection
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
@@ -55,6 +56,7 @@ class ServiceConfig(ConfigSection):
     dispatch: DispatchSection = DispatchSection()
     logging: LoggingSection = LoggingSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
+    worker_auth: WorkerAuthSection = WorkerAuthSection()
     seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
 
 

@@ -60,9 +60,15 @@ class Dispatcher:
         on_worker_error: Callable[[str], None] = lambda gpu_id: None,
         worker_urls: dict[str, str] | None = None,
         store: Store | None = None,
+        worker_tokens: dict[str, str | None] | None = None,
     ) -> None:
         self.workers = WorkerCalls(
-            source, http, calls, worker_urls=worker_urls, on_worker_error=on_worker_error
+            source,
+            http,
+            calls,
+            worker_urls=worker_urls,
+            on_worker_error=on_worker_error,
+            tokens=worker_tokens,
         )
         events = cast(JobEvents, _NotConnected())
         self._polled = PolledJobs(

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 from gpu_router.policy import Router
-from gpu_router.shim.config import ServiceConfig
+from gpu_router.shim.config import ServiceConfig, worker_tokens
 from gpu_router.shim.core.admin import Admin
 from gpu_router.shim.core.admission import Admission, Outcome
 from gpu_router.shim.core.callbacks import Callbacks
@@ -189,6 +189,7 @@ class _Parts:
             on_worker_error=lambda g: prom.child(prom.worker_failures, g).inc(),
             worker_urls=dict(config.gpu_monitoring.worker_urls),
             store=svc.store,
+            worker_tokens=worker_tokens(config.worker_auth),
         )
         self.views = StatusViews(
             config, router, requests, gpus, self.jobs, stats, clock, svc.readiness
