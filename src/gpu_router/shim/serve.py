@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
         from gpu_router.shim.config import worker_tokens
 
         worker_tokens(cfg.worker_auth)  # and an unreadable worker token file
+        from gpu_router.shim.core.callbacks import signing_secret
+
+        signing_secret(cfg.callbacks)  # or callback signing key file
     except ConfigError as exc:
         print(f"gpu-router serve: {exc}", file=sys.stderr)
         return 2

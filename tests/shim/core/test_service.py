@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
-import httpx
 import pytest
 
 from gpu_router.shim.gpu_sources.virtual import VirtualFleet
@@ -69,50 +67,6 @@ def test_restart_resumes_unfinished_and_never_reruns_finished(tmp_path):
             assert q["quotas"]["priority_requests"]["limit"] == 9  # admin change survived
             assert q["rate_limits"]["requests_per_day"]["used"] == 4
         await fleet.aclose()
-
-    asyncio.run(scenario())
-
-
-def test_callbacks_delivered_with_retries():
-    seen: list[dict] = []
-    attempts = {"n": 0}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "hooks.example":
-            attempts["n"] += 1
-            if attempts["n"] < 3:
-                return httpx.Response(503)
-            seen.append(
-                {
-                    "body": json.loads(request.content),
-                    "traceparent": request.headers.get("traceparent"),
-                }
-            )
-            return httpx.Response(200)
-        return httpx.Response(404)
-
-    async def scenario():
-        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        async with running(http=http) as (c, app, fleet):
-            tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-            r = await c.post(
-                "/api/v1/route",
-                json=body(request_id="cb-1", callback_url="http://hooks.example/done"),
-                headers={**H_ALICE, "traceparent": tp},
-            )
-            assert r.status_code == 200
-            await wait_state(c, "cb-1", {"completed"}, H_ALICE)
-            for _ in range(200):
-                if seen:
-                    break
-                await asyncio.sleep(0.01)
-            assert attempts["n"] == 3
-            data = seen[0]["body"]["data"]
-            assert data["request_id"] == "cb-1" and data["status"] == "completed"
-            assert seen[0]["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
-            await asyncio.sleep(0.02)
-            assert app.state.service.store.get("cb-1").callback_state == "delivered"
-        await http.aclose()
 
     asyncio.run(scenario())
 

@@ -2,6 +2,7 @@
 it is read (file, then environment overrides). One error type, `ConfigError`, names the key.
 """
 
+from .callbacks import CallbacksSection
 from .connections import ConnectionsSection
 from .errors import ConfigError
 from .sections import (
@@ -31,6 +32,7 @@ __all__ = [
     "ApiMetadataSection",
     "ApiSection",
     "AuthSection",
+    "CallbacksSection",
     "ConfigError",
     "ConfigSection",
     "ConnectionsSection",

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError
 
+from .callbacks import CallbacksSection
 from .connections import ConnectionsSection
 from .errors import ConfigError
 from .sections import (
@@ -57,6 +58,7 @@ class ServiceConfig(ConfigSection):
     logging: LoggingSection = LoggingSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
     worker_auth: WorkerAuthSection = WorkerAuthSection()
+    callbacks: CallbacksSection = CallbacksSection()
     seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
 
 

@@ -32,7 +32,7 @@ from gpu_router.policy import Router
 from gpu_router.shim.config import ServiceConfig, worker_tokens
 from gpu_router.shim.core.admin import Admin
 from gpu_router.shim.core.admission import Admission, Outcome
-from gpu_router.shim.core.callbacks import Callbacks
+from gpu_router.shim.core.callbacks import Callbacks, CallbackSender
 from gpu_router.shim.core.clock import Clock
 from gpu_router.shim.core.dispatcher import Dispatcher
 from gpu_router.shim.core.execution import Execution
@@ -194,7 +194,8 @@ class _Parts:
         self.views = StatusViews(
             config, router, requests, gpus, self.jobs, stats, clock, svc.readiness
         )
-        self.callbacks = Callbacks(self.views, requests, self.jobs, prom)
+        sender = CallbackSender(svc.http, config.dispatch, config.callbacks, logger, clock.wall)
+        self.callbacks = Callbacks(self.views, requests, sender, self.jobs.spawn, prom)
         self.execution = Execution(
             router, requests, gpus, self.jobs, self.callbacks, clock, prom, stats, logger
         )

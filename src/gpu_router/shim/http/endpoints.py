@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpu_router.shim.core.callback_targets import CallbackTargets
 from gpu_router.shim.core.clock import iso
 from gpu_router.shim.core.service import RouterService
 from gpu_router.shim.core.status import starting_health
@@ -41,6 +42,7 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
     svc, read_body, clock, holder = p.svc, p.read_body, p.clock, p.holder
     config = p.config
     tracing = config.api_metadata.components.tracing
+    targets = CallbackTargets(config.callbacks)
 
     async def route(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
@@ -48,6 +50,14 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
         assert ctx.identity is not None
         if not ctx.identity.may_act_for(req.user_id):
             raise ApiError(403, "forbidden", "a user key may submit only as its own user_id")
+        why = None if req.callback_url is None else targets.refusal(req.callback_url)
+        if why is not None:  # (the addresses its host resolves to: at each delivery)
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"callback_url: {why}",
+                details=[{"field": "callback_url", "reason": why}],
+            )
         t = clock.now()
         child = ctx.trace.child().traceparent if tracing.enabled else None
         out = await s.submit(req.model_dump(mode="json"), child)
