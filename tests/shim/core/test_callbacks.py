@@ -18,6 +18,7 @@ import pytest
 from gpu_router.client import InvalidSignature, verify_callback
 from gpu_router.shim.config import CallbacksSection
 from gpu_router.shim.core.callback_targets import CallbackTargets, RefusedTarget
+from gpu_router.shim.store import request_key
 
 from ..app_helpers import H_ALICE, body, running, wait_state
 
@@ -85,7 +86,7 @@ async def state_of_callback(app: Any, rid: str, timeout: float = 5.0) -> str | N
     svc = app.state.service
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rec = svc.requests.lookup(rid)
+        rec = svc.requests.lookup(request_key("alice", rid))
         if rec is not None and rec.callback_state in ("delivered", "failed"):
             return rec.callback_state
         await asyncio.sleep(0.02)

@@ -54,12 +54,17 @@ def test_restart_resumes_unfinished_and_never_reruns_finished(tmp_path):
                 t.cancel()
             svc.dispatcher.local.clear()  # in-process jobs: their ends go unheard
             svc.store.journal.commit_batch = lambda batch: []  # a dead process writes nothing more
-        assert sorted(starts) == ["done-1", "run-1"]
+        assert sorted(starts) == ["done-1/alice", "run-1/alice"]  # job request ids: store keys
         async with running(path, fleet=fleet) as (c, app, _):
             for rid in ("run-1", "wait-1", "wait-2"):
                 d = await wait_state(c, rid, {"completed"}, H_ALICE)
                 assert d["status"] == "completed"
-            assert sorted(starts) == ["done-1", "run-1", "wait-1", "wait-2"]  # none ran twice
+            assert sorted(starts) == [
+                "done-1/alice",
+                "run-1/alice",
+                "wait-1/alice",
+                "wait-2/alice",
+            ]  # none ran twice
             d = (await c.get("/api/v1/requests/done-1", headers=H_ALICE)).json()["data"]
             assert d["status"] == "completed"
             q = (await c.get("/api/v1/user/alice/quota", headers=H_ALICE)).json()["data"]
@@ -79,8 +84,8 @@ def test_journal_failure_refuses_with_503_and_nothing_runs():
             svc.store.journal._db.execute("PRAGMA query_only=ON")
             r = await c.post("/api/v1/route", json=body(request_id="j-1"), headers=H_ALICE)
             assert r.status_code == 503 and r.json()["data"]["status"] == "rejected"
-            assert "j-1" not in svc.requests.live and not svc.dispatcher.tasks
-            assert svc.router.state_of("j-1") is None  # cancelled, then forgotten
+            assert "j-1/alice" not in svc.requests.live and not svc.dispatcher.tasks
+            assert svc.router.state_of("j-1/alice") is None  # cancelled, then forgotten
             assert svc.stats.system.total == 0  # never acknowledged, not counted
             assert not fleet._gpus["gpu-0"].jobs  # its job never started
 

@@ -110,7 +110,7 @@ def create_app(worker: Worker, token: str | None = None) -> Starlette:
         if unknown:
             return _error(422, f"unknown fields: {sorted(unknown)}", field=sorted(unknown)[0])
         request_id = body.get("request_id")
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= 256:
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 300:
             return _error(422, "request_id: must be a non-empty string", field="request_id")
         job_id = body.get("job_id")
         if job_id is not None and (not isinstance(job_id, str) or not 0 < len(job_id) <= 300):
