@@ -23,7 +23,8 @@ from gpu_router.shim.store import request_key
 from ..app_helpers import H_ALICE, body, running, wait_state
 
 pytestmark = pytest.mark.timeout(30)
-SECRET = "callback-secret-0123456789"
+SECRET = "callback-secret-0123456789"  # noqa: S105 - a test key
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 class Receiver:
@@ -36,7 +37,7 @@ class Receiver:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers["content-length"]))
                 outer.seen.append(
                     {
@@ -97,11 +98,11 @@ def test_a_listed_loopback_receiver_gets_a_signed_callback_after_retries_with_ba
     with receiver([500, 503]) as rx:
 
         async def scenario() -> None:
-            async with running(**LISTED) as (c, app, fleet):
+            async with running(**LISTED) as (c, app, _fleet):
                 r = await c.post(
                     "/api/v1/route",
                     json=body(request_id="cb-1", callback_url=rx.url),
-                    headers=H_ALICE,
+                    headers={**H_ALICE, "traceparent": TP},
                 )
                 assert r.status_code == 200, r.text
                 await wait_state(c, "cb-1", {"completed"}, H_ALICE)
@@ -115,6 +116,7 @@ def test_a_listed_loopback_receiver_gets_a_signed_callback_after_retries_with_ba
         event = verify_callback(SECRET, last["body"], last["headers"]["x-gpu-router-signature"])
         assert event["data"]["request_id"] == "cb-1" and event["data"]["status"] == "completed"
         assert last["headers"]["host"] == f"127.0.0.1:{rx.port}"
+        assert last["headers"]["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
         with pytest.raises(InvalidSignature):
             verify_callback(SECRET, last["body"] + b" ", last["headers"]["x-gpu-router-signature"])
         with pytest.raises(InvalidSignature):
@@ -132,7 +134,7 @@ def test_a_listed_loopback_receiver_gets_a_signed_callback_after_retries_with_ba
 
 def test_unlisted_private_loopback_and_link_local_destinations_are_refused_at_submission():
     async def scenario() -> None:
-        async with running() as (c, app, fleet):
+        async with running() as (c, app, _fleet):
             for url in (
                 "http://127.0.0.1:9/x",
                 "http://[::1]/x",
@@ -155,7 +157,7 @@ def test_a_name_that_resolves_to_loopback_is_refused_at_delivery_and_nothing_is_
     with receiver() as rx:
 
         async def scenario() -> None:
-            async with running(dispatch={"callback_backoff": 0.01}) as (c, app, fleet):
+            async with running(dispatch={"callback_backoff": 0.01}) as (c, app, _fleet):
                 url = f"http://localhost:{rx.port}/hook"  # passes the static check
                 r = await c.post(
                     "/api/v1/route", json=body(request_id="cb-2", callback_url=url), headers=H_ALICE
@@ -171,7 +173,7 @@ def test_a_redirect_is_not_followed():
     with receiver([307, 307, 307, 307]) as rx:
 
         async def scenario() -> None:
-            async with running(**LISTED) as (c, app, fleet):
+            async with running(**LISTED) as (c, app, _fleet):
                 r = await c.post(
                     "/api/v1/route",
                     json=body(request_id="cb-3", callback_url=rx.url),

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(30)
 
 def test_a_trailing_slash_is_a_404_in_the_envelope_not_a_redirect_to_the_host_header():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, _app, _fleet):
             for path in ("/health/", "/api/v1/gpus/", "/api/v1/requests/abc/"):
                 r = await c.get(path, headers={**H_ALICE, "host": "evil.example"})
                 assert r.status_code == 404, (path, r.status_code)
@@ -26,7 +26,7 @@ def test_a_trailing_slash_is_a_404_in_the_envelope_not_a_redirect_to_the_host_he
 
 def test_405_on_a_request_lists_every_method_it_allows():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, _app, _fleet):
             r = await c.put("/api/v1/requests/abc", headers=H_ALICE)
             assert r.status_code == 405 and r.json()["status"] == "error"
             allowed = {m.strip() for m in r.headers["allow"].split(",")}
@@ -40,7 +40,7 @@ def test_405_on_a_request_lists_every_method_it_allows():
 
 def test_an_integral_float_priority_is_accepted_and_a_fraction_refused():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, _app, _fleet):
             r = await c.post("/api/v1/route", json=body(priority=5.0), headers=H_ALICE)
             assert r.status_code == 200, r.text
             check_schema("POST", "/api/v1/route", r)

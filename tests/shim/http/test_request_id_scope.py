@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_two_users_may_use_one_request_id_and_neither_blocks_the_other():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, _app, _fleet):
             a = await c.post("/api/v1/route", json=body(request_id="same-1"), headers=H_ALICE)
             assert a.status_code == 200
             b_body = body(request_id="same-1", user_id="bob", priority=5)
@@ -59,7 +59,7 @@ def test_another_users_id_answers_as_a_missing_one_in_body_and_in_time():
     10%; the tolerance, 5% of the missing id's median, is half of that."""
 
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, _app, _fleet):
             r = await c.post("/api/v1/route", json=body(request_id="secret-1"), headers=H_ALICE)
             assert r.status_code == 200
             await wait_state(c, "secret-1", {"completed"}, H_ALICE)
@@ -119,7 +119,7 @@ def test_a_journal_from_before_per_user_ids_is_migrated(tmp_path):
     db.close()
 
     async def scenario():
-        async with running(str(path)) as (c, app, fleet):
+        async with running(str(path)) as (c, app, _fleet):
             assert app.state.service.store.get(request_key("alice", "old-1")) is not None
             d = (await c.get("/api/v1/requests/old-1", headers=H_ALICE)).json()["data"]
             assert d["request_id"] == "old-1" and d["status"] == "completed"

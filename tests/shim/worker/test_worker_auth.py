@@ -22,7 +22,7 @@ from ...e2e.procs import ALICE, hdr, router_config, start_router, wait_terminal
 from .worker_proc import worker_process
 
 pytestmark = pytest.mark.timeout(60)
-TOKEN = "worker-token-0123456789abcdef"
+TOKEN = "worker-token-0123456789abcdef"  # noqa: S105 - a test token
 CPU = DeviceInfo("cpu", 0, "test-cpu")
 
 

@@ -25,8 +25,7 @@ def owned(ctx: Ctx, s: RouterService, rid: str) -> Any:
     the same code path (one memory look-up, then the store). A caller acting for every
     user (admin, trusted network) names the user with ``?user_id=``, else gets the last
     submitted request with that id."""
-    identity = ctx.identity
-    assert identity is not None
+    identity = ctx.caller
     if identity.role is Role.USER:
         rec = s.lookup(request_key(identity.user_id, rid))
     else:
@@ -63,8 +62,7 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
     async def route(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
         req: RouteRequest = await read_body(ctx, RouteRequest)
-        assert ctx.identity is not None
-        if not ctx.identity.may_act_for(req.user_id):
+        if not ctx.caller.may_act_for(req.user_id):
             raise ApiError(403, "forbidden", "a user key may submit only as its own user_id")
         why = None if req.callback_url is None else targets.refusal(req.callback_url)
         if why is not None:  # (the addresses its host resolves to: at each delivery)
@@ -115,15 +113,13 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
         user = ctx.request.path_params.get("user_id", "")
         if not ID.match(user):
             raise not_found("user")
-        assert ctx.identity is not None
-        if not ctx.identity.may_act_for(user):
+        if not ctx.caller.may_act_for(user):
             raise ApiError(403, "forbidden", "a user key may read only its own quota")
         return 200, s.views.quota_data(user)
 
     async def metrics_json(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
-        assert ctx.identity is not None
-        only = ctx.identity.user_id if ctx.identity.role.value == "user" else None
+        only = ctx.caller.user_id if ctx.caller.role.value == "user" else None
         return 200, s.views.metrics_data(only)
 
     async def health(ctx: Ctx) -> tuple[int, Any]:

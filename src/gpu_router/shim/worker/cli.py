@@ -49,13 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-TOKEN_ENV = "GPU_ROUTER_WORKER_TOKEN"
+TOKEN_ENV = "GPU_ROUTER_WORKER_TOKEN"  # noqa: S105 - the variable's name, not a token
 
 
 def worker_token(args: argparse.Namespace, env: dict[str, str]) -> str | None:
     """The token from ``--token-file``, else ``$GPU_ROUTER_WORKER_TOKEN``, else None;
     :class:`~gpu_router.shim.config.ConfigError` for an unreadable or weak one."""
-    from gpu_router.shim.config import check_token, read_token_file  # noqa: PLC0415
+    from gpu_router.shim.config import check_token, read_token_file
 
     if args.token_file is not None:
         return read_token_file(args.token_file, "--token-file")
@@ -64,11 +64,11 @@ def worker_token(args: argparse.Namespace, env: dict[str, str]) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415 - only this subcommand needs it
+    import uvicorn
 
-    from gpu_router.shim.worker.device import WorkerError, detect_device  # noqa: PLC0415
-    from gpu_router.shim.worker.jobs import Worker  # noqa: PLC0415
-    from gpu_router.shim.worker.server import create_app  # noqa: PLC0415
+    from gpu_router.shim.worker.device import WorkerError, detect_device
+    from gpu_router.shim.worker.jobs import Worker
+    from gpu_router.shim.worker.server import create_app
 
     for name, value, lo, hi in (
         ("--port", args.port, 0, 65535),
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.job_ttl_s > 0:
         print(f"gpu-router worker: --job-ttl-s={args.job_ttl_s}: must be > 0", file=sys.stderr)
         return 2
-    from gpu_router.shim.config import ConfigError  # noqa: PLC0415
+    from gpu_router.shim.config import ConfigError
 
     try:
         token = worker_token(args, dict(os.environ))
