@@ -37,6 +37,16 @@ def router(tmp_path_factory):
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def patient_router(tmp_path_factory):
+    """The same limits with a 30 s idle timeout: the cap test holds idle connections."""
+    tmp = tmp_path_factory.mktemp("patient")
+    limits = {**LIMITS, "idle_timeout_s": 30.0, "header_timeout_s": 30.0}
+    proc, url = start_router(tmp, router_config(tmp, None, connections=limits))
+    yield url
+    proc.stop()
+
+
 def connect(url: str, source: str) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     s = socket.socket()
@@ -57,6 +67,22 @@ def read_answer(s: socket.socket) -> tuple[int, dict[str, str], dict]:
     lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines[1:])
     return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def read_kept_answer(s: socket.socket) -> bytes:
+    """One whole answer on a connection kept open (head, then Content-Length bytes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += s.recv(65536)
+    return head
 
 
 def health_probe(url: str, stop: threading.Event, out: list[float]) -> None:
@@ -139,20 +165,26 @@ def test_a_body_trickle_answers_408_after_the_body_deadline(router):
 
 def test_idle_connections_are_closed_after_the_idle_timeout_and_health_answers(router):
     idle = [connect(router, "127.0.0.2") for _ in range(250)]
-    with httpx.Client(base_url=router, timeout=2.0) as c:
-        assert c.get("/health").status_code == 200
     kept = connect(router, "127.0.0.2")  # one request, then idle on keep-alive
-    kept.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-    assert kept.recv(65536).startswith(b"HTTP/1.1 200")
-    t0 = time.monotonic()
-    for s in [*idle, kept]:
-        s.settimeout(5)
-        assert s.recv(1) == b""  # closed by the router
-        s.close()
-    assert time.monotonic() - t0 < 3.0  # idle_timeout_s is 1 s
+    try:
+        with httpx.Client(base_url=router, timeout=2.0) as c:
+            assert c.get("/health").status_code == 200
+        kept.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert read_kept_answer(kept).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        for s in [*idle, kept]:
+            s.settimeout(5)
+            assert s.recv(1) == b""  # closed by the router
+        assert time.monotonic() - t0 < 3.0  # idle_timeout_s is 1 s
+    finally:
+        for s in [*idle, kept]:
+            s.close()
 
 
-def test_connections_over_the_per_address_cap_answer_503_and_others_are_served(router):
+def test_connections_over_the_per_address_cap_answer_503_and_others_are_served(
+    patient_router,
+):
+    router = patient_router
     held = [connect(router, "127.0.0.3") for _ in range(300)]
     time.sleep(0.2)
     extra = connect(router, "127.0.0.3")
@@ -160,9 +192,11 @@ def test_connections_over_the_per_address_cap_answer_503_and_others_are_served(r
     status, headers, body = read_answer(extra)
     assert status == 503 and headers["retry-after"] == "1"
     assert body["error"]["code"] == "too_many_connections"
-    with httpx.Client(base_url=router, timeout=2.0) as c:  # another address is served
-        assert c.get("/health").status_code == 200
-    held[0].sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")  # the held ones too
-    assert held[0].recv(65536).startswith(b"HTTP/1.1 200")
-    for s in held:
-        s.close()
+    try:
+        with httpx.Client(base_url=router, timeout=2.0) as c:  # another address is served
+            assert c.get("/health").status_code == 200
+        held[0].sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")  # the held ones too
+        assert read_kept_answer(held[0]).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in held:
+            s.close()
