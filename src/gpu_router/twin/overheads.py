@@ -38,6 +38,9 @@ def job_times(jobs: list[dict[str, Any]], t0: float) -> pd.DataFrame:
     if not jobs:
         return pd.DataFrame(columns=["request_id", "job_start_s", "job_end_s", "job_gpu"])
     df = pd.DataFrame(jobs)
+    # a worker sees the router's key of a request, ``<request_id>/<user_id>`` (request ids
+    # are per user, and hold no "/"); the replay knows the request_id
+    df["request_id"] = df["request_id"].astype(str).str.split("/", n=1).str[0]
     starts = (
         df[df["event"] == "start"]
         .groupby("request_id")

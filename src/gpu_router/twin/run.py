@@ -63,6 +63,11 @@ def run_load(spec: TwinSpec, load: float, directory: Path) -> dict[str, Any]:
     }
     parts = overheads.decompose(live["records"], live["jobs"])
     fitted = overheads.fit(parts)
+    if not all(math.isfinite(v) for v in fitted.values()):
+        raise RuntimeError(
+            f"load {load}: too few completed requests matched their workers' job logs"
+            f" ({len(parts)} completed) to fit the service's overhead"
+        )
     refit_spec = spec.model_copy(update={"calibration": Calibration(**fitted)})
     refit = run_scenario(scenario_at(refit_spec, load, calibrated=True), spec.strategy, spec.seed)
     sums["sim_refit"] = cmp.summarize(cmp.sim_frame(refit.requests), n, window)
