@@ -18,7 +18,6 @@ from tests.shim.app_helpers import H_ALICE, H_BOB, body, running, wait_state
 pytestmark = pytest.mark.timeout(60)
 
 FAST = {"simulate": {"duration_ms": 30}}
-SLOW = {"simulate": {"duration_ms": 300}}
 
 
 def submitted() -> list[tuple[str, dict, dict, str]]:
