@@ -14,7 +14,6 @@ from .sections import (
     GpuMonitoringSection,
     JournalSection,
     LoadBalancerSection,
-    LoggingSection,
     MetadataComponents,
     QueueSection,
     RequestRouterSection,
@@ -22,6 +21,7 @@ from .sections import (
     UserQuotaSection,
 )
 from .service_config import ENV_OVERRIDES, ServiceConfig, config_from_mapping, load_config
+from .shipping import LoggingSection, MetricsSection, ShippingOptions
 
 __all__ = [
     "ENV_OVERRIDES",
@@ -38,9 +38,11 @@ __all__ = [
     "LoadBalancerSection",
     "LoggingSection",
     "MetadataComponents",
+    "MetricsSection",
     "QueueSection",
     "RequestRouterSection",
     "ServiceConfig",
+    "ShippingOptions",
     "TrustedNetwork",
     "UserQuotaSection",
     "config_from_mapping",

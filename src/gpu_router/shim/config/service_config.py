@@ -24,15 +24,16 @@ from .sections import (
     GpuMonitoringSection,
     JournalSection,
     LoadBalancerSection,
-    LoggingSection,
     QueueSection,
     RequestRouterSection,
     UserQuotaSection,
 )
+from .shipping import LoggingSection, MetricsSection
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
     "LOGGING_URL": ("logging", "url"),
+    "METRICS_URL": ("metrics", "url"),
     "API_HOST": ("api", "host"),
     "API_PORT": ("api", "port"),
     "API_DEBUG": ("api", "debug"),
@@ -52,6 +53,7 @@ class ServiceConfig(ConfigSection):
     journal: JournalSection = JournalSection()
     dispatch: DispatchSection = DispatchSection()
     logging: LoggingSection = LoggingSection()
+    metrics: MetricsSection = MetricsSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
     seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
 
