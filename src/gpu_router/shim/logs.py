@@ -52,9 +52,9 @@ class ShippingHandler(logging.Handler):
 
     def close(self) -> None:
         """What ``logging.shutdown`` and ``logging.config.dictConfig`` call (uvicorn's
-        start calls the latter): the buffer is drained, the shipper keeps running (the
-        handler stays on our logger). :meth:`stop` ends it."""
-        self.shipper.drain()
+        start calls the latter): the buffer is drained for half a second at most, and the
+        shipper keeps running (the handler stays on our logger). :meth:`stop` ends it."""
+        self.shipper.drain(0.5)
         super().close()
 
     def stop(self) -> None:
@@ -73,7 +73,10 @@ def setup_logging(
     logger = logging.getLogger(LOGGER_NAME)
     for h in list(logger.handlers):
         logger.removeHandler(h)
-        h.stop() if isinstance(h, ShippingHandler) else h.close()
+        if isinstance(h, ShippingHandler):
+            h.stop()
+        else:
+            h.close()
     logger.setLevel(level)
     logger.propagate = False
     fmt: logging.Formatter = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -121,6 +121,18 @@ def test_a_days_report_from_a_real_runs_store(tmp_path: Path) -> None:
     for png in re.findall(r"\]\((report-[^)]+\.png)\)", md):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(re.findall(r"\.png\)", md)) == 3
+
+    # the week from the same hour holds the same requests; the day before holds none
+    week = ["report", "--period", "week", "--since", hour.isoformat(), "--store", str(journal)]
+    assert main([*week, "--out", str(out), "--config", str(tmp_path / "config.yaml")]) == 0
+    week_md = (out / f"report-week-{hour:%Y%m%dT%H%M}.md").read_text()
+    assert week_md.startswith("# GPU Request Router: weekly report")
+    assert table(week_md, "Requests by status") == table(md, "Requests by status")
+    before = (hour - timedelta(days=1)).isoformat()
+    day_before = ["report", "--since", before, "--store", str(journal), "--out", str(out)]
+    assert main(day_before) == 0
+    empty = (out / f"report-day-{hour - timedelta(days=1):%Y%m%dT%H%M}.md").read_text()
+    assert "Requests submitted: 0." in empty and table(empty, "Requests by status") == {}
 
 
 def test_the_report_names_a_missing_store(

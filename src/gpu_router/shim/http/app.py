@@ -14,6 +14,7 @@ without, 1% in two pairs of three, so it was removed.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -153,6 +154,8 @@ def create_app(
                 st.close()
             if close_source:
                 await gpu_source.aclose()
+            for shipper in prom.shipping.shippers:  # the log records of the shutdown
+                await asyncio.to_thread(shipper.drain, 2.0)
 
     app = Starlette(
         routes=routes,

@@ -135,7 +135,8 @@ def _requests_chart(s: PeriodSummary) -> Figure:
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_xticks(range(len(labels)), labels, rotation=90 if s.period == "day" else 0)
     ax.set_ylabel("requests submitted")
-    ax.legend(loc="upper left", fontsize="small")
+    if s.total:
+        ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     return fig
 

@@ -90,7 +90,7 @@ class PeriodSummary:
     anomalies: list[str] = field(default_factory=list)
 
 
-def _busy_seconds(intervals: list[tuple[float, float]]) -> float:
+def busy_seconds(intervals: list[tuple[float, float]]) -> float:
     """Length of the union of ``[start, end)`` intervals."""
     total, reach = 0.0, -np.inf
     for a, b in sorted(intervals):
@@ -157,7 +157,7 @@ def summarize(
             for r in mine
             if r.start_time is not None and r.completion_time is not None
         ]
-        busy = _busy_seconds([(a, b) for a, b in intervals if b > a])
+        busy = busy_seconds([(a, b) for a, b in intervals if b > a])
         s.gpus.append(
             GpuUse(
                 gpu_id,
