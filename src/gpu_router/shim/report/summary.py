@@ -150,8 +150,11 @@ def summarize(
         s.sla.append(PrioritySla(p, targets_s[p], len(ended), within))
 
     span_s = end - start
-    for gpu_id in sorted({r.gpu_id for r in rows if r.gpu_id}):
-        mine = [r for r in rows if r.gpu_id == gpu_id]
+    on_gpu: dict[str, list[JournalRecord]] = {}
+    for r in rows:
+        if r.gpu_id:
+            on_gpu.setdefault(r.gpu_id, []).append(r)
+    for gpu_id, mine in sorted(on_gpu.items()):
         intervals = [
             (max(r.start_time, start), min(r.completion_time, end))
             for r in mine
