@@ -121,21 +121,28 @@ def test_logs_and_metrics_reach_the_receiver_and_drops_are_counted_when_it_is_do
                 assert counter(text, "gpu_router_shipping_dropped_total", "metrics") == 0
                 assert counter(text, "gpu_router_shipping_dropped_total", "logs") == 0
 
-                receiver.kill()
-                receiver.wait(10)
-                more = [f"down-{i}" for i in range(30)]
-                slowest = max(submit(c, rid) for rid in more)
-                assert slowest < 1.0  # nothing waits for the receiver
-                wait_terminal(c, more, hdr(ALICE))
-
-                def dropped() -> bool:
+                def dropped() -> tuple[float, float]:
                     text = c.get("/metrics").text
-                    return all(
-                        counter(text, "gpu_router_shipping_dropped_total", k) > 0
-                        for k in ("logs", "metrics")
-                    )
+                    name = "gpu_router_shipping_dropped_total"
+                    return counter(text, name, "logs"), counter(text, name, "metrics")
 
-                assert wait_for(dropped)
+                # a receiver that takes connections and never answers: every POST waits
+                # out timeout_s, the buffers (20 items) fill, the rest is dropped
+                assert httpx.post(f"{url}/hang", content=b"{}").status_code == 200
+                hung = [f"hung-{i}" for i in range(40)]
+                slowest = max(submit(c, rid) for rid in hung)
+                assert slowest < 1.0  # nothing waits for the receiver
+                wait_terminal(c, hung, hdr(ALICE))
+                assert wait_for(lambda: min(dropped()) > 0)
+
+                receiver.kill()  # and one that is gone: connections refused
+                receiver.wait(10)
+                before = dropped()
+                gone = [f"gone-{i}" for i in range(30)]
+                slowest = max(submit(c, rid) for rid in gone)
+                assert slowest < 1.0
+                wait_terminal(c, gone, hdr(ALICE))
+                assert wait_for(lambda: all(a > b for a, b in zip(dropped(), before, strict=True)))
                 assert c.get("/health").status_code == 200
         finally:
             router.stop()
