@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gpu_router.shim.store import client_id
 from tests.e2e.procs import ALICE, hdr, router_config, start_router, wait_terminal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -95,7 +96,8 @@ def test_logs_and_metrics_reach_the_receiver_and_drops_are_counted_when_it_is_do
 
                 def shipped_ids() -> set[str]:
                     logs = [r for x in received(out) if x["path"] == "/logs" for r in x["body"]]
-                    return {r["request_id"] for r in logs if "request_id" in r}
+                    # (the router logs the store key, request_id/user_id)
+                    return {client_id(r["request_id"]) for r in logs if "request_id" in r}
 
                 assert wait_for(lambda: set(rids) <= shipped_ids())
                 for x in received(out):

@@ -13,7 +13,10 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError
 
+from .callbacks import CallbacksSection
+from .connections import ConnectionsSection
 from .errors import ConfigError
+from .model_locality import ModelLocalitySection
 from .sections import (
     ApiMetadataSection,
     ApiSection,
@@ -29,6 +32,7 @@ from .sections import (
     UserQuotaSection,
 )
 from .shipping import LoggingSection, MetricsSection
+from .worker_auth import WorkerAuthSection
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
@@ -43,6 +47,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 
 class ServiceConfig(ConfigSection):
     api: ApiSection = ApiSection()
+    connections: ConnectionsSection = ConnectionsSection()
     gpu_monitoring: GpuMonitoringSection = GpuMonitoringSection()
     load_balancer: LoadBalancerSection = LoadBalancerSection()
     request_router: RequestRouterSection = RequestRouterSection()
@@ -55,6 +60,9 @@ class ServiceConfig(ConfigSection):
     logging: LoggingSection = LoggingSection()
     metrics: MetricsSection = MetricsSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
+    model_locality: ModelLocalitySection = ModelLocalitySection()
+    worker_auth: WorkerAuthSection = WorkerAuthSection()
+    callbacks: CallbacksSection = CallbacksSection()
     seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
 
 

@@ -33,7 +33,7 @@ def _pct(x: float) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out + [""]
+    return [*out, ""]
 
 
 def _state_columns(s: PeriodSummary) -> list[str]:
@@ -80,7 +80,7 @@ def markdown(s: PeriodSummary, charts: dict[str, str]) -> str:
         ],
     )
     head = ["priority", "n", "p50 (s)", "p95 (s)", "p99 (s)", "mean (s)"]
-    lines += ["## Queue wait (submission to start)", ""] + _table(head, _pct_rows(s.wait))
+    lines += ["## Queue wait (submission to start)", "", *_table(head, _pct_rows(s.wait))]
     lines += ["## Latency (submission to completion, completed requests)", ""]
     lines += _table(head, _pct_rows(s.latency))
     if "wait" in charts:
@@ -97,8 +97,14 @@ def markdown(s: PeriodSummary, charts: dict[str, str]) -> str:
     lines += _table(
         ["gpu", "requests", "failed", "re-dispatched", "busy (s)", "busy share"],
         [
-            [g.gpu_id, str(g.requests), str(g.failed), str(g.redispatched)]
-            + [f"{g.busy_s:.3f}", f"{g.busy_share:.4%}"]
+            [
+                g.gpu_id,
+                str(g.requests),
+                str(g.failed),
+                str(g.redispatched),
+                f"{g.busy_s:.3f}",
+                f"{g.busy_share:.4%}",
+            ]
             for g in s.gpus
         ],
     )

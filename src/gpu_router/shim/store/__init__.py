@@ -13,6 +13,8 @@ from gpu_router.shim.store.records import (
     JournalError,
     JournalRecord,
     StoredRequest,
+    client_id,
+    request_key,
 )
 
 __all__ = [
@@ -20,11 +22,13 @@ __all__ = [
     "DuplicateRequest",
     "JournalError",
     "JournalRecord",
+    "RecordReader",
     "Store",
     "StoredRequest",
-    "RecordReader",
+    "client_id",
     "open_reader",
     "open_store",
+    "request_key",
 ]
 
 if TYPE_CHECKING:  # (the writer process imports this package: no pydantic there)
