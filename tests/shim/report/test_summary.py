@@ -61,7 +61,7 @@ def test_counts_add_up_and_shares_are_shares(rs: list[JournalRecord]) -> None:
 
 
 @given(st.lists(st.tuples(st.integers(0, 50), st.integers(1, 20)), max_size=20))
-def testbusy_seconds_is_the_union_length(spans: list[tuple[int, int]]) -> None:
+def test_busy_seconds_is_the_union_length(spans: list[tuple[int, int]]) -> None:
     intervals = [(float(a), float(a + n)) for a, n in spans]
     covered = {t for a, b in intervals for t in range(int(a), int(b))}
     assert busy_seconds(intervals) == len(covered)
