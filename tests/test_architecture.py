@@ -36,8 +36,20 @@ FORBIDDEN = {
     "gpu_router.twin": ("gpu_router.shim", "gpu_router.sweep"),
     "gpu_router.shim": ("gpu_router.twin",),
     "gpu_router.sweep": ("gpu_router.twin",),
-    "gpu_router.shim.store": ("gpu_router.shim.core", "gpu_router.shim.http"),
-    "gpu_router.shim.core": ("gpu_router.shim.http",),
+    "gpu_router.shim.store": (
+        "gpu_router.shim.core",
+        "gpu_router.shim.http",
+        "gpu_router.shim.report",
+    ),
+    "gpu_router.shim.core": ("gpu_router.shim.http", "gpu_router.shim.report"),
+    "gpu_router.shim.http": ("gpu_router.shim.report",),
+    # reports read the store offline: never the live service's layers
+    "gpu_router.shim.report": (
+        "gpu_router.shim.core",
+        "gpu_router.shim.http",
+        "gpu_router.shim.worker",
+        "gpu_router.shim.gpu_sources",
+    ),
     "gpu_router.shim.worker": (
         "gpu_router.shim.core",
         "gpu_router.shim.http",

@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("gpu_router.sweep.cli_dashboard", "open the Streamlit comparison dashboard"),
     "admin": ("gpu_router.client.cli_admin", "admin calls to a running router (GPUs, quotas)"),
     "keys": ("gpu_router.shim.keys", "create API keys in a keys file"),
+    "report": (
+        "gpu_router.shim.report.cli",
+        "a day's or week's report (Markdown, PNG)",
+    ),
 }
 
 

@@ -3,19 +3,20 @@
 Each record is one JSON object: ``ts``, ``level``, ``logger``, ``msg`` and whatever was
 passed as ``extra={"fields": {...}}`` (request_id, gpu_id, trace_id, ...). With
 ``logging.url`` set, records are also POSTed in batches to ``{url}/logs`` (integration
-plan 2.3.1) from a background thread; a Logging Service that is down costs dropped
-records, never a slower API.
+plan 2.3.1) by a :class:`~.shipping.Shipper` (``logging.shipping``: batch, bounded buffer,
+retries with backoff); a Logging Service that is down costs dropped records, counted in
+``gpu_router_shipping_dropped_total{kind="logs"}``, never a slower API.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import sys
-import threading
-import time
 from typing import Any
+
+from gpu_router.shim.config import ShippingOptions
+from gpu_router.shim.shipping import Shipper
 
 LOGGER_NAME = "gpu_request_router"
 
@@ -37,64 +38,45 @@ class JsonFormatter(logging.Formatter):
 
 
 class ShippingHandler(logging.Handler):
-    """Buffers formatted records and POSTs them as a JSON list to ``{url}/logs``."""
+    """Hands formatted records to a :class:`~.shipping.Shipper` for ``{url}/logs``."""
 
-    def __init__(
-        self, url: str, *, batch: int = 100, interval_s: float = 1.0, capacity: int = 10_000
-    ) -> None:
+    def __init__(self, url: str, options: ShippingOptions | None = None) -> None:
         super().__init__()
-        self.url = url.rstrip("/") + "/logs"
-        self.batch = batch
-        self.interval_s = interval_s
-        self.queue: queue.Queue[str] = queue.Queue(capacity)
-        self.dropped = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="log-shipper", daemon=True)
-        self._thread.start()
+        self.shipper = Shipper(url.rstrip("/") + "/logs", "logs", options)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.queue.put_nowait(self.format(record))
-        except queue.Full:
-            self.dropped += 1
-
-    def _run(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=2.0) as client:
-            while not self._stop.is_set() or not self.queue.empty():
-                items: list[str] = []
-                deadline = time.monotonic() + self.interval_s
-                while len(items) < self.batch and time.monotonic() < deadline:
-                    try:
-                        items.append(self.queue.get(timeout=max(0.01, deadline - time.monotonic())))
-                    except queue.Empty:
-                        if self._stop.is_set():
-                            break
-                if items:
-                    try:
-                        client.post(
-                            self.url,
-                            content="[" + ",".join(items) + "]",
-                            headers={"content-type": "application/json"},
-                        )
-                    except httpx.HTTPError:
-                        self.dropped += len(items)
+            self.shipper.put(self.format(record))
+        except Exception:  # a record that cannot be formatted: logging's own report
+            self.handleError(record)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=3.0)
+        """What ``logging.shutdown`` and ``logging.config.dictConfig`` call (uvicorn's
+        start calls the latter): the buffer is drained for half a second at most, and the
+        shipper keeps running (the handler stays on our logger). :meth:`stop` ends it."""
+        self.shipper.drain(0.5)
         super().close()
+
+    def stop(self) -> None:
+        self.shipper.close()
+        self.close()
 
 
 def setup_logging(
-    level: str = "INFO", *, json_format: bool = True, url: str | None = None
+    level: str = "INFO",
+    *,
+    json_format: bool = True,
+    url: str | None = None,
+    shipping: ShippingOptions | None = None,
 ) -> logging.Logger:
     """Configure the service logger (idempotent: earlier handlers of ours are replaced)."""
     logger = logging.getLogger(LOGGER_NAME)
     for h in list(logger.handlers):
         logger.removeHandler(h)
-        h.close()
+        if isinstance(h, ShippingHandler):
+            h.stop()
+        else:
+            h.close()
     logger.setLevel(level)
     logger.propagate = False
     fmt: logging.Formatter = (
@@ -106,7 +88,7 @@ def setup_logging(
     stream.setFormatter(fmt)
     logger.addHandler(stream)
     if url:
-        ship = ShippingHandler(url)
+        ship = ShippingHandler(url, shipping)
         ship.setFormatter(JsonFormatter())
         logger.addHandler(ship)
     return logger

@@ -128,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
     from gpu_router.shim.logs import setup_logging
 
     logger = setup_logging(
-        cfg.logging.level, json_format=cfg.logging.json_format, url=cfg.logging.url
+        cfg.logging.level,
+        json_format=cfg.logging.json_format,
+        url=cfg.logging.url,
+        shipping=cfg.logging.shipping,
     )
     try:
         source = source_from_config(cfg.gpu_monitoring, args.virtual_gpus)

@@ -17,7 +17,6 @@ from .sections import (
     GpuMonitoringSection,
     JournalSection,
     LoadBalancerSection,
-    LoggingSection,
     MetadataComponents,
     QueueSection,
     RequestRouterSection,
@@ -25,6 +24,7 @@ from .sections import (
     UserQuotaSection,
 )
 from .service_config import ENV_OVERRIDES, ServiceConfig, config_from_mapping, load_config
+from .shipping import LoggingSection, MetricsSection, ShippingOptions
 from .worker_auth import WorkerAuthSection, check_token, read_token_file, worker_tokens
 
 __all__ = [
@@ -44,10 +44,12 @@ __all__ = [
     "LoadBalancerSection",
     "LoggingSection",
     "MetadataComponents",
+    "MetricsSection",
     "ModelLocalitySection",
     "QueueSection",
     "RequestRouterSection",
     "ServiceConfig",
+    "ShippingOptions",
     "TrustedNetwork",
     "UserQuotaSection",
     "WorkerAuthSection",

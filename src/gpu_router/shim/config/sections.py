@@ -230,12 +230,6 @@ class DispatchSection(ConfigSection):
     ack_interval: Annotated[float, Field(gt=0, le=3600)] = 0.5
 
 
-class LoggingSection(ConfigSection):
-    url: str | None = None  # Logging Service base URL; records are POSTed to {url}/logs
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    json_format: bool = True
-
-
 class ProcessingTimeComponent(ConfigSection):
     enabled: bool = True
     include_components: bool = True

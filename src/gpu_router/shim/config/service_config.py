@@ -27,16 +27,17 @@ from .sections import (
     GpuMonitoringSection,
     JournalSection,
     LoadBalancerSection,
-    LoggingSection,
     QueueSection,
     RequestRouterSection,
     UserQuotaSection,
 )
+from .shipping import LoggingSection, MetricsSection
 from .worker_auth import WorkerAuthSection
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
     "LOGGING_URL": ("logging", "url"),
+    "METRICS_URL": ("metrics", "url"),
     "API_HOST": ("api", "host"),
     "API_PORT": ("api", "port"),
     "API_DEBUG": ("api", "debug"),
@@ -57,6 +58,7 @@ class ServiceConfig(ConfigSection):
     journal: JournalSection = JournalSection()
     dispatch: DispatchSection = DispatchSection()
     logging: LoggingSection = LoggingSection()
+    metrics: MetricsSection = MetricsSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
     model_locality: ModelLocalitySection = ModelLocalitySection()
     worker_auth: WorkerAuthSection = WorkerAuthSection()

@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gpu_router.shim.core.metrics_push import ShippingCounters
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -100,6 +102,8 @@ class PromMetrics:
             "commits on its event loop (or there is none: writer: loop, no WAL, :memory:)",
             registry=r,
         )
+        self.shipping = ShippingCounters()  # gpu_router_shipping_{sent,dropped}_total
+        r.register(self.shipping)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._gpu_states: dict[str, str] = {}
 

@@ -14,6 +14,7 @@ without, 1% in two pairs of three, so it was removed.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from starlette.routing import Route
 from gpu_router.shim.config import ServiceConfig
 from gpu_router.shim.core.clock import Clock, SystemClock
 from gpu_router.shim.core.metrics import PromMetrics
+from gpu_router.shim.core.metrics_push import metrics_push
 from gpu_router.shim.core.service import RouterService
 from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.http.admin_endpoints import admin_handlers
@@ -37,7 +39,7 @@ from gpu_router.shim.http.docs_page import render_docs
 from gpu_router.shim.http.endpoints import request_handlers
 from gpu_router.shim.http.openapi import openapi_document
 from gpu_router.shim.http.plumbing import Auth, Endpoint, Handler, make_plumbing
-from gpu_router.shim.logs import LOGGER_NAME, log
+from gpu_router.shim.logs import LOGGER_NAME, ShippingHandler, log
 from gpu_router.shim.store import Store, open_store
 
 
@@ -54,6 +56,7 @@ def create_app(
     clock = clock or SystemClock()
     logger = logger or logging.getLogger(LOGGER_NAME)
     prom = PromMetrics()
+    prom.shipping.shippers += [h.shipper for h in logger.handlers if isinstance(h, ShippingHandler)]
     authn = Authenticator(config.auth)
     holder: dict[str, RouterService] = {}
     p = make_plumbing(config, clock=clock, logger=logger, prom=prom, authn=authn, holder=holder)
@@ -148,7 +151,8 @@ def create_app(
                     "the key once) and restart with `--keys-file keys.yaml` "
                     "(or set auth.keys_file in the config)",
                 )
-            yield
+            async with metrics_push(config.metrics, prom.registry, prom.shipping, clock.wall):
+                yield
         finally:
             await service.stop()
             holder.pop("svc", None)
@@ -158,6 +162,8 @@ def create_app(
                 st.close()
             if close_source:
                 await gpu_source.aclose()
+            for shipper in prom.shipping.shippers:  # the log records of the shutdown
+                await asyncio.to_thread(shipper.drain, 2.0)
 
     app = Starlette(
         routes=routes,

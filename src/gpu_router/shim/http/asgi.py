@@ -45,7 +45,10 @@ def app_from_env(env: Mapping[str, str] | None = None) -> Starlette:
             raise ConfigError(ENV_VIRTUAL_GPUS, f"must be between 1 and 10000 (got {virtual!r})")
         count = int(virtual)
     logger = setup_logging(
-        cfg.logging.level, json_format=cfg.logging.json_format, url=cfg.logging.url
+        cfg.logging.level,
+        json_format=cfg.logging.json_format,
+        url=cfg.logging.url,
+        shipping=cfg.logging.shipping,
     )
     source = source_from_config(cfg.gpu_monitoring, count)
     return create_app(cfg, gpu_source=source, logger=logger, close_source=True)

@@ -3,7 +3,8 @@ builds one from ``config.journal``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from gpu_router.shim.store.protocol import Store
 from gpu_router.shim.store.records import (
@@ -21,15 +22,27 @@ __all__ = [
     "DuplicateRequest",
     "JournalError",
     "JournalRecord",
+    "RecordReader",
     "Store",
     "StoredRequest",
     "client_id",
+    "open_reader",
     "open_store",
     "request_key",
 ]
 
 if TYPE_CHECKING:  # (the writer process imports this package: no pydantic there)
+    from collections.abc import Iterable
+
     from gpu_router.shim.config import JournalSection
+
+
+class RecordReader(Protocol):
+    """The reads an offline tool (``gpu-router report``) makes of a store."""
+
+    def since(self, wall_s: float) -> Iterable[JournalRecord]: ...
+
+    def close(self) -> None: ...
 
 
 def open_store(jc: JournalSection) -> Store:
@@ -41,3 +54,17 @@ def open_store(jc: JournalSection) -> Store:
     from gpu_router.shim.store.sqlite_store import SqliteStore
 
     return SqliteStore.open(jc)
+
+
+def open_reader(path: str) -> RecordReader:
+    """The store at ``path`` (an existing SQLite file), read beside a running service: its
+    rows as committed, without a writer (rows of the last ``journal.lazy_commit_ms`` may
+    not be there yet). A URL names another implementation; none is built in yet."""
+    if "://" in path:
+        scheme = path.split("://", 1)[0]
+        raise JournalError(f"store {path!r}: no store for {scheme!r} URLs yet")
+    if not Path(path).is_file():
+        raise JournalError(f"store {path!r}: no such file")
+    from gpu_router.shim.store.journal import Journal
+
+    return Journal(path, checkpoint_interval_s=None)
