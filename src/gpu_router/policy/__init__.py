@@ -19,7 +19,13 @@ from .decisions import (
 from .errors import InvalidValue, RouterError
 from .health import HardSignal, calculate_health_score, health_status, is_critical_xid
 from .outlier import OutlierConfig
-from .queue import DEFAULT_ADMISSION_SHARE, DEFAULT_MAX_WAIT_S, CentralQueue, QueueConfig
+from .queue import (
+    DEFAULT_ADMISSION_SHARE,
+    DEFAULT_MAX_WAIT_S,
+    DEFAULT_SLA_WAIT_S,
+    CentralQueue,
+    QueueConfig,
+)
 from .quota import SEED_ADMIN_ALIASES, QuotaLimits
 from .records import RequestSnapshot
 from .router import Router
@@ -38,6 +44,7 @@ from .views import FleetSummary, GpuView
 __all__ = [
     "DEFAULT_ADMISSION_SHARE",
     "DEFAULT_MAX_WAIT_S",
+    "DEFAULT_SLA_WAIT_S",
     "DEFAULT_STRATEGY",
     "PRIORITIES",
     "SEED_ADMIN_ALIASES",

@@ -1,14 +1,28 @@
 """Admission: whether a request may enter, and its record once it does.
 
 In order: a duplicate id, no GPU that could ever serve it, the queue bound, the
-user's quotas (a resumed request skips the last two but takes its quota slots).
-Memory in MB, times in seconds.
+predicted wait (``queue.admission_wait_s``), the user's quotas (a resumed request skips
+the last three but takes its quota slots). Memory in MB, times in seconds.
+
+The predicted wait: the request would take the place behind every request queued at
+its priority or above (under early binding, behind every queued request); each place
+costs its own estimated duration, shared over the slots in service
+(``decisions.estimate_times``), and only the share of those slots that the work
+admitted lately at higher priorities leaves free (``arrival_rates.WorkRates``): at
+``rho`` higher-priority work-seconds per slot-second the wait grows by
+``1 / (1 - rho)``, and is unbounded at ``rho >= 1``. It is 0 when nothing is ahead and
+a compatible GPU can start it now. A refusal's retry time is the excess, ``wait -
+limit`` (a request ``w`` s from its start is ``w - x`` s from it ``x`` s later), or the
+rate window when the wait is unbounded.
 """
 
 from __future__ import annotations
 
+import math
+
+from .arrival_rates import WorkRates
 from .binding import Binder
-from .decisions import Reject
+from .decisions import Reject, estimate_times
 from .decisions import RejectCode as RC
 from .estimator import ResourceEstimator
 from .quota import QuotaManager
@@ -33,6 +47,8 @@ class Admission:
         self.estimator = estimator
         self.config = state.config
         self.records = state.records
+        self.rates = WorkRates(self.config.queue.admission_rate_window_s)
+        self._by_wait = self.config.queue.admission_wait_s is not None
 
     def admit(
         self, request: Request, now: float, *, resumed: bool = False
@@ -60,12 +76,16 @@ class Admission:
             return Reject(
                 RC.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
             )
+        elif self._by_wait and (too_long := self._wait_refusal(request, memory, duration_s, now)):
+            return too_long
         elif cfg.quotas_enabled:
             refusal = self.quotas.admit(request.user_id, request.priority, now)
             if refusal is not None:
                 return Reject(refusal.code, refusal.reason, refusal.retry_after_s)
         timeout = request.timeout_s or cfg.default_timeout_s
         deadline = None if timeout is None else request.submitted_at + timeout
+        if self._by_wait:
+            self.rates.add(request.priority, duration_s, now)
         rec = RequestRecord(request, Q, memory, duration_s, deadline)
         self.records[rid] = rec
         state.counts[Q] += 1
@@ -85,6 +105,43 @@ class Admission:
             mask = self.binder.compatible(request, memory) & f.open & (f.free_mb >= memory)
             return bool(mask.any())
         return state.queue.admits(request.priority, state.waiting_elsewhere())
+
+    def predicted_wait(
+        self, request: Request, memory: float, duration_s: float, now: float
+    ) -> float:
+        """Seconds ``request`` would wait if admitted now (``inf``: higher priorities
+        take every slot); see the module docstring."""
+        state, f = self.state, self.state.fleet
+        ahead = state.queue_length() if state.early else state.queue.count_from(request.priority)
+        if not ahead and f.open_count:
+            mask = self.binder.compatible(request, memory) & f.open & (f.free_mb >= memory)
+            if mask.any():
+                return 0.0
+        slots = max(1, f.slots_available)
+        rho = self.rates.above(request.priority, now) / slots
+        if rho >= 1.0:
+            return math.inf
+        wait_s, _run_s = estimate_times(duration_s, 1.0, ahead + 1, slots)
+        return wait_s / (1.0 - rho)
+
+    def _wait_refusal(
+        self, request: Request, memory: float, duration_s: float, now: float
+    ) -> Reject | None:
+        limits = self.config.queue.admission_wait_s
+        assert limits is not None  # noqa: S101 - only called when admission by wait is on
+        limit = limits[request.priority]
+        wait_s = self.predicted_wait(request, memory, duration_s, now)
+        if wait_s <= limit:
+            return None
+        if wait_s == math.inf:
+            retry, said = self.rates.window_s, "unbounded (higher priorities take every slot)"
+        else:
+            retry, said = wait_s - limit, f"{wait_s:.3g} s"
+        return Reject(
+            RC.WAIT_TOO_LONG,
+            f"predicted wait {said} exceeds {limit:g} s for priority {request.priority}",
+            round(max(retry, 0.001), 3),
+        )
 
     def _incompatible_reason(self, request: Request, memory: float) -> str:
         f = self.state.fleet

@@ -58,6 +58,7 @@ class RejectCode:
     INCOMPATIBLE = "incompatible"  # no GPU in the fleet could ever serve it
     NO_CAPACITY = "no_capacity"  # every compatible GPU is down right now
     QUEUE_FULL = "queue_full"
+    WAIT_TOO_LONG = "wait_too_long"  # predicted wait above the priority's admission limit
     RATE_LIMITED = "rate_limited"
     QUOTA_EXCEEDED = "quota_exceeded"
     DUPLICATE = "duplicate"

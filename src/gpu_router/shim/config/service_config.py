@@ -27,6 +27,7 @@ from .sections import (
     LoggingSection,
     QueueSection,
     RequestRouterSection,
+    SlaSection,
     UserQuotaSection,
 )
 
@@ -48,6 +49,7 @@ class ServiceConfig(ConfigSection):
     error_handler: ErrorHandlerSection = ErrorHandlerSection()
     user_quota_manager: UserQuotaSection = UserQuotaSection()
     queue: QueueSection = QueueSection()
+    sla: SlaSection = SlaSection()
     auth: AuthSection = AuthSection()
     journal: JournalSection = JournalSection()
     dispatch: DispatchSection = DispatchSection()

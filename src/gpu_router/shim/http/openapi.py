@@ -24,7 +24,7 @@ _ERRORS = {
     413: "Body too large",
     415: "Body is not application/json",
     422: "Body does not match the schema",
-    429: "Rate limit, quota or queue bound reached; see Retry-After",
+    429: "Rate limit, quota, queue bound or predicted-wait limit reached; see Retry-After",
     503: "No GPU can ever serve it (code incompatible, no Retry-After), none can now, the "
     "journal cannot be written, or the service is not ready",
 }
