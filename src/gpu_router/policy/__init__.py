@@ -28,7 +28,7 @@ from .queue import (
 )
 from .quota import SEED_ADMIN_ALIASES, QuotaLimits
 from .records import RequestSnapshot
-from .router import Router
+from .router import CRASHED, MAINTENANCE, OVERHEATED, Router
 from .strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
 from .types import (
     PRIORITIES,
@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_ADMISSION_SHARE",
     "DEFAULT_MAX_WAIT_S",
     "DEFAULT_SLA_WAIT_S",
+    "CRASHED",
     "DEFAULT_STRATEGY",
     "PRIORITIES",
     "SEED_ADMIN_ALIASES",
@@ -62,6 +63,8 @@ __all__ = [
     "GpuView",
     "HardSignal",
     "InvalidValue",
+    "MAINTENANCE",
+    "OVERHEATED",
     "OutlierConfig",
     "Placement",
     "QueueConfig",

@@ -50,6 +50,8 @@ class RouterConfig:
     quotas_enabled: False admits every compatible request (for theory checks).
     dispatch_scan_limit: how deep the dispatcher looks past a request that does
     not fit (backfilling).
+    max_temperature_c: a GPU sampled above it (degrees C) takes no new work until a
+    sample at or below it (None: no limit).
     """
 
     strategy: str = DEFAULT_STRATEGY
@@ -64,6 +66,7 @@ class RouterConfig:
     default_timeout_s: float | None = None
     context_overhead_mb: float = 0.0
     dispatch_scan_limit: int = 32
+    max_temperature_c: float | None = None
 
     def __post_init__(self) -> None:
         make_strategy(self.strategy, self.strategy_options)  # fails early, naming the key
@@ -73,6 +76,9 @@ class RouterConfig:
             raise InvalidValue("default_timeout_s", self.default_timeout_s, "must be > 0")
         if not 0 <= self.context_overhead_mb < float("inf"):
             raise InvalidValue("context_overhead_mb", self.context_overhead_mb, "must be >= 0")
+        t = self.max_temperature_c
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not t > 0):
+            raise InvalidValue("max_temperature_c", t, "must be a number > 0 (degrees C)")
         if not isinstance(self.dispatch_scan_limit, int) or self.dispatch_scan_limit < 1:
             raise InvalidValue("dispatch_scan_limit", self.dispatch_scan_limit, "must be >= 1")
 

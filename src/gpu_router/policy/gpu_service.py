@@ -1,7 +1,7 @@
 """GPU service state: monitor samples, failures, maintenance, restarts, ejection.
 
 A GPU is out of service while any reason (``CRASHED``, ``MAINTENANCE``,
-``EJECTED``, ``RESTART``) is present in its ``out_reasons``. Nothing here
+``EJECTED``, ``RESTART``, ``OVERHEATED``) is present in its ``out_reasons``. Nothing here
 dispatches: the Router dispatches after each change. Times in seconds.
 """
 
@@ -14,6 +14,7 @@ from .types import GpuState
 
 #: why a GPU is out of service (any reason present keeps it out)
 CRASHED, MAINTENANCE, EJECTED, RESTART = "crashed", "maintenance", "ejected", "restart"
+OVERHEATED = "overheated"  # sampled above the router's max_temperature_c: drained
 
 
 class GpuService:
@@ -45,6 +46,17 @@ class GpuService:
         s.pending[i] = pending
         self.fleet.pending_mb[i] = sum(m for _t, m in pending)
         return changed
+
+    def check_temperature(self, i: int, sample: GpuState, now: float, max_c: float) -> list[Action]:
+        """Above ``max_c`` degrees C GPU ``i`` takes no new work (what runs there
+        finishes); at or below it, it is back (unless out for another reason)."""
+        hot = sample.temperature_c > max_c
+        out = self.state.out_reasons[i]
+        if hot and OVERHEATED not in out:
+            return self.take_out(i, now, OVERHEATED, requeue_running=False)
+        if not hot and OVERHEATED in out:
+            self.bring_back(i, OVERHEATED)
+        return []
 
     def take_out(
         self, i: int, now: float, reason: str, *, requeue_running: bool, error: str = ""

@@ -22,7 +22,7 @@ from .binding import Binder
 from .config import RouterConfig
 from .decisions import Abort, Action, Decision, Enqueue, Placement, Reject, estimate_times
 from .estimator import ResourceEstimator
-from .gpu_service import CRASHED, MAINTENANCE, GpuService
+from .gpu_service import CRASHED, MAINTENANCE, OVERHEATED, GpuService
 from .outlier import OutlierDetector
 from .quota import QuotaLimits, QuotaManager, QuotaUsage
 from .records import RequestRecord, RequestSnapshot
@@ -31,7 +31,7 @@ from .strategies import make_strategy
 from .types import GpuState, Request, RequestState
 from .views import FleetSummary, GpuView, fleet_summary, gpu_view, slots_in_service
 
-__all__ = ["CRASHED", "MAINTENANCE", "Router"]
+__all__ = ["CRASHED", "MAINTENANCE", "OVERHEATED", "Router"]
 
 
 class Router:
@@ -69,6 +69,9 @@ class Router:
         self._queue = state.queue
         self._fleet = state.fleet
         self._gpu_ids = tuple(state.fleet.gpu_ids)
+        if config.max_temperature_c is not None:  # the first samples count too
+            for i, g in enumerate(state.fleet.states):
+                self._gpus.check_temperature(i, g, 0.0, config.max_temperature_c)
 
     # -- reads --------------------------------------------------------------------
 
@@ -271,10 +274,15 @@ class Router:
     # -- GPU service state --------------------------------------------------------
 
     def observe(self, state: GpuState, now: float) -> list[Action]:
-        """A monitor sample of one GPU; placements after ``state.sampled_at`` stay counted."""
-        if self._gpus.observe(self._state.index(state.gpu_id), state):
+        """A monitor sample of one GPU; placements after ``state.sampled_at`` stay counted.
+        Above ``config.max_temperature_c`` the GPU is drained (``OVERHEATED``)."""
+        i = self._state.index(state.gpu_id)
+        if self._gpus.observe(i, state):
             self._binder.forget_compatibility()
-        return self._binder.dispatch(now)
+        max_c = self.config.max_temperature_c
+        if max_c is None:
+            return self._binder.dispatch(now)
+        return self._gpus.check_temperature(i, state, now, max_c) + self._binder.dispatch(now)
 
     def gpu_down(self, gpu_id: str, now: float, reason: str = CRASHED) -> list[Action]:
         """Hard failure (crash, critical Xid, uncorrectable ECC, unreachable): stop

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from gpu_router.policy import GpuState, Router
+from gpu_router.policy import OVERHEATED, GpuState, Router
 from gpu_router.shim.config import ServiceConfig
 from gpu_router.shim.core.clock import Clock
 from gpu_router.shim.core.dispatcher import Dispatcher
@@ -102,6 +102,8 @@ class Loops:
                 p.child(p.gpu_util, s.gpu_id).set(s.utilization_pct)
                 p.child(p.gpu_mem, s.gpu_id).set(s.memory_used_mb)
                 p.child(p.gpu_temp, s.gpu_id).set(s.temperature_c)
+                hot = OVERHEATED in router.is_out(s.gpu_id)
+                p.child(p.gpu_overheated, s.gpu_id).set(1.0 if hot else 0.0)
                 p.set_gpu_state(s.gpu_id, self.gpus.status(router, s.gpu_id))
 
     async def ticker(self) -> None:

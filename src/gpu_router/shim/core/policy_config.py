@@ -75,6 +75,7 @@ def policy_config(cfg: ServiceConfig) -> RouterConfig:
                 max_ejected_share=eh.max_ejected_share,
             ),
             default_timeout_s=None if q.default_timeout_ms is None else q.default_timeout_ms / 1e3,
+            max_temperature_c=cfg.gpu_monitoring.max_temperature,
         )
     except InvalidValue as exc:
         key = {"strategy": "load_balancer.strategy", "strategy_options": "load_balancer.weights"}

@@ -280,6 +280,9 @@ class HealthOut(_Out):
     active_requests: int
     uptime: Annotated[float, Field(description="seconds")]
     reason: str | None = None
+    gpus_overheated: Annotated[
+        list[str], Field(description="GPUs above gpu_monitoring.max_temperature: no new work")
+    ] = []
 
 
 class ErrorDetail(_Out):
