@@ -85,8 +85,8 @@ class Admission:
         timeout = request.timeout_s or cfg.default_timeout_s
         deadline = None if timeout is None else request.submitted_at + timeout
         if self._by_wait:
-            self.rates.add(request.priority, duration_s, now)
-        rec = RequestRecord(request, Q, memory, duration_s, deadline)
+            self.rates.add(request.priority, duration_s * res.compute_units, now)
+        rec = RequestRecord(request, Q, memory, duration_s, deadline, units=res.compute_units)
         self.records[rid] = rec
         state.counts[Q] += 1
         if deadline is not None:
@@ -101,9 +101,7 @@ class Admission:
         if self.config.queue.loss:
             if state.queue_length():
                 return False
-            f = state.fleet
-            mask = self.binder.compatible(request, memory) & f.open & (f.free_mb >= memory)
-            return bool(mask.any())
+            return bool(self.binder.startable(request, memory).any())
         return state.queue.admits(request.priority, state.waiting_elsewhere())
 
     def predicted_wait(
@@ -113,15 +111,14 @@ class Admission:
         take every slot); see the module docstring."""
         state, f = self.state, self.state.fleet
         ahead = state.queue_length() if state.early else state.queue.count_from(request.priority)
-        if not ahead and f.open_count:
-            mask = self.binder.compatible(request, memory) & f.open & (f.free_mb >= memory)
-            if mask.any():
-                return 0.0
+        if not ahead and f.open_count and self.binder.startable(request, memory).any():
+            return 0.0
         slots = max(1, f.slots_available)
         rho = self.rates.above(request.priority, now) / slots
         if rho >= 1.0:
             return math.inf
-        wait_s, _run_s = estimate_times(duration_s, 1.0, ahead + 1, slots)
+        units = request.resources.compute_units
+        wait_s, _run_s = estimate_times(duration_s, 1.0, ahead + 1, slots, units)
         return wait_s / (1.0 - rho)
 
     def _wait_refusal(
@@ -148,7 +145,8 @@ class Admission:
         return (
             f"no GPU can serve it: needs {memory:.0f} MB (largest {f.memory_total.max():.0f}"
             f" MB), compute capability >= {request.resources.min_compute_capability}, "
-            f"type {request.type!r}"
+            f"type {request.type!r}, {request.resources.compute_units} compute unit(s)"
+            f" (most slots {int(f.slots.max())})"
         )
 
     def _slots_up(self) -> int:

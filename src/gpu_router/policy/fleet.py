@@ -65,7 +65,7 @@ class FleetView:
         self.capability_bits = f(n, dtype=np.int64)
         self.status_ok = f(n, dtype=bool)  # sampled status is active
         # the router's own accounting
-        self.running = f(n, dtype=np.int64)
+        self.running = f(n, dtype=np.int64)  # slots in use (a request holds compute_units)
         self.queued = f(n, dtype=np.int64)
         self.reserved_mb = f(n)
         self.pending_mb = f(n)  # memory placed after the last sample was taken
@@ -127,9 +127,9 @@ class FleetView:
             self.open_list[i] = now_open
             self.open_count += 1 if now_open else -1
 
-    def occupy(self, i: int, memory_mb: float) -> None:
-        """A request starts on GPU ``i``: one slot and ``memory_mb`` taken."""
-        running = self.running_list[i] + 1
+    def occupy(self, i: int, memory_mb: float, units: int = 1) -> None:
+        """A request starts on GPU ``i``: ``units`` slots and ``memory_mb`` taken."""
+        running = self.running_list[i] + units
         self.running_list[i] = running
         self.running[i] = running
         self.reserved_mb[i] += memory_mb
@@ -142,9 +142,9 @@ class FleetView:
             self.open_list[i] = False
             self.open_count -= 1
 
-    def vacate(self, i: int, memory_mb: float) -> None:
-        """A request leaves GPU ``i``: its slot and memory are free again."""
-        running = self.running_list[i] - 1
+    def vacate(self, i: int, memory_mb: float, units: int = 1) -> None:
+        """A request leaves GPU ``i``: its ``units`` slots and memory are free again."""
+        running = self.running_list[i] - units
         self.running_list[i] = running
         self.running[i] = running
         self.reserved_mb[i] -= memory_mb
@@ -197,11 +197,21 @@ class FleetView:
         The array is shared; callers must not modify it."""
         return self._up
 
-    def compatible(self, min_cc: int, memory_mb: float, request_type: str) -> np.ndarray:
-        """GPUs that could ever serve a request: compute capability, total memory, type."""
+    def compatible(
+        self, min_cc: int, memory_mb: float, request_type: str, units: int = 1
+    ) -> np.ndarray:
+        """GPUs that could ever serve a request: compute capability, total memory, type,
+        at least ``units`` slots."""
         mask: np.ndarray = (
             (self.compute_capability >= min_cc)
             & (self.memory_total >= memory_mb)
             & ((self.capability_bits & type_bit(request_type)) != 0)
         )
+        if units > 1:
+            mask &= self.slots >= units
         return mask
+
+    def has_units(self, units: int) -> np.ndarray:
+        """GPUs with at least ``units`` free slots."""
+        free: np.ndarray = (self.slots - self.running) >= units
+        return free

@@ -194,7 +194,9 @@ class Router:
                 None,
                 1.0,
             )
-        wait_s, run_s = estimate_times(rec.duration_s, float(speed), position, slots_in_service(s))
+        wait_s, run_s = estimate_times(
+            rec.duration_s, float(speed), position, slots_in_service(s), rec.units
+        )
         return Enqueue(position, gpu, wait_s, run_s)
 
     # -- lifecycle ----------------------------------------------------------------

@@ -148,7 +148,7 @@ class RouterState:
         i = rec.gpu_index
         assert i is not None  # noqa: S101 - a processing record always has a GPU
         f = self.fleet
-        f.vacate(i, rec.memory_mb)
+        f.vacate(i, rec.memory_mb, rec.units)
         f.take_work(i, rec.placed_s)
         self.on_gpu[i].discard(rec.request.request_id)
         return i

@@ -71,7 +71,7 @@ def gpu_view(s: RouterState, i: int) -> GpuView:
         state=state,
         speed=float(f.speed[i]),
         slots=int(f.slots[i]),
-        running=int(f.running[i]),
+        running=len(s.on_gpu[i]),
         queued=int(f.queued[i]),
         request_ids=tuple(sorted(s.on_gpu[i])),
         out_reasons=out,
@@ -87,7 +87,7 @@ def fleet_summary(s: RouterState) -> FleetSummary:
         size=f.size,
         in_service=int((~f.down).sum()),
         slots_in_service=slots_in_service(s),
-        running=int(f.running.sum()),
+        running=sum(len(on) for on in s.on_gpu),
         queued=s.queue_length(),
     )
 
