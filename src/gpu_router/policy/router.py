@@ -21,6 +21,7 @@ from .admission import Admission
 from .binding import Binder
 from .config import RouterConfig
 from .decisions import Abort, Action, Decision, Enqueue, Placement, Reject, estimate_times
+from .errors import InvalidValue
 from .estimator import ResourceEstimator
 from .gpu_service import CRASHED, MAINTENANCE, OVERHEATED, GpuService
 from .outlier import OutlierDetector
@@ -118,12 +119,13 @@ class Router:
         return self.config.strategy
 
     def next_wakeup(self) -> float | None:
-        """The earliest time ``tick`` has something to do (backoff, timeout, ejection end)."""
+        """The earliest time ``tick`` has something to do (backoff, timeout, ejection end,
+        maintenance end)."""
         timer = self._state.next_timer()
         change = self._gpus.next_change(self._last_tick)
-        if timer is None or change is None:
-            return change if timer is None else timer
-        return min(timer, change)
+        due = change if timer is None else timer if change is None else min(timer, change)
+        ends = self._gpus.next_maintenance_end()
+        return due if ends is None or (due is not None and due <= ends) else ends
 
     # -- quotas -------------------------------------------------------------------
 
@@ -263,6 +265,7 @@ class Router:
             actions += self._stop(rec, now, "timeout")
             actions.append(state.finish(rec, FAILED, now, "timeout"))
         self._gpus.end_ejections(now)
+        self._gpus.end_maintenances(now)
         return actions + self._binder.dispatch(now)
 
     def _stop(self, rec: RequestRecord, now: float, reason: str) -> list[Action]:
@@ -298,10 +301,20 @@ class Router:
         self._gpus.bring_back(self._state.index(gpu_id), CRASHED)
         return self._binder.dispatch(now)
 
-    def maintenance(self, gpu_id: str, now: float, reason: str = MAINTENANCE) -> list[Action]:
-        """Drain: no new placements; running requests finish; its queue moves back."""
+    def maintenance(
+        self,
+        gpu_id: str,
+        now: float,
+        reason: str = MAINTENANCE,
+        *,
+        duration_s: float | None = None,
+    ) -> list[Action]:
+        """Drain: no new placements; running requests finish; its queue moves back. With
+        ``duration_s`` (> 0) the maintenance ends by itself then (``tick``)."""
+        if duration_s is not None and not 0 < duration_s < float("inf"):
+            raise InvalidValue("duration_s", duration_s, "must be a finite number > 0")
         i = self._state.index(gpu_id)
-        return self._gpus.take_out(i, now, MAINTENANCE, requeue_running=False)
+        return self._gpus.maintenance(i, now, duration_s)
 
     def restart(self, gpu_id: str, now: float) -> list[Action]:
         """Admin restart: abort and re-queue what runs there, clear maintenance, crash and

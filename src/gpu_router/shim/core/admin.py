@@ -2,7 +2,10 @@
 
 Maintenance windows and quota changes are persisted as journal settings
 (``maintenance:<gpu_id>``, ``quota:<user_id>``) and loaded again on start
-(:meth:`Admin.load_settings`). Durations: ``minutes`` as given by the admin API.
+(:meth:`Admin.load_settings`). Durations: ``minutes`` as given by the admin API. A
+window with ``estimated_duration`` ends by itself that many minutes after it began (the
+Router's timer; :meth:`Admin.sync_maintenance` then clears the service's record of it),
+also across a restart (what is left of it applies).
 """
 
 from __future__ import annotations
@@ -61,11 +64,24 @@ class Admin:
 
     def set_maintenance(self, gpu_id: str, reason: str, minutes: int | None) -> None:
         now = self.clock.now()
-        self.execution.apply(self.router.maintenance(gpu_id, now, reason or "maintenance"))
+        duration_s = minutes * 60.0 if minutes else None
+        self.execution.apply(
+            self.router.maintenance(gpu_id, now, reason or "maintenance", duration_s=duration_s)
+        )
         info = {"reason": reason, "since": self.clock.wall(), "estimated_duration": minutes}
         self.gpus.maintenance[gpu_id] = info
         self._save_setting(f"maintenance:{gpu_id}", info)
         self.prom.set_gpu_state(gpu_id, "maintenance")
+
+    def sync_maintenance(self) -> list[str]:
+        """Forget the windows the Router ended (their time was up); returns those GPUs."""
+        ended = [g for g in self.gpus.maintenance if self.router.gpu(g).status != "maintenance"]
+        for gpu_id in ended:
+            self.gpus.maintenance.pop(gpu_id, None)
+            self._save_setting(f"maintenance:{gpu_id}", None)
+            self.prom.set_gpu_state(gpu_id, self.gpus.status(self.router, gpu_id))
+            log(self.logger, logging.INFO, "maintenance ended", gpu_id=gpu_id)
+        return ended
 
     def restart_gpu(self, gpu_id: str) -> str:
         """Restart: re-queue its work, clear every out-of-service mark; returns its status."""
@@ -83,6 +99,21 @@ class Admin:
         limits = self.router.set_quota_limits(user_id, **changes)
         self._save_setting(f"quota:{user_id}", asdict(limits))
 
+    def _resume_maintenance(self, gpu_id: str, value: dict[str, Any], now: float) -> None:
+        """A stored window: what is left of it applies; one whose time is up is dropped."""
+        minutes = value.get("estimated_duration")
+        duration_s = None
+        if isinstance(minutes, int | float) and minutes > 0:
+            since = value.get("since")
+            elapsed = self.clock.wall() - since if isinstance(since, int | float) else 0.0
+            duration_s = minutes * 60.0 - max(0.0, elapsed)
+            if duration_s <= 0:
+                self._save_setting(f"maintenance:{gpu_id}", None)
+                return
+        reason = value.get("reason") or "maintenance"
+        self.router.maintenance(gpu_id, now, reason, duration_s=duration_s)
+        self.gpus.maintenance[gpu_id] = value
+
     def _save_setting(self, key: str, value: Any) -> None:
         try:
             self.requests.store.set_setting(key, value)
@@ -99,8 +130,7 @@ class Admin:
                 elif (
                     kind == "maintenance" and isinstance(value, dict) and self.router.has_gpu(name)
                 ):
-                    self.router.maintenance(name, now, value.get("reason") or "maintenance")
-                    self.gpus.maintenance[name] = value
+                    self._resume_maintenance(name, value, now)
             except InvalidValue as exc:
                 log(
                     self.logger,

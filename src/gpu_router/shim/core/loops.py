@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gpu_router.policy import OVERHEATED, GpuState, Router
@@ -54,6 +54,8 @@ class Loops:
         self.clock = clock
         self.prom = prom
         self.logger = logger
+        #: called after each Router tick (the service forgets maintenance windows it ended)
+        self.after_tick: Callable[[], object] = lambda: None
 
     def coroutines(self) -> list[Coroutine[Any, Any, None]]:
         """The three loops, to be run as tasks for the service's lifetime."""
@@ -111,6 +113,8 @@ class Loops:
         while True:
             now = self.clock.now()
             self.execution.apply(router.tick(now))
+            if self.gpus.maintenance:
+                self.after_tick()
             fleet = router.fleet_summary()
             self.prom.queue_length.set(fleet.queued)
             self.prom.active.set(fleet.running)
