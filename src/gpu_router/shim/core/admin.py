@@ -16,11 +16,12 @@ from typing import Any
 
 from gpu_router.policy import InvalidValue, Router
 from gpu_router.shim.core.clock import Clock
+from gpu_router.shim.core.dispatcher import Dispatcher
 from gpu_router.shim.core.execution import Execution
 from gpu_router.shim.core.gpus import GpuBook
 from gpu_router.shim.core.live import LiveRequests
 from gpu_router.shim.core.metrics import PromMetrics
-from gpu_router.shim.gpu_sources.base import GpuSource
+from gpu_router.shim.gpu_sources.base import GpuSource, SourceError
 from gpu_router.shim.logs import log
 from gpu_router.shim.store import JournalError
 
@@ -35,6 +36,7 @@ class Admin:
         execution: Execution,
         gpus: GpuBook,
         source: GpuSource,
+        jobs: Dispatcher,
         clock: Clock,
         prom: PromMetrics,
         logger: logging.Logger,
@@ -44,6 +46,7 @@ class Admin:
         self.execution = execution
         self.gpus = gpus
         self.source = source
+        self.jobs = jobs
         self.clock = clock
         self.prom = prom
         self.logger = logger
@@ -83,17 +86,34 @@ class Admin:
             log(self.logger, logging.INFO, "maintenance ended", gpu_id=gpu_id)
         return ended
 
-    def restart_gpu(self, gpu_id: str) -> str:
-        """Restart: re-queue its work, clear every out-of-service mark; returns its status."""
-        now = self.clock.now()
+    async def restart_gpu(self, gpu_id: str) -> tuple[str, str]:
+        """Restart: its running work re-queued elsewhere, then its worker restarted
+        through the worker API, then every out-of-service mark cleared. A worker that does
+        not restart leaves the GPU out (``worker``) until a health probe brings it back.
+        Returns (its status, what the worker said)."""
         clear = getattr(self.source, "clear", None)
         if clear is not None:  # latched source state (monitoring health) is reset too
             clear(gpu_id)
+        self.gpus.down.pop(gpu_id, None)
+        self.execution.take_out(gpu_id, "restart", "gpu restart")  # no work while it restarts
+        try:
+            said = await self.jobs.restart_worker(gpu_id)
+            note, failed = (
+                f"worker restarted ({len(said.get('cancelled') or [])} job(s) stopped)",
+                "",
+            )
+        except SourceError as exc:
+            note = failed = f"the worker did not restart: {exc}"
+        now = self.clock.now()
         self.execution.apply(self.router.restart(gpu_id, now))
         self.gpus.back(gpu_id, now)
         self.gpus.maintenance.pop(gpu_id, None)
         self._save_setting(f"maintenance:{gpu_id}", None)
-        return self.gpus.status(self.router, gpu_id)
+        if failed:
+            self.execution.take_out(gpu_id, "worker", failed)
+        status = self.gpus.status(self.router, gpu_id)
+        self.prom.set_gpu_state(gpu_id, status)
+        return status, note
 
     def set_quota(self, user_id: str, changes: dict[str, Any]) -> None:
         limits = self.router.set_quota_limits(user_id, **changes)

@@ -200,7 +200,9 @@ class _Parts:
         self.jobs.connect(self.execution)
         self.admission = Admission(router, requests, self.execution, clock, prom, stats, logger)
         self.recovery = Recovery(router, requests, self.execution, self.jobs, clock, stats, logger)
-        self.admin = Admin(router, requests, self.execution, gpus, svc.source, clock, prom, logger)
+        self.admin = Admin(
+            router, requests, self.execution, gpus, svc.source, self.jobs, clock, prom, logger
+        )
         self.loops = Loops(
             config, svc.source, router, self.execution, gpus, self.jobs, clock, prom, logger
         )

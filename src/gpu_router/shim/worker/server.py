@@ -7,8 +7,11 @@ job id already (nothing is run again); ``GET /jobs[?request_id=]`` -> ``{jobs: [
 ``{job_ids: [...]}`` -> ``{acked, running, unknown}`` forgets finished jobs the router
 has recorded; ``GET /jobs/{id}`` -> ``{job_id, request_id, state (running|
 completed|failed|cancelled), progress 0-1, result, error, started_at, finished_at}``;
-``DELETE /jobs/{id}`` cancels (idempotent) -> ``{job_id, state}``; ``GET /health`` ->
-``{status, gpu, device_name, mode, ...}`` (503 while the device warms up). Errors are
+``DELETE /jobs/{id}`` cancels (idempotent) -> ``{job_id, state}``; ``POST /restart``
+restarts the device (running jobs cancelled, the device reset; the router's admin
+``restart`` calls it) -> ``{restarted, cancelled, restarts}``; ``GET /health`` ->
+``{status, gpu, device_name, mode, ..., restarts}`` (503 while the device warms up or
+restarts). Errors are
 ``{"error": message}``: 400 bad JSON, 404 no such job, 413 body over 1 MiB, 422 a bad
 field, 503 starting or busy (``Retry-After: 1``). The ``{id}`` in a path is
 percent-encoded by clients (``shim.worker.client``) and may hold any character once
@@ -134,6 +137,9 @@ def create_app(worker: Worker) -> Starlette:
         worker.cancel(job)
         return JSONResponse({"job_id": job.job_id, "state": job.state})
 
+    async def restart(request: Request) -> JSONResponse:
+        return JSONResponse(await worker.restart())
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(worker.health(), status_code=200 if worker.ready else 503)
 
@@ -152,6 +158,7 @@ def create_app(worker: Worker) -> Starlette:
             Route("/jobs/ack", ack, methods=["POST"]),
             Route("/jobs/{job_id:path}", status, methods=["GET"]),
             Route("/jobs/{job_id:path}", cancel, methods=["DELETE"]),
+            Route("/restart", restart, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ],
         lifespan=lifespan,
