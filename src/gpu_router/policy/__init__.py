@@ -30,6 +30,7 @@ from .quota import SEED_ADMIN_ALIASES, QuotaLimits
 from .records import RequestSnapshot
 from .router import CRASHED, MAINTENANCE, OVERHEATED, Router
 from .strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
+from .timeouts import TimeoutConfig
 from .types import (
     PRIORITIES,
     GpuState,
@@ -80,6 +81,7 @@ __all__ = [
     "Router",
     "RouterConfig",
     "RouterError",
+    "TimeoutConfig",
     "calculate_health_score",
     "health_status",
     "is_critical_xid",

@@ -82,11 +82,14 @@ class Admission:
             refusal = self.quotas.admit(request.user_id, request.priority, now)
             if refusal is not None:
                 return Reject(refusal.code, refusal.reason, refusal.retry_after_s)
-        timeout = request.timeout_s or cfg.default_timeout_s
+        timeout = cfg.timeouts.timeout_for(
+            request.timeout_s, request.type, request.priority, cfg.default_timeout_s
+        )
         deadline = None if timeout is None else request.submitted_at + timeout
         if self._by_wait:
             self.rates.add(request.priority, duration_s * res.compute_units, now)
         rec = RequestRecord(request, Q, memory, duration_s, deadline, units=res.compute_units)
+        rec.timeout_s = timeout
         self.records[rid] = rec
         state.counts[Q] += 1
         if deadline is not None:

@@ -12,6 +12,7 @@ from .outlier import OutlierConfig
 from .queue import QueueConfig
 from .quota import QuotaLimits
 from .strategies import DEFAULT_STRATEGY, make_strategy
+from .timeouts import TimeoutConfig
 
 BINDINGS = ("late", "early")
 
@@ -50,6 +51,8 @@ class RouterConfig:
     quotas_enabled: False admits every compatible request (for theory checks).
     dispatch_scan_limit: how deep the dispatcher looks past a request that does
     not fit (backfilling).
+    default_timeout_s and timeouts: the timeout of requests that give none, and the
+    retry policy for timeouts (``timeouts.py``).
     max_temperature_c: a GPU sampled above it (degrees C) takes no new work until a
     sample at or below it (None: no limit).
     """
@@ -64,6 +67,7 @@ class RouterConfig:
     outlier: OutlierConfig = field(default_factory=OutlierConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     default_timeout_s: float | None = None
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     context_overhead_mb: float = 0.0
     dispatch_scan_limit: int = 32
     max_temperature_c: float | None = None
@@ -91,6 +95,7 @@ class RouterConfig:
             "retry": RetryConfig,
             "outlier": OutlierConfig,
             "estimator": EstimatorConfig,
+            "timeouts": TimeoutConfig,
         }
         known = set(cls.__dataclass_fields__)
         kwargs: dict[str, Any] = {}

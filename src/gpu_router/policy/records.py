@@ -32,6 +32,8 @@ class RequestRecord:
     error: str | None = None
     dispatch_count: int = 0
     units: int = 1
+    timeout_s: float | None = None  # its timeout, for a fresh one after a timeout retry
+    timeout_retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from .gpu_service import CRASHED, MAINTENANCE, OVERHEATED, GpuService
 from .outlier import OutlierDetector
 from .quota import QuotaLimits, QuotaManager, QuotaUsage
 from .records import RequestRecord, RequestSnapshot
-from .router_state import CANCELLED, COMPLETED, FAILED, P, RouterState
+from .router_state import CANCELLED, COMPLETED, FAILED, P, Q, RouterState
 from .strategies import make_strategy
 from .types import GpuState, Request, RequestState
 from .views import FleetSummary, GpuView, fleet_summary, gpu_view, slots_in_service
@@ -261,12 +261,30 @@ class Router:
         actions: list[Action] = []
         self._last_tick = max(self._last_tick, now)
         state.end_backoffs(now)
+        retries = self.config.timeouts.retries
         for rec in state.due_deadlines(now):
+            if rec.state is P and rec.timeout_retries < retries and rec.timeout_s:
+                actions += self._retry_timed_out(rec, now, rec.timeout_s)
+                continue
             actions += self._stop(rec, now, "timeout")
             actions.append(state.finish(rec, FAILED, now, "timeout"))
         self._gpus.end_ejections(now)
         self._gpus.end_maintenances(now)
         return actions + self._binder.dispatch(now)
+
+    def _retry_timed_out(self, rec: RequestRecord, now: float, timeout_s: float) -> list[Action]:
+        """Stop a running request whose timeout is up and retry it as a failure is
+        (``RouterState.retry``: after the retry backoff, at the head of its priority,
+        within ``retry.max_retries``) with a fresh timeout from the end of the backoff."""
+        state = self._state
+        actions = self._stop(rec, now, "timeout")
+        rec.timeout_retries += 1
+        backoff_s = self.config.retry.backoff_s(rec.retries + 1)
+        actions += state.retry(rec, now, "timeout", backoff_s)
+        if rec.state is Q:
+            rec.deadline = now + backoff_s + timeout_s
+            state.push_deadline(rec.deadline, rec.request.request_id)
+        return actions
 
     def _stop(self, rec: RequestRecord, now: float, reason: str) -> list[Action]:
         """Take an unfinished request off its GPU (an ``Abort``) or out of its queue."""

@@ -154,9 +154,18 @@ class QueueSection(ConfigSection):
     admission_share: dict[int, float] = Field(default_factory=dict)  # priority -> share
     fair_share: bool = True
     default_timeout_ms: Annotated[int | None, Field(gt=0, le=30 * 86_400_000)] = None
+    #: timeouts of requests that give none, per type and per priority (ms; the shorter
+    #: applies when both do); timeout_retries: re-runs of a request that timed out running
+    timeout_by_type_ms: dict[str, Annotated[int, Field(gt=0, le=30 * 86_400_000)]] = Field(
+        default_factory=dict
+    )
+    timeout_by_priority_ms: dict[int, Annotated[int, Field(gt=0, le=30 * 86_400_000)]] = Field(
+        default_factory=dict
+    )
+    timeout_retries: Annotated[int, Field(ge=0, le=100)] = 0
     binding: Literal["late", "early"] = "late"
 
-    @field_validator("max_wait_s", "admission_share")
+    @field_validator("max_wait_s", "admission_share", "timeout_by_priority_ms")
     @classmethod
     def _priorities(cls, value: dict[int, float]) -> dict[int, float]:
         return per_priority(value)

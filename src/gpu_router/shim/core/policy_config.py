@@ -21,6 +21,7 @@ from gpu_router.policy import (
     QuotaLimits,
     RetryConfig,
     RouterConfig,
+    TimeoutConfig,
 )
 from gpu_router.shim.config import ConfigError, ServiceConfig
 
@@ -75,6 +76,11 @@ def policy_config(cfg: ServiceConfig) -> RouterConfig:
                 max_ejected_share=eh.max_ejected_share,
             ),
             default_timeout_s=None if q.default_timeout_ms is None else q.default_timeout_ms / 1e3,
+            timeouts=TimeoutConfig(
+                by_type={t: ms / 1e3 for t, ms in q.timeout_by_type_ms.items()},
+                by_priority={p: ms / 1e3 for p, ms in q.timeout_by_priority_ms.items()},
+                retries=q.timeout_retries,
+            ),
             max_temperature_c=cfg.gpu_monitoring.max_temperature,
         )
     except InvalidValue as exc:
