@@ -1,4 +1,5 @@
-"""Callbacks: a request's terminal state POSTed to its ``callback_url``.
+"""Callbacks: a request's terminal state POSTed to its ``callback_url``, and each
+re-route of its work (``event: rerouted``, best effort).
 
 The body is the status answer in the ALT_LAS envelope; the request's trace id goes in a
 ``traceparent`` header. Delivery (retries with backoff) is the dispatcher's; the outcome
@@ -34,6 +35,29 @@ class Callbacks:
         self.requests = requests
         self.delivery = delivery
         self.prom = prom
+
+    def rerouted(self, rec: JournalRecord, from_gpu: str, to_gpu: str, reason: str) -> None:
+        """Tell the callback URL (if any) that the request's work moved: its status with
+        ``event: rerouted`` and ``rerouted: {from_gpu, to_gpu, reason}``. Best effort: the
+        outcome is not journaled and a restart does not resend it."""
+        url = rec.callback_url
+        if not url:
+            return
+        data = self.views.status_data(rec)
+        data["event"] = "rerouted"
+        data["rerouted"] = {"from_gpu": from_gpu, "to_gpu": to_gpu, "reason": reason}
+        body = {"status": "success", "data": data, "error": None, "meta": None}
+        headers = {}
+        if rec.trace_id:
+            headers["traceparent"] = f"00-{rec.trace_id}-{uuid.uuid4().hex[:16]}-01"
+
+        async def run() -> None:
+            ok = await self.delivery.deliver(url, body, headers)
+            self.prom.child(
+                self.prom.callbacks, "rerouted_delivered" if ok else "rerouted_failed"
+            ).inc()
+
+        self.delivery.spawn(run())
 
     def send(self, rec: JournalRecord) -> None:
         """Deliver ``rec``'s state to its callback URL in the background (if it has one)."""

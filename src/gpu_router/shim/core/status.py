@@ -96,6 +96,7 @@ class StatusViews:
                 result_url(self.config, rec.request_id) if rec.state == "completed" else None
             ),
             "error": rec.error,
+            "rerouted_from": list(rec.rerouted_from),
         }
 
     def gpu_resources(self, gpu_id: str | None) -> dict[str, Any] | None:

@@ -131,6 +131,10 @@ class RequestStatusOut(_Out):
     retries: int
     result_url: str | None = None
     error: str | None = None
+    rerouted_from: Annotated[
+        list[str],
+        Field(description="GPUs earlier attempts ran on (while this router holds the request)"),
+    ] = []
 
 
 class ResultOut(_Out):
