@@ -28,7 +28,7 @@ from .queue import (
 )
 from .quota import SEED_ADMIN_ALIASES, QuotaLimits
 from .records import RequestSnapshot
-from .router import CRASHED, MAINTENANCE, OVERHEATED, Router
+from .router import CRASHED, MAINTENANCE, OVERHEATED, REMOVED, Router
 from .strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
 from .timeouts import TimeoutConfig
 from .types import (
@@ -66,6 +66,7 @@ __all__ = [
     "InvalidValue",
     "MAINTENANCE",
     "OVERHEATED",
+    "REMOVED",
     "OutlierConfig",
     "Placement",
     "QueueConfig",

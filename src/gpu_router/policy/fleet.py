@@ -90,6 +90,52 @@ class FleetView:
         for i, g in enumerate(states):
             self.observe(i, g)
 
+    _ARRAYS = (
+        ("memory_total", float),
+        ("memory_used", float),
+        ("utilization", float),
+        ("health", float),
+        ("performance", float),
+        ("speed", float),
+        ("slots", np.int64),
+        ("compute_capability", np.int64),
+        ("capability_bits", np.int64),
+        ("status_ok", bool),
+        ("running", np.int64),
+        ("queued", np.int64),
+        ("reserved_mb", float),
+        ("pending_mb", float),
+        ("work_left_s", float),
+        ("down", bool),
+        ("_up", bool),
+        ("free_mb", float),
+        ("open", bool),
+    )
+
+    def append(self, g: GpuState) -> int:
+        """A GPU joins the fleet (elastic fleet): its index, at the end; every array
+        grows by one and the sample is taken. InvalidValue for an id already present."""
+        if g.gpu_id in self.index:
+            raise InvalidValue("gpu_id", g.gpu_id, "is in the fleet already")
+        i = self.size
+        for name, dtype in self._ARRAYS:
+            setattr(self, name, np.append(getattr(self, name), np.zeros(1, dtype=dtype)))
+        self._up[i] = True
+        self.weight = np.append(self.weight, 1.0)
+        self.gpu_ids.append(g.gpu_id)
+        self.index[g.gpu_id] = i
+        self.states.append(g)
+        self.size += 1
+        self.open_list.append(False)
+        self.free_list.append(0.0)
+        self.work_list.append(0.0)
+        self.running_list.append(0)
+        self.slots_list.append(0)
+        self.speed_list.append(0.0)
+        self.up_list.append(True)
+        self.observe(i, g)
+        return i
+
     def observe(self, i: int, g: GpuState) -> None:
         """Take a new sample of GPU ``i``."""
         self.states[i] = g

@@ -1,7 +1,8 @@
 """GPU service state: monitor samples, failures, maintenance, restarts, ejection.
 
 A GPU is out of service while any reason (``CRASHED``, ``MAINTENANCE``,
-``EJECTED``, ``RESTART``, ``OVERHEATED``) is present in its ``out_reasons``. Nothing here
+``EJECTED``, ``RESTART``, ``OVERHEATED``, ``REMOVED``) is present in its
+``out_reasons``. Nothing here
 dispatches: the Router dispatches after each change. Times in seconds.
 """
 
@@ -15,6 +16,7 @@ from .types import GpuState
 #: why a GPU is out of service (any reason present keeps it out)
 CRASHED, MAINTENANCE, EJECTED, RESTART = "crashed", "maintenance", "ejected", "restart"
 OVERHEATED = "overheated"  # sampled above the router's max_temperature_c: drained
+REMOVED = "removed"  # left the fleet at run time (elastic fleet) until it joins again
 
 
 class GpuService:

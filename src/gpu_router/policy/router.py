@@ -23,7 +23,7 @@ from .config import RouterConfig
 from .decisions import Abort, Action, Decision, Enqueue, Placement, Reject, estimate_times
 from .errors import InvalidValue
 from .estimator import ResourceEstimator
-from .gpu_service import CRASHED, MAINTENANCE, OVERHEATED, GpuService
+from .gpu_service import CRASHED, MAINTENANCE, OVERHEATED, REMOVED, GpuService
 from .outlier import OutlierDetector
 from .quota import QuotaLimits, QuotaManager, QuotaUsage
 from .records import RequestRecord, RequestSnapshot
@@ -32,7 +32,7 @@ from .strategies import make_strategy
 from .types import GpuState, Request, RequestState
 from .views import FleetSummary, GpuView, fleet_summary, gpu_view, slots_in_service
 
-__all__ = ["CRASHED", "MAINTENANCE", "OVERHEATED", "Router"]
+__all__ = ["CRASHED", "MAINTENANCE", "OVERHEATED", "REMOVED", "Router"]
 
 
 class Router:
@@ -312,6 +312,30 @@ class Router:
         placing on it and re-queue its running requests at the head of their priority."""
         i = self._state.index(gpu_id)
         actions = self._gpus.take_out(i, now, CRASHED, requeue_running=True, error=reason)
+        return actions + self._binder.dispatch(now)
+
+    def add_gpu(self, state: GpuState, now: float) -> list[Action]:
+        """A GPU joins at run time (elastic fleet) with its first sample; one that left
+        (``remove_gpu``) comes back. It takes work at once (queued work is dispatched)."""
+        s = self._state
+        if state.gpu_id in self._fleet.index:
+            i = s.index(state.gpu_id)
+            self._gpus.bring_back(i, REMOVED)
+            self._gpus.observe(i, state)
+        else:
+            i = s.add_gpu(state)
+            self._gpu_ids = tuple(self._fleet.gpu_ids)
+        self._binder.forget_compatibility()
+        max_c = self.config.max_temperature_c
+        actions = [] if max_c is None else self._gpus.check_temperature(i, state, now, max_c)
+        return actions + self._binder.dispatch(now)
+
+    def remove_gpu(self, gpu_id: str, now: float, reason: str = REMOVED) -> list[Action]:
+        """A GPU leaves at run time: what runs there is stopped and re-queued at the head
+        of its priority (as at a crash; ``reason`` is the error). It stays in ``gpu_ids``
+        as ``inactive`` until ``add_gpu`` brings it back."""
+        i = self._state.index(gpu_id)
+        actions = self._gpus.take_out(i, now, REMOVED, requeue_running=True, error=reason)
         return actions + self._binder.dispatch(now)
 
     def gpu_up(self, gpu_id: str, now: float) -> list[Action]:

@@ -53,6 +53,16 @@ class RouterState:
         self.counts = dict.fromkeys(RequestState, 0)
         self.held = 0  # requests waiting out a retry backoff
 
+    def add_gpu(self, g: GpuState) -> int:
+        """A GPU joins the fleet at run time: its index (the last)."""
+        i = self.fleet.append(g)
+        self.on_gpu.append(set())
+        self.out_reasons.append(set())
+        self.pending.append([])
+        if self.early:
+            self.gpu_queues.append(CentralQueue(self.config.queue))
+        return i
+
     # -- queries ------------------------------------------------------------------
 
     def snapshot(self, request_id: str) -> RequestSnapshot:

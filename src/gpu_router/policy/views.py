@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gpu_service import MAINTENANCE
+from .gpu_service import MAINTENANCE, REMOVED
 from .router_state import RouterState
 from .types import GpuState
 
@@ -52,8 +52,10 @@ class FleetSummary:
 
 
 def gpu_status(out_reasons: frozenset[str] | set[str], state: GpuState) -> str:
-    """ "maintenance" if that is among the reasons, "error" for any other, else the
-    sampled status."""
+    """ "inactive" for a GPU that left the fleet, "maintenance" if that is among the
+    reasons, "error" for any other, else the sampled status."""
+    if REMOVED in out_reasons:
+        return "inactive"
     if MAINTENANCE in out_reasons:
         return "maintenance"
     if out_reasons:
