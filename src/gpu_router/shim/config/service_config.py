@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from .errors import ConfigError
+from .fleet_section import FleetSection
 from .sections import (
     ApiMetadataSection,
     ApiSection,
@@ -50,6 +51,7 @@ class ServiceConfig(ConfigSection):
     user_quota_manager: UserQuotaSection = UserQuotaSection()
     queue: QueueSection = QueueSection()
     sla: SlaSection = SlaSection()
+    fleet: FleetSection = FleetSection()
     auth: AuthSection = AuthSection()
     journal: JournalSection = JournalSection()
     dispatch: DispatchSection = DispatchSection()

@@ -78,6 +78,8 @@ class Admin:
 
     def sync_maintenance(self) -> list[str]:
         """Forget the windows the Router ended (their time was up); returns those GPUs."""
+        if not self.gpus.maintenance:
+            return []
         ended = [g for g in self.gpus.maintenance if self.router.gpu(g).status != "maintenance"]
         for gpu_id in ended:
             self.gpus.maintenance.pop(gpu_id, None)

@@ -226,6 +226,10 @@ class Execution:
         self.apply(self.router.fail(request_id, self.clock.now(), error, gpu_fault=gpu_fault))
         self._sync_queued(request_id, error)
 
+    def requeued(self, rid: str, error: str) -> None:
+        """The Router re-queued ``rid`` (its GPU left): journal it as queued again."""
+        self._sync_queued(rid, error)
+
     def _sync_queued(self, rid: str, error: str) -> None:
         live = self.requests.get(rid)
         if live is not None and self.router.state_of(rid) is QUEUED:

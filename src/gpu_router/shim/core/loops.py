@@ -54,8 +54,8 @@ class Loops:
         self.clock = clock
         self.prom = prom
         self.logger = logger
-        #: called after each Router tick (the service forgets maintenance windows it ended)
-        self.after_tick: Callable[[], object] = lambda: None
+        #: called after each Router tick (maintenance windows ended, silent workers)
+        self.after_tick: list[Callable[[], object]] = []
 
     def coroutines(self) -> list[Coroutine[Any, Any, None]]:
         """The three loops, to be run as tasks for the service's lifetime."""
@@ -113,8 +113,8 @@ class Loops:
         while True:
             now = self.clock.now()
             self.execution.apply(router.tick(now))
-            if self.gpus.maintenance:
-                self.after_tick()
+            for hook in self.after_tick:
+                hook()
             fleet = router.fleet_summary()
             self.prom.queue_length.set(fleet.queued)
             self.prom.active.set(fleet.running)

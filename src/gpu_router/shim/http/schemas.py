@@ -78,6 +78,26 @@ class RestartIn(_In):
     force: bool = False
 
 
+class WorkerRegisterIn(_In):
+    """A worker joining the fleet: its GPU and where its job API listens."""
+
+    gpu_id: Annotated[str, Field(pattern=ID_PATTERN)]
+    url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)]
+    name: Annotated[str, Field(max_length=256)] = ""
+    memory_total_mb: Annotated[float, Field(gt=0, le=1e9)]
+    compute_capability: Annotated[str, Field(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")] = "8.0"
+    slots: Annotated[int, Field(ge=1, le=4096)] = 1
+    speed: Annotated[float, Field(gt=0, le=1000)] = 1.0
+
+
+class HeartbeatIn(_In):
+    """A registered worker's readings (all optional)."""
+
+    memory_used_mb: Annotated[float, Field(ge=0, le=1e9)] = 0.0
+    utilization_pct: Annotated[float, Field(ge=0, le=100)] = 0.0
+    temperature_c: Annotated[float, Field(ge=0, le=200)] = 0.0
+
+
 class AdminCancelIn(_In):
     reason: Annotated[str, Field(max_length=1024)] = ""
 

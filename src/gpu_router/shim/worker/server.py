@@ -20,6 +20,7 @@ decoded, ``/`` included. What a job runs: :mod:`.loops`; the job table: :mod:`.j
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -33,6 +34,7 @@ from starlette.routing import Route
 
 from .jobs import Worker
 from .loops import MAX_ITERATIONS, MAX_MATRIX, opt_int
+from .registration import Registration
 
 MAX_BODY_BYTES = 1 << 20
 FIELDS = frozenset({"request_id", "payload", "expected_duration_ms", "memory_mb", "job_id"})
@@ -59,8 +61,9 @@ def _number(body: dict[str, Any], key: str) -> float:
     return float(value)
 
 
-def create_app(worker: Worker) -> Starlette:
-    """The worker's Starlette app; its lifespan warms the device up and stops the jobs."""
+def create_app(worker: Worker, registration: Registration | None = None) -> Starlette:
+    """The worker's Starlette app; its lifespan warms the device up and stops the jobs,
+    and with ``registration`` joins a router's fleet once ready (leaving it at the end)."""
 
     async def read_object(request: Request) -> dict[str, Any] | JSONResponse:
         length = request.headers.get("content-length")
@@ -146,9 +149,17 @@ def create_app(worker: Worker) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await worker.start()
+        member = None
+        if registration is not None:
+            member = asyncio.ensure_future(registration.run())
         try:
             yield
         finally:
+            if member is not None and registration is not None:
+                member.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await member
+                await registration.leave()
             await worker.stop()
 
     return Starlette(
