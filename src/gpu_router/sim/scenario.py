@@ -156,7 +156,7 @@ class MonitorSpec(_Strict):
 
 
 class FaultSpec(_Strict):
-    kind: Literal["crash", "hang", "throttle", "xid_storm", "monitor_outage"]
+    kind: Literal["crash", "hang", "throttle", "xid_storm", "monitor_outage", "leave", "join"]
     gpus: tuple[int, ...] = ()
     fraction: float = Field(default=0.0, ge=0, le=1)
     at_s: float | None = Field(default=None, ge=0)
