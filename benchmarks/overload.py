@@ -41,8 +41,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import open_loop  # noqa: E402  (benchmarks/ is not a package)
-import service_load as sl  # noqa: E402
+import open_loop
+import service_load as sl
 
 PRIORITY_MIX = {1: 0.3, 2: 0.2, 3: 0.2, 4: 0.15, 5: 0.15}
 HEADERS = {"Authorization": f"Bearer {sl.SERVICE_KEY}", "Content-Type": "application/json"}

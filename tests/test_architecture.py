@@ -94,7 +94,7 @@ def test_no_import_cycle() -> None:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycle = stack[stack.index(n) :] + [n]
+                cycle = [*stack[stack.index(n) :], n]
                 if not _init_reexport(cycle):
                     cycles.append(cycle)
             elif n not in state:

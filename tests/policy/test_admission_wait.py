@@ -36,7 +36,7 @@ def router(limits, binding="late", slots=2, gpus=1, window_s=240.0):
 
 
 def limits(**by_priority):
-    table = {p: 20.0 for p in range(1, 6)}
+    table = dict.fromkeys(range(1, 6), 20.0)
     table.update({int(k[1:]): v for k, v in by_priority.items()})
     return table
 

@@ -69,4 +69,4 @@ def test_adding_a_gpu_id_twice_is_refused():
     r = Router([gpu("g0")], RouterConfig(quotas_enabled=False))
     r.add_gpu(gpu("g1"), 0.0)
     with pytest.raises(InvalidValue):
-        r._state.fleet.append(gpu("g1"))  # noqa: SLF001 - the fleet's own guard
+        r._state.fleet.append(gpu("g1"))

@@ -155,10 +155,8 @@ class Recorder:
 def test_monitor_lags_and_outage_silences():
     seen = []
     sc = mmc(
-        **{
-            "monitor": {"enabled": True, "period_s": 0.5, "lag_s": 0.25, "skip_unchanged": False},
-            "faults": [{"kind": "monitor_outage", "at_s": 20, "duration_s": 10}],
-        }
+        monitor={"enabled": True, "period_s": 0.5, "lag_s": 0.25, "skip_unchanged": False},
+        faults=[{"kind": "monitor_outage", "at_s": 20, "duration_s": 10}],
     )
     run_scenario(
         sc,

@@ -52,7 +52,7 @@ def test_override_into_scalar_is_an_error():
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")
-    with pytest.raises(ScenarioError, match="bad.yaml: invalid YAML"):
+    with pytest.raises(ScenarioError, match=r"bad\.yaml: invalid YAML"):
         load_scenario(bad)
     with pytest.raises(ScenarioError, match="cannot read"):
         load_scenario(tmp_path / "none.yaml")

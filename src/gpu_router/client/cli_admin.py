@@ -68,8 +68,16 @@ def _gpus(out: GpuList) -> str:
         mem = f"{g.memory.get('used', 0)}/{g.memory.get('total', 0)}"
         util = f"{g.utilization.get('gpu', 0.0):.0f}%"
         rows.append(
-            (g.gpu_id, g.status, g.health_status, mem, util, str(g.active_requests))
-            + (str(g.queued_requests), g.name)
+            (
+                g.gpu_id,
+                g.status,
+                g.health_status,
+                mem,
+                util,
+                str(g.active_requests),
+                str(g.queued_requests),
+                g.name,
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(

@@ -43,12 +43,15 @@ from .types import (
 from .views import FleetSummary, GpuView
 
 __all__ = [
+    "CRASHED",
     "DEFAULT_ADMISSION_SHARE",
     "DEFAULT_MAX_WAIT_S",
     "DEFAULT_SLA_WAIT_S",
-    "CRASHED",
     "DEFAULT_STRATEGY",
+    "MAINTENANCE",
+    "OVERHEATED",
     "PRIORITIES",
+    "REMOVED",
     "SEED_ADMIN_ALIASES",
     "STRATEGIES",
     "Abort",
@@ -64,9 +67,6 @@ __all__ = [
     "GpuView",
     "HardSignal",
     "InvalidValue",
-    "MAINTENANCE",
-    "OVERHEATED",
-    "REMOVED",
     "OutlierConfig",
     "Placement",
     "QueueConfig",

@@ -23,7 +23,7 @@ def job(rid: str, units: int, ms: int) -> dict:
 def test_compute_units_hold_slots_and_more_than_any_gpu_has_is_503():
     async def scenario():
         fleet = VirtualFleet(specs=[VirtualGpuSpec(slots=4)], period_s=0.02)
-        async with running(fleet=fleet) as (c, app, _):
+        async with running(fleet=fleet) as (c, _app, _):
             r = await c.post("/api/v1/route", json=job("big", 3, 400), headers=H_ALICE)
             assert r.json()["data"]["status"] == "accepted"
             r = await c.post("/api/v1/route", json=job("two", 2, 50), headers=H_ALICE)

@@ -23,7 +23,7 @@ def test_a_crash_re_routes_the_work_and_the_caller_is_told():
 
     async def scenario():
         http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        async with running(n_gpus=2, http=http) as (c, app, fleet):
+        async with running(n_gpus=2, http=http) as (c, _app, fleet):
             job = body(
                 request_id="rr-1",
                 callback_url="http://hooks.example/done",

@@ -93,7 +93,7 @@ def test_callbacks_delivered_with_retries():
 
     async def scenario():
         http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        async with running(http=http) as (c, app, fleet):
+        async with running(http=http) as (c, app, _fleet):
             tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
             r = await c.post(
                 "/api/v1/route",

@@ -20,7 +20,7 @@ def test_a_gpu_above_max_temperature_takes_no_new_work_until_it_cools():
     async def scenario():
         hot = VirtualGpuSpec(idle_temp_c=92.0, load_temp_c=92.0)
         fleet = VirtualFleet(specs=[hot, VirtualGpuSpec()], period_s=0.02, temp_tau_s=0.05)
-        async with running(fleet=fleet) as (c, app, _):
+        async with running(fleet=fleet) as (c, _app, _):
             health = (await c.get("/health")).json()["data"]
             assert health["gpus_overheated"] == ["gpu-0"]
             gpus = {

@@ -19,7 +19,7 @@ def test_type_and_priority_timeouts_and_a_re_run_after_a_timeout():
             "timeout_retries": 1,
         }
         retry = {"retry_delay": 0.1, "gpu_cooldown_period": 0.2, "base_ejection_s": 0.1}
-        async with running(n_gpus=1, queue=queue, error_handler=retry) as (c, app, fleet):
+        async with running(n_gpus=1, queue=queue, error_handler=retry) as (c, _app, fleet):
             slow = {"simulate": {"duration_ms": 5000}}
             r = await c.post(
                 "/api/v1/route",

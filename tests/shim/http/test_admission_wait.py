@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(30)
 def test_overload_answers_429_wait_too_long_with_the_excess_as_retry_after():
     async def scenario():
         # one virtual GPU, one slot; priority 3's SLA target (the limit) is 10 s
-        async with running(n_gpus=1) as (c, app, fleet):
+        async with running(n_gpus=1) as (c, app, _fleet):
 
             def job(seconds: int, priority: int = 3) -> dict:
                 rr = {"memory": 1000, "expected_duration": seconds * 1000}
@@ -40,7 +40,7 @@ def test_overload_answers_429_wait_too_long_with_the_excess_as_retry_after():
 
 def test_admission_by_wait_can_be_turned_off():
     async def scenario():
-        async with running(n_gpus=1, sla={"admit_by_wait": False}) as (c, app, fleet):
+        async with running(n_gpus=1, sla={"admit_by_wait": False}) as (c, _app, _fleet):
             rr = {"memory": 1000, "expected_duration": 60_000}
             job = body(resource_requirements=rr, payload={"simulate": {"duration_ms": 60_000}})
             codes = [

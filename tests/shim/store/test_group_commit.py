@@ -198,7 +198,7 @@ def test_a_large_batch_with_a_duplicate_in_the_middle(tmp_path):
     for r in records:
         s.insert(r, lambda e, rid=r.request_id: fates.__setitem__(rid, e))
     batch = s.take()
-    for r in records[:10] + [records[300]]:
+    for r in [*records[:10], records[300]]:
         r.state = "processing"
         s.update(r)
     batch.extend(s.take())  # a later hand-over merged by the writer
@@ -221,7 +221,7 @@ def test_the_answer_waits_for_the_commit_and_finished_requests_are_forgotten(tmp
     jc = {"commit_delay_ms": 50.0, "intake_log": intake}
 
     async def scenario():
-        async with running(str(path), journal=jc) as (c, app, fleet):
+        async with running(str(path), journal=jc) as (c, app, _fleet):
             svc = app.state.service
             assert svc.store.commits.intake is intake
             r = await c.post("/api/v1/route", json=body(request_id="ack-1"), headers=H_ALICE)
@@ -280,7 +280,7 @@ def test_resumed_requests_are_not_refused_by_their_own_quota(tmp_path):
 
 def test_route_errors_are_answered_in_the_envelope():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, app, _fleet):
             svc = app.state.service
 
             async def broken(req, trace):

@@ -244,7 +244,7 @@ class FakeTorch(types.ModuleType):
         self.log.append("matmul")
 
 
-@pytest.fixture()
+@pytest.fixture
 def fake_torch(monkeypatch: pytest.MonkeyPatch) -> FakeTorch:
     torch = FakeTorch()
     monkeypatch.setitem(sys.modules, "torch", torch)

@@ -19,8 +19,7 @@ from gpu_router.shim.http.schemas import RouteRequest
 def owned(ctx: Ctx, s: RouterService, rid: str) -> Any:
     """The record of request ``rid`` if the caller may act for its user, else a 404."""
     rec = s.lookup(rid)
-    assert ctx.identity is not None
-    if rec is None or not ctx.identity.may_act_for(rec.user_id):
+    if rec is None or not ctx.caller.may_act_for(rec.user_id):
         raise not_found(f"request {rid}")
     return rec
 
@@ -45,8 +44,7 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
     async def route(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
         req: RouteRequest = await read_body(ctx, RouteRequest)
-        assert ctx.identity is not None
-        if not ctx.identity.may_act_for(req.user_id):
+        if not ctx.caller.may_act_for(req.user_id):
             raise ApiError(403, "forbidden", "a user key may submit only as its own user_id")
         t = clock.now()
         child = ctx.trace.child().traceparent if tracing.enabled else None
@@ -89,15 +87,13 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
         user = ctx.request.path_params.get("user_id", "")
         if not ID.match(user):
             raise not_found("user")
-        assert ctx.identity is not None
-        if not ctx.identity.may_act_for(user):
+        if not ctx.caller.may_act_for(user):
             raise ApiError(403, "forbidden", "a user key may read only its own quota")
         return 200, s.views.quota_data(user)
 
     async def metrics_json(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
-        assert ctx.identity is not None
-        only = ctx.identity.user_id if ctx.identity.role.value == "user" else None
+        only = ctx.caller.user_id if ctx.caller.role.value == "user" else None
         return 200, s.views.metrics_data(only)
 
     async def health(ctx: Ctx) -> tuple[int, Any]:

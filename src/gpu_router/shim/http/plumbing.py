@@ -91,6 +91,13 @@ class Ctx:
             }
         return self.headers.get(name)
 
+    @property
+    def caller(self) -> Identity:
+        """Who asked; only for handlers behind authentication (an open route has none)."""
+        if self.identity is None:
+            raise RuntimeError("an authenticated handler was reached without an identity")
+        return self.identity
+
 
 Handler = Callable[[Ctx], Awaitable[tuple[int, Any]]]
 Endpoint = Callable[[Request], Awaitable[Response]]

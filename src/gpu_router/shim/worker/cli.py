@@ -52,11 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415 - only this subcommand needs it
+    import uvicorn
 
-    from gpu_router.shim.worker.device import WorkerError, detect_device  # noqa: PLC0415
-    from gpu_router.shim.worker.jobs import Worker  # noqa: PLC0415
-    from gpu_router.shim.worker.server import create_app  # noqa: PLC0415
+    from gpu_router.shim.worker.device import WorkerError, detect_device
+    from gpu_router.shim.worker.jobs import Worker
+    from gpu_router.shim.worker.server import create_app
 
     for name, value, lo, hi in (
         ("--port", args.port, 0, 65535),
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     registration = None
     if args.router_url:
-        from gpu_router.shim.worker.registration import Registration  # noqa: PLC0415
+        from gpu_router.shim.worker.registration import Registration
 
         if not args.router_key:
             print("gpu-router worker: --router-url needs --router-key", file=sys.stderr)

@@ -203,7 +203,7 @@ class Worker:
             result = await loop.run_in_executor(
                 self._pool, self.runner, job, self.device, self.max_duration_s
             )
-        except Exception as exc:  # noqa: BLE001 - the job failed; report why, keep serving
+        except Exception as exc:
             if job.state == JOB_RUNNING:
                 job.state, job.error = JOB_FAILED, f"{type(exc).__name__}: {exc}"[:500]
         else:

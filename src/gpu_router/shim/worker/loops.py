@@ -113,7 +113,7 @@ class _Loop:
 
 def run_cpu(job: Job, device: DeviceInfo, max_duration_s: float) -> dict[str, Any]:
     """float32 numpy matmuls in this thread (numpy releases the GIL)."""
-    import numpy as np  # noqa: PLC0415 - keeps import of this module light
+    import numpy as np
 
     n = opt_int(job.payload, "matrix_size", 1, 4096) or 256
     loop = _Loop(job, max_duration_s)
