@@ -40,6 +40,19 @@ class ResourceRequirementsIn(_In):
     min_compute_capability: Annotated[str | None, Field(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")] = None
 
 
+def http_url(value: str) -> str:
+    """``value`` if it is an absolute http(s) URL with a host, else ValueError."""
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError("must be an absolute http or https URL")
+    return value
+
+
 class RouteRequest(_In):
     """POST /api/v1/route (seed 6.3.1). ``request_id`` is generated when absent."""
 
@@ -56,17 +69,7 @@ class RouteRequest(_In):
     @field_validator("callback_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            parts = urlsplit(value)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            ok = False
-        if not ok or any(c.isspace() or ord(c) < 32 for c in value):
-            raise ValueError("must be an absolute http or https URL")
-        return value
+        return None if value is None else http_url(value)
 
 
 class MaintenanceIn(_In):
@@ -82,12 +85,24 @@ class WorkerRegisterIn(_In):
     """A worker joining the fleet: its GPU and where its job API listens."""
 
     gpu_id: Annotated[str, Field(pattern=ID_PATTERN)]
-    url: Annotated[str, Field(pattern=r"^https?://", max_length=2048)]
+    url: Annotated[str, Field(max_length=2048, description="the worker's job API (http/https)")]
     name: Annotated[str, Field(max_length=256)] = ""
     memory_total_mb: Annotated[float, Field(gt=0, le=1e9)]
     compute_capability: Annotated[str, Field(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")] = "8.0"
     slots: Annotated[int, Field(ge=1, le=4096)] = 1
     speed: Annotated[float, Field(gt=0, le=1000)] = 1.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return http_url(value)
+
+
+class WorkerAnswer(_Out):
+    gpu_id: str
+    status: Literal["active", "inactive", "maintenance", "error"]
+    heartbeat_interval: Annotated[float | None, Field(description="seconds")] = None
+    heartbeat_timeout: Annotated[float | None, Field(description="seconds")] = None
 
 
 class HeartbeatIn(_In):
