@@ -111,17 +111,27 @@ class Admission:
     ) -> float:
         """Seconds ``request`` would wait if admitted now (``inf``: higher priorities
         take every slot); see the module docstring."""
+        wait_s, ahead = self._queue_wait(request, duration_s, now)
+        if not ahead and self._starts_now(request, memory):
+            return 0.0
+        return wait_s
+
+    def _queue_wait(self, request: Request, duration_s: float, now: float) -> tuple[float, int]:
+        """(the wait behind the queue, ignoring a free GPU; requests ahead)."""
         state, f = self.state, self.state.fleet
         ahead = state.queue_length() if state.early else state.queue.count_from(request.priority)
-        if not ahead and f.open_count and self.binder.startable(request, memory).any():
-            return 0.0
         slots = max(1, f.slots_available)
         rho = self.rates.above(request.priority, now) / slots
         if rho >= 1.0:
-            return math.inf
+            return math.inf, ahead
         units = request.resources.compute_units
         wait_s, _run_s = estimate_times(duration_s, 1.0, ahead + 1, slots, units)
-        return wait_s / (1.0 - rho)
+        return wait_s / (1.0 - rho), ahead
+
+    def _starts_now(self, request: Request, memory: float) -> bool:
+        return bool(self.state.fleet.open_count) and bool(
+            self.binder.startable(request, memory).any()
+        )
 
     def _wait_refusal(
         self, request: Request, memory: float, duration_s: float, now: float
@@ -129,9 +139,9 @@ class Admission:
         limits = self.config.queue.admission_wait_s
         assert limits is not None  # noqa: S101 - only called when admission by wait is on
         limit = limits[request.priority]
-        wait_s = self.predicted_wait(request, memory, duration_s, now)
-        if wait_s <= limit:
-            return None
+        wait_s, ahead = self._queue_wait(request, duration_s, now)
+        if wait_s <= limit or (not ahead and self._starts_now(request, memory)):
+            return None  # (the GPU check, a numpy mask, only when the queue says no)
         if wait_s == math.inf:
             retry, said = self.rates.window_s, "unbounded (higher priorities take every slot)"
         else:

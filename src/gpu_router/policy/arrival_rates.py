@@ -14,34 +14,38 @@ from __future__ import annotations
 
 import math
 
-from .types import PRIORITIES
+from .types import MAX_PRIORITY, PRIORITIES
 
 #: the shortest share of the window the rate is measured over (the first moments)
 MIN_SPAN_SHARE = 0.25
 
 
 class WorkRates:
-    """Decayed work-rate meters, one per priority."""
+    """Decayed work-rate meters, one per priority, all decayed to one time (``_at``):
+    one ``exp`` per call whatever the number of priorities. Work added at a time before
+    ``_at`` counts as added at ``_at``."""
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
         self._sum = dict.fromkeys(PRIORITIES, 0.0)
-        self._at = dict.fromkeys(PRIORITIES, 0.0)
+        self._at = 0.0
         self._since: float | None = None
 
-    def _decayed(self, priority: int, now: float) -> float:
-        age = now - self._at[priority]
-        total = self._sum[priority]
-        if age > 0 and total:
-            total *= math.exp(-age / self.window_s)
-        return total
+    def _factor(self, now: float) -> float:
+        age = now - self._at
+        return math.exp(-age / self.window_s) if age > 0 else 1.0
 
     def add(self, priority: int, work_s: float, now: float) -> None:
         """``work_s`` seconds of work admitted at ``priority`` at ``now``."""
         if self._since is None:
-            self._since = now
-        self._sum[priority] = self._decayed(priority, now) + work_s
-        self._at[priority] = max(now, self._at[priority])
+            self._since = self._at = now
+        elif now > self._at:
+            k = self._factor(now)
+            sums = self._sum
+            for p in PRIORITIES:
+                sums[p] *= k
+            self._at = now
+        self._sum[priority] += work_s
 
     def _span(self, now: float) -> float:
         w = self.window_s
@@ -50,9 +54,14 @@ class WorkRates:
 
     def rate(self, priority: int, now: float) -> float:
         """Work-seconds per second admitted at ``priority`` lately."""
-        return self._decayed(priority, now) / self._span(now)
+        return self._sum[priority] * self._factor(now) / self._span(now)
 
     def above(self, priority: int, now: float) -> float:
         """Work-seconds per second admitted at priorities above ``priority`` lately."""
-        span = self._span(now)
-        return sum(self._decayed(p, now) for p in PRIORITIES if p > priority) / span
+        sums = self._sum
+        total = 0.0
+        for p in range(priority + 1, MAX_PRIORITY + 1):
+            total += sums[p]
+        if not total:
+            return 0.0
+        return total * self._factor(now) / self._span(now)

@@ -36,7 +36,7 @@ from itertools import count
 from sortedcontainers import SortedList
 
 from .errors import InvalidValue
-from .types import PRIORITIES
+from .types import MAX_PRIORITY, PRIORITIES
 
 DEFAULT_MAX_WAIT_S = {5: 30.0, 4: 60.0, 3: 120.0, 2: 300.0, 1: 600.0}
 DEFAULT_ADMISSION_SHARE = {5: 1.0, 4: 0.9, 3: 0.8, 2: 0.7, 1: 0.6}
@@ -214,7 +214,10 @@ class CentralQueue:
     def count_from(self, priority: int) -> int:
         """Requests queued at ``priority`` or above (ahead of a new one, aging aside)."""
         by_fair = self._by_fair
-        return sum(len(by_fair[p]) for p in PRIORITIES if p >= priority)
+        n = 0
+        for p in range(priority, MAX_PRIORITY + 1):
+            n += len(by_fair[p])
+        return n
 
     def position(self, request_id: str) -> int:
         """1-based place in priority/fair-share order, not counting aging."""
