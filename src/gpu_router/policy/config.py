@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import InvalidValue
 from .estimator import EstimatorConfig
+from .models import ModelsConfig
 from .outlier import OutlierConfig
 from .queue import QueueConfig
 from .quota import QuotaLimits
@@ -55,6 +56,8 @@ class RouterConfig:
     retry policy for timeouts (``timeouts.py``).
     max_temperature_c: a GPU sampled above it (degrees C) takes no new work until a
     sample at or below it (None: no limit).
+    models: model locality (``models.ModelsConfig``); None (default) leaves it off:
+    every GPU is equally ready for every model.
     """
 
     strategy: str = DEFAULT_STRATEGY
@@ -71,6 +74,7 @@ class RouterConfig:
     context_overhead_mb: float = 0.0
     dispatch_scan_limit: int = 32
     max_temperature_c: float | None = None
+    models: ModelsConfig | None = None
 
     def __post_init__(self) -> None:
         make_strategy(self.strategy, self.strategy_options)  # fails early, naming the key
@@ -96,6 +100,7 @@ class RouterConfig:
             "outlier": OutlierConfig,
             "estimator": EstimatorConfig,
             "timeouts": TimeoutConfig,
+            "models": ModelsConfig,
         }
         known = set(cls.__dataclass_fields__)
         kwargs: dict[str, Any] = {}

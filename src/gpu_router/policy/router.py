@@ -27,7 +27,8 @@ from .gpu_service import CRASHED, MAINTENANCE, OVERHEATED, REMOVED, GpuService
 from .outlier import OutlierDetector
 from .quota import QuotaLimits, QuotaManager, QuotaUsage
 from .records import RequestRecord, RequestSnapshot
-from .router_state import CANCELLED, COMPLETED, FAILED, P, Q, RouterState
+from .residency import LocalityStats
+from .router_state import CANCELLED, COMPLETED, FAILED, P, RouterState
 from .strategies import make_strategy
 from .types import GpuState, Request, RequestState
 from .views import FleetSummary, GpuView, fleet_summary, gpu_view, slots_in_service
@@ -46,7 +47,9 @@ class Router:
     ``gpus`` (``GpuView``), ``fleet_summary`` (``FleetSummary``), ``is_out``,
     ``state_of``, ``record`` (``RequestSnapshot``), ``queue_length``,
     ``next_wakeup``, ``quota_usage``, ``quota_limits``, ``strategy_name``,
-    ``config``. Quota changes: ``set_quota_limits``, ``replay_usage``.
+    ``config``, ``get_model_requirements``, ``resident_models``, ``locality``.
+    Quota changes: ``set_quota_limits``, ``replay_usage``. Model loads:
+    ``model_loaded``.
     """
 
     def __init__(
@@ -123,9 +126,41 @@ class Router:
         maintenance end)."""
         timer = self._state.next_timer()
         change = self._gpus.next_change(self._last_tick)
+        if self._binder.holds:
+            hold = self._binder.next_hold_end(self._last_tick)
+            if hold is not None:
+                change = hold if change is None else min(change, hold)
         due = change if timer is None else timer if change is None else min(timer, change)
         ends = self._gpus.next_maintenance_end()
         return due if ends is None or (due is not None and due <= ends) else ends
+
+    # -- models -------------------------------------------------------------------
+
+    def get_model_requirements(self, model_id: str | None) -> dict[str, object]:
+        """What ``model_id`` needs (seed 4.1): ``models.ModelRegistry.get_model_requirements``."""
+        return self._state.model_registry.get_model_requirements(model_id)
+
+    def resident_models(self, gpu_id: str) -> tuple[str, ...]:
+        """Models GPU ``gpu_id`` holds or is loading, least recently used first (empty
+        when locality is off)."""
+        res = self._state.residency
+        return () if res is None else res.caches[self._state.index(gpu_id)].models()
+
+    def locality(self) -> LocalityStats | None:
+        """Cold and warm starts so far and model weights resident (None: locality off)."""
+        res = self._state.residency
+        if res is None:
+            return None
+        return LocalityStats(res.cold_starts, res.warm_starts, res.memory_used_mb())
+
+    def model_loaded(self, gpu_id: str, model_id: str, seconds: float, now: float) -> list[Action]:
+        """The worker on ``gpu_id`` finished loading ``model_id`` in ``seconds``: the
+        Model Manager learns the load time and the model is ready there."""
+        i = self._state.index(gpu_id)
+        self._state.model_registry.observe_load(model_id, seconds)
+        if self._state.residency is not None:
+            self._state.residency.loaded(i, model_id, now)
+        return self._binder.dispatch(now)
 
     # -- quotas -------------------------------------------------------------------
 
@@ -264,27 +299,14 @@ class Router:
         retries = self.config.timeouts.retries
         for rec in state.due_deadlines(now):
             if rec.state is P and rec.timeout_retries < retries and rec.timeout_s:
-                actions += self._retry_timed_out(rec, now, rec.timeout_s)
+                actions += self._stop(rec, now, "timeout")
+                actions += state.retry_timed_out(rec, now, rec.timeout_s)
                 continue
             actions += self._stop(rec, now, "timeout")
             actions.append(state.finish(rec, FAILED, now, "timeout"))
         self._gpus.end_ejections(now)
         self._gpus.end_maintenances(now)
         return actions + self._binder.dispatch(now)
-
-    def _retry_timed_out(self, rec: RequestRecord, now: float, timeout_s: float) -> list[Action]:
-        """Stop a running request whose timeout is up and retry it as a failure is
-        (``RouterState.retry``: after the retry backoff, at the head of its priority,
-        within ``retry.max_retries``) with a fresh timeout from the end of the backoff."""
-        state = self._state
-        actions = self._stop(rec, now, "timeout")
-        rec.timeout_retries += 1
-        backoff_s = self.config.retry.backoff_s(rec.retries + 1)
-        actions += state.retry(rec, now, "timeout", backoff_s)
-        if rec.state is Q:
-            rec.deadline = now + backoff_s + timeout_s
-            state.push_deadline(rec.deadline, rec.request.request_id)
-        return actions
 
     def _stop(self, rec: RequestRecord, now: float, reason: str) -> list[Action]:
         """Take an unfinished request off its GPU (an ``Abort``) or out of its queue."""
@@ -312,6 +334,8 @@ class Router:
         placing on it and re-queue its running requests at the head of their priority."""
         i = self._state.index(gpu_id)
         actions = self._gpus.take_out(i, now, CRASHED, requeue_running=True, error=reason)
+        if self._state.residency is not None:
+            self._state.residency.drop(i)  # a crashed GPU's memory is gone
         return actions + self._binder.dispatch(now)
 
     def add_gpu(self, state: GpuState, now: float) -> list[Action]:
@@ -361,5 +385,8 @@ class Router:
     def restart(self, gpu_id: str, now: float) -> list[Action]:
         """Admin restart: abort and re-queue what runs there, clear maintenance, crash and
         ejection marks; the GPU takes work again at once (health checks may take it out)."""
-        actions = self._gpus.restart(self._state.index(gpu_id), now)
+        i = self._state.index(gpu_id)
+        actions = self._gpus.restart(i, now)
+        if self._state.residency is not None:
+            self._state.residency.drop(i)
         return actions + self._binder.dispatch(now)

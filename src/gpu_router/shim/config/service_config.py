@@ -13,8 +13,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError
 
+from .callbacks import CallbacksSection
+from .connections import ConnectionsSection
 from .errors import ConfigError
 from .fleet_section import FleetSection
+from .model_locality import ModelLocalitySection
 from .sections import (
     ApiMetadataSection,
     ApiSection,
@@ -31,6 +34,7 @@ from .sections import (
     SlaSection,
     UserQuotaSection,
 )
+from .worker_auth import WorkerAuthSection
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
@@ -44,6 +48,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 
 class ServiceConfig(ConfigSection):
     api: ApiSection = ApiSection()
+    connections: ConnectionsSection = ConnectionsSection()
     gpu_monitoring: GpuMonitoringSection = GpuMonitoringSection()
     load_balancer: LoadBalancerSection = LoadBalancerSection()
     request_router: RequestRouterSection = RequestRouterSection()
@@ -57,6 +62,9 @@ class ServiceConfig(ConfigSection):
     dispatch: DispatchSection = DispatchSection()
     logging: LoggingSection = LoggingSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
+    model_locality: ModelLocalitySection = ModelLocalitySection()
+    worker_auth: WorkerAuthSection = WorkerAuthSection()
+    callbacks: CallbacksSection = CallbacksSection()
     seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
 
 
