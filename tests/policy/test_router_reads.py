@@ -29,7 +29,13 @@ S = RequestState
 
 def req(rid, user="u", prio=3, mem=1000.0, dur_ms=2000.0):
     return Request(
-        rid, user, "m", prio, "inference", ResourceRequirements(mem, dur_ms), submitted_at=0.0
+        rid,
+        user,
+        "m",
+        prio,
+        "inference",
+        ResourceRequirements(mem, expected_duration_ms=dur_ms),
+        submitted_at=0.0,
     )
 
 

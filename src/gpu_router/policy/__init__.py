@@ -20,11 +20,18 @@ from .errors import InvalidValue, RouterError
 from .health import HardSignal, calculate_health_score, health_status, is_critical_xid
 from .models import ModelsConfig
 from .outlier import OutlierConfig
-from .queue import DEFAULT_ADMISSION_SHARE, DEFAULT_MAX_WAIT_S, CentralQueue, QueueConfig
+from .queue import (
+    DEFAULT_ADMISSION_SHARE,
+    DEFAULT_MAX_WAIT_S,
+    DEFAULT_SLA_WAIT_S,
+    CentralQueue,
+    QueueConfig,
+)
 from .quota import SEED_ADMIN_ALIASES, QuotaLimits
 from .records import RequestSnapshot
-from .router import Router
+from .router import CRASHED, MAINTENANCE, OVERHEATED, REMOVED, Router
 from .strategies import DEFAULT_STRATEGY, STRATEGIES, make_strategy
+from .timeouts import TimeoutConfig
 from .types import (
     PRIORITIES,
     GpuState,
@@ -37,10 +44,15 @@ from .types import (
 from .views import FleetSummary, GpuView
 
 __all__ = [
+    "CRASHED",
     "DEFAULT_ADMISSION_SHARE",
     "DEFAULT_MAX_WAIT_S",
+    "DEFAULT_SLA_WAIT_S",
     "DEFAULT_STRATEGY",
+    "MAINTENANCE",
+    "OVERHEATED",
     "PRIORITIES",
+    "REMOVED",
     "SEED_ADMIN_ALIASES",
     "STRATEGIES",
     "Abort",
@@ -72,6 +84,7 @@ __all__ = [
     "Router",
     "RouterConfig",
     "RouterError",
+    "TimeoutConfig",
     "calculate_health_score",
     "health_status",
     "is_critical_xid",

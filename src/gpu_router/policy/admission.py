@@ -1,14 +1,28 @@
 """Admission: whether a request may enter, and its record once it does.
 
 In order: a duplicate id, no GPU that could ever serve it, the queue bound, the
-user's quotas (a resumed request skips the last two but takes its quota slots).
-Memory in MB, times in seconds.
+predicted wait (``queue.admission_wait_s``), the user's quotas (a resumed request skips
+the last three but takes its quota slots). Memory in MB, times in seconds.
+
+The predicted wait: the request would take the place behind every request queued at
+its priority or above (under early binding, behind every queued request); each place
+costs its own estimated duration, shared over the slots in service
+(``decisions.estimate_times``), and only the share of those slots that the work
+admitted lately at higher priorities leaves free (``arrival_rates.WorkRates``): at
+``rho`` higher-priority work-seconds per slot-second the wait grows by
+``1 / (1 - rho)``, and is unbounded at ``rho >= 1``. It is 0 when nothing is ahead and
+a compatible GPU can start it now. A refusal's retry time is the excess, ``wait -
+limit`` (a request ``w`` s from its start is ``w - x`` s from it ``x`` s later), or the
+rate window when the wait is unbounded.
 """
 
 from __future__ import annotations
 
+import math
+
+from .arrival_rates import WorkRates
 from .binding import Binder
-from .decisions import Reject, RejectCode
+from .decisions import Reject, RejectCode, estimate_times
 from .estimator import ResourceEstimator
 from .quota import QuotaManager
 from .records import RequestRecord
@@ -32,6 +46,8 @@ class Admission:
         self.estimator = estimator
         self.config = state.config
         self.records = state.records
+        self.rates = WorkRates(self.config.queue.admission_rate_window_s)
+        self._by_wait = self.config.queue.admission_wait_s is not None
 
     def admit(
         self, request: Request, now: float, *, resumed: bool = False
@@ -59,13 +75,20 @@ class Admission:
             return Reject(
                 RejectCode.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
             )
+        elif self._by_wait and (too_long := self._wait_refusal(request, memory, duration_s, now)):
+            return too_long
         elif cfg.quotas_enabled:
             refusal = self.quotas.admit(request.user_id, request.priority, now)
             if refusal is not None:
                 return Reject(refusal.code, refusal.reason, refusal.retry_after_s)
-        timeout = request.timeout_s or cfg.default_timeout_s
+        timeout = cfg.timeouts.timeout_for(
+            request.timeout_s, request.type, request.priority, cfg.default_timeout_s
+        )
         deadline = None if timeout is None else request.submitted_at + timeout
-        rec = RequestRecord(request, Q, memory, duration_s, deadline)
+        if self._by_wait:
+            self.rates.add(request.priority, duration_s * res.compute_units, now)
+        rec = RequestRecord(request, Q, memory, duration_s, deadline, units=res.compute_units)
+        rec.timeout_s = timeout
         self.records[rid] = rec
         state.counts[Q] += 1
         if deadline is not None:
@@ -80,17 +103,62 @@ class Admission:
         if self.config.queue.loss:
             if state.queue_length():
                 return False
-            f = state.fleet
-            mask = self.binder.compatible(request, memory) & f.open & (f.free_mb >= memory)
-            return bool(mask.any())
+            return bool(self.binder.startable(request, memory).any())
         return state.queue.admits(request.priority, state.waiting_elsewhere())
+
+    def predicted_wait(
+        self, request: Request, memory: float, duration_s: float, now: float
+    ) -> float:
+        """Seconds ``request`` would wait if admitted now (``inf``: higher priorities
+        take every slot); see the module docstring."""
+        wait_s, ahead = self._queue_wait(request, duration_s, now)
+        if not ahead and self._starts_now(request, memory):
+            return 0.0
+        return wait_s
+
+    def _queue_wait(self, request: Request, duration_s: float, now: float) -> tuple[float, int]:
+        """(the wait behind the queue, ignoring a free GPU; requests ahead)."""
+        state, f = self.state, self.state.fleet
+        ahead = state.queue_length() if state.early else state.queue.count_from(request.priority)
+        slots = max(1, f.slots_available)
+        rho = self.rates.above(request.priority, now) / slots
+        if rho >= 1.0:
+            return math.inf, ahead
+        units = request.resources.compute_units
+        wait_s, _run_s = estimate_times(duration_s, 1.0, ahead + 1, slots, units)
+        return wait_s / (1.0 - rho), ahead
+
+    def _starts_now(self, request: Request, memory: float) -> bool:
+        return bool(self.state.fleet.open_count) and bool(
+            self.binder.startable(request, memory).any()
+        )
+
+    def _wait_refusal(
+        self, request: Request, memory: float, duration_s: float, now: float
+    ) -> Reject | None:
+        limits = self.config.queue.admission_wait_s
+        assert limits is not None  # noqa: S101 - only called when admission by wait is on
+        limit = limits[request.priority]
+        wait_s, ahead = self._queue_wait(request, duration_s, now)
+        if wait_s <= limit or (not ahead and self._starts_now(request, memory)):
+            return None  # (the GPU check, a numpy mask, only when the queue says no)
+        if wait_s == math.inf:
+            retry, said = self.rates.window_s, "unbounded (higher priorities take every slot)"
+        else:
+            retry, said = wait_s - limit, f"{wait_s:.3g} s"
+        return Reject(
+            RejectCode.WAIT_TOO_LONG,
+            f"predicted wait {said} exceeds {limit:g} s for priority {request.priority}",
+            round(max(retry, 0.001), 3),
+        )
 
     def _incompatible_reason(self, request: Request, memory: float) -> str:
         f = self.state.fleet
         return (
             f"no GPU can serve it: needs {memory:.0f} MB (largest {f.memory_total.max():.0f}"
             f" MB), compute capability >= {request.resources.min_compute_capability}, "
-            f"type {request.type!r}"
+            f"type {request.type!r}, {request.resources.compute_units} compute unit(s)"
+            f" (most slots {int(f.slots.max())})"
         )
 
     def _slots_up(self) -> int:

@@ -18,8 +18,8 @@ from .strategies import DEFER, Choice, Strategy
 from .types import Request
 
 #: compatibility cache key: (min compute capability as major * 100 + minor, MB, type,
-#: the model id when the Model Manager constrains its GPUs, else "")
-_Key = tuple[int, float, str, str]
+#: the model id when the Model Manager constrains its GPUs, else "", compute units)
+_Key = tuple[int, float, str, str, int]
 #: cached per key: (mask of GPUs that could ever serve it, whether any can, their indices)
 _Compat = tuple[np.ndarray, bool, tuple[int, ...]]
 #: a strategy's pure-Python choice: (fleet, feasible GPU indices ascending, duration_s)
@@ -91,12 +91,14 @@ class Binder:
     def _compat_entry(self, request: Request, memory: float) -> _Compat:
         """(mask of GPUs that could ever serve it, whether any can, their indices),
         cached per class."""
-        cc = request.resources.min_compute_capability
+        res = request.resources
+        cc = res.min_compute_capability
         model = request.model_id if request.model_id in self._constrained else ""
-        key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type, model)
+        units = res.compute_units
+        key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type, model, units)
         entry = self._compat.get(key)
         if entry is None:
-            mask = self.fleet.compatible(*key[:3])
+            mask = self.fleet.compatible(key[0], memory, request.type, units)
             if model:
                 mask = mask & self._model_mask(model)
             if len(self._compat) > 4096:
@@ -107,10 +109,17 @@ class Binder:
 
     # -- binding ------------------------------------------------------------------
 
-    def feasible(self, rec: RequestRecord) -> np.ndarray:
-        """GPUs the request can start on now: compatible, open (up, free slot), memory."""
+    def startable(self, request: Request, memory: float) -> np.ndarray:
+        """GPUs that can start ``request`` now: compatible, open (up, a free slot), the
+        memory free and, for ``compute_units`` > 1, that many slots free."""
         f = self.fleet
-        return self.compatible(rec.request, rec.memory_mb) & f.open & (f.free_mb >= rec.memory_mb)
+        mask = self.compatible(request, memory) & f.open & (f.free_mb >= memory)
+        units = request.resources.compute_units
+        return mask if units == 1 else mask & f.has_units(units)
+
+    def feasible(self, rec: RequestRecord) -> np.ndarray:
+        """GPUs the request can start on now (``startable``)."""
+        return self.startable(rec.request, rec.memory_mb)
 
     def choose(self, rec: RequestRecord, now: float, *, may_defer: bool = True) -> int | None:
         """The GPU the strategy picks among those ``rec`` can start on now; None: none.
@@ -118,13 +127,16 @@ class Binder:
         f = self.fleet
         listed = self._listed
         if listed is not None:
-            memory = rec.memory_mb
+            memory, units = rec.memory_mb, rec.units
             is_open, free = f.open_list, f.free_list
             found = [
                 i
                 for i in self._compat_entry(rec.request, memory)[2]
                 if is_open[i] and free[i] >= memory
             ]
+            if units > 1:
+                slots, running = f.slots_list, f.running_list
+                found = [i for i in found if slots[i] - running[i] >= units]
             return listed(f, found, rec.duration_s) if found else None
         cands = self.feasible(rec).nonzero()[0]
         if not len(cands):
@@ -225,7 +237,7 @@ class Binder:
                 if f.running[i] >= f.slots[i]:
                     break
                 rec = self.records[rid]
-                if f.free_mb[i] < rec.memory_mb:
+                if f.free_mb[i] < rec.memory_mb or f.running[i] + rec.units > f.slots[i]:
                     if gq.is_overdue(rid, now):
                         break
                     continue
@@ -237,7 +249,7 @@ class Binder:
     def place(self, rec: RequestRecord, i: int, now: float) -> None:
         """Charge a request's expected work to GPU ``i`` (queued or running there)."""
         rec.gpu_index = i
-        rec.placed_s = rec.duration_s / self.fleet.speed_list[i]
+        rec.placed_s = rec.duration_s * rec.units / self.fleet.speed_list[i]
         if self.residency is not None:
             rec.placed_s += self.residency.expected_load_s(i, rec.request.model_id, now)
         self.fleet.add_work(i, rec.placed_s)
@@ -245,7 +257,7 @@ class Binder:
     def start_on(self, rec: RequestRecord, i: int, now: float) -> Dispatch:
         """Start ``rec`` on GPU ``i``: its slot, memory and the ``Dispatch`` to apply."""
         memory = rec.memory_mb
-        self.fleet.occupy(i, memory)
+        self.fleet.occupy(i, memory, rec.units)
         self.pending[i].append((now, memory))
         rid = rec.request.request_id
         self.on_gpu[i].add(rid)

@@ -13,6 +13,7 @@ from .outlier import OutlierConfig
 from .queue import QueueConfig
 from .quota import QuotaLimits
 from .strategies import DEFAULT_STRATEGY, make_strategy
+from .timeouts import TimeoutConfig
 
 BINDINGS = ("late", "early")
 
@@ -51,6 +52,10 @@ class RouterConfig:
     quotas_enabled: False admits every compatible request (for theory checks).
     dispatch_scan_limit: how deep the dispatcher looks past a request that does
     not fit (backfilling).
+    default_timeout_s and timeouts: the timeout of requests that give none, and the
+    retry policy for timeouts (``timeouts.py``).
+    max_temperature_c: a GPU sampled above it (degrees C) takes no new work until a
+    sample at or below it (None: no limit).
     models: model locality (``models.ModelsConfig``); None (default) leaves it off:
     every GPU is equally ready for every model.
     """
@@ -65,8 +70,10 @@ class RouterConfig:
     outlier: OutlierConfig = field(default_factory=OutlierConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     default_timeout_s: float | None = None
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     context_overhead_mb: float = 0.0
     dispatch_scan_limit: int = 32
+    max_temperature_c: float | None = None
     models: ModelsConfig | None = None
 
     def __post_init__(self) -> None:
@@ -77,6 +84,9 @@ class RouterConfig:
             raise InvalidValue("default_timeout_s", self.default_timeout_s, "must be > 0")
         if not 0 <= self.context_overhead_mb < float("inf"):
             raise InvalidValue("context_overhead_mb", self.context_overhead_mb, "must be >= 0")
+        t = self.max_temperature_c
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not t > 0):
+            raise InvalidValue("max_temperature_c", t, "must be a number > 0 (degrees C)")
         if not isinstance(self.dispatch_scan_limit, int) or self.dispatch_scan_limit < 1:
             raise InvalidValue("dispatch_scan_limit", self.dispatch_scan_limit, "must be >= 1")
 
@@ -89,6 +99,7 @@ class RouterConfig:
             "retry": RetryConfig,
             "outlier": OutlierConfig,
             "estimator": EstimatorConfig,
+            "timeouts": TimeoutConfig,
             "models": ModelsConfig,
         }
         known = set(cls.__dataclass_fields__)

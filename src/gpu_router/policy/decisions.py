@@ -31,14 +31,15 @@ class Enqueue:
 
 
 def estimate_times(
-    duration_s: float, speed: float, position: int, slots_in_service: int
+    duration_s: float, speed: float, position: int, slots_in_service: int, units: int = 1
 ) -> tuple[float, float]:
     """(wait_s, run_s) of an admitted request, in seconds: ``duration_s`` is its estimated
     run time on a speed-1.0 GPU, ``speed`` that of its GPU (1.0 when none is known yet),
-    ``position`` its 1-based place in the queue (0: placed). The wait is ``position``
-    times ``duration_s`` shared over the ``slots_in_service`` (at least one)."""
+    ``position`` its 1-based place in the queue (0: placed), ``units`` the slots it
+    holds (``compute_units``). The wait is ``position`` times ``duration_s * units``
+    (slot-seconds per place) shared over the ``slots_in_service`` (at least one)."""
     run_s = duration_s / max(speed, 1e-9)
-    wait_s = position * duration_s / max(1, slots_in_service) if position else 0.0
+    wait_s = position * duration_s * units / max(1, slots_in_service) if position else 0.0
     return wait_s, run_s
 
 
@@ -58,6 +59,7 @@ class RejectCode:
     INCOMPATIBLE = "incompatible"  # no GPU in the fleet could ever serve it
     NO_CAPACITY = "no_capacity"  # every compatible GPU is down right now
     QUEUE_FULL = "queue_full"
+    WAIT_TOO_LONG = "wait_too_long"  # predicted wait above the priority's admission limit
     RATE_LIMITED = "rate_limited"
     QUOTA_EXCEEDED = "quota_exceeded"
     DUPLICATE = "duplicate"

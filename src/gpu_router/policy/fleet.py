@@ -65,7 +65,7 @@ class FleetView:
         self.capability_bits = f(n, dtype=np.int64)
         self.status_ok = f(n, dtype=bool)  # sampled status is active
         # the router's own accounting
-        self.running = f(n, dtype=np.int64)
+        self.running = f(n, dtype=np.int64)  # slots in use (a request holds compute_units)
         self.queued = f(n, dtype=np.int64)
         self.reserved_mb = f(n)
         self.pending_mb = f(n)  # memory placed after the last sample was taken
@@ -89,6 +89,52 @@ class FleetView:
         self.version = 0  # bumped when health, speed or weight change (for strategy caches)
         for i, g in enumerate(states):
             self.observe(i, g)
+
+    _ARRAYS = (
+        ("memory_total", float),
+        ("memory_used", float),
+        ("utilization", float),
+        ("health", float),
+        ("performance", float),
+        ("speed", float),
+        ("slots", np.int64),
+        ("compute_capability", np.int64),
+        ("capability_bits", np.int64),
+        ("status_ok", bool),
+        ("running", np.int64),
+        ("queued", np.int64),
+        ("reserved_mb", float),
+        ("pending_mb", float),
+        ("work_left_s", float),
+        ("down", bool),
+        ("_up", bool),
+        ("free_mb", float),
+        ("open", bool),
+    )
+
+    def append(self, g: GpuState) -> int:
+        """A GPU joins the fleet (elastic fleet): its index, at the end; every array
+        grows by one and the sample is taken. InvalidValue for an id already present."""
+        if g.gpu_id in self.index:
+            raise InvalidValue("gpu_id", g.gpu_id, "is in the fleet already")
+        i = self.size
+        for name, dtype in self._ARRAYS:
+            setattr(self, name, np.append(getattr(self, name), np.zeros(1, dtype=dtype)))
+        self._up[i] = True
+        self.weight = np.append(self.weight, 1.0)
+        self.gpu_ids.append(g.gpu_id)
+        self.index[g.gpu_id] = i
+        self.states.append(g)
+        self.size += 1
+        self.open_list.append(False)
+        self.free_list.append(0.0)
+        self.work_list.append(0.0)
+        self.running_list.append(0)
+        self.slots_list.append(0)
+        self.speed_list.append(0.0)
+        self.up_list.append(True)
+        self.observe(i, g)
+        return i
 
     def observe(self, i: int, g: GpuState) -> None:
         """Take a new sample of GPU ``i``."""
@@ -127,9 +173,9 @@ class FleetView:
             self.open_list[i] = now_open
             self.open_count += 1 if now_open else -1
 
-    def occupy(self, i: int, memory_mb: float) -> None:
-        """A request starts on GPU ``i``: one slot and ``memory_mb`` taken."""
-        running = self.running_list[i] + 1
+    def occupy(self, i: int, memory_mb: float, units: int = 1) -> None:
+        """A request starts on GPU ``i``: ``units`` slots and ``memory_mb`` taken."""
+        running = self.running_list[i] + units
         self.running_list[i] = running
         self.running[i] = running
         self.reserved_mb[i] += memory_mb
@@ -142,9 +188,9 @@ class FleetView:
             self.open_list[i] = False
             self.open_count -= 1
 
-    def vacate(self, i: int, memory_mb: float) -> None:
-        """A request leaves GPU ``i``: its slot and memory are free again."""
-        running = self.running_list[i] - 1
+    def vacate(self, i: int, memory_mb: float, units: int = 1) -> None:
+        """A request leaves GPU ``i``: its ``units`` slots and memory are free again."""
+        running = self.running_list[i] - units
         self.running_list[i] = running
         self.running[i] = running
         self.reserved_mb[i] -= memory_mb
@@ -197,11 +243,21 @@ class FleetView:
         The array is shared; callers must not modify it."""
         return self._up
 
-    def compatible(self, min_cc: int, memory_mb: float, request_type: str) -> np.ndarray:
-        """GPUs that could ever serve a request: compute capability, total memory, type."""
+    def compatible(
+        self, min_cc: int, memory_mb: float, request_type: str, units: int = 1
+    ) -> np.ndarray:
+        """GPUs that could ever serve a request: compute capability, total memory, type,
+        at least ``units`` slots."""
         mask: np.ndarray = (
             (self.compute_capability >= min_cc)
             & (self.memory_total >= memory_mb)
             & ((self.capability_bits & type_bit(request_type)) != 0)
         )
+        if units > 1:
+            mask &= self.slots >= units
         return mask
+
+    def has_units(self, units: int) -> np.ndarray:
+        """GPUs with at least ``units`` free slots."""
+        free: np.ndarray = (self.slots - self.running) >= units
+        return free

@@ -1,7 +1,8 @@
 """GPU service state: monitor samples, failures, maintenance, restarts, ejection.
 
 A GPU is out of service while any reason (``CRASHED``, ``MAINTENANCE``,
-``EJECTED``, ``RESTART``) is present in its ``out_reasons``. Nothing here
+``EJECTED``, ``RESTART``, ``OVERHEATED``, ``REMOVED``) is present in its
+``out_reasons``. Nothing here
 dispatches: the Router dispatches after each change. Times in seconds.
 """
 
@@ -14,6 +15,8 @@ from .types import GpuState
 
 #: why a GPU is out of service (any reason present keeps it out)
 CRASHED, MAINTENANCE, EJECTED, RESTART = "crashed", "maintenance", "ejected", "restart"
+OVERHEATED = "overheated"  # sampled above the router's max_temperature_c: drained
+REMOVED = "removed"  # left the fleet at run time (elastic fleet) until it joins again
 
 
 class GpuService:
@@ -25,6 +28,7 @@ class GpuService:
         self.fleet = state.fleet
         self._ejected: set[int] = set()
         self._ramping: set[int] = set()  # back from ejection, weight still below 1
+        self._maintenance_until: dict[int, float] = {}  # maintenance that ends by itself
 
     def out(self, i: int) -> set[str]:
         """Why GPU ``i`` takes no work (empty when it does); the live set."""
@@ -45,6 +49,17 @@ class GpuService:
         s.pending[i] = pending
         self.fleet.pending_mb[i] = sum(m for _t, m in pending)
         return changed
+
+    def check_temperature(self, i: int, sample: GpuState, now: float, max_c: float) -> list[Action]:
+        """Above ``max_c`` degrees C GPU ``i`` takes no new work (what runs there
+        finishes); at or below it, it is back (unless out for another reason)."""
+        hot = sample.temperature_c > max_c
+        out = self.state.out_reasons[i]
+        if hot and OVERHEATED not in out:
+            return self.take_out(i, now, OVERHEATED, requeue_running=False)
+        if not hot and OVERHEATED in out:
+            self.bring_back(i, OVERHEATED)
+        return []
 
     def take_out(
         self, i: int, now: float, reason: str, *, requeue_running: bool, error: str = ""
@@ -78,12 +93,34 @@ class GpuService:
         out.discard(reason)
         self.fleet.set_down(i, bool(out))
 
+    def maintenance(self, i: int, now: float, duration_s: float | None) -> list[Action]:
+        """Drain GPU ``i`` for maintenance; with ``duration_s`` it ends by itself then
+        (``end_maintenances``), without it only a restart ends it."""
+        if duration_s is None:
+            self._maintenance_until.pop(i, None)
+        else:
+            self._maintenance_until[i] = now + duration_s
+        return self.take_out(i, now, MAINTENANCE, requeue_running=False)
+
+    def end_maintenances(self, now: float) -> None:
+        """Bring back the GPUs whose maintenance window is over."""
+        for i, until in sorted(self._maintenance_until.items()):
+            if until <= now:
+                del self._maintenance_until[i]
+                self.bring_back(i, MAINTENANCE)
+
+    def next_maintenance_end(self) -> float | None:
+        """When the next maintenance window ends (None: none is timed)."""
+        ends = self._maintenance_until
+        return min(ends.values()) if ends else None
+
     def restart(self, i: int, now: float) -> list[Action]:
         """Abort and re-queue what runs on GPU ``i``, clear every out reason and the
         ejection mark; it takes work again at once (health checks may take it out)."""
         actions = self.take_out(i, now, RESTART, requeue_running=True, error="gpu restart")
         self.state.out_reasons[i].clear()
         self._ejected.discard(i)
+        self._maintenance_until.pop(i, None)
         self.fleet.set_down(i, False)
         return actions
 

@@ -36,16 +36,22 @@ from itertools import count
 from sortedcontainers import SortedList
 
 from .errors import InvalidValue
-from .types import PRIORITIES
+from .types import MAX_PRIORITY, PRIORITIES
 
 DEFAULT_MAX_WAIT_S = {5: 30.0, 4: 60.0, 3: 120.0, 2: 300.0, 1: 600.0}
 DEFAULT_ADMISSION_SHARE = {5: 1.0, 4: 0.9, 3: 0.8, 2: 0.7, 1: 0.6}
+#: the SLA wait targets per priority, s (the simulator's ``sla.wait_target_s`` and the
+#: service's ``sla.wait_target_s`` default to them; admission by predicted wait too)
+DEFAULT_SLA_WAIT_S = {5: 2.0, 4: 5.0, 3: 10.0, 2: 30.0, 1: 60.0}
 
 
 @dataclass(frozen=True)
 class QueueConfig:
     """max_size in requests; max_wait_s per priority in seconds; admission_share per
-    priority in (0, 1]; fair_share switches user interleaving inside a priority."""
+    priority in (0, 1]; fair_share switches user interleaving inside a priority;
+    admission_wait_s per priority in seconds is the longest predicted wait admitted
+    (``Admission``; None: no admission by predicted wait); admission_rate_window_s is
+    how far back, in seconds, the admitted work of higher priorities is measured."""
 
     max_size: int = 10_000
     max_wait_s: Mapping[int, float] = field(default_factory=lambda: dict(DEFAULT_MAX_WAIT_S))
@@ -53,6 +59,8 @@ class QueueConfig:
         default_factory=lambda: dict(DEFAULT_ADMISSION_SHARE)
     )
     fair_share: bool = True
+    admission_wait_s: Mapping[int, float] | None = None
+    admission_rate_window_s: float = 10.0
 
     @property
     def loss(self) -> bool:
@@ -64,10 +72,16 @@ class QueueConfig:
             raise InvalidValue("queue.max_size", self.max_size, "must be an integer")
         if self.max_size < 0:
             raise InvalidValue("queue.max_size", self.max_size, "must be >= 0 (0: loss system)")
-        for name, table, high in (
+        w = self.admission_rate_window_s
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < math.inf:
+            raise InvalidValue("queue.admission_rate_window_s", w, "must be a finite number > 0")
+        tables = [
             ("max_wait_s", self.max_wait_s, math.inf),
             ("admission_share", self.admission_share, 1.0),
-        ):
+        ]
+        if self.admission_wait_s is not None:
+            tables.append(("admission_wait_s", self.admission_wait_s, math.inf))
+        for name, table, high in tables:
             if set(table) != set(PRIORITIES):
                 raise InvalidValue(f"queue.{name}", dict(table), "needs one value per priority 1-5")
             for p, v in table.items():
@@ -196,6 +210,14 @@ class CentralQueue:
                     return
                 n += 1
                 yield rid
+
+    def count_from(self, priority: int) -> int:
+        """Requests queued at ``priority`` or above (ahead of a new one, aging aside)."""
+        by_fair = self._by_fair
+        n = 0
+        for p in range(priority, MAX_PRIORITY + 1):
+            n += len(by_fair[p])
+        return n
 
     def position(self, request_id: str) -> int:
         """1-based place in priority/fair-share order, not counting aging."""

@@ -13,7 +13,8 @@ class RequestRecord:
 
     ``memory_mb`` is what the router reserves on the GPU; ``duration_s`` the
     estimated run time on a speed-1.0 GPU; ``placed_s`` the estimate charged to the
-    GPU it was placed on (duration / speed).
+    GPU it was placed on (duration / speed, times ``units``: slot-seconds); ``units``
+    the slots it holds while it runs (``compute_units``).
     """
 
     request: Request
@@ -30,6 +31,9 @@ class RequestRecord:
     not_before: float | None = None
     error: str | None = None
     dispatch_count: int = 0
+    units: int = 1
+    timeout_s: float | None = None  # its timeout, for a fresh one after a timeout retry
+    timeout_retries: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ from .admission import Admission
 from .binding import Binder
 from .config import RouterConfig
 from .decisions import Abort, Action, Decision, Enqueue, Placement, Reject, estimate_times
+from .errors import InvalidValue
 from .estimator import ResourceEstimator
-from .gpu_service import CRASHED, MAINTENANCE, GpuService
+from .gpu_service import CRASHED, MAINTENANCE, OVERHEATED, REMOVED, GpuService
 from .outlier import OutlierDetector
 from .quota import QuotaLimits, QuotaManager, QuotaUsage
 from .records import RequestRecord, RequestSnapshot
@@ -32,7 +33,7 @@ from .strategies import make_strategy
 from .types import GpuState, Request, RequestState
 from .views import FleetSummary, GpuView, fleet_summary, gpu_view, slots_in_service
 
-__all__ = ["CRASHED", "MAINTENANCE", "Router"]
+__all__ = ["CRASHED", "MAINTENANCE", "OVERHEATED", "REMOVED", "Router"]
 
 
 class Router:
@@ -72,6 +73,9 @@ class Router:
         self._queue = state.queue
         self._fleet = state.fleet
         self._gpu_ids = tuple(state.fleet.gpu_ids)
+        if config.max_temperature_c is not None:  # the first samples count too
+            for i, g in enumerate(state.fleet.states):
+                self._gpus.check_temperature(i, g, 0.0, config.max_temperature_c)
 
     # -- reads --------------------------------------------------------------------
 
@@ -118,16 +122,17 @@ class Router:
         return self.config.strategy
 
     def next_wakeup(self) -> float | None:
-        """The earliest time ``tick`` has something to do (backoff, timeout, ejection end)."""
+        """The earliest time ``tick`` has something to do (backoff, timeout, ejection end,
+        maintenance end)."""
         timer = self._state.next_timer()
         change = self._gpus.next_change(self._last_tick)
         if self._binder.holds:
             hold = self._binder.next_hold_end(self._last_tick)
             if hold is not None:
                 change = hold if change is None else min(change, hold)
-        if timer is None or change is None:
-            return change if timer is None else timer
-        return min(timer, change)
+        due = change if timer is None else timer if change is None else min(timer, change)
+        ends = self._gpus.next_maintenance_end()
+        return due if ends is None or (due is not None and due <= ends) else ends
 
     # -- models -------------------------------------------------------------------
 
@@ -226,7 +231,9 @@ class Router:
                 None,
                 1.0,
             )
-        wait_s, run_s = estimate_times(rec.duration_s, float(speed), position, slots_in_service(s))
+        wait_s, run_s = estimate_times(
+            rec.duration_s, float(speed), position, slots_in_service(s), rec.units
+        )
         return Enqueue(position, gpu, wait_s, run_s)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -289,10 +296,16 @@ class Router:
         actions: list[Action] = []
         self._last_tick = max(self._last_tick, now)
         state.end_backoffs(now)
+        retries = self.config.timeouts.retries
         for rec in state.due_deadlines(now):
+            if rec.state is P and rec.timeout_retries < retries and rec.timeout_s:
+                actions += self._stop(rec, now, "timeout")
+                actions += state.retry_timed_out(rec, now, rec.timeout_s)
+                continue
             actions += self._stop(rec, now, "timeout")
             actions.append(state.finish(rec, FAILED, now, "timeout"))
         self._gpus.end_ejections(now)
+        self._gpus.end_maintenances(now)
         return actions + self._binder.dispatch(now)
 
     def _stop(self, rec: RequestRecord, now: float, reason: str) -> list[Action]:
@@ -306,10 +319,15 @@ class Router:
     # -- GPU service state --------------------------------------------------------
 
     def observe(self, state: GpuState, now: float) -> list[Action]:
-        """A monitor sample of one GPU; placements after ``state.sampled_at`` stay counted."""
-        if self._gpus.observe(self._state.index(state.gpu_id), state):
+        """A monitor sample of one GPU; placements after ``state.sampled_at`` stay counted.
+        Above ``config.max_temperature_c`` the GPU is drained (``OVERHEATED``)."""
+        i = self._state.index(state.gpu_id)
+        if self._gpus.observe(i, state):
             self._binder.forget_compatibility()
-        return self._binder.dispatch(now)
+        max_c = self.config.max_temperature_c
+        if max_c is None:
+            return self._binder.dispatch(now)
+        return self._gpus.check_temperature(i, state, now, max_c) + self._binder.dispatch(now)
 
     def gpu_down(self, gpu_id: str, now: float, reason: str = CRASHED) -> list[Action]:
         """Hard failure (crash, critical Xid, uncorrectable ECC, unreachable): stop
@@ -320,15 +338,49 @@ class Router:
             self._state.residency.drop(i)  # a crashed GPU's memory is gone
         return actions + self._binder.dispatch(now)
 
+    def add_gpu(self, state: GpuState, now: float) -> list[Action]:
+        """A GPU joins at run time (elastic fleet) with its first sample; one that left
+        (``remove_gpu``) comes back. It takes work at once (queued work is dispatched)."""
+        s = self._state
+        if state.gpu_id in self._fleet.index:
+            i = s.index(state.gpu_id)
+            self._gpus.bring_back(i, REMOVED)
+            self._gpus.observe(i, state)
+        else:
+            i = s.add_gpu(state)
+            self._gpu_ids = tuple(self._fleet.gpu_ids)
+        self._binder.forget_compatibility()
+        max_c = self.config.max_temperature_c
+        actions = [] if max_c is None else self._gpus.check_temperature(i, state, now, max_c)
+        return actions + self._binder.dispatch(now)
+
+    def remove_gpu(self, gpu_id: str, now: float, reason: str = REMOVED) -> list[Action]:
+        """A GPU leaves at run time: what runs there is stopped and re-queued at the head
+        of its priority (as at a crash; ``reason`` is the error). It stays in ``gpu_ids``
+        as ``inactive`` until ``add_gpu`` brings it back."""
+        i = self._state.index(gpu_id)
+        actions = self._gpus.take_out(i, now, REMOVED, requeue_running=True, error=reason)
+        return actions + self._binder.dispatch(now)
+
     def gpu_up(self, gpu_id: str, now: float) -> list[Action]:
         """The GPU passed its health checks again."""
         self._gpus.bring_back(self._state.index(gpu_id), CRASHED)
         return self._binder.dispatch(now)
 
-    def maintenance(self, gpu_id: str, now: float, reason: str = MAINTENANCE) -> list[Action]:
-        """Drain: no new placements; running requests finish; its queue moves back."""
+    def maintenance(
+        self,
+        gpu_id: str,
+        now: float,
+        reason: str = MAINTENANCE,
+        *,
+        duration_s: float | None = None,
+    ) -> list[Action]:
+        """Drain: no new placements; running requests finish; its queue moves back. With
+        ``duration_s`` (> 0) the maintenance ends by itself then (``tick``)."""
+        if duration_s is not None and not 0 < duration_s < float("inf"):
+            raise InvalidValue("duration_s", duration_s, "must be a finite number > 0")
         i = self._state.index(gpu_id)
-        return self._gpus.take_out(i, now, MAINTENANCE, requeue_running=False)
+        return self._gpus.maintenance(i, now, duration_s)
 
     def restart(self, gpu_id: str, now: float) -> list[Action]:
         """Admin restart: abort and re-queue what runs there, clear maintenance, crash and

@@ -20,7 +20,7 @@ from .models import ModelRegistry
 from .queue import CentralQueue
 from .quota import QuotaManager
 from .records import RequestRecord, RequestSnapshot
-from .residency import Residency
+from .residency import ModelCache, Residency
 from .types import GpuState, RequestState
 
 # module constants: an Enum member looked up on its class, or its ``.value``, costs a
@@ -60,6 +60,20 @@ class RouterState:
         if config.models is not None:
             totals = self.fleet.memory_total.tolist()
             self.residency = Residency(totals, config.models.cache_share, self.model_registry)
+
+    def add_gpu(self, g: GpuState) -> int:
+        """A GPU joins the fleet at run time: its index (the last)."""
+        i = self.fleet.append(g)
+        self.on_gpu.append(set())
+        self.out_reasons.append(set())
+        self.pending.append([])
+        if self.early:
+            self.gpu_queues.append(CentralQueue(self.config.queue))
+        models = self.config.models
+        if self.residency is not None and models is not None:
+            self.residency.caches.append(ModelCache(g.memory_total_mb * models.cache_share))
+            self.residency.busy_until.append(0.0)
+        return i
 
     # -- queries ------------------------------------------------------------------
 
@@ -156,7 +170,7 @@ class RouterState:
         i = rec.gpu_index
         assert i is not None  # noqa: S101 - a processing record always has a GPU
         f = self.fleet
-        f.vacate(i, rec.memory_mb)
+        f.vacate(i, rec.memory_mb, rec.units)
         f.take_work(i, rec.placed_s)
         self.on_gpu[i].discard(rec.request.request_id)
         if self.residency is not None:
@@ -196,6 +210,18 @@ class RouterState:
         else:
             self.requeue_at_head(rec)
         return []
+
+    def retry_timed_out(self, rec: RequestRecord, now: float, timeout_s: float) -> list[Action]:
+        """A request stopped because its timeout was up, retried as a failure is
+        (``retry``: after the retry backoff, at the head of its priority, within
+        ``retry.max_retries``) with a fresh timeout from the end of the backoff."""
+        rec.timeout_retries += 1
+        backoff_s = self.config.retry.backoff_s(rec.retries + 1)
+        actions = self.retry(rec, now, "timeout", backoff_s)
+        if rec.state is Q:
+            rec.deadline = now + backoff_s + timeout_s
+            self.push_deadline(rec.deadline, rec.request.request_id)
+        return actions
 
     def end_backoffs(self, now: float) -> None:
         """Requests whose retry backoff ended by ``now`` go back to the head of the queue."""

@@ -68,7 +68,9 @@ def _finite(name: str, value: float, *, minimum: float | None = 0.0) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ResourceRequirements:
-    """Declared needs of a request. memory_mb in MB, expected_duration_ms in ms."""
+    """Declared needs of a request. memory_mb in MB, expected_duration_ms in ms;
+    compute_units: how many of a GPU's slots (its shares of compute) the request holds
+    while it runs (the seed's "işlem gücü", processing power), an integer >= 1."""
 
     memory_mb: float = 0.0
     compute_units: int = 1
@@ -78,7 +80,11 @@ class ResourceRequirements:
 
     def __post_init__(self) -> None:
         _finite("resource_requirements.memory", self.memory_mb)
-        _finite("resource_requirements.compute_units", self.compute_units)
+        _finite("resource_requirements.compute_units", self.compute_units, minimum=1)
+        if not isinstance(self.compute_units, int):
+            raise InvalidValue(
+                "resource_requirements.compute_units", self.compute_units, "must be an integer"
+            )
         _finite("resource_requirements.max_batch_size", self.max_batch_size, minimum=1)
         _finite("resource_requirements.expected_duration", self.expected_duration_ms)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .gpu_service import MAINTENANCE
+from .gpu_service import MAINTENANCE, REMOVED
 from .router_state import RouterState
 from .types import GpuState
 
@@ -52,8 +52,10 @@ class FleetSummary:
 
 
 def gpu_status(out_reasons: frozenset[str] | set[str], state: GpuState) -> str:
-    """ "maintenance" if that is among the reasons, "error" for any other, else the
-    sampled status."""
+    """ "inactive" for a GPU that left the fleet, "maintenance" if that is among the
+    reasons, "error" for any other, else the sampled status."""
+    if REMOVED in out_reasons:
+        return "inactive"
     if MAINTENANCE in out_reasons:
         return "maintenance"
     if out_reasons:
@@ -71,7 +73,7 @@ def gpu_view(s: RouterState, i: int) -> GpuView:
         state=state,
         speed=float(f.speed[i]),
         slots=int(f.slots[i]),
-        running=int(f.running[i]),
+        running=len(s.on_gpu[i]),
         queued=int(f.queued[i]),
         request_ids=tuple(sorted(s.on_gpu[i])),
         out_reasons=out,
@@ -87,7 +89,7 @@ def fleet_summary(s: RouterState) -> FleetSummary:
         size=f.size,
         in_service=int((~f.down).sum()),
         slots_in_service=slots_in_service(s),
-        running=int(f.running.sum()),
+        running=sum(len(on) for on in s.on_gpu),
         queued=s.queue_length(),
     )
 

@@ -125,6 +125,10 @@ def router_config(scenario: Scenario, strategy: str, service: ServiceModel) -> d
     cfg["strategy_options"] = {**_scenario_options(scenario, name), **opts}
     cfg.setdefault("context_overhead_mb", service.cal.context_overhead_mb)
     cfg["quotas_enabled"] = notes.quotas_apply(scenario)
+    if scenario.sla.admit_by_wait:
+        queue = dict(cfg.get("queue") or {})
+        queue.setdefault("admission_wait_s", scenario.sla.admission_limits())
+        cfg["queue"] = queue
     return cfg
 
 

@@ -11,6 +11,11 @@ Kinds (scenario ``faults:`` list; docs/scenarios.md has every key):
 - ``xid_storm``: for ``duration_s`` each request running or started on the GPU
   fails with probability ``fail_prob`` (the router sees failures and error_rate).
 - ``monitor_outage``: no monitor samples reach the router for ``duration_s``.
+- ``leave``: the GPU leaves the fleet (elastic fleet: ``Router.remove_gpu``); the router
+  stops its running work and re-routes it. It joins again after ``duration_s``
+  (``Router.add_gpu`` with a fresh sample).
+- ``join``: the GPU is not in the fleet when the run starts and joins at ``at_s``
+  (a ``leave`` from 0 to ``at_s``; it still counts in the fleet's size and utilization).
 
 Which GPUs: explicit indices ``gpus``, else a ``fraction`` of the fleet drawn with
 the fault generator, else GPU 0. When: ``at_s``, or a Poisson process of
@@ -90,10 +95,14 @@ def schedule(
                 count = rng.poisson(rate * horizon_s)
                 times = sorted(rng.random(count) * horizon_s)
                 durations = list(rng.exponential(spec.duration_s, count))
+            if spec.kind == "join":
+                times, durations, kind = [0.0], [spec.at_s or 0.0], "leave"
+            else:
+                kind = spec.kind
             for t, d in zip(times, durations, strict=True):
                 events.append(
                     FaultEvent(
-                        float(t), g, spec.kind, float(d), spec.factor, spec.fail_prob, spec.detect_s
+                        float(t), g, kind, float(d), spec.factor, spec.fail_prob, spec.detect_s
                     )
                 )
     return sorted(events, key=lambda e: (e.at_s, e.gpu))  # stable: spec order on ties
@@ -127,7 +136,10 @@ class FaultEffects:
             self.monitor.outages += 1
             return
         g = self.gpus[ev.gpu]
-        if ev.kind in ("crash", "hang"):
+        if ev.kind == "leave":
+            self._apply(self._call(self.router.remove_gpu, g.gid, now, "gpu left the fleet"))
+            self._wakeup()
+        elif ev.kind in ("crash", "hang"):
             g.failures += 1
             if ev.kind == "crash":
                 self._down[g.index] += 1
@@ -176,6 +188,12 @@ class FaultEffects:
             self.monitor.outages -= 1
             return
         g = self.gpus[ev.gpu]
+        if ev.kind == "leave":
+            g.advance(now)
+            state = g.snapshot(now, 0.0)
+            self._apply(self._call(self.router.add_gpu, state, now))
+            self._wakeup()
+            return
         if ev.kind == "crash":
             self._down[g.index] -= 1
             g.up = self._down[g.index] == 0

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..policy.errors import RouterError
+from ..policy.queue import DEFAULT_SLA_WAIT_S
 from .trace_spec import TraceSpec
 
 
@@ -170,7 +171,7 @@ class MonitorSpec(_Strict):
 
 
 class FaultSpec(_Strict):
-    kind: Literal["crash", "hang", "throttle", "xid_storm", "monitor_outage"]
+    kind: Literal["crash", "hang", "throttle", "xid_storm", "monitor_outage", "leave", "join"]
     gpus: tuple[int, ...] = ()
     fraction: float = Field(default=0.0, ge=0, le=1)
     at_s: float | None = Field(default=None, ge=0)
@@ -201,10 +202,26 @@ class GateSpec(_Strict):
 
 
 class SlaSpec(_Strict):
-    wait_target_s: dict[int, float] = Field(
-        default_factory=lambda: {1: 60.0, 2: 30.0, 3: 10.0, 4: 5.0, 5: 2.0}
-    )
+    """``wait_target_s`` per priority (s);
+    ``admit_by_wait`` refuses a request whose predicted wait exceeds its priority's
+    ``admission_wait_s`` (default: ``wait_target_s``) unless ``router.queue`` sets it."""
+
+    wait_target_s: dict[int, float] = Field(default_factory=lambda: dict(DEFAULT_SLA_WAIT_S))
+    admit_by_wait: bool = False
+    admission_wait_s: dict[int, float] = Field(default_factory=dict)
     gate: GateSpec | None = None
+
+    @model_validator(mode="after")
+    def _fill(self) -> SlaSpec:
+        for table in (self.wait_target_s, self.admission_wait_s):
+            for p, v in table.items():
+                if p not in DEFAULT_SLA_WAIT_S or not v > 0:
+                    raise ValueError(f"sla: priority {p!r} -> {v!r}: priorities 1-5, waits > 0")
+        return self
+
+    def admission_limits(self) -> dict[int, float]:
+        """The longest predicted wait admitted per priority (s)."""
+        return {**DEFAULT_SLA_WAIT_S, **self.wait_target_s, **self.admission_wait_s}
 
 
 class Scenario(_Strict):

@@ -70,6 +70,11 @@ def service_config(
         },
         "load_balancer": lb,
         "queue": queue,
+        # admission by predicted wait as the scenario has it (the simulator's default: off)
+        "sla": {
+            "admit_by_wait": sc.sla.admit_by_wait,
+            "admission_wait_s": sc.sla.admission_limits(),
+        },
         "auth": {"keys": [{"key": SERVICE_KEY, "user_id": "twin", "role": "service"}]},
         "user_quota_manager": {
             "default_gpu_limit": 1_000_000,

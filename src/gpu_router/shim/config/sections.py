@@ -138,23 +138,55 @@ class UserQuotaSection(ConfigSection):
     gpu_minutes_period_s: Annotated[float, Field(gt=0, le=1e9)] = 86_400.0
 
 
+def per_priority(value: dict[int, float]) -> dict[int, float]:
+    """A priority -> positive number table (priorities 1-5), as given."""
+    for p, w in value.items():
+        if not 1 <= p <= 5:
+            raise ValueError(f"priority {p} is not between 1 and 5")
+        if not w > 0:
+            raise ValueError(f"value of priority {p} must be > 0")
+    return value
+
+
 class QueueSection(ConfigSection):
     max_length: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     max_wait_s: dict[int, float] = Field(default_factory=dict)  # priority -> aging bound
     admission_share: dict[int, float] = Field(default_factory=dict)  # priority -> share
     fair_share: bool = True
     default_timeout_ms: Annotated[int | None, Field(gt=0, le=30 * 86_400_000)] = None
+    #: timeouts of requests that give none, per type and per priority (ms; the shorter
+    #: applies when both do); timeout_retries: re-runs of a request that timed out running
+    timeout_by_type_ms: dict[str, Annotated[int, Field(gt=0, le=30 * 86_400_000)]] = Field(
+        default_factory=dict
+    )
+    timeout_by_priority_ms: dict[int, Annotated[int, Field(gt=0, le=30 * 86_400_000)]] = Field(
+        default_factory=dict
+    )
+    timeout_retries: Annotated[int, Field(ge=0, le=100)] = 0
     binding: Literal["late", "early"] = "late"
 
-    @field_validator("max_wait_s", "admission_share")
+    @field_validator("max_wait_s", "admission_share", "timeout_by_priority_ms")
     @classmethod
     def _priorities(cls, value: dict[int, float]) -> dict[int, float]:
-        for p, w in value.items():
-            if not 1 <= p <= 5:
-                raise ValueError(f"priority {p} is not between 1 and 5")
-            if not w > 0:
-                raise ValueError(f"value of priority {p} must be > 0")
-        return value
+        return per_priority(value)
+
+
+class SlaSection(ConfigSection):
+    """``wait_target_s``: the SLA wait per priority (s; missing priorities take the
+    policy's defaults 5:2 4:5 3:10 2:30 1:60). ``admit_by_wait`` refuses (429 with
+    Retry-After) a request whose predicted wait exceeds ``admission_wait_s`` of its
+    priority (default: ``wait_target_s``); ``admission_rate_window_s`` is how far back
+    the work admitted at higher priorities is measured."""
+
+    wait_target_s: dict[int, float] = Field(default_factory=dict)
+    admit_by_wait: bool = True
+    admission_wait_s: dict[int, float] = Field(default_factory=dict)
+    admission_rate_window_s: Annotated[float, Field(gt=0, le=86400)] = 10.0
+
+    @field_validator("wait_target_s", "admission_wait_s")
+    @classmethod
+    def _priorities(cls, value: dict[int, float]) -> dict[int, float]:
+        return per_priority(value)
 
 
 class ApiKey(ConfigSection):

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from .callbacks import CallbacksSection
 from .connections import ConnectionsSection
 from .errors import ConfigError
+from .fleet_section import FleetSection
 from .model_locality import ModelLocalitySection
 from .sections import (
     ApiMetadataSection,
@@ -29,6 +30,7 @@ from .sections import (
     LoadBalancerSection,
     QueueSection,
     RequestRouterSection,
+    SlaSection,
     UserQuotaSection,
 )
 from .shipping import LoggingSection, MetricsSection
@@ -54,6 +56,8 @@ class ServiceConfig(ConfigSection):
     error_handler: ErrorHandlerSection = ErrorHandlerSection()
     user_quota_manager: UserQuotaSection = UserQuotaSection()
     queue: QueueSection = QueueSection()
+    sla: SlaSection = SlaSection()
+    fleet: FleetSection = FleetSection()
     auth: AuthSection = AuthSection()
     journal: JournalSection = JournalSection()
     dispatch: DispatchSection = DispatchSection()

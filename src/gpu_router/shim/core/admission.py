@@ -45,6 +45,7 @@ REJECT_STATUS = {
     RejectCode.INCOMPATIBLE: 503,
     RejectCode.NO_CAPACITY: 503,
     RejectCode.QUEUE_FULL: 429,
+    RejectCode.WAIT_TOO_LONG: 429,
     RejectCode.RATE_LIMITED: 429,
     RejectCode.QUOTA_EXCEEDED: 429,
     RejectCode.DUPLICATE: 409,

@@ -1,4 +1,5 @@
-"""Callbacks: a request's terminal state POSTed to its ``callback_url``, one concept.
+"""Callbacks: a request's terminal state POSTed to its ``callback_url``, and each
+re-route of its work (``event: rerouted``, best effort).
 
 :class:`Callbacks` decides what is sent (the status answer in the ALT_LAS envelope; the
 request's trace id in ``traceparent``) and journals the outcome as ``callback_state``
@@ -137,16 +138,37 @@ class Callbacks:
         self.spawn = spawn
         self.prom = prom
 
+    def _envelope(self, rec: JournalRecord, **extra: Any) -> tuple[bytes, dict[str, str]]:
+        data = {**self.views.status_data(rec), **extra}
+        body = dumps_bytes({"status": "success", "data": data, "error": None, "meta": None})
+        headers = {}
+        if rec.trace_id:
+            headers["traceparent"] = f"00-{rec.trace_id}-{uuid.uuid4().hex[:16]}-01"
+        return body, headers
+
+    def rerouted(self, rec: JournalRecord, from_gpu: str, to_gpu: str, reason: str) -> None:
+        """Tell the callback URL (if any) that the request's work moved: its status with
+        ``event: rerouted`` and ``rerouted: {from_gpu, to_gpu, reason}``. Best effort: the
+        outcome is not journaled and a restart does not resend it."""
+        url = rec.callback_url
+        if not url:
+            return
+        moved = {"from_gpu": from_gpu, "to_gpu": to_gpu, "reason": reason}
+        body, headers = self._envelope(rec, event="rerouted", rerouted=moved)
+
+        async def run() -> None:
+            ok = await self.sender.deliver(url, body, headers)
+            outcome = "rerouted_delivered" if ok else "rerouted_failed"
+            self.prom.child(self.prom.callbacks, outcome).inc()
+
+        self.spawn(run())
+
     def send(self, rec: JournalRecord) -> None:
         """Deliver ``rec``'s state to its callback URL in the background (if it has one)."""
         url = rec.callback_url
         if not url:
             return
-        data = self.views.status_data(rec)
-        body = dumps_bytes({"status": "success", "data": data, "error": None, "meta": None})
-        headers = {}
-        if rec.trace_id:
-            headers["traceparent"] = f"00-{rec.trace_id}-{uuid.uuid4().hex[:16]}-01"
+        body, headers = self._envelope(rec)
 
         async def run() -> None:
             ok = await self.sender.deliver(url, body, headers)

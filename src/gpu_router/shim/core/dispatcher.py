@@ -32,7 +32,12 @@ from gpu_router.shim.core.job_events import JobEvents, JobSpec
 from gpu_router.shim.core.local_jobs import LocalJobs, LocalRunner, is_local
 from gpu_router.shim.core.polled_jobs import PolledJobs
 from gpu_router.shim.core.workers import WorkerCalls
-from gpu_router.shim.gpu_sources.base import GpuSource, JobStatus, SourceError
+from gpu_router.shim.gpu_sources.base import (
+    GpuSource,
+    JobStatus,
+    SourceError,
+    WorkerUnavailable,
+)
 from gpu_router.shim.store import Store
 
 __all__ = ["Dispatcher", "JobEvents", "JobSpec"]
@@ -140,6 +145,18 @@ class Dispatcher:
         """What the GPU's worker holds for ``job_id`` (``JobStatus`` keys), or None when
         the worker or the job cannot be found within ``timeout`` s."""
         return await self.workers.job_state(gpu_id, job_id, timeout)
+
+    async def restart_worker(self, gpu_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Restart the GPU's worker through its API (HTTP ``POST /restart``; virtual: in
+        process): what it answered. SourceError when it cannot within ``timeout`` s."""
+        restart = getattr(self.workers.runner(gpu_id), "restart", None)
+        if restart is None:
+            raise SourceError(f"{gpu_id}: its worker has no restart")
+        try:
+            answer: dict[str, Any] = await asyncio.wait_for(restart(), timeout)
+        except TimeoutError:
+            raise WorkerUnavailable(f"{gpu_id}: no restart within {timeout:g} s") from None
+        return answer
 
     async def probe(self, gpu_id: str) -> bool:
         """Whether the GPU's worker answers its health check (virtual: always)."""

@@ -78,6 +78,11 @@ class Execution:
         live.job_id = None
         live.progress = 0.0
         rec = live.rec
+        if live.last_gpu is not None and live.reroute_reason is not None:  # a re-route
+            rec.rerouted_from.append(live.last_gpu)
+            self.callbacks.rerouted(rec, live.last_gpu, a.gpu_id, live.reroute_reason)
+            live.reroute_reason = None
+        live.last_gpu = a.gpu_id
         if not (live.attempt == 1 and rec.state == "processing" and rec.gpu_id == a.gpu_id):
             # (else the row says so already: it was inserted as placed there)
             self.requests.change(
@@ -131,6 +136,7 @@ class Execution:
         live.held = None
         live.job_id = None
         live.attempt += 1  # whatever the old task still reports is stale
+        live.reroute_reason = a.reason
         if self.router.state_of(a.request_id) is QUEUED:
             self.requests.change(live.rec, state="queued", gpu_id=None, job_id=None, error=a.reason)
 
@@ -231,8 +237,13 @@ class Execution:
             if live.job_id is not None:  # the failed job: nothing of it is wanted
                 self.jobs.ack(live.rec.gpu_id, live.job_id)
                 live.job_id = None
+        live.reroute_reason = error
         self.apply(self.router.fail(request_id, self.clock.now(), error, gpu_fault=gpu_fault))
         self._sync_queued(request_id, error)
+
+    def requeued(self, rid: str, error: str) -> None:
+        """The Router re-queued ``rid`` (its GPU left): journal it as queued again."""
+        self._sync_queued(rid, error)
 
     def _sync_queued(self, rid: str, error: str) -> None:
         live = self.requests.get(rid)

@@ -37,6 +37,8 @@ class Live:
     committed: asyncio.Future[None] | None = None  # the insert of a new submission
     held: Dispatch | None = None  # its dispatch, started once the insert is committed
     unjournaled: bool = False  # the insert failed: nothing more is written for it
+    last_gpu: str | None = None  # the GPU of its last attempt (a re-dispatch is a re-route)
+    reroute_reason: str | None = None  # why its last attempt stopped
 
     @property
     def pending_commit(self) -> bool:

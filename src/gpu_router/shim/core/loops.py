@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gpu_router.policy import GpuState, Router
+from gpu_router.policy import OVERHEATED, GpuState, Router
 from gpu_router.shim.config import ServiceConfig
 from gpu_router.shim.core.clock import Clock
 from gpu_router.shim.core.dispatcher import Dispatcher
@@ -54,6 +54,8 @@ class Loops:
         self.clock = clock
         self.prom = prom
         self.logger = logger
+        #: called after each Router tick (maintenance windows ended, silent workers)
+        self.after_tick: list[Callable[[], object]] = []
 
     def coroutines(self) -> list[Coroutine[Any, Any, None]]:
         """The three loops, to be run as tasks for the service's lifetime."""
@@ -102,6 +104,8 @@ class Loops:
                 p.child(p.gpu_util, s.gpu_id).set(s.utilization_pct)
                 p.child(p.gpu_mem, s.gpu_id).set(s.memory_used_mb)
                 p.child(p.gpu_temp, s.gpu_id).set(s.temperature_c)
+                hot = OVERHEATED in router.is_out(s.gpu_id)
+                p.child(p.gpu_overheated, s.gpu_id).set(1.0 if hot else 0.0)
                 p.set_gpu_state(s.gpu_id, self.gpus.status(router, s.gpu_id))
 
     async def ticker(self) -> None:
@@ -109,6 +113,8 @@ class Loops:
         while True:
             now = self.clock.now()
             self.execution.apply(router.tick(now))
+            for hook in self.after_tick:
+                hook()
             fleet = router.fleet_summary()
             self.prom.queue_length.set(fleet.queued)
             self.prom.active.set(fleet.running)

@@ -90,6 +90,12 @@ class PromMetrics:
         self.gpu_temp = Gauge(
             "gpu_router_gpu_temperature_celsius", "Sampled temperature", ["gpu_id"], registry=r
         )
+        self.gpu_overheated = Gauge(
+            "gpu_router_gpu_overheated",
+            "1 while the GPU is above gpu_monitoring.max_temperature and takes no new work",
+            ["gpu_id"],
+            registry=r,
+        )
         self.worker_failures = Counter(
             "gpu_router_worker_failures", "Worker calls that failed", ["gpu_id"], registry=r
         )

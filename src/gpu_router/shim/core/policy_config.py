@@ -13,6 +13,7 @@ from typing import Any
 from gpu_router.policy import (
     DEFAULT_ADMISSION_SHARE,
     DEFAULT_MAX_WAIT_S,
+    DEFAULT_SLA_WAIT_S,
     DEFAULT_STRATEGY,
     InvalidValue,
     ModelsConfig,
@@ -21,8 +22,19 @@ from gpu_router.policy import (
     QuotaLimits,
     RetryConfig,
     RouterConfig,
+    TimeoutConfig,
 )
 from gpu_router.shim.config import ConfigError, ServiceConfig
+
+
+def admission_limits(cfg: ServiceConfig) -> dict[int, float] | None:
+    """The longest predicted wait admitted per priority (s): ``sla.admission_wait_s``,
+    else ``sla.wait_target_s``, else the policy's SLA defaults; None when
+    ``sla.admit_by_wait`` is off."""
+    sla = cfg.sla
+    if not sla.admit_by_wait:
+        return None
+    return {**DEFAULT_SLA_WAIT_S, **sla.wait_target_s, **sla.admission_wait_s}
 
 
 def policy_config(cfg: ServiceConfig) -> RouterConfig:
@@ -44,6 +56,8 @@ def policy_config(cfg: ServiceConfig) -> RouterConfig:
                 max_wait_s={**DEFAULT_MAX_WAIT_S, **q.max_wait_s},
                 admission_share={**DEFAULT_ADMISSION_SHARE, **q.admission_share},
                 fair_share=q.fair_share,
+                admission_wait_s=admission_limits(cfg),
+                admission_rate_window_s=cfg.sla.admission_rate_window_s,
             ),
             quotas=QuotaLimits(
                 requests_per_minute=uq.requests_per_minute,
@@ -63,6 +77,12 @@ def policy_config(cfg: ServiceConfig) -> RouterConfig:
                 max_ejected_share=eh.max_ejected_share,
             ),
             default_timeout_s=None if q.default_timeout_ms is None else q.default_timeout_ms / 1e3,
+            timeouts=TimeoutConfig(
+                by_type={t: ms / 1e3 for t, ms in q.timeout_by_type_ms.items()},
+                by_priority={p: ms / 1e3 for p, ms in q.timeout_by_priority_ms.items()},
+                retries=q.timeout_retries,
+            ),
+            max_temperature_c=cfg.gpu_monitoring.max_temperature,
             models=_models(cfg),
         )
     except InvalidValue as exc:

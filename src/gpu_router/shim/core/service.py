@@ -42,6 +42,7 @@ from gpu_router.shim.core.loops import Loops
 from gpu_router.shim.core.metrics import JsonStats, PromMetrics
 from gpu_router.shim.core.policy_config import policy_config
 from gpu_router.shim.core.recovery import Recovery
+from gpu_router.shim.core.registry import WorkerRegistry
 from gpu_router.shim.core.status import Readiness, StatusViews
 from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
@@ -110,6 +111,10 @@ class RouterService:
     @property
     def admin(self) -> Admin:
         return self.parts.admin
+
+    @property
+    def registry(self) -> WorkerRegistry:
+        return self.parts.registry
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -202,7 +207,13 @@ class _Parts:
         self.jobs.connect(self.execution)
         self.admission = Admission(router, requests, self.execution, clock, prom, stats, logger)
         self.recovery = Recovery(router, requests, self.execution, self.jobs, clock, stats, logger)
+        self.admin = Admin(
+            router, requests, self.execution, gpus, svc.source, self.jobs, clock, prom, logger
+        )
         self.loops = Loops(
             config, svc.source, router, self.execution, gpus, self.jobs, clock, prom, logger
         )
-        self.admin = Admin(router, requests, self.execution, gpus, svc.source, clock, prom, logger)
+        self.registry = WorkerRegistry(
+            config, router, self.execution, self.jobs, gpus, clock, logger
+        )
+        self.loops.after_tick = [self.admin.sync_maintenance, self.registry.expire]

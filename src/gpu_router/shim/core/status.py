@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gpu_router.policy import Router, calculate_health_score, health_status
+from gpu_router.policy import OVERHEATED, Router, calculate_health_score, health_status
 from gpu_router.shim.config import ServiceConfig
 from gpu_router.shim.core.clock import Clock, iso
 from gpu_router.shim.core.gpus import GpuBook
@@ -96,6 +96,7 @@ class StatusViews:
                 result_url(self.config, rec.client_request_id) if rec.state == "completed" else None
             ),
             "error": rec.error,
+            "rerouted_from": list(rec.rerouted_from),
         }
 
     def gpu_resources(self, gpu_id: str | None) -> dict[str, Any] | None:
@@ -140,7 +141,9 @@ class StatusViews:
                     "uptime": 0
                     if status in ("error", "inactive")
                     else int(self.gpus.uptime(view.gpu_id, now)),
-                    "health_status": health_status(calculate_health_score(s)),
+                    "health_status": "critical"
+                    if OVERHEATED in view.out_reasons
+                    else health_status(calculate_health_score(s)),
                 }
             )
         return out
@@ -253,7 +256,13 @@ class StatusViews:
             "active_requests": fleet.running,
             "uptime": round(self.clock.now() - self.gpus.started, 3),
             "reason": reason,
+            "gpus_overheated": self.overheated(),
         }
+
+    def overheated(self) -> list[str]:
+        """GPUs above ``gpu_monitoring.max_temperature`` (they take no new work)."""
+        router = self.router
+        return [g for g in router.gpu_ids if OVERHEATED in router.is_out(g)]
 
 
 def starting_health(config: ServiceConfig) -> dict[str, Any]:
@@ -269,4 +278,5 @@ def starting_health(config: ServiceConfig) -> dict[str, Any]:
         "active_requests": 0,
         "uptime": 0.0,
         "reason": "starting",
+        "gpus_overheated": [],
     }

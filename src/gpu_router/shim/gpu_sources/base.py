@@ -125,6 +125,7 @@ class WorkerHealth(TypedDict, total=False):
     torch: str | None
     running: int  # jobs running now
     max_jobs: int
+    restarts: int  # restarts through POST /restart since the process began
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,10 @@ class VirtualWorker:
     async def ack(self, job_ids: list[str]) -> None:
         self._fleet.ack(self.gpu_id, job_ids)
 
+    async def restart(self) -> dict[str, Any]:
+        """The HTTP worker's ``POST /restart``, in process (``VirtualFleet.restart``)."""
+        return self._fleet.restart(self.gpu_id)
+
     async def wait(self, job_id: str, timeout: float) -> JobStatus:
         """The job's status once it has ended or ``timeout`` s have passed, whichever
         comes first: a poll that answers as soon as the job ends."""
@@ -141,6 +145,7 @@ class VirtualFleet(SampledGpus):
         self._ids = itertools.count(1)
         self._signals = SignalLog()
         self._closed = False
+        self.restarts: dict[str, int] = {}  # gpu_id -> restarts through the worker API
 
     @property
     def gpu_ids(self) -> list[str]:
@@ -208,6 +213,20 @@ class VirtualFleet(SampledGpus):
     def clear(self, gpu_id: str) -> None:
         """Nothing is latched here: a crashed virtual GPU stays down until ``recover``."""
         self._gpu(gpu_id)
+
+    def restart(self, gpu_id: str) -> dict[str, Any]:
+        """The worker restarts: running jobs are cancelled, a crash or hang is over.
+        ``{restarted, cancelled (job ids), restarts}`` as the HTTP worker answers."""
+        g = self._gpu(gpu_id)
+        now = self._now()
+        self._advance(g, now)
+        cancelled = list(g.running)
+        for job in list(g.running.values()):
+            self._finish(g, job, JOB_CANCELLED, now, "worker restart")
+        g.crashed, g.hung = None, False
+        self._reschedule(g, now)
+        self.restarts[gpu_id] = self.restarts.get(gpu_id, 0) + 1
+        return {"restarted": True, "cancelled": cancelled, "restarts": self.restarts[gpu_id]}
 
     def recover(self, gpu_id: str) -> None:
         g = self._gpu(gpu_id)

@@ -71,7 +71,7 @@ def admin_handlers(p: Plumbing) -> dict[str, Handler]:
                 f"GPU {gid} runs {running} request(s); "
                 'send {"force": true} to re-queue them and restart',
             )
-        status = s.admin.restart_gpu(gid)
+        status, worker = await s.admin.restart_gpu(gid)
         log(
             logger,
             logging.WARNING,
@@ -81,7 +81,7 @@ def admin_handlers(p: Plumbing) -> dict[str, Handler]:
             by=ctx.identity.user_id if ctx.identity else None,
         )
         return 200, admin_answer(
-            gid, "restart", status, f"restarted; {running} request(s) re-queued"
+            gid, "restart", status, f"restarted; {running} request(s) re-queued; {worker}"
         )
 
     async def admin_cancel(ctx: Ctx) -> tuple[int, Any]:

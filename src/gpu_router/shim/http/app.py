@@ -39,6 +39,7 @@ from gpu_router.shim.http.docs_page import render_docs
 from gpu_router.shim.http.endpoints import request_handlers
 from gpu_router.shim.http.openapi import openapi_document
 from gpu_router.shim.http.plumbing import Auth, Endpoint, Handler, make_plumbing
+from gpu_router.shim.http.worker_endpoints import worker_handlers
 from gpu_router.shim.logs import LOGGER_NAME, ShippingHandler, log
 from gpu_router.shim.store import Store, open_store
 
@@ -60,7 +61,7 @@ def create_app(
     authn = Authenticator(config.auth)
     holder: dict[str, RouterService] = {}
     p = make_plumbing(config, clock=clock, logger=logger, prom=prom, authn=authn, holder=holder)
-    h = request_handlers(p) | admin_handlers(p)
+    h = request_handlers(p) | admin_handlers(p) | worker_handlers(p)
     http_error = p.http_error
 
     async def prometheus(request: Request) -> Response:
@@ -120,6 +121,15 @@ def create_app(
             ["DELETE"],
         ),
         r("/api/v1/admin/user/{user_id}/quota", "admin_quota", "admin", h["admin_quota"], ["PUT"]),
+        r("/api/v1/workers/register", "worker_register", "admin", h["worker_register"], ["POST"]),
+        r(
+            "/api/v1/workers/{gpu_id}/heartbeat",
+            "worker_heartbeat",
+            "admin",
+            h["worker_heartbeat"],
+            ["POST"],
+        ),
+        r("/api/v1/workers/{gpu_id}", "worker_leave", "admin", h["worker_leave"], ["DELETE"]),
         r("/health", "health", "none", h["health"], ["GET"]),
         Route("/metrics", prometheus, methods=["GET"], name="prometheus"),
         Route("/openapi.json", openapi, methods=["GET"], name="openapi"),

@@ -25,7 +25,7 @@ _ERRORS = {
     413: "Body too large",
     415: "Body is not application/json",
     422: "Body does not match the schema",
-    429: "Rate limit, quota or queue bound reached; see Retry-After",
+    429: "Rate limit, quota, queue bound or predicted-wait limit reached; see Retry-After",
     503: "No GPU can ever serve it (code incompatible, no Retry-After), none can now, the "
     "journal cannot be written, or the service is not ready",
 }
@@ -127,6 +127,9 @@ def openapi_document(version: str = "1.0") -> dict[str, Any]:
         s.RestartIn,
         s.AdminCancelIn,
         s.QuotaUpdateIn,
+        s.WorkerRegisterIn,
+        s.HeartbeatIn,
+        s.WorkerAnswer,
         s.RouteAnswer,
         s.RequestStatusOut,
         s.ResultOut,
@@ -250,6 +253,35 @@ def openapi_document(version: str = "1.0") -> dict[str, Any]:
                 tag="admin",
                 body=s.QuotaUpdateIn,
                 params=[uid],
+            )
+        },
+        "/api/v1/workers/register": {
+            "post": _op(
+                "A worker joins the fleet (its GPU takes work at once)",
+                _ref(s.WorkerAnswer),
+                [400, 401, 403, 409, 413, 415, 422, 503],
+                tag="fleet",
+                body=s.WorkerRegisterIn,
+            )
+        },
+        "/api/v1/workers/{gpu_id}/heartbeat": {
+            "post": _op(
+                "A registered worker is alive (404: register again)",
+                _ref(s.WorkerAnswer),
+                [*common, 403, 413, 415, 422, 503],
+                tag="fleet",
+                body=s.HeartbeatIn,
+                body_required=False,
+                params=[gid],
+            )
+        },
+        "/api/v1/workers/{gpu_id}": {
+            "delete": _op(
+                "A worker leaves the fleet (its work is re-routed)",
+                _ref(s.WorkerAnswer),
+                [*common, 403, 503],
+                tag="fleet",
+                params=[gid],
             )
         },
         "/health": {

@@ -53,6 +53,19 @@ class ResourceRequirementsIn(_In):
     min_compute_capability: Annotated[str | None, Field(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")] = None
 
 
+def http_url(value: str) -> str:
+    """``value`` if it is an absolute http(s) URL with a host, else ValueError."""
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        ok = False
+    if not ok or any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError("must be an absolute http or https URL")
+    return value
+
+
 class RouteRequest(_In):
     """POST /api/v1/route (seed 6.3.1). ``request_id`` is generated when absent."""
 
@@ -69,17 +82,7 @@ class RouteRequest(_In):
     @field_validator("callback_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            parts = urlsplit(value)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            ok = False
-        if not ok or any(c.isspace() or ord(c) < 32 for c in value):
-            raise ValueError("must be an absolute http or https URL")
-        return value
+        return None if value is None else http_url(value)
 
 
 class MaintenanceIn(_In):
@@ -91,6 +94,38 @@ class MaintenanceIn(_In):
 
 class RestartIn(_In):
     force: bool = False
+
+
+class WorkerRegisterIn(_In):
+    """A worker joining the fleet: its GPU and where its job API listens."""
+
+    gpu_id: Annotated[str, Field(pattern=ID_PATTERN)]
+    url: Annotated[str, Field(max_length=2048, description="the worker's job API (http/https)")]
+    name: Annotated[str, Field(max_length=256)] = ""
+    memory_total_mb: Annotated[float, Field(gt=0, le=1e9)]
+    compute_capability: Annotated[str, Field(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")] = "8.0"
+    slots: Annotated[int, Field(ge=1, le=4096)] = 1
+    speed: Annotated[float, Field(gt=0, le=1000)] = 1.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return http_url(value)
+
+
+class WorkerAnswer(_Out):
+    gpu_id: str
+    status: Literal["active", "inactive", "maintenance", "error"]
+    heartbeat_interval: Annotated[float | None, Field(description="seconds")] = None
+    heartbeat_timeout: Annotated[float | None, Field(description="seconds")] = None
+
+
+class HeartbeatIn(_In):
+    """A registered worker's readings (all optional)."""
+
+    memory_used_mb: Annotated[float, Field(ge=0, le=1e9)] = 0.0
+    utilization_pct: Annotated[float, Field(ge=0, le=100)] = 0.0
+    temperature_c: Annotated[float, Field(ge=0, le=200)] = 0.0
 
 
 class AdminCancelIn(_In):
@@ -148,6 +183,10 @@ class RequestStatusOut(_Out):
     retries: int
     result_url: str | None = None
     error: str | None = None
+    rerouted_from: Annotated[
+        list[str],
+        Field(description="GPUs earlier attempts ran on (while this router holds the request)"),
+    ] = []
 
 
 class ResultOut(_Out):
@@ -297,6 +336,9 @@ class HealthOut(_Out):
     active_requests: int
     uptime: Annotated[float, Field(description="seconds")]
     reason: str | None = None
+    gpus_overheated: Annotated[
+        list[str], Field(description="GPUs above gpu_monitoring.max_temperature: no new work")
+    ] = []
 
 
 class ErrorDetail(_Out):

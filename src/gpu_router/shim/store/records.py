@@ -4,7 +4,7 @@ errors a store raises. Nothing here depends on how or where rows are stored."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -51,6 +51,8 @@ class JournalRecord:
     callback_state: str | None = None  # None, "pending", "delivered", "failed"
     trace_id: str | None = None
     body_json: str | None = None  # not stored: ``body`` already encoded (saves a dumps)
+    #: not stored: the GPUs earlier attempts ran on, while this process holds the record
+    rerouted_from: list[str] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:

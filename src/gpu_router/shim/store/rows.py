@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS settings (
 
 
 JSON_COLUMNS = ("body", "answer", "result")
-COLUMNS = [f.name for f in fields(JournalRecord) if f.name != "body_json"]
+#: record fields that are not columns (memory only)
+NOT_STORED = frozenset({"body_json", "rerouted_from"})
+COLUMNS = [f.name for f in fields(JournalRecord) if f.name not in NOT_STORED]
 COLUMN_SET = frozenset(COLUMNS)
 #: what changes after the insert (rewritten from the record by a staged update)
 MUTABLE = (

@@ -1,7 +1,10 @@
 """`gpu-router worker --gpu N --port P [--host 127.0.0.1] [--mode auto|cuda|cpu]
 [--token-file F]`.
 
-Runs the reference worker (``shim.worker.server``) for GPU N. ``--job-prefix`` starts
+Runs the reference worker (``shim.worker.server``) for GPU N. With ``--router-url URL
+--router-key KEY`` it joins that router's fleet at run time (``worker.registration``:
+register, heartbeat, leave at shutdown) as ``--gpu-id`` (default ``gpu-N``), reporting
+``--memory-mb`` and ``--compute-capability``, ``--max-jobs`` slots. ``--job-prefix`` starts
 every job id it hands out (default ``j``: ids ``j1-<pid>``, ``j2-<pid>``, ...). Once the
 device is warm and the port accepts connections. With ``--token-file F`` (its first line)
 or ``$GPU_ROUTER_WORKER_TOKEN``, every job call must carry ``Authorization: Bearer
@@ -54,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="memory the resident models may take, MB (least recently used evicted)",
     )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+    join = parser.add_argument_group("joining a router's fleet at run time")
+    join.add_argument("--router-url", help="register with this router and heartbeat")
+    join.add_argument("--router-key", help="an admin API key of that router")
+    join.add_argument("--gpu-id", help="the GPU id to register (default gpu-<N>)")
+    join.add_argument("--advertise-url", help="this worker's URL for the router")
+    join.add_argument("--memory-mb", type=float, default=16_384.0, help="GPU memory to report")
+    join.add_argument("--compute-capability", default="8.0", help="compute capability to report")
     parser.add_argument(
         "--token-file",
         default=None,
@@ -157,8 +167,24 @@ def run(args: argparse.Namespace) -> int:
             if self.started:  # lifespan done and the socket bound
                 ready()
 
+    registration = None
+    if args.router_url:
+        from gpu_router.shim.worker.registration import Registration
+
+        if not args.router_key:
+            print("gpu-router worker: --router-url needs --router-key", file=sys.stderr)
+            return 2
+        spec = {
+            "gpu_id": args.gpu_id or f"gpu-{args.gpu}",
+            "url": args.advertise_url or f"http://{args.host}:{args.port}",
+            "name": device.name,
+            "memory_total_mb": args.memory_mb,
+            "compute_capability": args.compute_capability,
+            "slots": args.max_jobs,
+        }
+        registration = Registration(args.router_url, args.router_key, spec)
     config = uvicorn.Config(
-        create_app(worker, token),
+        create_app(worker, token, registration),
         host=args.host,
         port=args.port,
         log_level=args.log_level,

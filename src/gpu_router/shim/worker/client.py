@@ -172,6 +172,14 @@ class WorkerClient:
         for i in range(0, len(job_ids), 1000):
             await self._call("POST", "/jobs/ack", {"job_ids": job_ids[i : i + 1000]})
 
+    async def restart(self) -> dict[str, Any]:
+        """Restart the worker's device (``POST /restart``): ``{restarted, cancelled,
+        restarts}``."""
+        body = await self._call("POST", "/restart", {})
+        if not isinstance(body, dict) or body.get("restarted") is not True:
+            raise WorkerUnavailable(f"{self.url}/restart: the worker did not say it restarted")
+        return body
+
     async def health(self) -> WorkerHealth:
         """The worker's health answer; WorkerUnavailable while it is starting (503)."""
         body = await self._call("GET", "/health")

@@ -64,3 +64,13 @@ def warm_up_cuda(device: DeviceInfo) -> None:
     dev = torch.device("cuda", device.index)
     x = torch.ones(64, 64, device=dev, dtype=torch.bfloat16)
     (x @ x).sum().item()
+
+
+def reset_cuda(device: DeviceInfo) -> None:
+    """A restart's device step: wait for the device, give the cached memory back to the
+    driver and check that a kernel runs again."""
+    torch = importlib.import_module("torch")
+    with torch.cuda.device(device.index):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+    warm_up_cuda(device)

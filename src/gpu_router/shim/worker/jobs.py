@@ -31,7 +31,7 @@ from gpu_router.shim.gpu_sources.base import (
     WorkerHealth,
 )
 
-from .device import DeviceInfo, warm_up_cuda
+from .device import DeviceInfo, reset_cuda, warm_up_cuda
 from .loops import Job, run_cpu, run_cuda
 from .models import ModelHolder
 
@@ -72,6 +72,7 @@ class Worker:
         self._ids = itertools.count(1)
         self._pool = ThreadPoolExecutor(max_workers=max_jobs, thread_name_prefix="job")
         self._tasks: set[asyncio.Task[None]] = set()
+        self.restarts = 0  # restarts through the API since the process began
 
     async def start(self) -> None:
         if self.device.mode == "cuda":
@@ -86,6 +87,30 @@ class Worker:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._log is not None:
             self._log.close()
+
+    async def restart(self, wait_s: float = 5.0) -> dict[str, Any]:
+        """Restart the device: refuse new jobs, cancel every running one, wait for their
+        threads (``wait_s`` at most), reset the device (CUDA: synchronize, give cached
+        memory back, run a kernel) and serve again. Finished jobs stay until acknowledged.
+        Returns ``{restarted, cancelled (job ids), restarts}``."""
+        self.ready = False
+        try:
+            cancelled = [j for j in self.jobs.values() if j.state == JOB_RUNNING]
+            for job in cancelled:
+                self.cancel(job)
+                job.error = "worker restart"
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=wait_s)
+            if self.device.mode == "cuda":
+                await asyncio.get_running_loop().run_in_executor(None, reset_cuda, self.device)
+            self.restarts += 1
+        finally:
+            self.ready = True
+        return {
+            "restarted": True,
+            "cancelled": [j.job_id for j in cancelled],
+            "restarts": self.restarts,
+        }
 
     def existing(self, request_id: str, job_id: str | None = None) -> Job | None:
         """The job a new start returns instead of running anything: the job ``job_id``
@@ -228,5 +253,6 @@ class Worker:
             "torch": d.torch_version,
             "running": self.running,
             "max_jobs": self.max_jobs,
+            "restarts": self.restarts,
             "models": [m["id"] for m in self.models.held()],
         }

@@ -7,8 +7,11 @@ job id already (nothing is run again); ``GET /jobs[?request_id=]`` -> ``{jobs: [
 ``{job_ids: [...]}`` -> ``{acked, running, unknown}`` forgets finished jobs the router
 has recorded; ``GET /jobs/{id}`` -> ``{job_id, request_id, state (running|
 completed|failed|cancelled), progress 0-1, result, error, started_at, finished_at}``;
-``DELETE /jobs/{id}`` cancels (idempotent) -> ``{job_id, state}``; ``GET /health`` ->
-``{status, gpu, device_name, mode, ...}`` (503 while the device warms up). Errors are
+``DELETE /jobs/{id}`` cancels (idempotent) -> ``{job_id, state}``; ``POST /restart``
+restarts the device (running jobs cancelled, the device reset; the router's admin
+``restart`` calls it) -> ``{restarted, cancelled, restarts}``; ``GET /health`` ->
+``{status, gpu, device_name, mode, ..., restarts}`` (503 while the device warms up or
+restarts). Errors are
 ``{"error": message}``: 400 bad JSON, 404 no such job, 413 body over 1 MiB, 422 a bad
 field, 503 starting or busy (``Retry-After: 1``); with a ``token``, 401 for a job call
 (every path but ``/health``) without ``Authorization: Bearer <token>`` (compared in
@@ -20,6 +23,7 @@ decoded, ``/`` included. What a job runs: :mod:`.loops`; the job table: :mod:`.j
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -35,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .jobs import Worker
 from .loops import MAX_ITERATIONS, MAX_MATRIX, opt_int
+from .registration import Registration
 
 MAX_BODY_BYTES = 1 << 20
 FIELDS = frozenset(
@@ -105,9 +110,12 @@ class TokenCheck:
         await self.app(scope, receive, send)
 
 
-def create_app(worker: Worker, token: str | None = None) -> Starlette:
+def create_app(
+    worker: Worker, token: str | None = None, registration: Registration | None = None
+) -> Starlette:
     """The worker's Starlette app; its lifespan warms the device up and stops the jobs.
-    With ``token``, every job call must carry it (:class:`TokenCheck`)."""
+    With ``token``, every job call must carry it (:class:`TokenCheck`); with
+    ``registration`` it joins a router's fleet once ready (and leaves it at the end)."""
 
     async def read_object(request: Request) -> dict[str, Any] | JSONResponse:
         length = request.headers.get("content-length")
@@ -185,15 +193,26 @@ def create_app(worker: Worker, token: str | None = None) -> Starlette:
         worker.cancel(job)
         return JSONResponse({"job_id": job.job_id, "state": job.state})
 
+    async def restart(request: Request) -> JSONResponse:
+        return JSONResponse(await worker.restart())
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(worker.health(), status_code=200 if worker.ready else 503)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await worker.start()
+        member = None
+        if registration is not None:
+            member = asyncio.ensure_future(registration.run())
         try:
             yield
         finally:
+            if member is not None and registration is not None:
+                member.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await member
+                await registration.leave()
             await worker.stop()
 
     app = Starlette(
@@ -203,6 +222,7 @@ def create_app(worker: Worker, token: str | None = None) -> Starlette:
             Route("/jobs/ack", ack, methods=["POST"]),
             Route("/jobs/{job_id:path}", status, methods=["GET"]),
             Route("/jobs/{job_id:path}", cancel, methods=["DELETE"]),
+            Route("/restart", restart, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ],
         lifespan=lifespan,

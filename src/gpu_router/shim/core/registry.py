@@ -1,0 +1,111 @@
+"""Workers that join the fleet at run time: registration, heartbeats, departures.
+
+``register`` adds the worker's GPU to the Router (``Router.add_gpu``; one that left
+comes back) and points the dispatcher at the worker's URL; ``heartbeat`` is a sample
+of that GPU (``Router.observe``); ``leave`` and ``expire`` (a worker silent for
+``fleet.heartbeat_timeout`` s) take the GPU out of the fleet (``Router.remove_gpu``):
+its running work is stopped and re-routed. Times: monotonic seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gpu_router.policy import REMOVED, GpuState, GpuStatus, Router
+from gpu_router.shim.config import ServiceConfig
+from gpu_router.shim.core.clock import Clock
+from gpu_router.shim.core.dispatcher import Dispatcher
+from gpu_router.shim.core.execution import Execution
+from gpu_router.shim.core.gpus import GpuBook
+from gpu_router.shim.logs import log
+
+
+class WorkerRegistry:
+    """The registered workers: GPU id -> (spec, URL, last heartbeat)."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        router: Router,
+        execution: Execution,
+        jobs: Dispatcher,
+        gpus: GpuBook,
+        clock: Clock,
+        logger: logging.Logger,
+    ) -> None:
+        self.timeout = config.fleet.heartbeat_timeout
+        self.router = router
+        self.execution = execution
+        self.jobs = jobs
+        self.gpus = gpus
+        self.clock = clock
+        self.logger = logger
+        self.specs: dict[str, dict[str, Any]] = {}
+        self.seen: dict[str, float] = {}
+
+    def state(self, gpu_id: str, sample: dict[str, Any]) -> GpuState:
+        """The GpuState of a registered GPU: its spec with a heartbeat's readings."""
+        spec = {**self.specs[gpu_id], **sample}
+        major, minor = str(spec.get("compute_capability", "8.0")).split(".")
+        return GpuState(
+            gpu_id=gpu_id,
+            name=spec.get("name", ""),
+            memory_total_mb=float(spec["memory_total_mb"]),
+            memory_used_mb=float(spec.get("memory_used_mb", 0.0)),
+            utilization_pct=float(spec.get("utilization_pct", 0.0)),
+            temperature_c=float(spec.get("temperature_c", 0.0)),
+            compute_capability=(int(major), int(minor)),
+            slots=int(spec.get("slots", 1)),
+            speed=float(spec.get("speed", 1.0)),
+            status=GpuStatus.ACTIVE,
+            sampled_at=self.clock.now(),
+        )
+
+    def register(self, gpu_id: str, url: str, spec: dict[str, Any]) -> str:
+        """Add (or bring back) the worker's GPU; its status."""
+        now = self.clock.now()
+        if (
+            self.router.has_gpu(gpu_id)
+            and gpu_id not in self.specs
+            and REMOVED not in self.router.is_out(gpu_id)
+        ):
+            raise ValueError(f"GPU {gpu_id} is in the fleet already (not a registered one)")
+        self.specs[gpu_id] = dict(spec)
+        self.seen[gpu_id] = now
+        self.jobs.workers.worker_urls[gpu_id] = url.rstrip("/")
+        self.gpus.back(gpu_id, now)
+        self.execution.apply(self.router.add_gpu(self.state(gpu_id, {}), now))
+        log(self.logger, logging.INFO, "worker registered", gpu_id=gpu_id, url=url)
+        return self.gpus.status(self.router, gpu_id)
+
+    def heartbeat(self, gpu_id: str, sample: dict[str, Any]) -> str | None:
+        """A registered worker is alive (with readings); its status, None if unknown or
+        gone (it must register again)."""
+        if gpu_id not in self.specs:
+            return None
+        now = self.clock.now()
+        self.seen[gpu_id] = now
+        self.execution.apply(self.router.observe(self.state(gpu_id, sample), now))
+        return self.gpus.status(self.router, gpu_id)
+
+    def leave(self, gpu_id: str, reason: str) -> bool:
+        """The worker's GPU leaves the fleet; its work is re-routed. False if unknown."""
+        if self.specs.pop(gpu_id, None) is None:
+            return False
+        self.seen.pop(gpu_id, None)
+        self.gpus.down.pop(gpu_id, None)  # gone, not down: no health probe brings it back
+        on_gpu = self.router.gpu(gpu_id).request_ids
+        self.execution.apply(self.router.remove_gpu(gpu_id, self.clock.now(), reason))
+        for rid in on_gpu:
+            self.execution.requeued(rid, reason)
+        log(self.logger, logging.WARNING, "worker left", gpu_id=gpu_id, reason=reason)
+        return True
+
+    def expire(self) -> list[str]:
+        """Workers silent for ``heartbeat_timeout`` s leave; their GPU ids."""
+        cutoff = self.clock.now() - self.timeout
+        gone = [g for g, t in self.seen.items() if t < cutoff]
+        for gpu_id in gone:
+            self.leave(gpu_id, f"no heartbeat for {self.timeout:g} s")
+        return gone

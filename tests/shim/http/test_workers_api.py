@@ -1,0 +1,58 @@
+"""The fleet API in process: register, heartbeat, leave; answers match the OpenAPI."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ..app_helpers import H_ADMIN, H_ALICE, check_schema, running
+
+pytestmark = pytest.mark.timeout(30)
+
+SPEC = {
+    "gpu_id": "gpu-x",
+    "url": "http://127.0.0.1:9",
+    "name": "joined",
+    "memory_total_mb": 24_000,
+    "compute_capability": "8.9",
+    "slots": 2,
+}
+
+
+def test_register_heartbeat_leave():
+    async def scenario():
+        async with running(n_gpus=1) as (c, app, _fleet):
+            r = await c.post("/api/v1/workers/register", json=SPEC, headers=H_ALICE)
+            assert r.status_code == 403  # an admin key joins workers
+            bad = dict(SPEC, url="ftp://x")
+            r = await c.post("/api/v1/workers/register", json=bad, headers=H_ADMIN)
+            assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "url"
+            r = await c.post("/api/v1/workers/register", json=SPEC, headers=H_ADMIN)
+            assert r.status_code == 200 and r.json()["data"] == {
+                "gpu_id": "gpu-x",
+                "status": "active",
+                "heartbeat_interval": 2.0,
+                "heartbeat_timeout": 10.0,
+            }
+            check_schema("POST", "/api/v1/workers/register", r)
+            view = app.state.service.router.gpu("gpu-x")
+            assert (view.slots, view.state.memory_total_mb, view.state.name) == (2, 24000, "joined")
+            beat = {"memory_used_mb": 1000, "utilization_pct": 50, "temperature_c": 60}
+            r = await c.post("/api/v1/workers/gpu-x/heartbeat", json=beat, headers=H_ADMIN)
+            assert r.status_code == 200 and r.json()["data"]["status"] == "active"
+            check_schema("POST", "/api/v1/workers/{gpu_id}/heartbeat", r)
+            assert app.state.service.router.gpu("gpu-x").state.utilization_pct == 50
+            taken = dict(SPEC, gpu_id="gpu-0")  # a GPU of the source, not a registered one
+            r = await c.post("/api/v1/workers/register", json=taken, headers=H_ADMIN)
+            assert r.status_code == 409
+            r = await c.delete("/api/v1/workers/gpu-x", headers=H_ADMIN)
+            assert r.status_code == 200 and r.json()["data"]["status"] == "inactive"
+            check_schema("DELETE", "/api/v1/workers/{gpu_id}", r)
+            assert (await c.delete("/api/v1/workers/gpu-x", headers=H_ADMIN)).status_code == 404
+            r = await c.post("/api/v1/workers/gpu-x/heartbeat", headers=H_ADMIN)
+            assert r.status_code == 404  # gone: it must register again
+            r = await c.post("/api/v1/workers/register", json=SPEC, headers=H_ADMIN)
+            assert r.json()["data"]["status"] == "active"  # and comes back
+
+    asyncio.run(scenario())
