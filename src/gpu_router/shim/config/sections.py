@@ -191,7 +191,10 @@ class AuthSection(ConfigSection):
 
 
 class JournalSection(ConfigSection):
-    path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
+    # the store: a SQLite journal file (":memory:" keeps nothing across restarts), or a
+    # PostgreSQL URL (postgresql://user@host:port/dbname; libpq's PG* variables and
+    # ~/.pgpass apply), for which only commit_delay_ms, lazy_commit_ms and max_batch apply
+    path: str = "gpu-router-journal.sqlite3"
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     # group commit (shim.store.group_commit): new requests are handed to the

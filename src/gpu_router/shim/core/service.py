@@ -45,7 +45,7 @@ from gpu_router.shim.core.recovery import Recovery
 from gpu_router.shim.core.status import Readiness, StatusViews
 from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
-from gpu_router.shim.store import JournalRecord, Store
+from gpu_router.shim.store import JournalError, JournalRecord, Store
 
 
 class NotStarted(RuntimeError):
@@ -164,7 +164,10 @@ class RouterService:
                 await t
         if self._parts is not None:
             await self._parts.jobs.aclose()
-        self.store.flush()  # whoever opened the store closes it
+        try:
+            self.store.flush()  # whoever opened the store closes it
+        except JournalError as exc:  # its state changes are written when it closes, or lost
+            log(self.logger, logging.ERROR, "store not durable at stop", error=str(exc))
 
 
 class _Parts:

@@ -41,6 +41,7 @@ from gpu_router.shim.http.envelope import (
 from gpu_router.shim.http.schemas import ID_PATTERN, validation_details
 from gpu_router.shim.http.strict_json import BadJson, loads_strict
 from gpu_router.shim.logs import log
+from gpu_router.shim.store import JournalError
 
 ID = re.compile(ID_PATTERN)
 Auth = Literal["none", "any", "admin"]
@@ -193,6 +194,14 @@ def make_plumbing(
                 headers.update(exc.headers)
                 if exc.retry_after is not None:
                     headers["retry-after"] = str(max(1, round(exc.retry_after + 0.499)))
+            except JournalError as exc:  # a read of the store failed (database down)
+                log(logger, logging.WARNING, "store unavailable", path=request.url.path,
+                    error=str(exc))  # fmt: skip
+                status, data = 503, None
+                err = error_body(
+                    "unavailable", "the request store cannot be read; retry later", retry_after=5.0
+                )
+                headers["retry-after"] = "5"
             except Exception as exc:  # never a stack trace in an answer
                 log(
                     logger, logging.ERROR, "unhandled error", path=request.url.path, error=repr(exc)

@@ -1,0 +1,134 @@
+"""The PostgreSQL store's schema, its migrations, and its batch statements.
+
+The service creates and migrates the schema itself when it opens the store
+(:func:`migrate`): ``gpu_router_schema`` holds the version the database is at, and the
+migrations after it run in one transaction under an advisory lock, so that several
+routers starting at once migrate it once. A database at a newer version than this code
+knows is refused.
+
+Rows are the SQLite journal's (``shim.store.rows``: the same columns, JSON as compact
+text) plus ``seq``, the submission order. A batch is two statements whatever its size:
+one ``INSERT ... SELECT FROM unnest(arrays)`` for the new rows (``ON CONFLICT DO NOTHING
+RETURNING``: the ids it did not return are duplicates) and one ``UPDATE ... FROM
+unnest(arrays)`` for the changed ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from gpu_router.shim.store.records import TERMINAL, JournalError
+from gpu_router.shim.store.rows import COLUMNS, MUTABLE
+
+#: the PostgreSQL type of every column of a request row
+TYPES = {
+    "request_id": "text",
+    "user_id": "text",
+    "model_id": "text",
+    "priority": "integer",
+    "body": "text",
+    "body_hash": "text",
+    "answer": "text",
+    "state": "text",
+    "gpu_id": "text",
+    "job_id": "text",
+    "attempts": "integer",
+    "submitted_at": "double precision",
+    "start_time": "double precision",
+    "completion_time": "double precision",
+    "result": "text",
+    "error": "text",
+    "callback_url": "text",
+    "callback_state": "text",
+    "trace_id": "text",
+}
+assert set(TYPES) == set(COLUMNS)
+
+_NOT_NULL = {
+    "user_id",
+    "model_id",
+    "priority",
+    "body",
+    "body_hash",
+    "answer",
+    "state",
+    "attempts",
+    "submitted_at",
+}
+_TERMINAL = ", ".join(f"'{s}'" for s in TERMINAL)
+
+#: (version, statements): each runs once, in order, on a database below its version
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            "CREATE TABLE requests (\n    "
+            + ",\n    ".join(
+                f"{c} {TYPES[c]}"
+                + (" PRIMARY KEY" if c == "request_id" else "")
+                + (" NOT NULL" if c in _NOT_NULL else "")
+                for c in COLUMNS
+            )
+            + ",\n    seq bigint GENERATED ALWAYS AS IDENTITY\n)",
+            "CREATE INDEX requests_submitted ON requests (submitted_at)",
+            # what a restart or a takeover loads: small, whatever the table's size
+            f"CREATE INDEX requests_unfinished ON requests (seq) WHERE state NOT IN ({_TERMINAL})",
+            "CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL)",
+        ],
+    ),
+]
+VERSION = MIGRATIONS[-1][0]
+_LOCK = 0x6770755F726F7574  # pg_advisory_xact_lock key of the migrations ("gpu_rout")
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    """Bring the database to :data:`VERSION` (one transaction); returns the version it
+    was at. Raises :class:`JournalError` for a newer database."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS gpu_router_schema (version integer NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM gpu_router_schema").fetchone()
+        was = int(row[0]) if row is not None and row[0] is not None else 0
+        if was > VERSION:
+            raise JournalError(
+                f"the database's schema is at version {was}; this gpu-router knows up to "
+                f"{VERSION}: upgrade gpu-router"
+            )
+        for version, statements in MIGRATIONS:
+            if version > was:
+                for sql in statements:
+                    conn.execute(sql)  # type: ignore[arg-type]
+        if was < VERSION:
+            conn.execute("DELETE FROM gpu_router_schema")
+            conn.execute("INSERT INTO gpu_router_schema (version) VALUES (%s)", (VERSION,))
+    return was
+
+
+_ARRAYS = ", ".join(f"%s::{TYPES[c]}[]" for c in COLUMNS)
+#: every column of new rows, as one array per column (``COLUMNS`` order); returns the ids
+#: inserted (a taken one is not)
+INSERT_ROWS = (
+    f"INSERT INTO requests ({', '.join(COLUMNS)}) "
+    f"SELECT {', '.join(COLUMNS)} FROM unnest({_ARRAYS}) WITH ORDINALITY "
+    f"AS u({', '.join(COLUMNS)}, ord) ORDER BY ord "
+    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+)
+_UPDATED = [*MUTABLE, "request_id"]  # rows.mutable_row's order
+#: the changing columns of rows, one array per column (``rows.mutable_row`` order)
+UPDATE_ROWS = (
+    "UPDATE requests AS r SET "
+    + ", ".join(f"{c} = u.{c}" for c in MUTABLE)
+    + f" FROM unnest({', '.join(f'%s::{TYPES[c]}[]' for c in _UPDATED)}) "
+    + f"AS u({', '.join(_UPDATED)}) WHERE r.request_id = u.request_id"
+)
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM requests"
+UNFINISHED = f"{SELECT} WHERE state NOT IN ({_TERMINAL}) ORDER BY seq"
+
+
+def columns(rows: list[Any], width: int) -> list[list[Any]]:
+    """Rows (sequences of ``width`` values) as one list per column."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]
