@@ -14,6 +14,7 @@ import pytest
 from gpu_router.shim.config import JournalSection
 from gpu_router.shim.store import DuplicateRequest, JournalError, open_store, pg_schema
 from gpu_router.shim.store.postgres_store import PostgresStore
+from gpu_router.shim.store.rows import mutable_row, row_values
 
 from .pg_server import PgServer, missing_reason
 from .test_journal import rec
@@ -154,3 +155,26 @@ def test_changes_that_cannot_be_written_at_close_are_told_lost(own_server):
 
     lost = asyncio.run(scenario())
     assert len(lost) == 1 and "'r0'" in lost[0]
+
+
+def test_a_batch_is_one_statement_and_a_change_of_a_new_row_is_folded_into_it(pg_server):
+    url = pg_server.create_database()
+    open_store(JournalSection(path=url)).close()  # the schema
+    old, prev, new = rec("old"), rec("prev"), rec("new")
+    with psycopg.connect(url, autocommit=True) as conn:
+        sql, params = pg_schema.batch_statement([row_values(old), row_values(prev)], {})
+        assert conn.execute(sql, params).fetchall() == [("old",), ("prev",)]
+        again = rec("old", "failed")  # its id is taken: it and its change are dropped
+        for r in (prev, new, again):
+            r.state, r.result = "completed", {"y": r.request_id}
+        inserts = [row_values(new), row_values(again)]
+        updates = {rid: mutable_row(r) for rid, r in (("prev", prev), ("new", new), ("old", again))}
+        sql, params = pg_schema.batch_statement(inserts, updates)
+        assert sql == pg_schema.INSERT_AND_UPDATE and list(updates) == ["prev"]
+        assert conn.execute(sql, params).fetchall() == [("new",)]
+        rows = conn.execute("SELECT request_id, state, result FROM requests ORDER BY seq")
+        assert rows.fetchall() == [
+            ("old", "queued", None),
+            ("prev", "completed", '{"y":"prev"}'),
+            ("new", "completed", '{"y":"new"}'),
+        ]

@@ -10,7 +10,9 @@ Rows are the SQLite journal's (``shim.store.rows``: the same columns, JSON as co
 text) plus ``seq``, the submission order. A batch is two statements whatever its size:
 one ``INSERT ... SELECT FROM unnest(arrays)`` for the new rows (``ON CONFLICT DO NOTHING
 RETURNING``: the ids it did not return are duplicates) and one ``UPDATE ... FROM
-unnest(arrays)`` for the changed ones.
+unnest(arrays)`` for the changed ones, together in one statement (``WITH ins AS (INSERT
+...), upd AS (UPDATE ...)``): one round trip per batch, committed by itself (the writer's
+connection is in autocommit mode).
 """
 
 from __future__ import annotations
@@ -123,6 +125,35 @@ UPDATE_ROWS = (
     + f" FROM unnest({', '.join(f'%s::{TYPES[c]}[]' for c in _UPDATED)}) "
     + f"AS u({', '.join(_UPDATED)}) WHERE r.request_id = u.request_id"
 )
+#: both in one statement (one round trip, one transaction in autocommit); the update's
+#: rows must not be among the new ones (its snapshot does not see them: ``batch_statement``)
+INSERT_AND_UPDATE = (
+    f"WITH ins AS ({INSERT_ROWS}), upd AS ({UPDATE_ROWS}) SELECT request_id FROM ins"
+)
+_MUTABLE_AT = [COLUMNS.index(c) for c in MUTABLE]
+
+
+def batch_statement(
+    inserts: list[list[Any]], updates: dict[str, tuple[Any, ...]]
+) -> tuple[str, list[list[Any]]]:
+    """One statement that writes a batch, and its parameters (one array per column).
+    An update of a row inserted in the same batch is folded into the new row's values
+    (``inserts`` and ``updates`` are changed)."""
+    for values in inserts:
+        row = updates.pop(values[0], None)  # (request_id is the first column)
+        if row is not None:
+            for at, value in zip(_MUTABLE_AT, row, strict=False):
+                values[at] = value
+    params: list[list[Any]] = []
+    if inserts:
+        params += columns(inserts, len(COLUMNS))
+    if updates:
+        params += columns(list(updates.values()), len(_UPDATED))
+    if inserts and updates:
+        return INSERT_AND_UPDATE, params
+    return (INSERT_ROWS if inserts else UPDATE_ROWS), params
+
+
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM requests"
 UNFINISHED = f"{SELECT} WHERE state NOT IN ({_TERMINAL}) ORDER BY seq"
 

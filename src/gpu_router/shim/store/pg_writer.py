@@ -3,9 +3,10 @@ batches the event loop hands over, many at once.
 
 The loop hands over :class:`~.batch.StagedBatch` es (:meth:`PgWriter.hand`) and goes on;
 the thread takes every batch handed over since its last commit and writes them in one
-transaction (two statements, ``shim.store.pg_schema``), so while one commits the next
-gathers: group commit, on top of PostgreSQL's own (``synchronous_commit`` on: a commit
-returns once its WAL is flushed). psycopg releases the GIL while it waits on the server.
+statement, its own transaction (``shim.store.pg_schema``: one round trip, so the thread
+takes the GIL back once per batch), so while one commits the next gathers: group commit,
+on top of PostgreSQL's own (``synchronous_commit`` on: a commit returns once its WAL is
+flushed). psycopg releases the GIL while it waits on the server.
 
 A new row's ``done`` is told its fate (None once committed, else the error) on the loop,
 ``settled`` being how the thread gets there (one call per transaction). When the
@@ -29,7 +30,6 @@ import psycopg
 from gpu_router.shim.store import pg_schema
 from gpu_router.shim.store.batch import StagedBatch
 from gpu_router.shim.store.records import Done, DuplicateRequest, JournalError
-from gpu_router.shim.store.rows import COLUMNS, MUTABLE
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class PgWriter:
         if self.down is not None and time.monotonic() < self._next_try and not closing:
             return None
         try:
-            self._conn = connect(self.url, self.connect_timeout_s)
+            self._conn = connect(self.url, self.connect_timeout_s, autocommit=True)
         except JournalError as exc:
             self._lose_connection(str(exc))
             return None
@@ -192,21 +192,23 @@ class PgWriter:
             )
             return
         taken: dict[int, JournalError] = {}
+        if not batch:  # (a reconnection only)
+            self._advance(number)
+            return
+        # the new rows' values are copied: folding changes into them must not change
+        # what a failed commit leaves behind
+        rows = [list(values) for _rid, values, _done in batch.inserts]
+        updates = dict(batch.updates)
         try:
-            if batch.inserts:
-                rows = [values for _rid, values, _done in batch.inserts]
-                cur = conn.execute(pg_schema.INSERT_ROWS, pg_schema.columns(rows, len(COLUMNS)))
+            sql, params = pg_schema.batch_statement(rows, updates)
+            cur = conn.execute(sql, params)  # type: ignore[arg-type]
+            if rows:
                 inserted = {rid for (rid,) in cur.fetchall()}
                 for n, (rid, _values, _done) in enumerate(batch.inserts):
                     if rid in inserted:
                         inserted.discard(rid)  # (the first of two with one id wins)
                     else:
                         taken[n] = DuplicateRequest(f"request_id {rid!r} is taken")
-                        batch.updates.pop(rid, None)
-            if batch.updates:
-                changed = list(batch.updates.values())
-                conn.execute(pg_schema.UPDATE_ROWS, pg_schema.columns(changed, len(MUTABLE) + 1))
-            conn.commit()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # the connection (or the server) is gone: whether the commit happened is not
             # known; the state changes are written again once it is back (they are
@@ -215,8 +217,6 @@ class PgWriter:
             self._failed(batch, number, JournalError(f"PostgreSQL commit failed: {exc}"), closing)
             return
         except psycopg.Error as exc:
-            if not conn.closed:
-                conn.rollback()
             error = JournalError(f"PostgreSQL commit failed: {exc}")
             self._settle(batch, {n: error for n in range(len(batch.inserts))})
             self._lost(batch.updates, error)
