@@ -218,6 +218,9 @@ class JournalSection(ConfigSection):
     intake_dir: str = ""
     lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
+    # PostgreSQL only: above 0, several routers share the store and one leads, holding a
+    # lease of this many seconds in the database (shim.http.leadership); 0: one router
+    lease_ttl_s: Annotated[float, Field(ge=0, le=600)] = 0.0
 
 
 class DispatchSection(ConfigSection):

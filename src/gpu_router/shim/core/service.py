@@ -74,6 +74,9 @@ class RouterService:
         self.prom = prom = prom or PromMetrics()
         self.stats = JsonStats()
         self.readiness = Readiness()
+        #: the leader lease's epoch when several routers share the store (sent to workers
+        #: with every job started: fencing), else None
+        self.epoch: int | None = None
         self.store = store
         prom.journal_writer_process.set_function(lambda: float(store.writer_alive))
         store.on_lost = lambda lost: log(
@@ -134,6 +137,7 @@ class RouterService:
         for s in states:
             self.gpus.since[s.gpu_id] = now
         self._parts = parts = _Parts(self, router)
+        parts.jobs.workers.epoch = self.epoch  # (before recovery's first call to a worker)
         parts.admin.load_settings(now)
         counts = self.store.count_by_state()
         self.stats.system.total = sum(counts.values())

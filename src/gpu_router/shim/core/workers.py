@@ -44,6 +44,8 @@ class WorkerCalls:
         self.calls = calls
         self.worker_urls = {g: u.rstrip("/") for g, u in (worker_urls or {}).items()}
         self.on_worker_error = on_worker_error
+        #: the leader lease's epoch, sent with every call (workers refuse older ones)
+        self.epoch: int | None = None
 
     def url(self, gpu_id: str) -> str | None:
         """The GPU's HTTP worker: configured ``worker_urls`` first, then the source's."""
@@ -55,7 +57,11 @@ class WorkerCalls:
         if url is None:
             return self.source.virtual_worker(gpu_id)
         return WorkerClient(
-            url, self.http, timeout_s=self.calls.request_timeout, traceparent=traceparent
+            url,
+            self.http,
+            timeout_s=self.calls.request_timeout,
+            traceparent=traceparent,
+            epoch=self.epoch,
         )
 
     async def call(self, gpu_id: str, fn: Callable[[], Awaitable[T]]) -> T:

@@ -38,6 +38,7 @@ from gpu_router.shim.http.envelope import (
     new_request_id,
     parse_traceparent,
 )
+from gpu_router.shim.http.leadership import Leadership
 from gpu_router.shim.http.schemas import ID_PATTERN, validation_details
 from gpu_router.shim.http.strict_json import BadJson, loads_strict
 from gpu_router.shim.logs import log
@@ -114,6 +115,7 @@ class Plumbing:
     logger: logging.Logger
     prom: PromMetrics
     holder: dict[str, RouterService]
+    leadership: Leadership | None
     svc: Callable[[], RouterService]
     read_body: Callable[..., Awaitable[Any]]
     respond: Callable[[Ctx, int, Any, dict[str, Any] | None, dict[str, str]], Response]
@@ -129,6 +131,7 @@ def make_plumbing(
     prom: PromMetrics,
     authn: Authenticator,
     holder: dict[str, RouterService],
+    leadership: Leadership | None = None,
 ) -> Plumbing:
     """The plumbing of one app; ``holder["svc"]`` is the service once it has started."""
     meta_builder = MetaBuilder(config.api_metadata)
@@ -137,6 +140,15 @@ def make_plumbing(
 
     def svc() -> RouterService:
         s = holder.get("svc")
+        if s is None and leadership is not None and leadership.role == "standby":
+            leader = leadership.leader_address
+            raise ApiError(
+                503,
+                "standby",
+                f"this replica is a standby; the leader is at {leader or 'unknown'}",
+                retry_after=1.0,
+                headers={"x-leader-url": leader} if leader else None,
+            )
         if s is None or not s.ready:
             raise ApiError(
                 503, "unavailable", "the service is starting or stopping", retry_after=1.0
@@ -306,5 +318,15 @@ def make_plumbing(
         return respond(ctx, code, None, error_body(names.get(code, "error"), str(msg)), headers)
 
     return Plumbing(
-        config, clock, logger, prom, holder, svc, read_body, respond, endpoint, http_error
+        config,
+        clock,
+        logger,
+        prom,
+        holder,
+        leadership,
+        svc,
+        read_body,
+        respond,
+        endpoint,
+        http_error,
     )

@@ -80,6 +80,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL)",
         ],
     ),
+    (
+        2,
+        [
+            # the leader lease of several routers (``shim.store.pg_lease``): one row
+            "CREATE TABLE leader_lease (id integer PRIMARY KEY CHECK (id = 1), "
+            "holder text, address text, epoch bigint NOT NULL, expires_at timestamptz)",
+            "INSERT INTO leader_lease (id, epoch) VALUES (1, 0)",
+        ],
+    ),
 ]
 VERSION = MIGRATIONS[-1][0]
 _LOCK = 0x6770755F726F7574  # pg_advisory_xact_lock key of the migrations ("gpu_rout")
