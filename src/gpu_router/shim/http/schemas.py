@@ -280,6 +280,11 @@ class HealthOut(_Out):
     active_requests: int
     uptime: Annotated[float, Field(description="seconds")]
     reason: str | None = None
+    # with the leader lease (journal.lease_ttl_s): this replica's role, the leader's
+    # address, the lease's epoch
+    role: Literal["leader", "standby"] | None = None
+    leader: str | None = None
+    epoch: int | None = None
 
 
 class ErrorDetail(_Out):
