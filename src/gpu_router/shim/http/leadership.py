@@ -9,12 +9,13 @@ checks ``/health`` sends clients to the leader only. Meanwhile it tries to take 
 (which loads the queue, running work and quota usage from the store and re-attaches to
 the workers' jobs, as after a restart) and leads.
 
-The leader renews the lease every third of the TTL. If it has not renewed it for two
-thirds of the TTL (the database unreachable, a pause), or finds another holder, it stops
-at once: the process exits (status 70) without another write or dispatch, before any
-other replica can take the lease; a supervisor starts it again, as a standby. A watchdog
-thread checks the time of the last renewal every 50 ms, so a leader whose event loop is
-blocked, or that wakes from a pause (SIGSTOP), stops within 50 ms of noticing; what it
+The leader renews the lease every third of the TTL, from a thread of its own (so that a
+long recovery at takeover, which holds the event loop, does not cost the lease). If it
+has not renewed it for two thirds of the TTL (the database unreachable or slow, a
+pause), or finds another holder, it stops at once: the process exits (status 70) without
+another write or dispatch, before any other replica can take the lease; a supervisor
+starts it again, as a standby. A watchdog thread checks the time of the last renewal
+every 50 ms, so a leader that wakes from a pause (SIGSTOP) stops within 50 ms; what it
 may still send to a worker in that window carries its old epoch, which the worker
 refuses once the new leader has called it (``shim.worker.server``).
 """
@@ -86,37 +87,35 @@ class Leadership:
         self.epoch = epoch
         log(self.logger, logging.WARNING, "took the leader lease", epoch=epoch)
         self.renewed_at = time.monotonic()
-        threading.Thread(target=self._watchdog, name="lease-watchdog", daemon=True).start()
-        keeper = asyncio.ensure_future(self._keep())
-        try:
-            await start(epoch)
-            self.role = "leader"
-            await keeper
-        finally:
-            keeper.cancel()
+        for target, name in ((self._renew, "lease-renewal"), (self._watchdog, "lease-watchdog")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+        await start(epoch)
+        self.role = "leader"
+
+    def _renew(self) -> None:
+        """(a thread) Renew every third of the TTL, whatever the event loop is doing (a
+        long recovery at takeover must not cost the lease); deposed: stop."""
+        while not self._stopped.wait(self.period_s):
+            asked = time.monotonic()  # (the database's expiry is set after this)
+            try:
+                held = self.lease.renew()
+            except JournalError as exc:
+                log(self.logger, logging.ERROR, "leader lease not renewed", error=str(exc))
+                continue
+            if self._stopped.is_set():  # a clean stop released it meanwhile
+                return
+            if not held:
+                self._fence("another replica holds the lease")
+            if time.monotonic() - self.renewed_at <= self.deadline_s:
+                self.renewed_at = asked
 
     def _watchdog(self) -> None:
-        """(a thread) Stop once the lease was not renewed in time, even if the event loop
-        is blocked or the process was paused (SIGSTOP) and has just woken up."""
+        """(a thread) Stop once the lease was not renewed in time (the database
+        unreachable or slow), or when the process wakes up from a pause (SIGSTOP) past
+        its deadline, before anything else can act."""
         while not self._stopped.wait(WATCHDOG_S):
             if time.monotonic() - self.renewed_at > self.deadline_s:
                 self._fence("not renewed in time")
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self.period_s)
-            asked = time.monotonic()  # (the database's expiry is set after this)
-            try:
-                held = await asyncio.wait_for(
-                    asyncio.to_thread(self.lease.renew), self.lease.ttl_s / 3.0
-                )
-            except (TimeoutError, JournalError) as exc:
-                log(self.logger, logging.ERROR, "leader lease not renewed", error=str(exc))
-                held = None
-            if held and time.monotonic() - self.renewed_at <= self.deadline_s:
-                self.renewed_at = asked
-            elif held is False:
-                self._fence("another replica holds the lease")
 
     def _fence(self, why: str) -> None:
         log(self.logger, logging.CRITICAL, "lost the leader lease: stopping now", reason=why)

@@ -50,7 +50,10 @@ class LeaderLease:
     def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = connect(self.url, 2.0, autocommit=True)
+                timeout_ms = max(100, round(self.ttl_s * 1000 / 3))  # a renewal's bound
+                self._conn = connect(
+                    self.url, 1.0, autocommit=True, options=f"-c statement_timeout={timeout_ms}"
+                )
             return self._conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
         except psycopg.Error as exc:
             if self._conn is not None:
