@@ -91,7 +91,7 @@ def measure(strategy: str, n: int, decisions: int, seed: int = 0) -> dict[str, f
         for j in range(decisions):
             req = request(k)
             t0 = time.perf_counter_ns()
-            decision, actions = router.submit(req, float(j))
+            _decision, _actions = router.submit(req, float(j))
             samples[j] = time.perf_counter_ns() - t0
             running.append(req.request_id)
             k += 1

@@ -63,7 +63,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import open_loop  # noqa: E402  (benchmarks/ is not a package)
+import open_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_KEY = "bench-service-key-0123456789"

@@ -69,7 +69,7 @@ def read_cis(path: str, stamp: float, metrics: tuple[str, ...]) -> pd.DataFrame:
 
 
 def result_dirs() -> list[str]:
-    found = sorted(
+    return sorted(
         {
             str(p.parent)
             for root in (Path.cwd() / "results", REPO / "results")
@@ -77,7 +77,6 @@ def result_dirs() -> list[str]:
             for p in root.glob("**/results.parquet")
         }
     )
-    return found
 
 
 def sidebar() -> tuple[str | None, pd.DataFrame]:

@@ -19,9 +19,23 @@ MAX_LINES = 400
 
 #: package prefix -> the gpu_router packages it must never import
 FORBIDDEN = {
-    "gpu_router.policy": ("gpu_router.sim", "gpu_router.shim", "gpu_router.sweep"),
-    "gpu_router.sim": ("gpu_router.shim",),
-    "gpu_router.client": ("gpu_router.shim", "gpu_router.sim", "gpu_router.sweep"),
+    "gpu_router.policy": (
+        "gpu_router.sim",
+        "gpu_router.shim",
+        "gpu_router.sweep",
+        "gpu_router.twin",
+    ),
+    "gpu_router.sim": ("gpu_router.shim", "gpu_router.twin"),
+    "gpu_router.client": (
+        "gpu_router.shim",
+        "gpu_router.sim",
+        "gpu_router.sweep",
+        "gpu_router.twin",
+    ),
+    # the twin drives the service as a black box: processes, config keys and HTTP
+    "gpu_router.twin": ("gpu_router.shim", "gpu_router.sweep"),
+    "gpu_router.shim": ("gpu_router.twin",),
+    "gpu_router.sweep": ("gpu_router.twin",),
     "gpu_router.shim.store": ("gpu_router.shim.core", "gpu_router.shim.http"),
     "gpu_router.shim.core": ("gpu_router.shim.http",),
     "gpu_router.shim.worker": (
@@ -94,7 +108,7 @@ def test_no_import_cycle() -> None:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycle = stack[stack.index(n) :] + [n]
+                cycle = [*stack[stack.index(n) :], n]
                 if not _init_reexport(cycle):
                     cycles.append(cycle)
             elif n not in state:
@@ -174,6 +188,7 @@ def test_shim_reads_no_private_router_state() -> None:
 
 def test_the_checks_see_the_whole_tree() -> None:
     """The walk finds every layer (a check that sees nothing would pass vacuously)."""
-    for layer in ("policy", "sim", "shim.http", "shim.core", "shim.store", "shim.worker", "client"):
+    layers = ("policy", "sim", "shim.http", "shim.core", "shim.store", "shim.worker", "client")
+    for layer in (*layers, "twin"):
         assert any(m.startswith(f"gpu_router.{layer}.") for m in MODULES), layer
     assert "gpu_router.shim.core.service" in edges("gpu_router.shim.http.app")

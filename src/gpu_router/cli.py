@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("gpu_router.sim.cli_sim", "run one scenario for one or more strategies"),
     "gate": ("gpu_router.sim.cli_gate", "run the gate scenarios; non-zero exit on a missed SLA"),
     "sweep": ("gpu_router.sweep.cli_sweep", "run a strategy x scenario x load x seed grid"),
+    "twin": ("gpu_router.twin.cli", "run the simulator and the live service on one workload"),
     "serve": ("gpu_router.shim.serve", "serve the routing API"),
     "worker": ("gpu_router.shim.worker.cli", "run a reference GPU worker"),
     "dashboard": ("gpu_router.sweep.cli_dashboard", "open the Streamlit comparison dashboard"),

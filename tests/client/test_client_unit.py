@@ -190,7 +190,7 @@ def test_set_quota_keywords():
     assert s.seen[0][:3] == ("PUT", "/api/v1/admin/user/u/quota", {"requests_per_minute_limit": 5})
     with pytest.raises(TypeError):
         rc.set_quota("u", rpm=5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one limit"):
         rc.set_quota("u")
 
 

@@ -21,11 +21,11 @@ ALLOWED_5XX = {(503, "incompatible")}
 def no_server_error_but_incompatible(ctx, response, case):
     """No 5xx, except 503 ``incompatible`` (no GPU can ever serve the request)."""
     if response.status_code < 500:
-        return None
+        return
     try:
         code = json.loads(response.content)["error"]["code"]
     except (ValueError, TypeError, KeyError):
         code = None
     if (response.status_code, code) in ALLOWED_5XX:
-        return None
+        return
     raise AssertionError(f"server error: HTTP {response.status_code}, error code {code!r}")

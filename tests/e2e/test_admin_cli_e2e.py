@@ -71,8 +71,10 @@ def test_restart_busy_gpu_without_force_fails_with_the_api_message(router, capsy
     assert err.startswith("gpu-router admin: HTTP 409 busy: ") and "force" in err
     rc, out, _ = admin(capsys, router, "cancel", "cli-busy", "--reason", "test")
     assert rc == 0 and out.strip() == "cli-busy: cancelled (cancelled)"
-    rc, out, _ = admin(capsys, router, "cancel", "cli-busy", "--json")
+    rc, out, _ = admin(capsys, router, "cancel", "cli-busy", "--user", "alice", "--json")
     assert rc == 0 and json.loads(out)["cancelled"] is False
+    rc, _, err = admin(capsys, router, "cancel", "cli-busy", "--user", "bob")  # ids are per user
+    assert rc == 1 and "404" in err
 
 
 def test_quota_show_and_set(router, capsys):

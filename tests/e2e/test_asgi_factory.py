@@ -32,6 +32,8 @@ def test_uvicorn_factory_serves_the_api(tmp_path: Path) -> None:
             "uvicorn",
             "--factory",
             "gpu_router.shim.http.asgi:app_from_env",
+            "--http",
+            "gpu_router.shim.http.asgi:GuardedProtocol",
             "--host",
             "127.0.0.1",
             "--port",
@@ -45,6 +47,8 @@ def test_uvicorn_factory_serves_the_api(tmp_path: Path) -> None:
     try:
         wait_http(f"{url}/health")
         assert httpx.get(f"{url}/health").json()["data"]["gpus_total"] == 3
+        big = httpx.get(f"{url}/health", headers={"x-big": "a" * 20_000})  # the guarded protocol
+        assert big.status_code == 431 and big.json()["error"]["code"] == "headers_too_large"
         body = {"request_id": "asgi-1", "user_id": "alice", "model_id": "m", "priority": 3}
         body["resource_requirements"] = {"expected_duration": 20}
         r = httpx.post(f"{url}/api/v1/route", json=body, headers=hdr(ALICE))

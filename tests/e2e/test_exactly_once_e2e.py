@@ -147,15 +147,23 @@ def campaign(tmp: Path, kills: int, rate: float, duration_ms: int = 60) -> dict[
         load.join(10)
         acked = list(load.acked)
         done: dict[str, str] = {}
-        deadline = time.monotonic() + 60
+        last_state: dict[str, str] = {}
+        # The backlog drains at the workers' pace: wait while requests keep finishing
+        # (at most 20 s without one ending, 300 s in all), so that "lost" counts requests
+        # that stopped moving, not a queue that had not drained yet.
+        hard_deadline = time.monotonic() + 300
+        stalled_at = time.monotonic() + 20
         with httpx.Client(base_url=url, timeout=10) as c:
             pending = set(acked)
-            while pending and time.monotonic() < deadline:
+            while pending and time.monotonic() < min(hard_deadline, stalled_at):
                 for rid in list(pending):
-                    d = c.get(f"/api/v1/requests/{rid}", headers=hdr(ADMIN)).json()["data"]
+                    r = c.get(f"/api/v1/requests/{rid}", headers=hdr(ADMIN))
+                    d = r.json()["data"] if r.status_code == 200 else {"status": "unknown"}
+                    last_state[rid] = d["status"]
                     if d["status"] in ("completed", "failed", "cancelled"):
                         done[rid] = d["status"]
                         pending.discard(rid)
+                        stalled_at = time.monotonic() + 20
                 if pending:
                     time.sleep(0.2)
         job_logs.poll()
@@ -178,6 +186,7 @@ def campaign(tmp: Path, kills: int, rate: float, duration_ms: int = 60) -> dict[
         completed=sum(1 for s in done.values() if s == "completed"),
         not_completed=sorted(r for r in acked if done.get(r) != "completed")[:10],
         lost=len([r for r in acked if r not in done]),
+        lost_states=dict(Counter(last_state[r] for r in acked if r not in done)),
         started_twice=sum(1 for n in starts.values() if n > 1),
         completed_twice=sum(1 for n in completions.values() if n > 1),
         twice_examples=[r for r, n in starts.items() if n > 1][:5],

@@ -24,8 +24,10 @@ def test_ha_campaign(sig: str) -> None:
     if why is not None:
         pytest.skip(why)
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--kills", "3", "--rate", "50", "--interval", "3"]
-        + ["--job-ms", "20", "--signal", sig],
+        [
+            *(sys.executable, str(SCRIPT), "--kills", "3", "--rate", "50", "--interval", "3"),
+            *("--job-ms", "20", "--signal", sig),
+        ],
         capture_output=True,
         text=True,
         timeout=280,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ import yaml
 from tests.shim.store.pg_server import PgServer, missing_reason
 
 from .procs import ADMIN, KEYS, Proc, free_port, hdr, router_config, start_worker
-from .test_exactly_once_e2e import JobLogs
-from .test_postgres_e2e import body, terminal
+from .test_postgres_e2e import body, completed_at_workers, terminal
 
 pytestmark = [pytest.mark.e2e]
 
@@ -138,11 +136,7 @@ def test_the_standby_takes_over_a_killed_leader_within_seconds(
             b.stop()
         for w in workers:
             w.stop()
-    events = JobLogs(logs)
-    events.poll()
-    completions = Counter(
-        e["request_id"] for e in events.events if e["event"] == "end" and e["state"] == "completed"
-    )
+    completions = completed_at_workers(logs)
     assert set(completions) == {*rids, "after"}
     assert max(completions.values()) == 1  # nothing ran twice
 
@@ -181,10 +175,6 @@ def test_a_paused_leader_wakes_up_fenced_and_stops(tmp_path: Path, pg: PgServer)
             b.stop()
         for w in workers:
             w.stop()
-    events = JobLogs(logs)
-    events.poll()
-    completions = Counter(
-        e["request_id"] for e in events.events if e["event"] == "end" and e["state"] == "completed"
-    )
+    completions = completed_at_workers(logs)
     assert set(completions) == {*rids, "after"}
     assert max(completions.values()) == 1  # nothing ran twice

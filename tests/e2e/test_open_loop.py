@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import open_loop  # noqa: E402
+import open_loop
 
 pytestmark = pytest.mark.timeout(30)
 

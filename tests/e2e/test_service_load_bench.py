@@ -66,8 +66,11 @@ def test_service_load_with_a_postgres_store(tmp_path: Path) -> None:
     if why is not None:
         pytest.skip(why)
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rates", "20", "--duration", "1", "--virtual-gpus", "4"]
-        + ["--job-ms", "5", "--drain-timeout", "30", "--store", "pg-temp"],
+        [
+            *(sys.executable, str(SCRIPT), "--rates", "20", "--duration", "1"),
+            *("--virtual-gpus", "4", "--job-ms", "5", "--drain-timeout", "30"),
+            *("--store", "pg-temp"),
+        ],
         capture_output=True,
         text=True,
         timeout=80,

@@ -91,7 +91,7 @@ def test_remove_cancel_and_duplicates():
 
 
 def test_config_validation_names_the_key():
-    with pytest.raises(InvalidValue, match="queue.max_size"):
+    with pytest.raises(InvalidValue, match=r"queue\.max_size"):
         QueueConfig(max_size=-1)
     assert QueueConfig(max_size=0).loss and not QueueConfig().loss
     with pytest.raises(InvalidValue, match="admission_share"):

@@ -51,7 +51,7 @@ def test_a_payload_with_a_30_digit_integer_is_accepted_and_journaled(tmp_path):
             assert again.status_code == 200  # the same body: the original answer
             svc = app.state.service
             svc.store.flush()
-            stored = svc.store.journal._select("WHERE request_id = ?", ("big-1",))
+            stored = svc.store.journal._select("WHERE request_id = ?", ("big-1/alice",))
             assert svc.store.journal._record(stored[0]).body["payload"]["n"] == 10**30
 
     asyncio.run(scenario())

@@ -98,6 +98,31 @@ def test_timeouts_fail_requests():
     assert res.row()[m.N_LOST] == 0
 
 
+def test_dispatch_overhead_adds_wall_time_to_each_request():
+    over = {
+        "fleet.count": 1,
+        "workload.load": 0.2,
+        "workload.service.distribution": "deterministic",
+        "service_model.dispatch_overhead_s": 0.05,
+        "service_model.dispatch_overhead_share": 0.1,
+    }
+    res = run_scenario(mmc(**over), "least-loaded", 1)
+    done = res.requests[res.requests.outcome == "completed"]
+    assert np.allclose(done.service_s, 1.0 * 1.1 + 0.05)
+    plain = run_scenario(
+        mmc(
+            **{
+                **over,
+                "service_model.dispatch_overhead_s": 0.0,
+                "service_model.dispatch_overhead_share": 0.0,
+            }
+        ),
+        "least-loaded",
+        1,
+    )
+    assert np.allclose(plain.requests.service_s.dropna(), 1.0)
+
+
 def test_throttle_slows_service():
     over = {
         "fleet.count": 1,
@@ -155,10 +180,8 @@ class Recorder:
 def test_monitor_lags_and_outage_silences():
     seen = []
     sc = mmc(
-        **{
-            "monitor": {"enabled": True, "period_s": 0.5, "lag_s": 0.25, "skip_unchanged": False},
-            "faults": [{"kind": "monitor_outage", "at_s": 20, "duration_s": 10}],
-        }
+        monitor={"enabled": True, "period_s": 0.5, "lag_s": 0.25, "skip_unchanged": False},
+        faults=[{"kind": "monitor_outage", "at_s": 20, "duration_s": 10}],
     )
     run_scenario(
         sc,

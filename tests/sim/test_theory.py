@@ -26,7 +26,7 @@ def test_wait_quantile():
 def test_pk_forms():
     assert th.md1_wait(0.5, 1.0) == pytest.approx(0.5)
     assert th.mm1_wait(0.5, 1.0) == pytest.approx(1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 0 < rho < 1"):
         th.pk_wait(1.0, 1.0, 1.0)
 
 

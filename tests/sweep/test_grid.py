@@ -105,7 +105,7 @@ def test_check_hook_rejects_bad_scenario_key(scen_dir):
         if "fleet.cont" in overrides:
             raise ValueError("fleet.cont: unknown scenario key")
 
-    with pytest.raises(InvalidValue, match="fleet.cont"):
+    with pytest.raises(InvalidValue, match=r"fleet\.cont"):
         parse_sweep(
             {"scenarios": ["alpha"], "strategies": ["random"], "grid": {"fleet.cont": [1]}},
             base=scen_dir,

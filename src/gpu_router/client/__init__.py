@@ -10,11 +10,13 @@ Answers are unwrapped from the ALT_LAS envelope into dataclasses (:mod:`.models`
 every failure is a :class:`RouterError` (:mod:`.errors`) with the HTTP status, the
 error code, the message and ``retry_after``. 429 and 503 answers with a retry time are
 retried (bounded, :class:`RetryPolicy`), and so are transport errors, a submission with
-the same ``request_id``. This package imports nothing of the service.
+the same ``request_id``. :func:`verify_callback` checks a callback's signature. This
+package imports nothing of the service.
 """
 
 from gpu_router.client._core import RetryPolicy
 from gpu_router.client.aio import AsyncRouterClient
+from gpu_router.client.callbacks import InvalidSignature, verify_callback
 from gpu_router.client.errors import (
     ApiError,
     BadRequest,
@@ -54,6 +56,7 @@ __all__ = [
     "Gpu",
     "GpuList",
     "Health",
+    "InvalidSignature",
     "Metrics",
     "NotFound",
     "Quota",
@@ -69,4 +72,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "WaitTimeout",
+    "verify_callback",
 ]

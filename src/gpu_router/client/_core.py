@@ -188,17 +188,25 @@ def route_call(
     return Call("POST", "/api/v1/route", lambda d: parse(RouteResult, d), body)
 
 
-def status_call(request_id: str) -> Call:
-    return Call("GET", f"/api/v1/requests/{_id(request_id)}", lambda d: parse(RequestStatus, d))
+def _owner(user_id: str | None) -> str:
+    """``?user_id=`` for a caller acting for every user (request ids are per user);
+    a user key always reads its own, and None asks for the last submitted one."""
+    return "" if user_id is None else f"?user_id={_id(user_id)}"
 
 
-def result_call(request_id: str) -> Call:
-    path = f"/api/v1/requests/{_id(request_id)}/result"
+def status_call(request_id: str, user_id: str | None = None) -> Call:
+    path = f"/api/v1/requests/{_id(request_id)}{_owner(user_id)}"
+    return Call("GET", path, lambda d: parse(RequestStatus, d))
+
+
+def result_call(request_id: str, user_id: str | None = None) -> Call:
+    path = f"/api/v1/requests/{_id(request_id)}/result{_owner(user_id)}"
     return Call("GET", path, lambda d: parse(RequestResult, d))
 
 
-def cancel_call(request_id: str) -> Call:
-    return Call("DELETE", f"/api/v1/requests/{_id(request_id)}", lambda d: parse(CancelResult, d))
+def cancel_call(request_id: str, user_id: str | None = None) -> Call:
+    path = f"/api/v1/requests/{_id(request_id)}{_owner(user_id)}"
+    return Call("DELETE", path, lambda d: parse(CancelResult, d))
 
 
 def quota_call(user_id: str) -> Call:
@@ -230,8 +238,8 @@ def restart_call(gpu_id: str, force: bool = False) -> Call:
     return Call("POST", path, lambda d: parse(AdminResult, d), {"force": force})
 
 
-def admin_cancel_call(request_id: str, reason: str = "") -> Call:
-    path = f"/api/v1/admin/request/{_id(request_id)}"
+def admin_cancel_call(request_id: str, reason: str = "", user_id: str | None = None) -> Call:
+    path = f"/api/v1/admin/request/{_id(request_id)}{_owner(user_id)}"
     return Call("DELETE", path, lambda d: parse(CancelResult, d), {"reason": reason})
 
 

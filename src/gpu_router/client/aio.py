@@ -109,8 +109,9 @@ class AsyncRouterClient:
 
     submit = route
 
-    async def status(self, request_id: str) -> RequestStatus:
-        result: RequestStatus = await self._do(c.status_call(request_id))
+    async def status(self, request_id: str, user_id: str | None = None) -> RequestStatus:
+        """``user_id``: whose (admin and trusted-network callers; request ids are per user)."""
+        result: RequestStatus = await self._do(c.status_call(request_id, user_id))
         return result
 
     async def wait(
@@ -132,12 +133,12 @@ class AsyncRouterClient:
             await self._sleep(min(poll, left))
             poll = min(max_poll, poll * 1.5)
 
-    async def cancel(self, request_id: str) -> CancelResult:
-        result: CancelResult = await self._do(c.cancel_call(request_id))
+    async def cancel(self, request_id: str, user_id: str | None = None) -> CancelResult:
+        result: CancelResult = await self._do(c.cancel_call(request_id, user_id))
         return result
 
-    async def result(self, request_id: str) -> RequestResult:
-        out: RequestResult = await self._do(c.result_call(request_id))
+    async def result(self, request_id: str, user_id: str | None = None) -> RequestResult:
+        out: RequestResult = await self._do(c.result_call(request_id, user_id))
         return out
 
     # ------------------------------------------------------------------ reads
@@ -174,8 +175,10 @@ class AsyncRouterClient:
         result: AdminResult = await self._do(c.restart_call(gpu_id, force))
         return result
 
-    async def admin_cancel(self, request_id: str, reason: str = "") -> CancelResult:
-        result: CancelResult = await self._do(c.admin_cancel_call(request_id, reason))
+    async def admin_cancel(
+        self, request_id: str, reason: str = "", user_id: str | None = None
+    ) -> CancelResult:
+        result: CancelResult = await self._do(c.admin_cancel_call(request_id, reason, user_id))
         return result
 
     async def set_quota(self, user_id: str, **limits: int | None) -> Quota:

@@ -3,7 +3,7 @@
     gpu-router admin [--url URL] [--key KEY] [--json] gpus
     gpu-router admin maintenance GPU [--reason R] [--minutes M]
     gpu-router admin restart GPU [--force]
-    gpu-router admin cancel REQUEST_ID [--reason R]
+    gpu-router admin cancel REQUEST_ID [--user USER] [--reason R]
     gpu-router admin quota USER [--requests-per-minute N] [--requests-per-day N]
                                [--gpu-time-minutes N] [--concurrent-requests N]
                                [--priority-requests N]
@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c = sub.add_parser("cancel", parents=[common], help="cancel anyone's request")
     c.add_argument("request_id")
     c.add_argument("--reason", default="")
+    c.add_argument(
+        "--user", default=None, help="whose request (ids are per user; default: the last one)"
+    )
     q = sub.add_parser("quota", parents=[common], help="show or set a user's quota")
     q.add_argument("user")
     for name in QUOTA_FIELDS:
@@ -68,8 +71,16 @@ def _gpus(out: GpuList) -> str:
         mem = f"{g.memory.get('used', 0)}/{g.memory.get('total', 0)}"
         util = f"{g.utilization.get('gpu', 0.0):.0f}%"
         rows.append(
-            (g.gpu_id, g.status, g.health_status, mem, util, str(g.active_requests))
-            + (str(g.queued_requests), g.name)
+            (
+                g.gpu_id,
+                g.status,
+                g.health_status,
+                mem,
+                util,
+                str(g.active_requests),
+                str(g.queued_requests),
+                g.name,
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -100,7 +111,7 @@ def _call(rc: RouterClient, args: argparse.Namespace) -> tuple[Any, str]:
         a = rc.restart(args.gpu, args.force)
         return a.raw, f"{a.target}: {a.status} ({a.message})"
     if cmd == "cancel":
-        c: CancelResult = rc.admin_cancel(args.request_id, args.reason)
+        c: CancelResult = rc.admin_cancel(args.request_id, args.reason, args.user)
         return c.raw, f"{c.request_id}: {c.status} ({c.message})"
     limits = {k: getattr(args, k) for k in QUOTA_FIELDS if getattr(args, k) is not None}
     q = rc.set_quota(args.user, **limits) if limits else rc.quota(args.user)

@@ -108,8 +108,9 @@ class RouterClient:
 
     submit = route
 
-    def status(self, request_id: str) -> RequestStatus:
-        result: RequestStatus = self._do(c.status_call(request_id))
+    def status(self, request_id: str, user_id: str | None = None) -> RequestStatus:
+        """``user_id``: whose (admin and trusted-network callers; request ids are per user)."""
+        result: RequestStatus = self._do(c.status_call(request_id, user_id))
         return result
 
     def wait(
@@ -131,12 +132,12 @@ class RouterClient:
             self._sleep(min(poll, left))
             poll = min(max_poll, poll * 1.5)
 
-    def cancel(self, request_id: str) -> CancelResult:
-        result: CancelResult = self._do(c.cancel_call(request_id))
+    def cancel(self, request_id: str, user_id: str | None = None) -> CancelResult:
+        result: CancelResult = self._do(c.cancel_call(request_id, user_id))
         return result
 
-    def result(self, request_id: str) -> RequestResult:
-        out: RequestResult = self._do(c.result_call(request_id))
+    def result(self, request_id: str, user_id: str | None = None) -> RequestResult:
+        out: RequestResult = self._do(c.result_call(request_id, user_id))
         return out
 
     # ------------------------------------------------------------------ reads
@@ -171,8 +172,10 @@ class RouterClient:
         result: AdminResult = self._do(c.restart_call(gpu_id, force))
         return result
 
-    def admin_cancel(self, request_id: str, reason: str = "") -> CancelResult:
-        result: CancelResult = self._do(c.admin_cancel_call(request_id, reason))
+    def admin_cancel(
+        self, request_id: str, reason: str = "", user_id: str | None = None
+    ) -> CancelResult:
+        result: CancelResult = self._do(c.admin_cancel_call(request_id, reason, user_id))
         return result
 
     def set_quota(self, user_id: str, **limits: int | None) -> Quota:

@@ -18,6 +18,7 @@ from .decisions import (
 )
 from .errors import InvalidValue, RouterError
 from .health import HardSignal, calculate_health_score, health_status, is_critical_xid
+from .models import ModelsConfig
 from .outlier import OutlierConfig
 from .queue import DEFAULT_ADMISSION_SHARE, DEFAULT_MAX_WAIT_S, CentralQueue, QueueConfig
 from .quota import SEED_ADMIN_ALIASES, QuotaLimits
@@ -55,6 +56,7 @@ __all__ = [
     "GpuView",
     "HardSignal",
     "InvalidValue",
+    "ModelsConfig",
     "OutlierConfig",
     "Placement",
     "QueueConfig",

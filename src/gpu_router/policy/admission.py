@@ -8,8 +8,7 @@ Memory in MB, times in seconds.
 from __future__ import annotations
 
 from .binding import Binder
-from .decisions import Reject
-from .decisions import RejectCode as RC
+from .decisions import Reject, RejectCode
 from .estimator import ResourceEstimator
 from .quota import QuotaManager
 from .records import RequestRecord
@@ -40,7 +39,7 @@ class Admission:
         """The new record, registered as queued (not yet in a queue), or the refusal."""
         rid = request.request_id
         if rid in self.records:
-            return Reject(RC.DUPLICATE, f"request_id {rid} already exists")
+            return Reject(RejectCode.DUPLICATE, f"request_id {rid} already exists")
         res, cfg, state = request.resources, self.config, self.state
         memory, duration_s = self.estimator.sizes(
             request.model_id,
@@ -51,14 +50,14 @@ class Admission:
         )
         memory += cfg.context_overhead_mb
         if not self.binder.compatible_any(request, memory):
-            return Reject(RC.INCOMPATIBLE, self._incompatible_reason(request, memory))
+            return Reject(RejectCode.INCOMPATIBLE, self._incompatible_reason(request, memory))
         if resumed:
             if cfg.quotas_enabled:
                 self.quotas.restore(request.user_id, request.priority, now)
         elif not self._has_room(request, memory):
             wait = max(1.0, duration_s * (1 + state.queue_length()) / max(1, self._slots_up()))
             return Reject(
-                RC.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
+                RejectCode.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
             )
         elif cfg.quotas_enabled:
             refusal = self.quotas.admit(request.user_id, request.priority, now)

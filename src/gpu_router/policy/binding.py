@@ -13,12 +13,13 @@ import numpy as np
 from .decisions import Action, Dispatch
 from .fleet import FleetView
 from .records import RequestRecord
-from .router_state import P, RouterState
-from .strategies import Choice, Strategy
+from .router_state import P, Q, RouterState
+from .strategies import DEFER, Choice, Strategy
 from .types import Request
 
-#: compatibility cache key: (min compute capability as major * 100 + minor, MB, type)
-_Key = tuple[int, float, str]
+#: compatibility cache key: (min compute capability as major * 100 + minor, MB, type,
+#: the model id when the Model Manager constrains its GPUs, else "")
+_Key = tuple[int, float, str, str]
 #: cached per key: (mask of GPUs that could ever serve it, whether any can, their indices)
 _Compat = tuple[np.ndarray, bool, tuple[int, ...]]
 #: a strategy's pure-Python choice: (fleet, feasible GPU indices ascending, duration_s)
@@ -47,6 +48,18 @@ class Binder:
         self.early = state.early
         self.scan_limit = state.config.dispatch_scan_limit
         self._compat: dict[_Key, _Compat] = {}
+        #: models whose GPU types or compute capability the Model Manager constrains
+        registry = state.model_registry
+        self._constrained = frozenset(registry.constrained()) if state.residency else frozenset()
+        self.residency = state.residency
+        #: requests a strategy deferred: request id -> when its delay bound ends (s)
+        self.holds: dict[str, float] = {}
+        self._max_delay_s = float(getattr(strategy, "max_delay_s", 0.0))
+        #: with at least this many queued requests per slot in service, a dispatch pass
+        #: that deferred every candidate places its first deferred request anyway
+        #: (work-conserving under a backlog); None: never
+        self._backlog: float | None = getattr(strategy, "backlog_per_slot", None)
+        self._deferred = False  # the last ``choose`` returned because of a DEFER
         # strategies that offer a pure-Python ``choose_listed`` use it on small fleets
         listed = getattr(strategy, "choose_listed", None)
         self._listed: Listed | None = listed if self.fleet.size <= SMALL_FLEET else None
@@ -60,6 +73,17 @@ class Binder:
     def compatible_any(self, request: Request, memory: float) -> bool:
         return self._compat_entry(request, memory)[1]
 
+    def _model_mask(self, model_id: str) -> np.ndarray:
+        """GPUs the Model Manager allows ``model_id`` on: GPU type and compute capability."""
+        f, registry = self.fleet, self.state.model_registry
+        info = registry.info(model_id)
+        names = np.array([registry.runs_on(model_id, g.name) for g in f.states], dtype=bool)
+        cc = info.min_compute_capability
+        if cc is None:
+            return names
+        mask: np.ndarray = names & (f.compute_capability >= cc[0] * 100 + cc[1])
+        return mask
+
     def forget_compatibility(self) -> None:
         """What a GPU could ever serve changed (a new sample): recompute on demand."""
         self._compat.clear()
@@ -68,10 +92,13 @@ class Binder:
         """(mask of GPUs that could ever serve it, whether any can, their indices),
         cached per class."""
         cc = request.resources.min_compute_capability
-        key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type)
+        model = request.model_id if request.model_id in self._constrained else ""
+        key = (0 if cc is None else cc[0] * 100 + cc[1], memory, request.type, model)
         entry = self._compat.get(key)
         if entry is None:
-            mask = self.fleet.compatible(*key)
+            mask = self.fleet.compatible(*key[:3])
+            if model:
+                mask = mask & self._model_mask(model)
             if len(self._compat) > 4096:
                 self._compat.clear()
             indices = tuple(mask.nonzero()[0].tolist()) if self._listed is not None else ()
@@ -85,7 +112,7 @@ class Binder:
         f = self.fleet
         return self.compatible(rec.request, rec.memory_mb) & f.open & (f.free_mb >= rec.memory_mb)
 
-    def choose(self, rec: RequestRecord, now: float) -> int | None:
+    def choose(self, rec: RequestRecord, now: float, *, may_defer: bool = True) -> int | None:
         """The GPU the strategy picks among those ``rec`` can start on now; None: none.
         Small fleets with a listed strategy scan in pure Python (the same choice)."""
         f = self.fleet
@@ -102,7 +129,29 @@ class Binder:
         cands = self.feasible(rec).nonzero()[0]
         if not len(cands):
             return None
-        return self.strategy.choose(Choice(rec.request, rec.duration_s, f, cands, self.rng, now))
+        choice = Choice(
+            rec.request, rec.duration_s, f, cands, self.rng, now, self.residency, may_defer
+        )
+        i = self.strategy.choose(choice)
+        if i == DEFER:
+            # the bound runs from the first deferral (strategies keep the same rule)
+            self.holds.setdefault(rec.request.request_id, now + self._max_delay_s)
+            self._deferred = True
+            return None
+        return i
+
+    def next_hold_end(self, after: float) -> float | None:
+        """The earliest delay bound of a deferred request still queued, later than
+        ``after`` (bounds reached by then were already acted on); drops the rest."""
+        holds, records = self.holds, self.records
+        best: float | None = None
+        for rid, until in list(holds.items()):
+            rec = records.get(rid)
+            if until <= after or rec is None or rec.state is not Q:
+                del holds[rid]
+            elif best is None or until < best:
+                best = until
+        return best
 
     def start_now(self, rec: RequestRecord, now: float) -> Dispatch | None:
         """Late binding with nothing waiting: start ``rec`` at once if a GPU can take it."""
@@ -124,15 +173,22 @@ class Binder:
         actions: list[Action] = []
         while f.open_count and len(queue):
             placed = None
+            first_deferred: RequestRecord | None = None
             for rid in queue.ordered(now, self.scan_limit):
                 rec = records[rid]
+                self._deferred = False
                 choice = self.choose(rec, now)
                 if choice is None:
-                    if queue.is_overdue(rid, now):
+                    if self._deferred and first_deferred is None:
+                        first_deferred = rec
+                    if not self._deferred and queue.is_overdue(rid, now):
                         return actions  # hold the capacity for the aged request
-                    continue
+                    continue  # a deferral (bounded by the strategy) holds nothing
                 placed = (rec, choice)
                 break  # the queue changes below: leave its iterator first
+            if placed is None and first_deferred is not None and self._backlogged():
+                forced = self.choose(first_deferred, now, may_defer=False)
+                placed = None if forced is None else (first_deferred, forced)
             if placed is None:
                 break
             rec, i = placed
@@ -140,6 +196,10 @@ class Binder:
             self.place(rec, i, now)
             actions.append(self.start_on(rec, i, now))
         return actions
+
+    def _backlogged(self) -> bool:
+        limit = self._backlog
+        return limit is not None and len(self.queue) >= limit * self.fleet.slots_available
 
     def _dispatch_early(self, now: float) -> list[Action]:
         f = self.fleet
@@ -150,7 +210,10 @@ class Binder:
             cands = (self.compatible(rec.request, rec.memory_mb) & avail).nonzero()[0]
             if len(cands) == 0:
                 continue
-            i = self.strategy.choose(Choice(rec.request, rec.duration_s, f, cands, self.rng, now))
+            choice = Choice(rec.request, rec.duration_s, f, cands, self.rng, now, self.residency)
+            i = self.strategy.choose(choice)
+            if i == DEFER:
+                continue
             self.queue.remove(rid, dispatched=True)
             self.place(rec, i, now)
             f.queued[i] += 1
@@ -175,6 +238,8 @@ class Binder:
         """Charge a request's expected work to GPU ``i`` (queued or running there)."""
         rec.gpu_index = i
         rec.placed_s = rec.duration_s / self.fleet.speed_list[i]
+        if self.residency is not None:
+            rec.placed_s += self.residency.expected_load_s(i, rec.request.model_id, now)
         self.fleet.add_work(i, rec.placed_s)
 
     def start_on(self, rec: RequestRecord, i: int, now: float) -> Dispatch:
@@ -190,4 +255,11 @@ class Binder:
         rec.state = P
         rec.dispatched_at = now
         rec.dispatch_count += 1
-        return Dispatch(rid, self.fleet.gpu_ids[i])
+        res = self.residency
+        if res is None:
+            return Dispatch(rid, self.fleet.gpu_ids[i])
+        model = rec.request.model_id
+        cold = not res.holds(i, model)
+        run_s = rec.duration_s / self.fleet.speed_list[i]
+        wait_s, evicted = res.start(i, model, now, run_s)
+        return Dispatch(rid, self.fleet.gpu_ids[i], model, wait_s, cold, tuple(evicted))

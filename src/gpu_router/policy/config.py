@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import InvalidValue
 from .estimator import EstimatorConfig
+from .models import ModelsConfig
 from .outlier import OutlierConfig
 from .queue import QueueConfig
 from .quota import QuotaLimits
@@ -50,6 +51,8 @@ class RouterConfig:
     quotas_enabled: False admits every compatible request (for theory checks).
     dispatch_scan_limit: how deep the dispatcher looks past a request that does
     not fit (backfilling).
+    models: model locality (``models.ModelsConfig``); None (default) leaves it off:
+    every GPU is equally ready for every model.
     """
 
     strategy: str = DEFAULT_STRATEGY
@@ -64,6 +67,7 @@ class RouterConfig:
     default_timeout_s: float | None = None
     context_overhead_mb: float = 0.0
     dispatch_scan_limit: int = 32
+    models: ModelsConfig | None = None
 
     def __post_init__(self) -> None:
         make_strategy(self.strategy, self.strategy_options)  # fails early, naming the key
@@ -85,6 +89,7 @@ class RouterConfig:
             "retry": RetryConfig,
             "outlier": OutlierConfig,
             "estimator": EstimatorConfig,
+            "models": ModelsConfig,
         }
         known = set(cls.__dataclass_fields__)
         kwargs: dict[str, Any] = {}

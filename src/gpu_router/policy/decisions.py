@@ -68,10 +68,19 @@ Decision = Placement | Enqueue | Reject
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
-    """Start ``request_id`` on ``gpu_id`` now (the caller runs the work)."""
+    """Start ``request_id`` on ``gpu_id`` now (the caller runs the work).
+
+    With model locality on: ``model_id`` is the model to have resident; ``cold`` says
+    the GPU must load it first (expected ``load_s`` seconds; a load already in flight
+    there gives ``cold`` False and the seconds it still takes); ``evicted`` the models
+    to unload first to make room, oldest first."""
 
     request_id: str
     gpu_id: str
+    model_id: str | None = None
+    load_s: float = 0.0
+    cold: bool = False
+    evicted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,7 @@ def batch_bucket(batch_size: int) -> int:
 class ResourceEstimator:
     """Online estimates keyed by (model_id, type, batch bucket); state in plain dicts."""
 
-    __slots__ = ("config", "_dur", "_mem")
+    __slots__ = ("_dur", "_mem", "config")
 
     def __init__(self, config: EstimatorConfig | None = None) -> None:
         self.config = config or EstimatorConfig()

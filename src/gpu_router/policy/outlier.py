@@ -75,7 +75,7 @@ class _Gpu:
 class OutlierDetector:
     """Consecutive-failure ejection with growing ejection times and a slow-start ramp."""
 
-    __slots__ = ("config", "_gpus")
+    __slots__ = ("_gpus", "config")
 
     def __init__(self, config: OutlierConfig | None = None) -> None:
         self.config = config or OutlierConfig()

@@ -82,7 +82,7 @@ _AgeKey = tuple[float, int, str]  # (enqueued_at, seq, request_id)
 
 
 class _Entry:
-    __slots__ = ("request_id", "user_id", "priority", "enqueued_at", "tag", "fair", "age")
+    __slots__ = ("age", "enqueued_at", "fair", "priority", "request_id", "tag", "user_id")
 
     def __init__(
         self, request_id: str, user_id: str, priority: int, enqueued_at: float, seq: int, tag: float

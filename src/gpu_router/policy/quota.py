@@ -119,15 +119,15 @@ class QuotaUsage:
 
 class _User:
     __slots__ = (
-        "limits",
         "custom",
-        "synced",
-        "minute",
         "day",
-        "running",
-        "priority",
         "gpu_start",
         "gpu_used_s",
+        "limits",
+        "minute",
+        "priority",
+        "running",
+        "synced",
     )
 
     def __init__(self, limits: QuotaLimits) -> None:

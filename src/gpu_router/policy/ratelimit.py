@@ -34,7 +34,7 @@ def _check_now(now: float) -> None:
 class Gcra:
     """Limiter of ``rate_per_s`` cells per second with a burst of ``burst`` cells."""
 
-    __slots__ = ("_rate", "_burst", "_interval", "_tolerance", "_tat")
+    __slots__ = ("_burst", "_interval", "_rate", "_tat", "_tolerance")
 
     def __init__(self, rate_per_s: float, burst: int) -> None:
         self._configure(rate_per_s, burst)

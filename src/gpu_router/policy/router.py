@@ -26,6 +26,7 @@ from .gpu_service import CRASHED, MAINTENANCE, GpuService
 from .outlier import OutlierDetector
 from .quota import QuotaLimits, QuotaManager, QuotaUsage
 from .records import RequestRecord, RequestSnapshot
+from .residency import LocalityStats
 from .router_state import CANCELLED, COMPLETED, FAILED, P, RouterState
 from .strategies import make_strategy
 from .types import GpuState, Request, RequestState
@@ -45,7 +46,9 @@ class Router:
     ``gpus`` (``GpuView``), ``fleet_summary`` (``FleetSummary``), ``is_out``,
     ``state_of``, ``record`` (``RequestSnapshot``), ``queue_length``,
     ``next_wakeup``, ``quota_usage``, ``quota_limits``, ``strategy_name``,
-    ``config``. Quota changes: ``set_quota_limits``, ``replay_usage``.
+    ``config``, ``get_model_requirements``, ``resident_models``, ``locality``.
+    Quota changes: ``set_quota_limits``, ``replay_usage``. Model loads:
+    ``model_loaded``.
     """
 
     def __init__(
@@ -118,9 +121,41 @@ class Router:
         """The earliest time ``tick`` has something to do (backoff, timeout, ejection end)."""
         timer = self._state.next_timer()
         change = self._gpus.next_change(self._last_tick)
+        if self._binder.holds:
+            hold = self._binder.next_hold_end(self._last_tick)
+            if hold is not None:
+                change = hold if change is None else min(change, hold)
         if timer is None or change is None:
             return change if timer is None else timer
         return min(timer, change)
+
+    # -- models -------------------------------------------------------------------
+
+    def get_model_requirements(self, model_id: str | None) -> dict[str, object]:
+        """What ``model_id`` needs (seed 4.1): ``models.ModelRegistry.get_model_requirements``."""
+        return self._state.model_registry.get_model_requirements(model_id)
+
+    def resident_models(self, gpu_id: str) -> tuple[str, ...]:
+        """Models GPU ``gpu_id`` holds or is loading, least recently used first (empty
+        when locality is off)."""
+        res = self._state.residency
+        return () if res is None else res.caches[self._state.index(gpu_id)].models()
+
+    def locality(self) -> LocalityStats | None:
+        """Cold and warm starts so far and model weights resident (None: locality off)."""
+        res = self._state.residency
+        if res is None:
+            return None
+        return LocalityStats(res.cold_starts, res.warm_starts, res.memory_used_mb())
+
+    def model_loaded(self, gpu_id: str, model_id: str, seconds: float, now: float) -> list[Action]:
+        """The worker on ``gpu_id`` finished loading ``model_id`` in ``seconds``: the
+        Model Manager learns the load time and the model is ready there."""
+        i = self._state.index(gpu_id)
+        self._state.model_registry.observe_load(model_id, seconds)
+        if self._state.residency is not None:
+            self._state.residency.loaded(i, model_id, now)
+        return self._binder.dispatch(now)
 
     # -- quotas -------------------------------------------------------------------
 
@@ -281,6 +316,8 @@ class Router:
         placing on it and re-queue its running requests at the head of their priority."""
         i = self._state.index(gpu_id)
         actions = self._gpus.take_out(i, now, CRASHED, requeue_running=True, error=reason)
+        if self._state.residency is not None:
+            self._state.residency.drop(i)  # a crashed GPU's memory is gone
         return actions + self._binder.dispatch(now)
 
     def gpu_up(self, gpu_id: str, now: float) -> list[Action]:
@@ -296,5 +333,8 @@ class Router:
     def restart(self, gpu_id: str, now: float) -> list[Action]:
         """Admin restart: abort and re-queue what runs there, clear maintenance, crash and
         ejection marks; the GPU takes work again at once (health checks may take it out)."""
-        actions = self._gpus.restart(self._state.index(gpu_id), now)
+        i = self._state.index(gpu_id)
+        actions = self._gpus.restart(i, now)
+        if self._state.residency is not None:
+            self._state.residency.drop(i)
         return actions + self._binder.dispatch(now)

@@ -16,9 +16,11 @@ from .config import RouterConfig
 from .decisions import Action, Finished
 from .errors import InvalidValue
 from .fleet import FleetView
+from .models import ModelRegistry
 from .queue import CentralQueue
 from .quota import QuotaManager
 from .records import RequestRecord, RequestSnapshot
+from .residency import Residency
 from .types import GpuState, RequestState
 
 # module constants: an Enum member looked up on its class, or its ``.value``, costs a
@@ -52,6 +54,12 @@ class RouterState:
         self.deadlines: list[Timer] = []
         self.counts = dict.fromkeys(RequestState, 0)
         self.held = 0  # requests waiting out a retry backoff
+        #: the Model Manager, and each GPU's resident models (None: locality off)
+        self.model_registry = ModelRegistry(config.models)
+        self.residency: Residency | None = None
+        if config.models is not None:
+            totals = self.fleet.memory_total.tolist()
+            self.residency = Residency(totals, config.models.cache_share, self.model_registry)
 
     # -- queries ------------------------------------------------------------------
 
@@ -151,6 +159,8 @@ class RouterState:
         f.vacate(i, rec.memory_mb)
         f.take_work(i, rec.placed_s)
         self.on_gpu[i].discard(rec.request.request_id)
+        if self.residency is not None:
+            self.residency.finish(i, rec.request.model_id, now, idle=not f.running_list[i])
         return i
 
     def unqueue(self, rec: RequestRecord) -> None:

@@ -5,7 +5,9 @@ on an invalid one naming the key and the reason, builds the GPU source the confi
 (``gpu_monitoring.source``: virtual, nvml or monitoring; ``--virtual-gpus`` forces a
 virtual fleet of N GPUs) and serves the API with uvicorn, on uvloop's event loop and the
 httptools HTTP parser when they are installed (they are dependencies; uvicorn's pure-Python
-h11 parser and asyncio's loop cost about twice as much CPU per request).
+h11 parser and asyncio's loop cost about twice as much CPU per request). The
+``connections`` limits (header size, count and deadline, idle connections, connection
+caps) are enforced below the app by ``shim.http.connections``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,17 @@ def fast_servers() -> dict[str, str]:
     return out
 
 
+def serve_options(cfg: ServiceConfig) -> dict[str, Any]:
+    """uvicorn's ``loop``, ``http`` and connection-limit settings: uvloop where importable;
+    httptools, when importable, with the ``connections`` limits enforced by
+    :func:`~gpu_router.shim.http.connections.guarded_protocol`, else h11 with the limits
+    uvicorn's own options can express."""
+    from gpu_router.shim.http.connections import uvicorn_options
+
+    servers = fast_servers()
+    return {"loop": servers["loop"], **uvicorn_options(cfg.connections, servers["http"])}
+
+
 def tune_gc() -> None:
     """Short garbage-collector passes: the objects made at start (modules, config, the
     fleet) are frozen out of every later pass, and the first generation is collected once
@@ -105,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
         from gpu_router.shim.keys import all_keys
 
         all_keys(cfg.auth)  # a missing or malformed keys file, too
+        from gpu_router.shim.config import worker_tokens
+
+        worker_tokens(cfg.worker_auth)  # and an unreadable worker token file
+        from gpu_router.shim.core.callbacks import signing_secret
+
+        signing_secret(cfg.callbacks)  # or callback signing key file
     except ConfigError as exc:
         print(f"gpu-router serve: {exc}", file=sys.stderr)
         return 2
@@ -138,6 +157,6 @@ def run(args: argparse.Namespace) -> int:
         # trusted_networks must see the real peer, not an address a caller wrote
         proxy_headers=bool(cfg.api.forwarded_allow_ips),
         forwarded_allow_ips=",".join(cfg.api.forwarded_allow_ips) or None,
-        **fast_servers(),  # type: ignore[arg-type]
+        **serve_options(cfg),
     )
     return 0

@@ -36,13 +36,14 @@ from .engine import Engine, RouterLike
 from .faults import schedule
 from .fleet import build_fleet, capacity
 from .gpus import SampleClock, SimGpu
+from .model_loads import LoadTimes
 from .scenario import Scenario, ScenarioError, load_scenario
 from .service_model import ServiceModel
 from .theory import mmc_wait_or_nan
 from .traces import read_trace
 from .workload import Workload, generate
 
-__all__ = ["SimResult", "load_scenario", "parse_strategy", "run_scenario"]
+__all__ = ["SimResult", "draw_workload", "load_scenario", "parse_strategy", "run_scenario"]
 
 RouterFactory = Callable[[list[Any], Mapping[str, Any], np.random.Generator], RouterLike]
 
@@ -151,13 +152,25 @@ def build_workload(
     return replace(wl, work=service.apply_floor(wl.work))
 
 
+def draw_workload(scenario: Scenario, seed: int) -> Workload:
+    """The workload ``run_scenario(scenario, ..., seed)`` replays, drawn the same way
+    (arrays: arrival_s, work in H100-s with the floor applied, declared_ms, priority,
+    user, ...), for a replay of the same requests elsewhere (the twin check)."""
+    wl_ss = np.random.SeedSequence(seed).spawn(3)[0]
+    fleet = build_fleet(scenario.fleet)
+    service = ServiceModel(scenario.service_model)
+    cap = capacity(fleet)
+    return build_workload(scenario, cap, cap / len(fleet), service, np.random.default_rng(wl_ss))
+
+
 def run_scenario(
     scenario: Scenario, strategy: str, seed: int, *, router_factory: RouterFactory | None = None
 ) -> SimResult:
     """Run one scenario with one strategy and seed; deterministic for a given seed."""
     wall0 = time.perf_counter()
     check_strategy(scenario, strategy)
-    wl_ss, fault_ss, router_ss = np.random.SeedSequence(seed).spawn(3)
+    # a fourth child for model loads: the first three are the same as with spawn(3)
+    wl_ss, fault_ss, router_ss, load_ss = np.random.SeedSequence(seed).spawn(4)
     fleet = build_fleet(scenario.fleet)
     service = ServiceModel(scenario.service_model)
     cap = capacity(fleet)
@@ -177,7 +190,11 @@ def run_scenario(
         raise ScenarioError(f"{key}={err.value!r}: {err.reason}") from None
     clock = SampleClock()
     gpus = [SimGpu(i, spec, service, clock) for i, spec in enumerate(fleet)]
-    engine = Engine(scenario, wl, gpus, router, faults, fault_rng)
+    spec = scenario.service_model.model_load
+    load_times = LoadTimes.from_spec(spec) if spec is not None else None
+    engine = Engine(
+        scenario, wl, gpus, router, faults, fault_rng, np.random.default_rng(load_ss), load_times
+    )
     engine.run()
     res = _result(scenario, strategy, seed, wl, engine, mean_speed, wall0)
     res.info["offered_load"] = load
@@ -246,4 +263,13 @@ def _result(
         "monitor_delivered": engine.monitor.delivered,
         "notes": [f"erlang_c_wait_s absent: {why}"] if why else [],
     }
+    locality = getattr(engine.router, "locality", None)
+    stats = locality() if locality is not None else None
+    if stats is not None:
+        mb = engine.model_mb_samples
+        info["cold_starts"] = engine.cold_starts
+        info["warm_starts"] = stats.warm_starts
+        info["load_s_total"] = engine.load_s_total
+        per_gpu_gb = sum(mb) / len(mb) / len(gpu_ids) / 1000.0 if mb else 0.0
+        info["model_gb_per_gpu_mean"] = per_gpu_gb
     return SimResult(scenario, strategy, seed, requests, gpus, summary, timeline, info)

@@ -31,6 +31,7 @@ from ..policy.types import GpuState, Request, RequestState, ResourceRequirements
 from . import metrics as m
 from .faults import XID_FAIL_DELAY_S, FaultEffects, FaultEvent
 from .gpus import SimGpu
+from .model_loads import LoadTimes
 from .monitor import Monitor
 from .records import RequestLog
 from .scenario import Scenario
@@ -78,6 +79,8 @@ class Engine(FaultEffects):
         router: RouterLike,
         faults: list[FaultEvent],
         fault_rng: np.random.Generator,
+        load_rng: np.random.Generator | None = None,
+        load_times: LoadTimes | None = None,
     ) -> None:
         self.sc = scenario
         self.wl = workload
@@ -85,6 +88,13 @@ class Engine(FaultEffects):
         self.router = router
         self.faults = faults
         self.fault_rng = fault_rng
+        # model locality (Dispatch.model_id set): loads drawn from ``load_times``
+        self.load_rng = load_rng if load_rng is not None else np.random.default_rng(0)
+        self.load_times = load_times
+        self._loading: dict[tuple[int, str], float] = {}  # (GPU, model) -> load ends
+        self.cold_starts = 0
+        self.load_s_total = 0.0
+        self.model_mb_samples: list[float] = []
         self.env = simpy.Environment()
         n = len(workload)
         self.n = n
@@ -237,7 +247,12 @@ class Engine(FaultEffects):
             value = (i, g.index, log.attempt[i], "gpu_unreachable")
             self.env.timeout(0.0, value=value).callbacks.append(self._job_fails)
             return
-        extra = self.sc.service_model.startup_s
+        sm = self.sc.service_model
+        extra = sm.startup_s
+        if sm.dispatch_overhead_s or sm.dispatch_overhead_share:  # wall s on this GPU
+            extra += sm.dispatch_overhead_s * g.speed + sm.dispatch_overhead_share * self._work[i]
+        if a.model_id is not None:
+            extra += self._model_wait(a, g.index, now) * g.speed
         if self._loads:
             mi = self._cols[0][i]
             keep = self.sc.service_model.resident_models
@@ -247,6 +262,28 @@ class Engine(FaultEffects):
         if g.storm_p > 0 and self.fault_rng.random() < g.storm_p:
             ev = self.env.timeout(XID_FAIL_DELAY_S, value=(i, g.index, log.attempt[i], "xid"))
             ev.callbacks.append(self._job_fails)
+
+    def _model_wait(self, a: Dispatch, gi: int, now: float) -> float:
+        """Seconds the request waits for its model on GPU ``gi``: a new load when cold,
+        else the rest of a load in flight there (0 when resident)."""
+        key = (gi, str(a.model_id))
+        if not a.cold:
+            return max(0.0, self._loading.get(key, 0.0) - now)
+        lt = self.load_times
+        load = lt.sample(self.load_rng) if lt is not None else a.load_s
+        self.cold_starts += 1
+        self.load_s_total += load
+        self._loading[key] = now + load
+        value = (a.gpu_id, a.model_id, load)
+        self.env.timeout(load, value=value).callbacks.append(self._model_loaded)
+        return load
+
+    def _model_loaded(self, event: Any) -> None:
+        gpu_id, model_id, load = event.value
+        loaded = getattr(self.router, "model_loaded", None)
+        if loaded is not None:
+            self._apply(self._call(loaded, gpu_id, model_id, load, self.env.now))
+            self._wakeup()
 
     def _abort(self, a: Abort) -> None:
         i = self.rid_index[a.request_id]
@@ -343,6 +380,10 @@ class Engine(FaultEffects):
         running = sum(len(g.jobs) for g in self.gpus)
         up = sum(1 for g in self.gpus if g.up and not g.hung)
         queued = getattr(self.router, "queue_length", 0)
+        locality = getattr(self.router, "locality", None)
+        stats = locality() if locality is not None else None
+        if stats is not None:
+            self.model_mb_samples.append(stats.memory_used_mb)
         self.timeline.append((now, int(queued), running, up, self.interruptions))
         if self._keep_running():
             self.env.timeout(event.value, value=event.value).callbacks.append(self._sample_timeline)

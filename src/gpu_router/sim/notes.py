@@ -104,7 +104,10 @@ def erlang_c_reason(scenario: Scenario, fleet: Sequence[GpuSpec]) -> str | None:
         return "loss system (router.queue.max_size 0: Erlang B, not C)"
     if wl.timeout_s is not None or wl.cancel.share > 0:
         return "timeouts or cancellations (abandonment)"
-    if scenario.service_model.startup_s > 0 or any(m.weights_mb > 0 for m in wl.models):
+    sm = scenario.service_model
+    if sm.dispatch_overhead_s > 0 or sm.dispatch_overhead_share > 0:
+        return "dispatch overhead added to the work"
+    if sm.startup_s > 0 or any(m.weights_mb > 0 for m in wl.models):
         return "startup or model-load time added to the work"
     if any(f.kind in CAPACITY_FAULTS for f in scenario.faults):
         return "faults change the capacity"

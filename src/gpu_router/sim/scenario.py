@@ -134,6 +134,15 @@ class WorkloadSpec(_Strict):
         return self
 
 
+class ModelLoadSpec(_Strict):
+    """Measured model load times: a CSV ``path`` (relative: to the data directory), the
+    ``column`` holding them, and ``unit_s`` seconds per unit (0.001 for ms)."""
+
+    path: str
+    column: str = "value"
+    unit_s: float = Field(default=0.001, gt=0)
+
+
 class ServiceModelSpec(_Strict):
     """Overrides of the calibrated constants (service_model.Calibration)."""
 
@@ -141,7 +150,13 @@ class ServiceModelSpec(_Strict):
     context_overhead_mb: float | None = Field(default=None, ge=0)
     floor_ms: float | None = Field(default=None, ge=0)
     startup_s: float = Field(default=0.0, ge=0)
+    #: the service's own time per request on top of its work, wall seconds: a constant
+    #: and a share of the run time (dispatch, completion detection; the twin check
+    #: measures both, docs/simulator.md); 0 models none
+    dispatch_overhead_s: float = Field(default=0.0, ge=0, le=3600)
+    dispatch_overhead_share: float = Field(default=0.0, ge=0, le=1)
     resident_models: int = Field(default=2, ge=1)
+    model_load: ModelLoadSpec | None = None
     prefill_us_per_token: float | None = Field(default=None, gt=0)
     decode_ms_per_token: float | None = Field(default=None, gt=0)
 

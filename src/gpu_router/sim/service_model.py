@@ -22,6 +22,7 @@ Other calibrated constants (docs/simulator.md lists the numbers):
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, replace
@@ -97,7 +98,7 @@ class ServiceModel:
         self.prefill_us_per_token = spec.prefill_us_per_token or cal.ms_per_token * 1e3 * scale
         self.decode_ms_per_token = spec.decode_ms_per_token or DECODE_MS_PER_TOKEN
         ks = [k for k, _ in cal.sharing_gain]
-        if ks[0] != 1 or any(b <= a for a, b in zip(ks, ks[1:], strict=False)):
+        if ks[0] != 1 or any(b <= a for a, b in itertools.pairwise(ks)):
             raise ValueError(f"service_model.sharing_gain={dict(cal.sharing_gain)!r}: keys 1,2,..")
         self._gain_k = np.array(ks, dtype=float)
         self._gain_v = np.array([v for _, v in cal.sharing_gain], dtype=float)

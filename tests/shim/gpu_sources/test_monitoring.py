@@ -82,7 +82,7 @@ class FakeMonitoring:
         return Starlette(routes=[Route("/gpus", gpus), Route("/gpus/{gpu_id}/health", health)])
 
 
-@pytest.fixture()
+@pytest.fixture
 def service() -> Iterator[tuple[FakeMonitoring, str]]:
     fake = FakeMonitoring()
     sock = socket.socket()
@@ -105,7 +105,7 @@ def run(coro: Any) -> Any:
 
 
 def test_both_item_shapes_map_to_gpu_state(service) -> None:
-    fake, url = service
+    _fake, url = service
 
     async def go() -> list:
         src = MonitoringSource(url, clock=lambda: 7.0, period_s=1.0)
@@ -239,7 +239,7 @@ def test_never_reachable_is_source_unavailable() -> None:
 def test_parsers() -> None:
     assert parse_cc("8.6") == (8, 6) and parse_cc([7, 5]) == (7, 5)
     assert parse_cc({"major": 9, "minor": 0}) == (9, 0) and parse_cc(9) == (9, 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a version"):
         parse_cc("sm_90")
     state, extras = parse_gpu(
         {

@@ -27,7 +27,7 @@ def run(coro):
 
 def test_the_status_shows_an_in_process_jobs_progress_while_it_runs():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, app, _fleet):
             b = body(request_id="slow-1", payload={"simulate": {"duration_ms": 400}})
             assert (await c.post("/api/v1/route", json=b, headers=H_ALICE)).status_code == 200
             await wait_state(c, "slow-1", {"processing"}, H_ALICE)
@@ -43,7 +43,7 @@ def test_the_status_shows_an_in_process_jobs_progress_while_it_runs():
 
 def test_submit_complete_status_result_with_meta_and_trace():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, _app, _fleet):
             r = await c.post(
                 "/api/v1/route",
                 json=body(payload={"k": [1, 2]}),
@@ -123,8 +123,10 @@ BAD = [
         "invalid_request",
     ),
     (
-        b'{"user_id": "alice", "model_id": "m", "priority": 3, "resource_requirements": '
-        b'{"memory": -1}}',
+        (
+            b'{"user_id": "alice", "model_id": "m", "priority": 3, "resource_requirements": '
+            b'{"memory": -1}}'
+        ),
         422,
         "invalid_request",
     ),
@@ -147,7 +149,7 @@ BAD = [
 
 def test_bad_input_is_4xx_with_field_and_enqueues_nothing():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, app, _fleet):
             for raw, status, code in BAD:
                 r = await c.post(
                     "/api/v1/route",
@@ -190,7 +192,7 @@ def test_bad_input_is_4xx_with_field_and_enqueues_nothing():
 
 def test_odd_path_ids_are_404():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, _app, _fleet):
             for rid in ("..%2f..", "%00", "a" * 300, "%F0%9F%98%80", "-x", "nope"):
                 for path in (
                     f"/api/v1/requests/{rid}",
@@ -213,7 +215,7 @@ def test_odd_path_ids_are_404():
 
 def test_auth_matrix():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, _app, _fleet):
             r = await c.post("/api/v1/route", json=body())
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
             r = await c.post("/api/v1/route", json=body(), headers={"authorization": "Bearer no"})
@@ -270,7 +272,7 @@ def test_trusted_network_identity():
 
 def test_idempotent_resubmission_and_conflict():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, app, _fleet):
             b = body(request_id="same-1")
             first = await c.post("/api/v1/route", json=b, headers=H_ALICE)
             again = await c.post("/api/v1/route", json=b, headers=H_ALICE)
@@ -290,7 +292,7 @@ def test_idempotent_resubmission_and_conflict():
 
 def test_cancel_queued_and_running_and_twice():
     async def scenario():
-        async with running(n_gpus=1) as (c, app, fleet):
+        async with running(n_gpus=1) as (c, _app, fleet):
             long = {"simulate": {"duration_ms": 5000}}
             r1 = await c.post(
                 "/api/v1/route", json=body(request_id="run-1", payload=long), headers=H_ALICE
@@ -320,7 +322,7 @@ def test_cancel_queued_and_running_and_twice():
 def test_limits_answer_429_with_retry_after_and_incompatible_503():
     async def scenario():
         quota = {"user_quota_manager": {"default_request_limit": 2}}
-        async with running(n_gpus=1, **quota) as (c, app, fleet):
+        async with running(n_gpus=1, **quota) as (c, app, _fleet):
             long = {"simulate": {"duration_ms": 5000}}
             for _i in range(2):
                 r = await c.post("/api/v1/route", json=body(payload=long), headers=H_ALICE)
@@ -347,7 +349,7 @@ def test_limits_answer_429_with_retry_after_and_incompatible_503():
 
 def test_admin_operations():
     async def scenario():
-        async with running(n_gpus=2) as (c, app, fleet):
+        async with running(n_gpus=2) as (c, _app, _fleet):
             r = await c.post(
                 "/api/v1/admin/gpu/gpu-0/maintenance",
                 json={"reason": "fan", "estimated_duration": 30},
@@ -393,7 +395,7 @@ def test_admin_operations():
 
 def test_gpu_crash_reroutes_and_marks_error_until_recovered():
     async def scenario():
-        async with running(n_gpus=2) as (c, app, fleet):
+        async with running(n_gpus=2) as (c, _app, fleet):
             r = await c.post(
                 "/api/v1/route",
                 json=body(request_id="crash-1", payload={"simulate": {"duration_ms": 400}}),
@@ -424,7 +426,7 @@ def test_gpu_crash_reroutes_and_marks_error_until_recovered():
 
 def test_timeout_fails_request_and_frees_slot():
     async def scenario():
-        async with running(n_gpus=1) as (c, app, fleet):
+        async with running(n_gpus=1) as (c, _app, _fleet):
             r = await c.post(
                 "/api/v1/route",
                 json=body(

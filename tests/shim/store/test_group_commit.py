@@ -198,7 +198,7 @@ def test_a_large_batch_with_a_duplicate_in_the_middle(tmp_path):
     for r in records:
         s.insert(r, lambda e, rid=r.request_id: fates.__setitem__(rid, e))
     batch = s.take()
-    for r in records[:10] + [records[300]]:
+    for r in [*records[:10], records[300]]:
         r.state = "processing"
         s.update(r)
     batch.extend(s.take())  # a later hand-over merged by the writer
@@ -216,23 +216,25 @@ def test_a_large_batch_with_a_duplicate_in_the_middle(tmp_path):
 @pytest.mark.parametrize("intake", [True, False])
 def test_the_answer_waits_for_the_commit_and_finished_requests_are_forgotten(tmp_path, intake):
     """With the intake log (the default) the row is in the log before the answer, and
-    committed soon after; without it, committed before the answer."""
+    committed soon after; without it, committed before the answer. (Rows are keyed
+    ``<request_id>/<user_id>``.)"""
     path = tmp_path / "journal.sqlite3"
     jc = {"commit_delay_ms": 50.0, "intake_log": intake}
 
     async def scenario():
-        async with running(str(path), journal=jc) as (c, app, fleet):
+        async with running(str(path), journal=jc) as (c, app, _fleet):
             svc = app.state.service
             assert svc.store.commits.intake is intake
             r = await c.post("/api/v1/route", json=body(request_id="ack-1"), headers=H_ALICE)
             assert r.status_code == 200
             if intake:  # durable before the answer was sent: in the log, or committed
-                assert "ack-1" in logged(path) | set(committed(path))
+                assert "ack-1/alice" in logged(path) | set(committed(path))
             else:
-                assert "ack-1" in committed(path)  # committed before the answer was sent
+                assert "ack-1/alice" in committed(path)  # committed before the answer was sent
             await wait_state(c, "ack-1", {"completed"}, H_ALICE)
             assert (
-                svc.router.state_of("ack-1") is None and "ack-1" not in svc.requests.live
+                svc.router.state_of("ack-1/alice") is None
+                and "ack-1/alice" not in svc.requests.live
             )  # forgotten
             svc.requests.recent.clear()  # the status API falls back to the journal
             d = (await c.get("/api/v1/requests/ack-1", headers=H_ALICE)).json()["data"]
@@ -244,7 +246,7 @@ def test_the_answer_waits_for_the_commit_and_finished_requests_are_forgotten(tmp
                 "/api/v1/route", json=body(request_id="ack-1", priority=5), headers=H_ALICE
             )
             assert other.status_code == 409
-            assert committed(path) == {"ack-1": "completed"}  # the old row is untouched
+            assert committed(path) == {"ack-1/alice": "completed"}  # the old row is untouched
             assert not svc.requests.live and router_idle(svc)  # the duplicates left nothing behind
 
     asyncio.run(scenario())
@@ -280,7 +282,7 @@ def test_resumed_requests_are_not_refused_by_their_own_quota(tmp_path):
 
 def test_route_errors_are_answered_in_the_envelope():
     async def scenario():
-        async with running() as (c, app, fleet):
+        async with running() as (c, app, _fleet):
             svc = app.state.service
 
             async def broken(req, trace):

@@ -241,7 +241,7 @@ def test_a_log_that_cannot_be_written_refuses_with_503_and_nothing_runs(tmp_path
             svc = app.state.service
             assert svc.store.commits.intake
             ok = await c.post("/api/v1/route", json=body(request_id="ok"), headers=H_ALICE)
-            assert ok.status_code == 200 and "ok" in logged(path)
+            assert ok.status_code == 200 and "ok/alice" in logged(path)
             full = os.open("/dev/full", os.O_WRONLY)
             log = svc.store.commits._acks.log
             os.dup2(full, log._fd)  # the log's disk is full
@@ -249,9 +249,11 @@ def test_a_log_that_cannot_be_written_refuses_with_503_and_nothing_runs(tmp_path
             log.rotate = lambda: log.path  # and stays full
             r = await c.post("/api/v1/route", json=body(request_id="j-1"), headers=H_ALICE)
             assert r.status_code == 503 and r.json()["data"]["status"] == "rejected"
-            assert "j-1" not in svc.requests.live and svc.router.state_of("j-1") is None
+            assert "j-1/alice" not in svc.requests.live and svc.router.state_of("j-1/alice") is None
             assert all(
-                job.request_id != "j-1" for g in fleet._gpus.values() for job in g.jobs.values()
+                job.request_id != "j-1/alice"
+                for g in fleet._gpus.values()
+                for job in g.jobs.values()
             )
 
     asyncio.run(scenario())

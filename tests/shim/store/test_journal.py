@@ -99,3 +99,31 @@ def test_checkpoints_run_off_the_writer(tmp_path):
     assert rows == 50  # the background thread copied the WAL into the database file
     j.close()
     assert not j._checkpointer.is_alive()
+
+
+def test_latest_finds_the_last_submitted_key_of_a_bare_request_id(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    for key in ("r1/u", "r10/u", "r1/v", "r1.x/u", "r2/u"):
+        j.insert(rec(key))
+    got = j.latest("r1")  # the keys <id>/<user> of "r1" only: not r10, not r1.x
+    assert got is not None and got.request_id == "r1/v"
+    assert j.latest("r3") is None
+    j.close()
+
+
+def test_a_journal_from_before_per_user_ids_is_migrated_once(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    j.insert(rec("old"))
+    j.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 0")  # as a journal made before per-user ids
+    db.commit()
+    db.close()
+    j = Journal(path)
+    assert j.migrated and j.get("old/u") is not None and j.get("old") is None
+    j.insert(rec("bare"))  # keys are opaque to the journal once migrated
+    j.close()
+    j = Journal(path)
+    assert not j.migrated and j.get("bare") is not None
+    j.close()

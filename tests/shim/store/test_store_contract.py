@@ -162,3 +162,23 @@ def test_what_was_acknowledged_is_there_after_reopening(settings):
 def test_a_url_without_an_implementation_is_refused():
     with pytest.raises(JournalError, match="'mysql'"):
         open_store(JournalSection(path="mysql://db.example/router"))
+
+
+def test_latest_is_the_last_submitted_of_one_client_id_across_users(settings):
+    from gpu_router.shim.store import request_key
+
+    async def scenario():
+        store = open_store(settings)
+        try:
+            for n, (user, rid) in enumerate([("bob", "x"), ("alice", "x"), ("carol", "x0")]):
+                r = rec(request_key(user, rid))
+                r.user_id, r.submitted_at = user, 100.0 + n
+                await store.insert(r)
+            got = store.latest("x")
+            assert got is not None and got.user_id == "alice" and got.client_request_id == "x"
+            assert store.latest("x0").user_id == "carol"
+            assert store.latest("y") is None
+        finally:
+            store.close()
+
+    asyncio.run(scenario())

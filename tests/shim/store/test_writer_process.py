@@ -311,6 +311,6 @@ def test_metrics_say_whether_the_writer_process_is_up(tmp_path):
                     break
                 await asyncio.sleep(0.01)
             assert gauge((await client.get("/metrics")).text) == 0.0
-            assert app.state.service.store.get("after") is not None
+            assert app.state.service.store.get("after/alice") is not None
 
     asyncio.run(scenario())

@@ -106,6 +106,9 @@ class Recorder:
         self.events.append(("down", gpu_id, reason))
         self.ended.set()
 
+    def model_loaded(self, request_id: str, attempt: int, seconds: float) -> None:
+        self.events.append(("loaded", request_id, attempt, seconds))
+
 
 class NoSource:
     """A GpuSource stand-in: every GPU's worker is configured by URL."""

@@ -199,6 +199,21 @@ def test_cpu_runner_bounds() -> None:
     assert once["iterations"] == 1
 
 
+def test_sleep_job_takes_its_sleep_ms_not_the_declared_duration() -> None:
+    t0 = time.perf_counter(), time.thread_time()
+    res = run_cpu(Job("j", "r", {"sleep_ms": 120}, 5_000.0, 0.0), CPU, 10.0)
+    wall, cpu = time.perf_counter() - t0[0], time.thread_time() - t0[1]
+    assert 0.12 <= wall < 1.0 and res["slept_ms"] == 120.0 and res["dtype"] == "none"
+    assert cpu < 0.05  # sleeping, not computing
+    capped = run_cpu(Job("j", "r", {"sleep_ms": 60_000}, 0.0, 0.0), CPU, 0.05)
+    assert capped["slept_ms"] == 50.0
+    cancelled = Job("j", "r", {"sleep_ms": 60_000}, 0.0, 0.0)
+    cancelled.cancel.set()
+    assert run_cpu(cancelled, CPU, 10.0)["wall_time_ms"] < 100
+    with pytest.raises(ValueError, match="sleep_ms"):
+        run_cpu(Job("j", "r", {"sleep_ms": "long"}, 0.0, 0.0), CPU, 10.0)
+
+
 # -- the CUDA path against a stand-in torch -------------------------------------------------
 
 
@@ -249,7 +264,7 @@ class FakeTorch(types.ModuleType):
         self.log.append("matmul")
 
 
-@pytest.fixture()
+@pytest.fixture
 def fake_torch(monkeypatch: pytest.MonkeyPatch) -> FakeTorch:
     torch = FakeTorch()
     monkeypatch.setitem(sys.modules, "torch", torch)

@@ -6,10 +6,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import InvalidValue
-from .base import Choice, Strategy
+from .base import DEFER, Choice, Strategy
 from .baselines import JoinShortestQueue, LeastLoaded, LeastWorkLeft, PowerOfD, Random, RoundRobin
 from .earliest_completion import EarliestCompletion
 from .hybrid_seed import DEPLOYMENT_GUIDE_WEIGHTS, SEED_WEIGHTS, HybridSeed
+from .locality import LocalityCost, LocalityReplicate, WarmFirst
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "hybrid-seed": HybridSeed,
@@ -21,7 +22,12 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "power-of-d": PowerOfD,
     "least-work-left": LeastWorkLeft,
     "earliest-completion": EarliestCompletion,
+    "warm-first": WarmFirst,
+    "locality-cost": LocalityCost,
+    "locality-replicate": LocalityReplicate,
 }
+#: the strategies that look at model residency (the rest are locality-blind)
+LOCALITY_STRATEGIES = ("warm-first", "locality-cost", "locality-replicate")
 
 DEFAULT_STRATEGY = "earliest-completion"
 #: Accepted for the deployment guide's ``load_balancer.strategy: "hybrid"``.
@@ -42,7 +48,9 @@ def make_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strate
 __all__ = [
     "ALIASES",
     "DEFAULT_STRATEGY",
+    "DEFER",
     "DEPLOYMENT_GUIDE_WEIGHTS",
+    "LOCALITY_STRATEGIES",
     "SEED_WEIGHTS",
     "STRATEGIES",
     "Choice",

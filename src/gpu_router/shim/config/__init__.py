@@ -2,7 +2,10 @@
 it is read (file, then environment overrides). One error type, `ConfigError`, names the key.
 """
 
+from .callbacks import CallbacksSection
+from .connections import ConnectionsSection
 from .errors import ConfigError
+from .model_locality import ModelLocalitySection
 from .sections import (
     ApiKey,
     ApiMetadataSection,
@@ -22,6 +25,7 @@ from .sections import (
     UserQuotaSection,
 )
 from .service_config import ENV_OVERRIDES, ServiceConfig, config_from_mapping, load_config
+from .worker_auth import WorkerAuthSection, check_token, read_token_file, worker_tokens
 
 __all__ = [
     "ENV_OVERRIDES",
@@ -29,8 +33,10 @@ __all__ = [
     "ApiMetadataSection",
     "ApiSection",
     "AuthSection",
+    "CallbacksSection",
     "ConfigError",
     "ConfigSection",
+    "ConnectionsSection",
     "DispatchSection",
     "ErrorHandlerSection",
     "GpuMonitoringSection",
@@ -38,11 +44,16 @@ __all__ = [
     "LoadBalancerSection",
     "LoggingSection",
     "MetadataComponents",
+    "ModelLocalitySection",
     "QueueSection",
     "RequestRouterSection",
     "ServiceConfig",
     "TrustedNetwork",
     "UserQuotaSection",
+    "WorkerAuthSection",
+    "check_token",
     "config_from_mapping",
     "load_config",
+    "read_token_file",
+    "worker_tokens",
 ]

@@ -13,7 +13,10 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError
 
+from .callbacks import CallbacksSection
+from .connections import ConnectionsSection
 from .errors import ConfigError
+from .model_locality import ModelLocalitySection
 from .sections import (
     ApiMetadataSection,
     ApiSection,
@@ -29,6 +32,7 @@ from .sections import (
     RequestRouterSection,
     UserQuotaSection,
 )
+from .worker_auth import WorkerAuthSection
 
 ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "GPU_MONITORING_URL": ("gpu_monitoring", "url"),
@@ -42,6 +46,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
 
 class ServiceConfig(ConfigSection):
     api: ApiSection = ApiSection()
+    connections: ConnectionsSection = ConnectionsSection()
     gpu_monitoring: GpuMonitoringSection = GpuMonitoringSection()
     load_balancer: LoadBalancerSection = LoadBalancerSection()
     request_router: RequestRouterSection = RequestRouterSection()
@@ -53,6 +58,9 @@ class ServiceConfig(ConfigSection):
     dispatch: DispatchSection = DispatchSection()
     logging: LoggingSection = LoggingSection()
     api_metadata: ApiMetadataSection = ApiMetadataSection()
+    model_locality: ModelLocalitySection = ModelLocalitySection()
+    worker_auth: WorkerAuthSection = WorkerAuthSection()
+    callbacks: CallbacksSection = CallbacksSection()
     seed: Annotated[int, Field(ge=0)] = 0  # seeds the router's random generator
 
 

@@ -4,7 +4,9 @@
 field present), turns it into a policy ``Request``, asks the Router, stages the journal
 row and answers 200 only once that row is durable: in the intake log
 (``shim.store.intake_log``) or committed. A re-submission gets the original answer, or
-409 for another body. The estimated start and completion come from the Router's
+409 for another body; request ids are unique per user (the store key is
+``request_key(user_id, request_id)``), so users never see or block each other's. The
+estimated start and completion come from the Router's
 decision (``wait_s``, ``run_s``). Times: monotonic ``now`` and wall-clock ``wall`` in
 seconds; estimates on the wire are wall-clock ISO 8601.
 """
@@ -34,7 +36,7 @@ from gpu_router.shim.core.execution import Execution
 from gpu_router.shim.core.live import Live, LiveRequests
 from gpu_router.shim.core.metrics import JsonStats, PromMetrics
 from gpu_router.shim.logs import log
-from gpu_router.shim.store import DuplicateRequest, JournalError, JournalRecord
+from gpu_router.shim.store import DuplicateRequest, JournalError, JournalRecord, request_key
 
 #: INCOMPATIBLE (no GPU of the fleet could ever serve it): 503 without Retry-After, since a
 #: retry cannot help (DESIGN 5.1). NO_CAPACITY (every compatible GPU is down now): 503 with
@@ -132,15 +134,16 @@ class Admission:
         """Admit the validated ``body``; a 200 is returned only once its row is durable."""
         now, wall = self.clock.now(), self.clock.wall()
         given = body.get("request_id")
-        rid = given or str(uuid.uuid4())
+        rid = given or str(uuid.uuid4())  # what the client knows
+        key = request_key(body["user_id"], rid)  # what the store, Router and jobs use
         canon, digest = canonical_body(body)
         # A re-submission is found in memory (live or recently finished); one of an older
         # request by the store (``Store.insert``: from its set of taken ids, or the
         # insert failing as a duplicate), below. (No SELECT per submission.)
         if given:
-            known = self.requests.known(rid)
+            known = self.requests.known(key)
             if known is not None:
-                live = self.requests.get(rid)
+                live = self.requests.get(key)
                 if live is not None and live.committed is not None and known.body_hash == digest:
                     try:  # the first submission is not acknowledged before its commit
                         await asyncio.shield(live.committed)
@@ -148,7 +151,7 @@ class Admission:
                         return self._unwritable(rid)
                 return self._resubmitted(known, digest)
         try:
-            request = to_policy_request(body, rid, now)
+            request = to_policy_request(body, key, now)
         except InvalidValue as exc:
             return Outcome(422, rejected(rid, str(exc)), "invalid_request", str(exc))
         decision, actions = self.router.submit(request, now)
@@ -176,7 +179,7 @@ class Admission:
             "message": f"placed on {gpu}" if placed else f"queued at position {position}",
         }
         rec = JournalRecord(
-            request_id=rid,
+            request_id=key,
             user_id=request.user_id,
             model_id=request.model_id,
             priority=request.priority,
@@ -193,7 +196,7 @@ class Admission:
         )
         live = Live(rec, request, trace_child)
         committed = self.requests.insert(live)
-        memory_mb = self.router.record(rid).memory_mb
+        memory_mb = self.router.record(key).memory_mb
         self.stats.accepted(request.user_id, request.model_id, memory_mb)
         self.execution.apply(actions)  # its own Dispatch is held until the commit
         try:
@@ -201,13 +204,13 @@ class Admission:
         except JournalError as exc:
             duplicate = isinstance(exc, DuplicateRequest)
             if not duplicate:
-                log(self.logger, logging.ERROR, "journal write failed", request_id=rid, error=exc)
-            if self.requests.get(rid) is live:  # undo the admission; its job never started
+                log(self.logger, logging.ERROR, "journal write failed", request_id=key, error=exc)
+            if self.requests.get(key) is live:  # undo the admission; its job never started
                 live.unjournaled = True
                 live.held = None
-                self.execution.apply(self.router.cancel(rid, self.clock.now(), "not acknowledged"))
+                self.execution.apply(self.router.cancel(key, self.clock.now(), "not acknowledged"))
             self.stats.withdrawn(request.user_id, request.model_id, memory_mb)
-            known = self.requests.store.get(rid) if duplicate else None
+            known = self.requests.store.get(key) if duplicate else None
             return self._unwritable(rid) if known is None else self._resubmitted(known, digest)
         self.prom.child(self.prom.submissions, "accepted" if placed else "queued", prio).inc()
         self.execution.release_held(live)
@@ -219,7 +222,7 @@ class Admission:
             data = dict(known.answer)
             data["message"] = "already accepted: this is the original answer"
             return Outcome(200, data, gpu_id=known.gpu_id)
-        rid = known.request_id
+        rid = known.client_request_id
         return Outcome(
             409,
             rejected(rid, "request_id already used with another body"),

@@ -9,6 +9,7 @@ Tests pass a :class:`ManualClock`.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -45,17 +46,7 @@ class ManualClock:
         self.t += seconds
 
 
-_iso_second = -1
-_iso_prefix = ""
-
-
 def iso(ts: float) -> str:
     """Epoch seconds as ISO 8601 UTC with milliseconds and a Z, as seed 004 writes them
-    (``datetime.fromtimestamp(ts, UTC)`` truncated to ms; the date and time of the last
-    second formatted are kept, since most timestamps of an answer fall in it)."""
-    global _iso_second, _iso_prefix
-    second, micros = divmod(round(ts * 1_000_000), 1_000_000)
-    if second != _iso_second:
-        _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _iso_second = second
-    return f"{_iso_prefix}.{micros // 1000:03d}Z"
+    (truncated to the millisecond)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"

@@ -4,8 +4,9 @@
 (which worker serves a GPU; HTTP through the one ``WorkerClient``, or in process;
 retries, probes, job-state look-ups, cancels), :class:`~.polled_jobs.PolledJobs` (a task
 per attempt that submits then polls), :class:`~.local_jobs.LocalJobs` (in-process jobs,
-no task), :class:`~.acks.JobAcks` (finished jobs acknowledged to their workers once the
-store has them) and :class:`~.callback_delivery.CallbackSender`. The service implements
+no task) and :class:`~.acks.JobAcks` (finished jobs acknowledged to their workers once
+the store has them); it also runs background tasks (``spawn``: callbacks, cancels). The
+service implements
 :class:`~.job_events.JobEvents`, is attached by :meth:`Dispatcher.connect`, and hears
 through it what each attempt does; the attempt number it passes to
 :meth:`Dispatcher.start` comes back with every event.
@@ -27,7 +28,6 @@ import httpx
 
 from gpu_router.shim.config import DispatchSection, RequestRouterSection
 from gpu_router.shim.core.acks import JobAcks
-from gpu_router.shim.core.callback_delivery import CallbackSender
 from gpu_router.shim.core.job_events import JobEvents, JobSpec
 from gpu_router.shim.core.local_jobs import LocalJobs, LocalRunner, is_local
 from gpu_router.shim.core.polled_jobs import PolledJobs
@@ -46,7 +46,7 @@ class _NotConnected:
 
 
 class Dispatcher:
-    """The service's one handle on running jobs, probing workers and sending callbacks."""
+    """The service's one handle on running jobs, probing workers and background tasks."""
 
     def __init__(
         self,
@@ -60,16 +60,21 @@ class Dispatcher:
         on_worker_error: Callable[[str], None] = lambda gpu_id: None,
         worker_urls: dict[str, str] | None = None,
         store: Store | None = None,
+        worker_tokens: dict[str, str | None] | None = None,
     ) -> None:
         self.workers = WorkerCalls(
-            source, http, calls, worker_urls=worker_urls, on_worker_error=on_worker_error
+            source,
+            http,
+            calls,
+            worker_urls=worker_urls,
+            on_worker_error=on_worker_error,
+            tokens=worker_tokens,
         )
         events = cast(JobEvents, _NotConnected())
         self._polled = PolledJobs(
             self.workers, events, dispatch, monotonic=monotonic, logger=logger
         )
         self._local = LocalJobs(events, on_worker_error)
-        self._callbacks = CallbackSender(http, dispatch, logger)
         self.tasks = self._polled.tasks  # polling task by request id
         self.local = self._local.jobs  # in-process job by request id
         self._background: set[asyncio.Task[Any]] = set()
@@ -140,11 +145,7 @@ class Dispatcher:
         """Whether the GPU's worker answers its health check (virtual: always)."""
         return await self.workers.probe(gpu_id)
 
-    # -- callbacks and background work -------------------------------------------------
-
-    async def deliver(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> bool:
-        """POST ``body`` to ``url``; retried with backoff; True once a 2xx came back."""
-        return await self._callbacks.deliver(url, body, headers)
+    # -- background work -------------------------------------------------
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """A background task the dispatcher keeps a reference to until it ends."""

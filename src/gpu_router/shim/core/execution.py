@@ -99,8 +99,23 @@ class Execution:
             float(req.resources.memory_mb),
             live.traceparent,
             job_id_for(a.request_id, rec.attempts),
+            self._model(a),
         )
         self.jobs.start(a.gpu_id, live.attempt, spec, attach)
+
+    def _model(self, a: Dispatch) -> dict[str, Any] | None:
+        """What the worker must hold for this dispatch (model locality on), else None."""
+        if a.model_id is None:
+            return None
+        need = self.router.get_model_requirements(a.model_id)
+        return {"id": a.model_id, "memory_mb": need["min_memory_mb"], "evict": list(a.evicted)}
+
+    def model_loaded(self, request_id: str, attempt: int, seconds: float) -> None:
+        live = self._current(request_id, attempt)
+        if live is None or live.rec.gpu_id is None:
+            return
+        model, gpu = live.request.model_id, live.rec.gpu_id
+        self.apply(self.router.model_loaded(gpu, model, seconds, self.clock.now()))
 
     def release_held(self, live: Live) -> None:
         """Start the dispatch a submission held until its insert was durable."""

@@ -35,6 +35,8 @@ class JobSpec:
     memory_mb: float
     traceparent: str | None = None
     job_id: str | None = None  # the router's id, ``{request_id}.{attempt}``
+    #: model locality on: ``{id, memory_mb, evict}``, the model the worker must hold
+    model: dict[str, Any] | None = None
 
 
 @runtime_checkable
@@ -56,10 +58,16 @@ class JobEvents(Protocol):
     def worker_down(self, gpu_id: str, reason: str) -> None:
         """The worker of ``gpu_id`` did not answer after the retries."""
 
+    def model_loaded(self, request_id: str, attempt: int, seconds: float) -> None:
+        """The job's worker loaded the job's model first, taking ``seconds``."""
+
 
 def report_end(events: JobEvents, rid: str, attempt: int, st: JobStatus) -> bool:
     """Report a job's status if it has ended; whether it had."""
     state = st.get("state")
+    load = st.get("model_load_s")
+    if load and state != JOB_RUNNING:
+        events.model_loaded(rid, attempt, float(load))
     if state == JOB_COMPLETED:
         events.job_completed(rid, attempt, st.get("result"))
     elif state == JOB_FAILED:

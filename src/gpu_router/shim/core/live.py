@@ -5,6 +5,9 @@ row plus what only memory holds (the policy ``Request``, the attempt number, the
 its worker, progress). The last ``recent_max`` finished requests stay in memory for the
 status API; older ones are read back from the store. Every change of a record goes
 through :meth:`LiveRequests.change`, which hands its row to the store (``Store.update``).
+Requests are keyed by the store key (``store.request_key``: request ids are per user);
+:meth:`LiveRequests.latest` finds one by its bare request_id, for callers that act for
+every user.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpu_router.policy import Dispatch, Request
-from gpu_router.shim.store import JournalRecord, Store
+from gpu_router.shim.store import JournalRecord, Store, client_id
 
 
 @dataclass(slots=True)
@@ -50,6 +53,8 @@ class LiveRequests:
         self.recent_max = recent_max
         self.live: dict[str, Live] = {}
         self.recent: OrderedDict[str, JournalRecord] = OrderedDict()
+        #: bare request_id -> the key of its last submission held in memory
+        self.latest_key: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self.live)
@@ -70,13 +75,22 @@ class LiveRequests:
         live = self.live.get(rid)
         return live.rec if live is not None else self.recent.get(rid)
 
+    def latest(self, request_id: str) -> JournalRecord | None:
+        """The last submitted request of any user whose own id is ``request_id``: the
+        one memory holds, else the store's."""
+        key = self.latest_key.get(request_id)
+        rec = None if key is None else self.known(key)
+        return rec if rec is not None else self.store.latest(request_id)
+
     def admit(self, live: Live) -> None:
-        self.live[live.rec.request_id] = live
+        key = live.rec.request_id
+        self.live[key] = live
+        self.latest_key[client_id(key)] = key
 
     def insert(self, live: Live) -> asyncio.Future[None]:
         """Admit a new submission and stage its row; the future resolves once it is durable."""
         live.committed = self.store.insert(live.rec)
-        self.live[live.rec.request_id] = live
+        self.admit(live)
         return live.committed
 
     def pop(self, rid: str) -> Live | None:
@@ -86,7 +100,10 @@ class LiveRequests:
         """Keep a finished record in memory for the status API (the oldest is dropped)."""
         self.recent[rec.request_id] = rec
         if len(self.recent) > self.recent_max:
-            self.recent.popitem(last=False)
+            old, _ = self.recent.popitem(last=False)
+            cid = client_id(old)
+            if self.latest_key.get(cid) == old and old not in self.live:
+                del self.latest_key[cid]
 
     def change(self, rec: JournalRecord, **changes: Any) -> None:
         """Change the record and stage its row for the next group commit (nobody waits)."""

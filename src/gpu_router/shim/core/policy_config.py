@@ -15,6 +15,7 @@ from gpu_router.policy import (
     DEFAULT_MAX_WAIT_S,
     DEFAULT_STRATEGY,
     InvalidValue,
+    ModelsConfig,
     OutlierConfig,
     QueueConfig,
     QuotaLimits,
@@ -62,9 +63,26 @@ def policy_config(cfg: ServiceConfig) -> RouterConfig:
                 max_ejected_share=eh.max_ejected_share,
             ),
             default_timeout_s=None if q.default_timeout_ms is None else q.default_timeout_ms / 1e3,
+            models=_models(cfg),
         )
     except InvalidValue as exc:
         key = {"strategy": "load_balancer.strategy", "strategy_options": "load_balancer.weights"}
+        if exc.field.startswith("models."):
+            key[exc.field] = "model_locality." + exc.field.removeprefix("models.")
         raise ConfigError(
             key.get(exc.field, exc.field), f"{exc.reason} (got {exc.value!r})"
         ) from None
+
+
+def _models(cfg: ServiceConfig) -> ModelsConfig | None:
+    """The policy's model locality settings (None: off)."""
+    ml = cfg.model_locality
+    if not ml.enabled:
+        return None
+    return ModelsConfig(
+        default_memory_mb=ml.default_memory_mb,
+        default_load_s=ml.default_load_s,
+        cache_share=ml.cache_share,
+        alpha=ml.alpha,
+        models=ml.models,
+    )

@@ -88,7 +88,12 @@ class PolledJobs:
                 job_id = await call(
                     gpu_id,
                     lambda: runner.submit(
-                        rid, spec.payload, spec.expected_duration_ms, spec.memory_mb, spec.job_id
+                        rid,
+                        spec.payload,
+                        spec.expected_duration_ms,
+                        spec.memory_mb,
+                        spec.job_id,
+                        **({"model": spec.model} if spec.model is not None else {}),
                     ),
                 )
             else:

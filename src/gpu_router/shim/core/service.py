@@ -29,10 +29,10 @@ import httpx
 import numpy as np
 
 from gpu_router.policy import Router
-from gpu_router.shim.config import ServiceConfig
+from gpu_router.shim.config import ServiceConfig, worker_tokens
 from gpu_router.shim.core.admin import Admin
 from gpu_router.shim.core.admission import Admission, Outcome
-from gpu_router.shim.core.callbacks import Callbacks
+from gpu_router.shim.core.callbacks import Callbacks, CallbackSender
 from gpu_router.shim.core.clock import Clock
 from gpu_router.shim.core.dispatcher import Dispatcher
 from gpu_router.shim.core.execution import Execution
@@ -196,11 +196,13 @@ class _Parts:
             on_worker_error=lambda g: prom.child(prom.worker_failures, g).inc(),
             worker_urls=dict(config.gpu_monitoring.worker_urls),
             store=svc.store,
+            worker_tokens=worker_tokens(config.worker_auth),
         )
         self.views = StatusViews(
             config, router, requests, gpus, self.jobs, stats, clock, svc.readiness
         )
-        self.callbacks = Callbacks(self.views, requests, self.jobs, prom)
+        sender = CallbackSender(svc.http, config.dispatch, config.callbacks, logger, clock.wall)
+        self.callbacks = Callbacks(self.views, requests, sender, self.jobs.spawn, prom)
         self.execution = Execution(
             router, requests, gpus, self.jobs, self.callbacks, clock, prom, stats, logger
         )

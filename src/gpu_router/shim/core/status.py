@@ -80,7 +80,7 @@ class StatusViews:
         if rec.start_time is not None and rec.completion_time is not None:
             duration = max(0, round((rec.completion_time - rec.start_time) * 1000.0))
         return {
-            "request_id": rec.request_id,
+            "request_id": rec.client_request_id,
             "user_id": rec.user_id,
             "model_id": rec.model_id,
             "priority": rec.priority,
@@ -93,7 +93,7 @@ class StatusViews:
             "progress": round(min(1.0, max(0.0, progress)), 4),
             "retries": max(0, rec.attempts - 1),
             "result_url": (
-                result_url(self.config, rec.request_id) if rec.state == "completed" else None
+                result_url(self.config, rec.client_request_id) if rec.state == "completed" else None
             ),
             "error": rec.error,
         }

@@ -3,7 +3,8 @@
 A GPU's worker is HTTP when ``worker_urls`` (config) or the source names a URL for it:
 then a :class:`~gpu_router.shim.worker.client.WorkerClient` on the service's shared
 ``httpx.AsyncClient`` (one connection pool); otherwise the source's in-process virtual
-worker. :meth:`WorkerCalls.call` retries a call that fails for transport reasons
+worker; the GPU's ``worker_auth`` token goes with every call. :meth:`WorkerCalls.call`
+retries a call that fails for transport reasons
 (``WorkerUnavailable``: no answer, 5xx) ``max_retries`` times ``retry_delay`` s apart;
 ``on_worker_error(gpu_id)`` hears of every such failure. Health probes, job-state look-ups
 (restart recovery) and best-effort cancels never raise.
@@ -38,8 +39,10 @@ class WorkerCalls:
         *,
         worker_urls: dict[str, str] | None = None,
         on_worker_error: Callable[[str], None] = lambda gpu_id: None,
+        tokens: dict[str, str | None] | None = None,
     ) -> None:
         self.source = source
+        self.tokens = tokens or {}  # gpu_id -> token; "" -> the shared one
         self.http = http
         self.calls = calls
         self.worker_urls = {g: u.rstrip("/") for g, u in (worker_urls or {}).items()}
@@ -61,8 +64,13 @@ class WorkerCalls:
             self.http,
             timeout_s=self.calls.request_timeout,
             traceparent=traceparent,
+            token=self.token(gpu_id),
             epoch=self.epoch,
         )
+
+    def token(self, gpu_id: str) -> str | None:
+        """The bearer token of the GPU's worker (``worker_auth``), None when none is set."""
+        return self.tokens.get(gpu_id) or self.tokens.get("")
 
     async def call(self, gpu_id: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Call the worker, retrying transport failures; WorkerUnavailable when spent."""
@@ -98,4 +106,7 @@ class WorkerCalls:
         url = self.url(gpu_id)
         if url is None:
             return True
-        return await WorkerClient(url, self.http, timeout_s=self.calls.request_timeout).healthy()
+        client = WorkerClient(
+            url, self.http, timeout_s=self.calls.request_timeout, token=self.token(gpu_id)
+        )
+        return await client.healthy()

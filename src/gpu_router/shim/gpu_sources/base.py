@@ -109,10 +109,13 @@ class JobStatus(TypedDict):
     error: str | None
     started_at: NotRequired[float | None]  # wall clock, s (HTTP worker only)
     finished_at: NotRequired[float | None]
+    model_load_s: NotRequired[float]  # seconds the job waited for its model to load
 
 
 class WorkerHealth(TypedDict, total=False):
-    """The HTTP worker's ``GET /health`` answer."""
+    """The HTTP worker's ``GET /health`` answer (``models``: the ids it holds)."""
+
+    models: list[str]
 
     status: str  # "ok" | "starting"
     gpu: int
@@ -156,6 +159,7 @@ class JobRunner(Protocol):
         expected_duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> str: ...
 
     async def status(self, job_id: str) -> JobStatus: ...

@@ -301,7 +301,7 @@ class FakePynvml:
     def nvmlDeviceGetPowerUsage(self, h: FakeHandle) -> int:  # noqa: N802
         value = self._reading("nvmlDeviceGetPowerUsage", h, "power_usage_mw")
         p = self._point()
-        return int(round(p["power_w"] * 1000)) if p is not None else value
+        return round(p["power_w"] * 1000) if p is not None else value
 
     def nvmlDeviceGetEnforcedPowerLimit(self, h: FakeHandle) -> int:  # noqa: N802
         return self._reading("nvmlDeviceGetEnforcedPowerLimit", h, "power_limit_mw")
@@ -328,7 +328,7 @@ class FakePynvml:
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: FakeHandle) -> int:  # noqa: N802
         return self._reading("nvmlDeviceGetCurrentClocksEventReasons", h, "throttle_reasons")
 
-    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
+    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons  # noqa: N815 (pynvml's name)
 
     def nvmlDeviceGetFanSpeed(self, h: FakeHandle) -> int:  # noqa: N802
         return self._reading("nvmlDeviceGetFanSpeed", h, "fan_speed")
@@ -388,7 +388,7 @@ class FakePynvml:
                 return es.queue.popleft()
         raise NVMLError_Timeout()  # a fake never blocks
 
-    nvmlEventSetWait = nvmlEventSetWait_v2
+    nvmlEventSetWait = nvmlEventSetWait_v2  # noqa: N815 (pynvml's name)
 
     def nvmlEventSetFree(self, es: FakeEventSet) -> None:  # noqa: N802
         self._call("nvmlEventSetFree")

@@ -247,7 +247,8 @@ def parse_cc(value: Any) -> tuple[int, int]:
         value = str(value)
     if isinstance(value, str):
         major, _, minor = value.strip().partition(".")
-        return int(major), int(minor or 0)
+        if major.isdigit() and (minor.isdigit() or not minor):
+            return int(major), int(minor or 0)
     raise ValueError(f"compute_capability={value!r}: not a version")
 
 

@@ -133,7 +133,7 @@ class NvmlSource:
     def _module(self) -> Any:
         if self._nvml is None:
             try:
-                import pynvml  # noqa: PLC0415 - only where NVML is used
+                import pynvml
             except ImportError as exc:  # pragma: no cover - it is a dependency
                 raise SourceUnavailable(f"nvidia-ml-py is not installed: {exc}") from exc
             self._nvml = pynvml
@@ -149,7 +149,7 @@ class NvmlSource:
             raise SourceUnavailable(f"NVML could not start: {exc}") from exc
         try:
             self.driver_version = text(nv.nvmlSystemGetDriverVersion())
-        except Exception:  # noqa: BLE001 - informational only
+        except Exception:
             self.driver_version = None
         try:
             count = nv.nvmlDeviceGetCount()

@@ -73,7 +73,7 @@ class NvmlErrors:
                 nv.nvmlEventSetFree(es)
                 raise
             return es
-        except Exception as exc:  # noqa: BLE001 - NotSupported, NoPermission: no events then
+        except Exception as exc:
             log.info("Xid events unavailable on %s: %s", dev.gpu_id, exc)
             return None
 

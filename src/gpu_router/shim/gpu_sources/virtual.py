@@ -53,6 +53,7 @@ class VirtualWorker:
         expected_duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
+        model: dict[str, Any] | None = None,  # virtual GPUs load nothing
     ) -> str:
         return self._fleet.submit(
             self.gpu_id, request_id, payload, expected_duration_ms, memory_mb, job_id

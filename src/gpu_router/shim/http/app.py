@@ -39,7 +39,7 @@ from gpu_router.shim.http.docs_page import render_docs
 from gpu_router.shim.http.endpoints import request_handlers
 from gpu_router.shim.http.leadership import Leadership
 from gpu_router.shim.http.openapi import openapi_document
-from gpu_router.shim.http.plumbing import Auth, Handler, make_plumbing
+from gpu_router.shim.http.plumbing import Auth, Endpoint, Handler, make_plumbing
 from gpu_router.shim.logs import LOGGER_NAME, log
 from gpu_router.shim.store import POSTGRES_SCHEMES, JournalError, Store, open_store
 from gpu_router.shim.store.pg_lease import LeaderLease
@@ -106,8 +106,16 @@ def create_app(
     routes = [
         r("/api/v1/route", "route", "any", h["route"], ["POST"]),
         r("/api/v1/route/{request_id}", "status", "any", h["status"], ["GET"]),
-        r("/api/v1/requests/{request_id}", "status", "any", h["status"], ["GET"]),
-        r("/api/v1/requests/{request_id}", "cancel", "any", h["cancel"], ["DELETE"]),
+        # one route, so that a 405 there lists every method (Allow: DELETE, GET, HEAD)
+        Route(
+            "/api/v1/requests/{request_id}",
+            by_method(
+                GET=p.endpoint("status", "any", h["status"]),
+                DELETE=p.endpoint("cancel", "any", h["cancel"]),
+            ),
+            methods=["GET", "DELETE"],
+            name="request",
+        ),
         r("/api/v1/requests/{request_id}/result", "result", "any", h["result"], ["GET"]),
         r("/api/v1/gpu/status", "gpus", "any", h["gpus"], ["GET"]),
         r("/api/v1/gpus", "gpus", "any", h["gpus"], ["GET"]),
@@ -197,5 +205,18 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: http_error},
     )
+    # no redirect of /path/ to /path: Starlette builds its Location from the Host header
+    # (a caller-chosen host); an unknown path is a 404 in the envelope instead
+    app.router.redirect_slashes = False
     app.state.prom = prom
     return app
+
+
+def by_method(**endpoints: Endpoint) -> Endpoint:
+    """One endpoint that hands each request to the endpoint of its method (HEAD: GET's)."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return endpoint

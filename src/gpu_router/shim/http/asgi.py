@@ -7,12 +7,20 @@ present) with the deployment guide's environment overrides, and the GPU source i
 ``$GPU_ROUTER_VIRTUAL_GPUS=N`` forces a virtual fleet of N GPUs. The server's own
 options (host, port, workers, TLS) are the server's to set. An invalid config raises
 :class:`~gpu_router.shim.config.ConfigError` naming the key, before anything binds.
+
+The ``connections`` limits: ``body_timeout_s`` is the app's own and holds under any
+server. The others live below the app (``shim.http.connections``); under uvicorn, name
+the guarded protocol, built from the same environment, as its HTTP implementation:
+``uvicorn --factory gpu_router.shim.http.asgi:app_from_env --http
+gpu_router.shim.http.asgi:GuardedProtocol --timeout-keep-alive 5``. Other servers apply
+their own limits (hypercorn: ``h11_max_incomplete_size``, ``keep_alive_timeout``).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -41,3 +49,15 @@ def app_from_env(env: Mapping[str, str] | None = None) -> Starlette:
     )
     source = source_from_config(cfg.gpu_monitoring, count)
     return create_app(cfg, gpu_source=source, logger=logger, close_source=True)
+
+
+def __getattr__(name: str) -> Any:
+    """``GuardedProtocol``: uvicorn's httptools protocol with the ``connections`` limits of
+    the config the environment names (built on first access, for ``uvicorn --http``)."""
+    if name == "GuardedProtocol":
+        from gpu_router.shim.http.connections import guarded_protocol
+
+        cls = guarded_protocol(load_config(None, env=os.environ).connections)
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -170,8 +170,10 @@ def _operation(sc: _Schemas, path: str, method: str, op: dict[str, Any]) -> str:
     parts = [
         f'<section class="op" id="{_anchor(method, path)}">',
         f'<h3><span class="method {method}">{method.upper()}</span>{escape(path)}</h3>',
-        f'<p class="summary">{escape(op.get("summary", ""))} '
-        f'<span class="tag">[{escape(", ".join(op.get("tags", [])))}]</span></p>',
+        (
+            f'<p class="summary">{escape(op.get("summary", ""))} '
+            f'<span class="tag">[{escape(", ".join(op.get("tags", [])))}]</span></p>'
+        ),
         "<p>Auth: "
         + ("none" if op.get("security") == [] else "<code>Authorization: Bearer KEY</code>")
         + "</p>",

@@ -9,18 +9,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpu_router.shim.core.callback_targets import CallbackTargets
 from gpu_router.shim.core.clock import iso
 from gpu_router.shim.core.service import RouterService
 from gpu_router.shim.core.status import starting_health
+from gpu_router.shim.http.auth import Role
 from gpu_router.shim.http.plumbing import ID, ApiError, Ctx, Handler, Plumbing, not_found, path_id
 from gpu_router.shim.http.schemas import RouteRequest
+from gpu_router.shim.store import request_key
 
 
 def owned(ctx: Ctx, s: RouterService, rid: str) -> Any:
-    """The record of request ``rid`` if the caller may act for its user, else a 404."""
-    rec = s.lookup(rid)
-    assert ctx.identity is not None
-    if rec is None or not ctx.identity.may_act_for(rec.user_id):
+    """The record of the caller's request ``rid``, else a 404. Request ids are per user:
+    a user key reads the key of its own user, so another user's id is a missing one, on
+    the same code path (one memory look-up, then the store). A caller acting for every
+    user (admin, trusted network) names the user with ``?user_id=``, else gets the last
+    submitted request with that id."""
+    identity = ctx.caller
+    if identity.role is Role.USER:
+        rec = s.lookup(request_key(identity.user_id, rid))
+    else:
+        user = ctx.request.query_params.get("user_id")
+        if user is None:
+            rec = s.requests.latest(rid)
+        elif ID.match(user):
+            rec = s.lookup(request_key(user, rid))
+        else:
+            rec = None
+    if rec is None or not identity.may_act_for(rec.user_id):
         raise not_found(f"request {rid}")
     return rec
 
@@ -28,9 +44,9 @@ def owned(ctx: Ctx, s: RouterService, rid: str) -> Any:
 def cancel_request(ctx: Ctx, s: RouterService, reason: str) -> tuple[int, Any]:
     """Cancel the request named in the path (idempotent); says whether it was cancelled."""
     rid = path_id(ctx, "request_id", "request")
-    owned(ctx, s, rid)
-    before = s.admin.cancel(rid, reason)
-    after = s.lookup(rid).state  # type: ignore[union-attr]
+    key = owned(ctx, s, rid).request_id
+    before = s.admin.cancel(key, reason)
+    after = s.lookup(key).state  # type: ignore[union-attr]
     done = before not in (None, "completed", "failed", "cancelled")
     msg = "cancelled" if done else f"not cancelled: the request is already {before}"
     return 200, {"request_id": rid, "status": after, "cancelled": done, "message": msg}
@@ -41,13 +57,21 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
     svc, read_body, clock, holder = p.svc, p.read_body, p.clock, p.holder
     config = p.config
     tracing = config.api_metadata.components.tracing
+    targets = CallbackTargets(config.callbacks)
 
     async def route(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
         req: RouteRequest = await read_body(ctx, RouteRequest)
-        assert ctx.identity is not None
-        if not ctx.identity.may_act_for(req.user_id):
+        if not ctx.caller.may_act_for(req.user_id):
             raise ApiError(403, "forbidden", "a user key may submit only as its own user_id")
+        why = None if req.callback_url is None else targets.refusal(req.callback_url)
+        if why is not None:  # (the addresses its host resolves to: at each delivery)
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"callback_url: {why}",
+                details=[{"field": "callback_url", "reason": why}],
+            )
         t = clock.now()
         child = ctx.trace.child().traceparent if tracing.enabled else None
         out = await s.submit(req.model_dump(mode="json"), child)
@@ -89,15 +113,13 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
         user = ctx.request.path_params.get("user_id", "")
         if not ID.match(user):
             raise not_found("user")
-        assert ctx.identity is not None
-        if not ctx.identity.may_act_for(user):
+        if not ctx.caller.may_act_for(user):
             raise ApiError(403, "forbidden", "a user key may read only its own quota")
         return 200, s.views.quota_data(user)
 
     async def metrics_json(ctx: Ctx) -> tuple[int, Any]:
         s = svc()
-        assert ctx.identity is not None
-        only = ctx.identity.user_id if ctx.identity.role.value == "user" else None
+        only = ctx.caller.user_id if ctx.caller.role.value == "user" else None
         return 200, s.views.metrics_data(only)
 
     async def health(ctx: Ctx) -> tuple[int, Any]:

@@ -20,6 +20,7 @@ _ERRORS = {
     401: "Missing or invalid API key",
     403: "Not allowed for this key",
     404: "No such resource, or not the caller's",
+    408: "The body did not arrive within connections.body_timeout_s",
     409: "Conflict",
     413: "Body too large",
     415: "Body is not application/json",
@@ -140,7 +141,17 @@ def openapi_document(version: str = "1.0") -> dict[str, Any]:
     ]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template=REF)
     components = top.get("$defs", {})
-    rid = _path("request_id", "the request's id")
+    rid = _path("request_id", "the request's id (request ids are unique per user)")
+    # callers acting for every user (admin, trusted network) name the user; without it,
+    # the last submitted request with that id
+    owner = {
+        "name": "user_id",
+        "in": "query",
+        "required": False,
+        "description": "whose request (admin and trusted-network callers only; a user key "
+        "always reads its own)",
+        "schema": {"type": "string", "pattern": s.ID_PATTERN},
+    }
     gid = _path("gpu_id", "the GPU's id")
     uid = _path("user_id", "the user's id")
     common = [400, 401, 404]
@@ -150,7 +161,7 @@ def openapi_document(version: str = "1.0") -> dict[str, Any]:
         _ref(s.RequestStatusOut),
         [401, 404, 503],
         tag="requests",
-        params=[rid],
+        params=[rid, owner],
     )
     gpus_op = _op("The GPU fleet", _ref(s.GpuStatusOut), [401, 503], tag="gpus")
     paths: dict[str, Any] = {
@@ -158,7 +169,7 @@ def openapi_document(version: str = "1.0") -> dict[str, Any]:
             "post": _op(
                 "Submit a request",
                 _ref(s.RouteAnswer),
-                [400, 401, 403, 409, 413, 415, 422, 429, 503],
+                [400, 401, 403, 408, 409, 413, 415, 422, 429, 503],
                 tag="requests",
                 body=s.RouteRequest,
                 error_data=rejected,
@@ -172,7 +183,7 @@ def openapi_document(version: str = "1.0") -> dict[str, Any]:
                 _ref(s.CancelOut),
                 [401, 404, 503],
                 tag="requests",
-                params=[rid],
+                params=[rid, owner],
             ),
         },
         "/api/v1/requests/{request_id}/result": {
@@ -181,7 +192,7 @@ def openapi_document(version: str = "1.0") -> dict[str, Any]:
                 _ref(s.ResultOut),
                 [401, 404, 409, 503],
                 tag="requests",
-                params=[rid],
+                params=[rid, owner],
             )
         },
         "/api/v1/gpu/status": {"get": gpus_op},
@@ -228,7 +239,7 @@ def openapi_document(version: str = "1.0") -> dict[str, Any]:
                 tag="admin",
                 body=s.AdminCancelIn,
                 body_required=False,
-                params=[rid],
+                params=[rid, owner],
             )
         },
         "/api/v1/admin/user/{user_id}/quota": {

@@ -3,7 +3,8 @@ body reader and the wrapper that turns a handler into a Starlette endpoint.
 
 :func:`make_plumbing` builds, for one app, the closures the handlers use: ``svc()`` (the
 running :class:`RouterService`, or a 503), ``read_body`` (size-capped at
-``api.max_body_bytes`` bytes, strict JSON, validated by a pydantic model), ``respond``
+``api.max_body_bytes`` bytes, read within ``connections.body_timeout_s`` s or 408, strict
+JSON, validated by a pydantic model), ``respond``
 (the ALT_LAS envelope with its ``meta`` block and ``traceparent`` header), ``endpoint``
 (authenticates, turns errors into typed answers, never a stack trace, and counts the
 request and its latency in seconds in the app's Prometheus registry) and ``http_error``
@@ -12,6 +13,7 @@ request and its latency in seconds in the app's Prometheus registry) and ``http_
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -93,6 +95,13 @@ class Ctx:
             }
         return self.headers.get(name)
 
+    @property
+    def caller(self) -> Identity:
+        """Who asked; only for handlers behind authentication (an open route has none)."""
+        if self.identity is None:
+            raise RuntimeError("an authenticated handler was reached without an identity")
+        return self.identity
+
 
 Handler = Callable[[Ctx], Awaitable[tuple[int, Any]]]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -136,6 +145,7 @@ def make_plumbing(
     """The plumbing of one app; ``holder["svc"]`` is the service once it has started."""
     meta_builder = MetaBuilder(config.api_metadata)
     api = config.api
+    body_timeout_s = config.connections.body_timeout_s
     tracing = config.api_metadata.components.tracing
 
     def svc() -> RouterService:
@@ -229,16 +239,9 @@ def make_plumbing(
 
         return handler
 
-    async def read_body(ctx: Ctx, model: type[BaseModel], *, optional: bool = False) -> Any:
+    async def _receive_body(ctx: Ctx) -> bytes:
+        """The request's body, size-capped, its media type checked at the first chunk."""
         request = ctx.request
-        length = ctx.header("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise ApiError(400, "bad_request", "invalid Content-Length")
-            if int(length) > api.max_body_bytes:
-                raise ApiError(
-                    413, "payload_too_large", f"body larger than {api.max_body_bytes} bytes"
-                )
         chunks: list[bytes] = []
         size = 0
         ctype = ctx.header("content-type")
@@ -268,7 +271,27 @@ def make_plumbing(
                     413, "payload_too_large", f"body larger than {api.max_body_bytes} bytes"
                 )
             chunks.append(chunk)
-        body = b"".join(chunks)
+        return b"".join(chunks)
+
+    async def read_body(ctx: Ctx, model: type[BaseModel], *, optional: bool = False) -> Any:
+        length = ctx.header("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise ApiError(400, "bad_request", "invalid Content-Length")
+            if int(length) > api.max_body_bytes:
+                raise ApiError(
+                    413, "payload_too_large", f"body larger than {api.max_body_bytes} bytes"
+                )
+        try:
+            async with asyncio.timeout(body_timeout_s):
+                body = await _receive_body(ctx)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"body not received in {body_timeout_s} s",
+                headers={"connection": "close"},
+            ) from None
         if not body.strip():
             if optional:
                 return model()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 """request, user and GPU ids: 1-128 characters, letters, digits and ``._:@-`` (a UUID fits)."""
@@ -19,6 +19,19 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 MODEL_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}$"
 MAX_DURATION_MS = 30 * 86_400_000
 REQUEST_TYPES = ("inference", "training", "fine-tuning", "embedding", "batch")
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``5.0``) as the integer it is: JSON Schema's
+    ``integer`` (the OpenAPI document) admits it, so the API does too; ``5.5`` stays a
+    float and is refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+"""An integer field of a request body: ``5`` or ``5.0`` (see :func:`_integral`)."""
 
 
 class _In(BaseModel):
@@ -33,10 +46,10 @@ class _Out(BaseModel):
 
 
 class ResourceRequirementsIn(_In):
-    memory: Annotated[int, Field(ge=0, le=10_000_000, description="MB")] = 0
-    compute_units: Annotated[int, Field(ge=1, le=1_000_000)] = 1
-    max_batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1
-    expected_duration: Annotated[int, Field(ge=0, le=MAX_DURATION_MS, description="ms")] = 0
+    memory: Annotated[JsonInt, Field(ge=0, le=10_000_000, description="MB")] = 0
+    compute_units: Annotated[JsonInt, Field(ge=1, le=1_000_000)] = 1
+    max_batch_size: Annotated[JsonInt, Field(ge=1, le=1_000_000)] = 1
+    expected_duration: Annotated[JsonInt, Field(ge=0, le=MAX_DURATION_MS, description="ms")] = 0
     min_compute_capability: Annotated[str | None, Field(pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$")] = None
 
 
@@ -46,10 +59,10 @@ class RouteRequest(_In):
     request_id: Annotated[str | None, Field(pattern=ID_PATTERN)] = None
     user_id: Annotated[str, Field(pattern=ID_PATTERN)]
     model_id: Annotated[str, Field(pattern=MODEL_PATTERN)]
-    priority: Annotated[int, Field(ge=1, le=5, description="1-5, 5 highest")]
+    priority: Annotated[JsonInt, Field(ge=1, le=5, description="1-5, 5 highest")]
     type: Literal["inference", "training", "fine-tuning", "embedding", "batch"] = "inference"
     resource_requirements: ResourceRequirementsIn = ResourceRequirementsIn()
-    timeout: Annotated[int | None, Field(ge=1, le=MAX_DURATION_MS, description="ms")] = None
+    timeout: Annotated[JsonInt | None, Field(ge=1, le=MAX_DURATION_MS, description="ms")] = None
     callback_url: Annotated[str | None, Field(max_length=2048)] = None
     payload: dict[str, Any] | None = None
 
@@ -71,7 +84,9 @@ class RouteRequest(_In):
 
 class MaintenanceIn(_In):
     reason: Annotated[str, Field(max_length=1024)] = ""
-    estimated_duration: Annotated[int | None, Field(ge=0, le=525_600, description="minutes")] = None
+    estimated_duration: Annotated[
+        JsonInt | None, Field(ge=0, le=525_600, description="minutes")
+    ] = None
 
 
 class RestartIn(_In):
@@ -85,11 +100,13 @@ class AdminCancelIn(_In):
 class QuotaUpdateIn(_In):
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    gpu_time_limit: Annotated[int | None, Field(ge=0, le=10_000_000, description="minutes")] = None
-    concurrent_requests_limit: Annotated[int | None, Field(ge=0, le=1_000_000)] = None
-    priority_requests_limit: Annotated[int | None, Field(ge=0, le=1_000_000)] = None
-    requests_per_minute_limit: Annotated[int | None, Field(ge=0, le=10_000_000)] = None
-    requests_per_day_limit: Annotated[int | None, Field(ge=0, le=1_000_000_000)] = None
+    gpu_time_limit: Annotated[JsonInt | None, Field(ge=0, le=10_000_000, description="minutes")] = (
+        None
+    )
+    concurrent_requests_limit: Annotated[JsonInt | None, Field(ge=0, le=1_000_000)] = None
+    priority_requests_limit: Annotated[JsonInt | None, Field(ge=0, le=1_000_000)] = None
+    requests_per_minute_limit: Annotated[JsonInt | None, Field(ge=0, le=10_000_000)] = None
+    requests_per_day_limit: Annotated[JsonInt | None, Field(ge=0, le=1_000_000_000)] = None
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, str]]:

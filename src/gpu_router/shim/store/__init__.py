@@ -12,6 +12,8 @@ from gpu_router.shim.store.records import (
     JournalError,
     JournalRecord,
     StoredRequest,
+    client_id,
+    request_key,
 )
 
 __all__ = [
@@ -21,7 +23,9 @@ __all__ = [
     "JournalRecord",
     "Store",
     "StoredRequest",
+    "client_id",
     "open_store",
+    "request_key",
 ]
 
 if TYPE_CHECKING:  # (the writer process imports this package: no pydantic there)

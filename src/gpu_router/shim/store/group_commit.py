@@ -131,18 +131,18 @@ class GroupCommit:
         (:class:`DuplicateRequest`: the request_id has a row already)."""
         loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        if self.intake:
-            assert self._acks is not None
+        acks = self._acks if self.intake else None
+        if acks is not None:
             try:
-                values = self._acks.append(record)
+                values = acks.append(record)
             except JournalError as exc:
                 fut.set_exception(exc)
                 return fut
             fut.set_result(None)
             self._staging.insert(record, partial(self._logged_committed, record), values)
-            if self._acks.full:
+            if acks.full:
                 self._hand_over()  # every row of the segment is handed over now
-                self._acks.rotate(self._handed)
+                acks.rotate(self._handed)
             else:
                 self._schedule(loop, self.lazy_delay_s)
             return fut
@@ -164,7 +164,8 @@ class GroupCommit:
     def _logged_committed(self, record: JournalRecord, err: JournalError | None) -> None:
         """The fate of a logged (acknowledged) row's commit: a failure stages the row
         again, built afresh (with every change since), for a later batch."""
-        assert self._acks is not None
+        if self._acks is None:
+            raise RuntimeError("a logged commit without an intake log")
         if self._acks.failed(record.request_id, err):
             self._staging.insert(record, partial(self._logged_committed, record))
             loop = self._loop

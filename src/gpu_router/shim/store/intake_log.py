@@ -40,13 +40,14 @@ from typing import Any
 
 from gpu_router.shim import fastjson
 from gpu_router.shim.store.batch import StagedBatch
-from gpu_router.shim.store.records import DuplicateRequest, JournalError
+from gpu_router.shim.store.records import DuplicateRequest, JournalError, request_key
 from gpu_router.shim.store.rows import COLUMNS
 
 logger = logging.getLogger(__name__)
 _RID = COLUMNS.index("request_id")
+_UID = COLUMNS.index("user_id")
 SEGMENT_BYTES = 4 << 20  # about 8,000 requests of a few hundred bytes
-SHARED_MEMORY = "/dev/shm"
+SHARED_MEMORY = "/dev/shm"  # noqa: S108 (segments are opened 0600 under a per-journal digest name)
 
 
 def default_dir(journal_path: str) -> str:
@@ -180,10 +181,13 @@ def replay(journal: Any, directory: str | None = None) -> int:
         return 0
     rows: dict[str, list[Any]] = {}
     skipped = 0
+    old_ids = getattr(journal, "migrated", False)  # the journal's keys were just scoped
     for p in paths:
         logged, cut = read_segment(p)
         skipped += cut
         for values in logged:
+            if old_ids and "/" not in values[_RID]:  # logged before per-user request ids
+                values[_RID] = request_key(values[_UID], values[_RID])
             rows.setdefault(values[_RID], values)
     stored = journal.stored_ids(list(rows))
     missing = [(rid, values) for rid, values in rows.items() if rid not in stored]

@@ -81,6 +81,7 @@ class Journal:
         # the writer that starts the WAL over cuts the file back to this size
         self._db.execute(f"PRAGMA journal_size_limit={self.WAL_RESTART_BYTES}")
         self._db.executescript(SCHEMA)
+        self._scope_request_ids()
         self._stop = threading.Event()
         self._restart_due = False  # set by the checkpointer, done by the next commit_batch
         self._checkpointer: threading.Thread | None = None
@@ -139,6 +140,32 @@ class Journal:
 
     _record = staticmethod(record_from_row)  # a row read back as a record
 
+    #: ``PRAGMA user_version`` of a journal whose keys are per user (``records.request_key``)
+    SCHEMA_VERSION = 1
+
+    def _scope_request_ids(self) -> None:
+        """Migrate a journal from before per-user request ids (``user_version`` 0): each
+        key without ``/`` (a bare request_id) becomes ``<request_id>/<user_id>``
+        (``records.request_key``), in one transaction with the version bump, so a crash
+        leaves it done or not; ``migrated`` says whether this open did it (the intake
+        log's rows are then rewritten alike when replayed)."""
+        self.migrated = False
+        try:
+            if self._db.execute("PRAGMA user_version").fetchone()[0] >= self.SCHEMA_VERSION:
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute(
+                "UPDATE requests SET request_id = request_id || '/' || user_id "
+                "WHERE instr(request_id, '/') = 0"
+            )
+            self._db.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+            self.migrated = cur.rowcount > 0
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise JournalError(f"{self.path}: migration to per-user request ids: {exc}") from exc
+
     def insert(self, record: JournalRecord) -> None:
         """Commit a new request; raises :class:`JournalError` (id taken, disk full, ...)."""
         try:
@@ -193,6 +220,16 @@ class Journal:
 
     def get(self, request_id: str) -> JournalRecord | None:
         rows = self._select("WHERE request_id = ?", (request_id,))
+        return record_from_row(rows[0]) if rows else None
+
+    def latest(self, client_request_id: str) -> JournalRecord | None:
+        """The last submitted request, of any user, whose request_id is
+        ``client_request_id`` (the keys ``<id>/<user>`` are a range of the primary key:
+        ``/`` sorts just before ``0``)."""
+        rows = self._select(
+            "WHERE request_id >= ? AND request_id < ? ORDER BY rowid DESC LIMIT 1",
+            (client_request_id + "/", client_request_id + "0"),
+        )
         return record_from_row(rows[0]) if rows else None
 
     def unfinished(self) -> list[JournalRecord]:

@@ -26,7 +26,7 @@ from gpu_router.shim.store.rows import COLUMNS, MUTABLE
 
 #: the PostgreSQL type of every column of a request row
 TYPES = {
-    "request_id": "text",
+    "request_id": 'text COLLATE "C"',  # bytewise: the keys of one id are a range
     "user_id": "text",
     "model_id": "text",
     "priority": "integer",
@@ -46,7 +46,8 @@ TYPES = {
     "callback_state": "text",
     "trace_id": "text",
 }
-assert set(TYPES) == set(COLUMNS)
+if set(TYPES) != set(COLUMNS):  # pragma: no cover - a column added to one side only
+    raise RuntimeError(f"pg_schema.TYPES does not match the columns {COLUMNS}")
 
 _NOT_NULL = {
     "user_id",
@@ -84,8 +85,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         2,
         [
             # the leader lease of several routers (``shim.store.pg_lease``): one row
-            "CREATE TABLE leader_lease (id integer PRIMARY KEY CHECK (id = 1), "
-            "holder text, address text, epoch bigint NOT NULL, expires_at timestamptz)",
+            (
+                "CREATE TABLE leader_lease (id integer PRIMARY KEY CHECK (id = 1), "
+                "holder text, address text, epoch bigint NOT NULL, expires_at timestamptz)"
+            ),
             "INSERT INTO leader_lease (id, epoch) VALUES (1, 0)",
         ],
     ),
@@ -117,7 +120,11 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
     return was
 
 
-_ARRAYS = ", ".join(f"%s::{TYPES[c]}[]" for c in COLUMNS)
+def _array(column: str) -> str:
+    return f"%s::{TYPES[column].split(' COLLATE')[0]}[]"
+
+
+_ARRAYS = ", ".join(_array(c) for c in COLUMNS)
 #: every column of new rows, as one array per column (``COLUMNS`` order); returns the ids
 #: inserted (a taken one is not)
 INSERT_ROWS = (
@@ -131,7 +138,7 @@ _UPDATED = [*MUTABLE, "request_id"]  # rows.mutable_row's order
 UPDATE_ROWS = (
     "UPDATE requests AS r SET "
     + ", ".join(f"{c} = u.{c}" for c in MUTABLE)
-    + f" FROM unnest({', '.join(f'%s::{TYPES[c]}[]' for c in _UPDATED)}) "
+    + f" FROM unnest({', '.join(_array(c) for c in _UPDATED)}) "
     + f"AS u({', '.join(_UPDATED)}) WHERE r.request_id = u.request_id"
 )
 #: both in one statement (one round trip, one transaction in autocommit); the update's
@@ -165,6 +172,8 @@ def batch_statement(
 
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM requests"
 UNFINISHED = f"{SELECT} WHERE state NOT IN ({_TERMINAL}) ORDER BY seq"
+#: the last submitted of the keys ``<id>/<user>`` of one id (``records.request_key``)
+LATEST = f"{SELECT} WHERE request_id >= %s AND request_id < %s ORDER BY seq DESC LIMIT 1"
 
 
 def columns(rows: list[Any], width: int) -> list[list[Any]]:

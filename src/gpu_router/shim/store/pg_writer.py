@@ -218,7 +218,7 @@ class PgWriter:
             return
         except psycopg.Error as exc:
             error = JournalError(f"PostgreSQL commit failed: {exc}")
-            self._settle(batch, {n: error for n in range(len(batch.inserts))})
+            self._settle(batch, dict.fromkeys(range(len(batch.inserts)), error))
             self._lost(batch.updates, error)
             self._advance(number)
             return
@@ -228,7 +228,7 @@ class PgWriter:
 
     def _failed(self, batch: StagedBatch, number: int, error: JournalError, closing: bool) -> None:
         """New rows refused, state changes kept for the next commit (or lost at close)."""
-        self._settle(batch, {n: error for n in range(len(batch.inserts))})
+        self._settle(batch, dict.fromkeys(range(len(batch.inserts)), error))
         if closing:
             self._lost(batch.updates, error)
             self._advance(number)

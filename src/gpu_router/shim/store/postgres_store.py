@@ -172,6 +172,10 @@ class PostgresStore:
         rows = self._read(f"{pg_schema.SELECT} WHERE request_id = %s", (request_id,))
         return record_from_row(rows[0]) if rows else None
 
+    def latest(self, client_request_id: str) -> JournalRecord | None:
+        rows = self._read(pg_schema.LATEST, (client_request_id + "/", client_request_id + "0"))
+        return record_from_row(rows[0]) if rows else None
+
     def unfinished(self) -> list[JournalRecord]:
         return [record_from_row(r) for r in self._read(pg_schema.UNFINISHED)]
 

@@ -38,7 +38,14 @@ class Store(Protocol):
         ...
 
     def get(self, request_id: str) -> JournalRecord | None:
-        """The request's row as last written (insert and updates so far), or None."""
+        """The request's row as last written (insert and updates so far), or None.
+        ``request_id`` is the store key, ``records.request_key(user_id, request_id)``:
+        request ids are unique per user."""
+        ...
+
+    def latest(self, client_request_id: str) -> JournalRecord | None:
+        """The last submitted request of any user whose own request_id is
+        ``client_request_id`` (for callers that act for every user: admins, services)."""
         ...
 
     def unfinished(self) -> list[JournalRecord]:

@@ -10,9 +10,24 @@ from typing import Any
 TERMINAL = ("completed", "failed", "cancelled")
 
 
+def request_key(user_id: str, request_id: str) -> str:
+    """The store's key of a user's request: ``<request_id>/<user_id>``. Request ids are
+    unique per user, not globally (issue 14); ids and user ids cannot hold ``/``, so the
+    key is unambiguous, and the keys of one request_id sort together (``Store.latest``)."""
+    return f"{request_id}/{user_id}"
+
+
+def client_id(key: str) -> str:
+    """The request_id its user chose (or was given) of a store key (:func:`request_key`);
+    a key from before per-user ids (no ``/``) is itself."""
+    return key.split("/", 1)[0]
+
+
 @dataclass(slots=True)
 class JournalRecord:
-    """One request's row. ``body`` is the validated submission (a JSON object),
+    """One request's row, under ``request_id``: the store key :func:`request_key` (the
+    id the client knows is :attr:`client_request_id`). ``body`` is the validated
+    submission (a JSON object),
     ``answer`` the data of the first 200 answer (replayed to an identical
     re-submission); times are wall-clock epoch seconds."""
 
@@ -40,6 +55,11 @@ class JournalRecord:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def client_request_id(self) -> str:
+        """The request_id as its user knows it (the API's ``request_id``)."""
+        return client_id(self.request_id)
 
 
 #: the name the store's protocol uses for it

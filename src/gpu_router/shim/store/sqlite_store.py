@@ -71,6 +71,10 @@ class SqliteStore:
         self.commits.settle()
         return self.journal.get(request_id)
 
+    def latest(self, client_request_id: str) -> JournalRecord | None:
+        self.commits.settle()
+        return self.journal.latest(client_request_id)
+
     def unfinished(self) -> list[JournalRecord]:
         self.commits.settle()
         return self.journal.unfinished()

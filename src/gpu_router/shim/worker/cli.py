@@ -1,8 +1,11 @@
-"""`gpu-router worker --gpu N --port P [--host 127.0.0.1] [--mode auto|cuda|cpu]`.
+"""`gpu-router worker --gpu N --port P [--host 127.0.0.1] [--mode auto|cuda|cpu]
+[--token-file F]`.
 
 Runs the reference worker (``shim.worker.server``) for GPU N. ``--job-prefix`` starts
 every job id it hands out (default ``j``: ids ``j1-<pid>``, ``j2-<pid>``, ...). Once the
-device is warm and the port accepts connections it prints one JSON line to stdout:
+device is warm and the port accepts connections. With ``--token-file F`` (its first line)
+or ``$GPU_ROUTER_WORKER_TOKEN``, every job call must carry ``Authorization: Bearer
+<token>`` (the router's ``worker_auth``), else 401. Once the it prints one JSON line to stdout:
 ``{"event": "worker_ready", "url", "gpu", "mode", "device_name", "pid"}``.
 """
 
@@ -38,15 +41,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="forget a finished job never acknowledged this long after it ended (s)",
     )
     parser.add_argument("--job-log", default=None, help="append a JSON line per job start/end")
+    parser.add_argument(
+        "--model-load-s",
+        type=float,
+        default=22.7,
+        help="seconds a model load takes (CPU mode: a delay; default: the GenAI trace's median)",
+    )
+    parser.add_argument(
+        "--model-memory-mb",
+        type=float,
+        default=40_000.0,
+        help="memory the resident models may take, MB (least recently used evicted)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        help=f"file whose first line is the token job calls must carry (else ${TOKEN_ENV})",
+    )
+
+
+TOKEN_ENV = "GPU_ROUTER_WORKER_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+
+def worker_token(args: argparse.Namespace, env: dict[str, str]) -> str | None:
+    """The token from ``--token-file``, else ``$GPU_ROUTER_WORKER_TOKEN``, else None;
+    :class:`~gpu_router.shim.config.ConfigError` for an unreadable or weak one."""
+    from gpu_router.shim.config import check_token, read_token_file
+
+    if args.token_file is not None:
+        return read_token_file(args.token_file, "--token-file")
+    value = env.get(TOKEN_ENV)
+    return None if value is None else check_token(value.strip(), f"${TOKEN_ENV}")
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn  # noqa: PLC0415 - only this subcommand needs it
+    import uvicorn
 
-    from gpu_router.shim.worker.device import WorkerError, detect_device  # noqa: PLC0415
-    from gpu_router.shim.worker.jobs import Worker  # noqa: PLC0415
-    from gpu_router.shim.worker.server import create_app  # noqa: PLC0415
+    from gpu_router.shim.worker.device import WorkerError, detect_device
+    from gpu_router.shim.worker.jobs import Worker
+    from gpu_router.shim.worker.models import ModelHolder
+    from gpu_router.shim.worker.server import create_app
 
     for name, value, lo, hi in (
         ("--port", args.port, 0, 65535),
@@ -68,9 +103,28 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not (args.model_load_s >= 0 and args.model_memory_mb > 0):
+        print(
+            "gpu-router worker: --model-load-s must be >= 0 and --model-memory-mb > 0",
+            file=sys.stderr,
+        )
+        return 2
     if not args.job_ttl_s > 0:
         print(f"gpu-router worker: --job-ttl-s={args.job_ttl_s}: must be > 0", file=sys.stderr)
         return 2
+    from gpu_router.shim.config import ConfigError
+
+    try:
+        token = worker_token(args, dict(os.environ))
+    except ConfigError as exc:
+        print(f"gpu-router worker: {exc}", file=sys.stderr)
+        return 2
+    if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"gpu-router worker: warning: no --token-file or ${TOKEN_ENV}: anyone who can "
+            f"reach {args.host}:{args.port} can run jobs",
+            file=sys.stderr,
+        )
     try:
         device = detect_device(args.gpu, args.mode)
     except WorkerError as exc:
@@ -83,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         job_prefix=args.job_prefix,
         job_ttl_s=args.job_ttl_s,
         job_log=args.job_log,
+        models=ModelHolder(args.model_memory_mb, args.model_load_s),
     )
 
     def ready() -> None:
@@ -103,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 ready()
 
     config = uvicorn.Config(
-        create_app(worker),
+        create_app(worker, token),
         host=args.host,
         port=args.port,
         log_level=args.log_level,

@@ -8,7 +8,8 @@ the path (any character, ``/`` included). Answers are read bare or in the ALT_LA
 envelope (``{status, data}``).
 Every failure is a :class:`~gpu_router.shim.gpu_sources.base.WorkerCallError`:
 ``WorkerUnavailable`` (no answer, 5xx, an answer that is not the API's),
-``JobNotFound`` (404) or ``JobRefused`` (other 4xx; ``worker_fault`` False). Pass a
+``JobNotFound`` (404) or ``JobRefused`` (other 4xx, 401 for a missing or wrong
+``token``; ``worker_fault`` False). ``token`` is sent as ``Authorization: Bearer``. Pass a
 shared ``httpx.AsyncClient`` to pool connections; then ``aclose`` leaves it open.
 Timeouts in seconds.
 """
@@ -75,6 +76,9 @@ def _job_status(body: Any, where: str) -> JobStatus:
         st["started_at"] = body["started_at"]
     if "finished_at" in body:
         st["finished_at"] = body["finished_at"]
+    load = body.get("model_load_s")
+    if isinstance(load, int | float) and not isinstance(load, bool) and 0 <= load < 1e9:
+        st["model_load_s"] = float(load)
     return st
 
 
@@ -90,6 +94,7 @@ class WorkerClient:
         *,
         timeout_s: float = 5.0,
         traceparent: str | None = None,
+        token: str | None = None,
         epoch: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -97,6 +102,8 @@ class WorkerClient:
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._timeout = timeout_s
         self._headers = {"traceparent": traceparent} if traceparent else {}
+        if token is not None:
+            self._headers["authorization"] = f"Bearer {token}"
         if epoch is not None:  # the leader's epoch (fencing: shim.worker.server)
             self._headers["x-router-epoch"] = str(epoch)
 
@@ -127,6 +134,7 @@ class WorkerClient:
         expected_duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> str:
         """Start a job (ms, MB) as ``job_id`` (the router's id; None: the worker names it);
         its id. A worker holding that job id answers it and runs nothing again; without
@@ -139,6 +147,8 @@ class WorkerClient:
         }
         if job_id is not None:
             req["job_id"] = job_id
+        if model is not None:
+            req["model"] = model
         body = await self._call("POST", "/jobs", req)
         if not isinstance(body, dict) or not isinstance(body.get("job_id"), str):
             raise WorkerUnavailable(f"{self.url}/jobs: answer has no job_id")
@@ -179,7 +189,9 @@ class WorkerClient:
         """Whether ``GET /health`` answers 200 within ``HEALTH_TIMEOUT_S``; never raises."""
         try:
             r = await self._client.get(
-                self.url + "/health", timeout=min(self._timeout, HEALTH_TIMEOUT_S)
+                self.url + "/health",
+                timeout=min(self._timeout, HEALTH_TIMEOUT_S),
+                headers=self._headers,
             )
         except httpx.HTTPError:
             return False

@@ -33,6 +33,7 @@ from gpu_router.shim.gpu_sources.base import (
 
 from .device import DeviceInfo, warm_up_cuda
 from .loops import Job, run_cpu, run_cuda
+from .models import ModelHolder
 
 JobFn = Callable[[Job, DeviceInfo, float], dict[str, Any]]
 
@@ -51,8 +52,11 @@ class Worker:
         job_prefix: str = "j",
         job_ttl_s: float = 86_400.0,
         job_log: str | None = None,
+        models: ModelHolder | None = None,
     ) -> None:
         self.device = device
+        #: resident models (CPU mode: a calibrated delay per load, docs/policy.md)
+        self.models = models or ModelHolder(40_000.0, 0.0)
         self.max_jobs = max_jobs
         self.max_duration_s = max_duration_s
         self.keep_jobs = keep_jobs
@@ -100,6 +104,7 @@ class Worker:
         duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> tuple[Job, bool]:
         """Start a job, or return the one held (see :meth:`existing`); whether it is new."""
         self.expire()
@@ -107,7 +112,7 @@ class Worker:
         if old is not None:
             return old, False  # a repeated start does not run the work twice
         job_id = job_id or f"{self.job_prefix}{next(self._ids)}-{os.getpid()}"
-        job = Job(job_id, request_id, payload, duration_ms, memory_mb)
+        job = Job(job_id, request_id, payload, duration_ms, memory_mb, model=model)
         self.jobs[job.job_id] = job
         self.by_request[request_id] = job.job_id
         self.running += 1
@@ -175,10 +180,20 @@ class Worker:
     async def _run(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
         try:
+            if job.model is not None:
+                m = job.model
+                job.model_load_s = await loop.run_in_executor(
+                    self._pool,
+                    self.models.ensure,
+                    m["id"],
+                    float(m.get("memory_mb", 0.0)),
+                    list(m.get("evict", [])),
+                    job.cancel,
+                )
             result = await loop.run_in_executor(
                 self._pool, self.runner, job, self.device, self.max_duration_s
             )
-        except Exception as exc:  # noqa: BLE001 - the job failed; report why, keep serving
+        except Exception as exc:
             if job.state == JOB_RUNNING:
                 job.state, job.error = JOB_FAILED, f"{type(exc).__name__}: {exc}"[:500]
         else:
@@ -213,4 +228,5 @@ class Worker:
             "torch": d.torch_version,
             "running": self.running,
             "max_jobs": self.max_jobs,
+            "models": [m["id"] for m in self.models.held()],
         }

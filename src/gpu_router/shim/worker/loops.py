@@ -4,7 +4,9 @@ In ``cuda`` mode (:func:`run_cuda`) a job multiplies bf16 matrices (8192 x 8192 
 the payload's ``matrix_size`` says otherwise) on ``cuda:N``, after reserving the declared
 ``memory_mb`` on the GPU (``payload.reserve_memory: false`` skips that), synchronizing
 about every 10 ms to report progress and honour a cancel. In ``cpu`` mode
-(:func:`run_cpu`) it multiplies float32 matrices (256 x 256) with numpy. Either runs in a
+(:func:`run_cpu`) it multiplies float32 matrices (256 x 256) with numpy, or, when the
+payload holds ``sleep_ms``, sleeps that many milliseconds and computes nothing (a job of
+a known duration that costs no CPU: the twin check's jobs, docs/simulator.md). Either runs in a
 thread of the worker's pool, ``payload.iterations`` iterations when given, otherwise until
 ``expected_duration_ms`` has passed (at least one iteration), never longer than
 ``max_duration_s``. The result reports the measured wall time, the iterations, the
@@ -45,9 +47,11 @@ class Job:
     started_at: float = field(default_factory=time.time)  # wall clock, s
     finished_at: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    model: dict[str, Any] | None = None  # {id, memory_mb, evict}: to have resident first
+    model_load_s: float | None = None  # seconds spent loading it (0: it was held)
 
     def view(self) -> JobStatus:
-        return {
+        st: JobStatus = {
             "job_id": self.job_id,
             "request_id": self.request_id,
             "state": self.state,
@@ -57,6 +61,9 @@ class Job:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
+        if self.model_load_s is not None:
+            st["model_load_s"] = self.model_load_s
+        return st
 
 
 def opt_int(payload: Any, key: str, lo: int, hi: int) -> int | None:
@@ -111,9 +118,34 @@ class _Loop:
         }
 
 
+def run_sleep(job: Job, device: DeviceInfo, sleep_s: float) -> dict[str, Any]:
+    """Sleep ``sleep_s`` (s) in this thread, waking at least every ``CHUNK_S`` for a cancel."""
+    loop = _Loop(job, sleep_s)
+    end = loop.t0 + sleep_s
+    while not job.cancel.is_set() and (left := end - time.perf_counter()) > 0:
+        job.progress = 1.0 - left / sleep_s
+        job.cancel.wait(min(CHUNK_S, left))
+    loop.done = 1
+    return loop.result(device, 0, "none", {"slept_ms": round(sleep_s * 1000.0, 3)})
+
+
+def sleep_seconds(payload: Any, max_duration_s: float) -> float | None:
+    """``payload.sleep_ms`` in seconds (at most ``max_duration_s``), None when absent."""
+    value = payload.get("sleep_ms") if isinstance(payload, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e12:
+        raise ValueError(f"payload.sleep_ms={value!r}: must be a number of ms >= 0")
+    return min(float(value) / 1000.0, max_duration_s)
+
+
 def run_cpu(job: Job, device: DeviceInfo, max_duration_s: float) -> dict[str, Any]:
-    """float32 numpy matmuls in this thread (numpy releases the GIL)."""
-    import numpy as np  # noqa: PLC0415 - keeps import of this module light
+    """float32 numpy matmuls in this thread (numpy releases the GIL), or a sleep
+    (``payload.sleep_ms``)."""
+    sleep_s = sleep_seconds(job.payload, max_duration_s)
+    if sleep_s is not None:
+        return run_sleep(job, device, sleep_s)
+    import numpy as np
 
     n = opt_int(job.payload, "matrix_size", 1, 4096) or 256
     loop = _Loop(job, max_duration_s)

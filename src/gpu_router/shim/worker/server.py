@@ -10,7 +10,10 @@ completed|failed|cancelled), progress 0-1, result, error, started_at, finished_a
 ``DELETE /jobs/{id}`` cancels (idempotent) -> ``{job_id, state}``; ``GET /health`` ->
 ``{status, gpu, device_name, mode, ...}`` (503 while the device warms up). Errors are
 ``{"error": message}``: 400 bad JSON, 404 no such job, 413 body over 1 MiB, 422 a bad
-field, 503 starting or busy (``Retry-After: 1``). The ``{id}`` in a path is
+field, 503 starting or busy (``Retry-After: 1``); with a ``token``, 401 for a job call
+(every path but ``/health``) without ``Authorization: Bearer <token>`` (compared in
+constant time), so only the router can start, read, cancel or acknowledge jobs; ``/health``
+stays open for probes. The ``{id}`` in a path is
 percent-encoded by clients (``shim.worker.client``) and may hold any character once
 decoded, ``/`` included. What a job runs: :mod:`.loops`; the job table: :mod:`.jobs`.
 """
@@ -18,6 +21,7 @@ decoded, ``/`` included. What a job runs: :mod:`.loops`; the job table: :mod:`.j
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import math
 from collections.abc import AsyncIterator
@@ -27,12 +31,35 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .jobs import Worker
 from .loops import MAX_ITERATIONS, MAX_MATRIX, opt_int
 
 MAX_BODY_BYTES = 1 << 20
-FIELDS = frozenset({"request_id", "payload", "expected_duration_ms", "memory_mb", "job_id"})
+FIELDS = frozenset(
+    {"request_id", "payload", "expected_duration_ms", "memory_mb", "job_id", "model"}
+)
+
+
+def _model(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The optional ``model``: ``{id, memory_mb (>= 0), evict: [ids]}``; ValueError."""
+    m = body.get("model")
+    if m is None:
+        return None
+    bad = ValueError("model=: must be {id: string, memory_mb: number >= 0, evict: [string]}")
+    if not isinstance(m, dict) or not set(m) <= {"id", "memory_mb", "evict"}:
+        raise bad
+    mid, mb, evict = m.get("id"), m.get("memory_mb", 0.0), m.get("evict", [])
+    if not isinstance(mid, str) or not 0 < len(mid) <= 256:
+        raise bad
+    if isinstance(mb, bool) or not isinstance(mb, int | float) or not 0 <= mb < 1e9:
+        raise bad
+    if not isinstance(evict, list) or not all(isinstance(e, str) for e in evict):
+        raise bad
+    return {"id": mid, "memory_mb": float(mb), "evict": list(evict)}
+
+
 MAX_ACK = 10_000  # job ids in one acknowledgement
 #: fencing several routers: the leader's lease epoch, sent with every call; a start,
 #: acknowledgement or cancel with an epoch older than the newest seen is refused (409)
@@ -56,8 +83,31 @@ def _number(body: dict[str, Any], key: str) -> float:
     return float(value)
 
 
-def create_app(worker: Worker) -> Starlette:
-    """The worker's Starlette app; its lifespan warms the device up and stops the jobs."""
+class TokenCheck:
+    """ASGI middleware: 401 for an HTTP call other than ``GET /health`` whose
+    ``Authorization`` is not ``Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/health":
+            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse(
+                    {"error": "a valid worker token is required"},
+                    status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(worker: Worker, token: str | None = None) -> Starlette:
+    """The worker's Starlette app; its lifespan warms the device up and stops the jobs.
+    With ``token``, every job call must carry it (:class:`TokenCheck`)."""
 
     async def read_object(request: Request) -> dict[str, Any] | JSONResponse:
         length = request.headers.get("content-length")
@@ -98,7 +148,7 @@ def create_app(worker: Worker) -> Starlette:
         if unknown:
             return _error(422, f"unknown fields: {sorted(unknown)}", field=sorted(unknown)[0])
         request_id = body.get("request_id")
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= 256:
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 300:
             return _error(422, "request_id: must be a non-empty string", field="request_id")
         job_id = body.get("job_id")
         if job_id is not None and (not isinstance(job_id, str) or not 0 < len(job_id) <= 300):
@@ -109,13 +159,14 @@ def create_app(worker: Worker) -> Starlette:
             memory = _number(body, "memory_mb")
             opt_int(payload, "iterations", 1, MAX_ITERATIONS)
             opt_int(payload, "matrix_size", 1, MAX_MATRIX)
+            model = _model(body)
         except ValueError as exc:
             return _error(422, str(exc), field=str(exc).split("=")[0])
         if not worker.ready:
             return _error(503, "worker is starting", retry_after=1)
         if worker.running >= worker.max_jobs and worker.existing(request_id, job_id) is None:
             return JSONResponse({"error": "worker busy"}, 503, headers={"Retry-After": "1"})
-        job, new = worker.submit(request_id, payload, duration, memory, job_id)
+        job, new = worker.submit(request_id, payload, duration, memory, job_id, model)
         if new:
             return JSONResponse({"job_id": job.job_id, "state": job.state}, status_code=202)
         return JSONResponse({"job_id": job.job_id, "state": job.state, "existing": True})
@@ -165,7 +216,7 @@ def create_app(worker: Worker) -> Starlette:
         finally:
             await worker.stop()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/jobs", submit, methods=["POST"]),
             Route("/jobs", listing, methods=["GET"]),
@@ -176,3 +227,6 @@ def create_app(worker: Worker) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    if token is not None:
+        app.add_middleware(TokenCheck, token=token)
+    return app

@@ -1,0 +1,27 @@
+"""The `model_locality` section: the policy's Model Manager and model residency
+(`policy.ModelsConfig`, docs/policy.md "Model locality"). Off by default.
+
+With ``enabled`` the router keeps each GPU's resident models from its own placements
+(an LRU cache of ``cache_share`` of the GPU's memory) and the locality strategies
+(`load_balancer.strategy`: warm-first, locality-cost, locality-replicate) route by it.
+Each job then names the model to have resident (and what to evict); the reference
+worker loads it and reports the load time, which the Model Manager learns.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from .sections import ConfigSection
+
+
+class ModelLocalitySection(ConfigSection):
+    enabled: bool = False
+    default_memory_mb: Annotated[float, Field(ge=0)] = 6_500.0  # weights of an unknown model
+    default_load_s: Annotated[float, Field(ge=0)] = 22.7  # load time of an unknown model, s
+    cache_share: Annotated[float, Field(gt=0, le=1)] = 0.5  # of each GPU's memory
+    alpha: Annotated[float, Field(gt=0, le=1)] = 0.2  # EWMA step of learned load times
+    # model id -> {memory_mb, load_s, gpu_types, min_compute_capability}
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
