@@ -1,7 +1,7 @@
 """Open-loop load on the routing service over loopback, against a bare Starlette endpoint.
 
     .venv/bin/python benchmarks/service_load.py [--rates 100,500,1000,2000] [--duration 5]
-        [--repeat 1]
+        [--repeat 1] [--store URL ...]
         [--virtual-gpus 64] [--job-ms 20] [--out FILE]
 
 Starts ``gpu-router serve --virtual-gpus N`` and a bare Starlette JSON endpoint (same
@@ -27,6 +27,16 @@ such as the router's journal writer, from /proc; split by thread and child proce
 implies on one fully available core (``implied_single_core_rps``): the load generator
 shares the machine's cores with the servers, so the achieved rate can be bounded by the
 machine rather than by the server.
+
+``--store URL`` (repeatable) starts one more router per URL, with that store
+(``journal.path``: a ``postgresql://`` URL; ``pg-temp`` starts a throwaway PostgreSQL for
+the run, initdb/pg_ctl as in the tests, ``fsync`` and ``synchronous_commit`` on, with a
+database per router; ``pg-temp?options=-csynchronous_commit%3Doff`` adds libpq URL
+parameters), named ``router@<scheme>`` (``-2``, ... for more of one scheme; ``stores``
+gives their URLs) in the results and driven in the same phases as the SQLite router,
+so the figures of both stores come from one run; ``vs_bare`` gives each router's rate
+ratio and added p50/p99 against the bare endpoint, and ``database_cpu_ms_per_request``
+the PostgreSQL server's CPU time (all its processes) per answered request.
 
 Traffic stays on 127.0.0.1 and is bounded: at most sum(rates) * duration requests per
 target, a cap of ``--max-inflight`` open requests (beyond it a due request is counted as
@@ -97,7 +107,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def router_config(path: Path, journal: Path, intake_dir: str = "") -> None:
+def router_config(path: Path, journal: Path | str, intake_dir: str = "") -> None:
     """Limits high enough that only the service's speed limits the run."""
     import yaml
 
@@ -363,6 +373,53 @@ def steal_ms() -> float | None:
         return None
 
 
+def start_router(
+    tmp: Path, name: str, journal: Path | str, args: argparse.Namespace, procs: list[Any]
+) -> tuple[str, int]:
+    """``gpu-router serve`` on ``journal`` (a file or a store URL); its URL and pid."""
+    port = free_port()
+    cfg = tmp / f"{name}.yaml"
+    router_config(cfg, journal, args.intake_dir)
+    log = tmp / f"{name}.log"
+    cmd = [sys.executable, "-m", "gpu_router.cli", "serve", "--config", str(cfg)]
+    cmd += ["--virtual-gpus", str(args.virtual_gpus), "--host", "127.0.0.1", "--port", str(port)]
+    procs.append(start(cmd, log))
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, procs[-1], log)
+    return url, procs[-1].pid
+
+
+def temp_postgres() -> Any:
+    """A throwaway PostgreSQL server (the tests' ``pg_server``), started."""
+    sys.path.insert(0, str(ROOT))
+    from tests.shim.store.pg_server import PgServer, missing_reason
+
+    why = missing_reason()
+    if why is not None:
+        raise SystemExit(f"--store pg-temp: {why}")
+    server = PgServer()
+    server.start()
+    return server
+
+
+def postmaster_pid(server: Any) -> int | None:
+    """The pid of a temporary server's postmaster (its first line of postmaster.pid)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int((server.data / "postmaster.pid").read_text().split("\n", 1)[0])
+    return None
+
+
+def versus(router: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
+    """A router's rate ratio and added p50/p99 (ms) against the bare endpoint."""
+    out: dict[str, Any] = {
+        "rate_ratio": round(router["achieved_rps"] / max(bare["achieved_rps"], 1e-9), 3)
+    }
+    if router["p99_ms"] is not None and bare["p99_ms"] is not None:
+        out["added_p50_ms"] = round(router["p50_ms"] - bare["p50_ms"], 3)
+        out["added_p99_ms"] = round(router["p99_ms"] - bare["p99_ms"], 3)
+    return out
+
+
 def run_phase(
     base: str,
     rate: int,
@@ -370,10 +427,16 @@ def run_phase(
     tag: str,
     check: bool,
     pid: int | None = None,
+    db_pid: int | None = None,
 ) -> dict[str, Any]:
     threads0, steal0 = thread_cpu_seconds(pid), steal_ms()
+    db0 = thread_cpu_seconds(db_pid)
     res = run_async(drive(base, rate, args.duration, args, tag))
     threads1, steal1 = thread_cpu_seconds(pid), steal_ms()
+    db1 = thread_cpu_seconds(db_pid)
+    if db0 and db1 and res["answered"]:
+        used = sum(db1.values()) - sum(db0.values())
+        res["database_cpu_ms_per_request"] = round(used * 1000.0 / res["answered"], 3)
     if steal0 is not None and steal1 is not None:
         res["steal_ms"] = round(steal1 - steal0)
     if threads0 and threads1 and res["answered"]:
@@ -437,6 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--drain-timeout", type=float, default=60.0)
     p.add_argument("--targets", default="bare,router")
+    p.add_argument(
+        "--store",
+        action="append",
+        metavar="URL",
+        help="one more router on this store (a postgresql:// URL, or pg-temp: a throwaway "
+        "PostgreSQL for the run); repeatable",
+    )
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument(
         "--router-url",
@@ -466,8 +536,11 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             k: v for k, v in vars(args).items() if k not in ("bare_server", "out", "router_url")
         },
+        "stores": {},
         "results": [],
     }
+    pg_servers: list[Any] = []
+    db_pids: dict[str, int | None] = {}
     try:
         urls = {}
         pids: dict[str, int] = {}
@@ -476,32 +549,23 @@ def main(argv: list[str] | None = None) -> int:
                 p.error("--router-url must be on loopback")
             urls["router"] = args.router_url.rstrip("/")
         elif "router" in targets:
-            port = free_port()
-            cfg = tmp / "config.yaml"
-            router_config(cfg, tmp / "journal.sqlite3", args.intake_dir)
-            log = tmp / "router.log"
-            procs.append(
-                start(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gpu_router.cli",
-                        "serve",
-                        "--config",
-                        str(cfg),
-                        "--virtual-gpus",
-                        str(args.virtual_gpus),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                    ],
-                    log,
-                )
+            urls["router"], pids["router"] = start_router(
+                tmp, "router", tmp / "journal.sqlite3", args, procs
             )
-            urls["router"] = f"http://127.0.0.1:{port}"
-            pids["router"] = procs[-1].pid
-            wait_ready(urls["router"], procs[-1], log)
+        for n, url in enumerate(args.store or []):
+            temp = None
+            if url.split("?", 1)[0] == "pg-temp":  # one server, a database per router
+                if not pg_servers:
+                    pg_servers.append(temp_postgres())
+                temp = pg_servers[0]
+                query = url.partition("?")[2]
+                url = temp.create_database("bench") + (f"?{query}" if query else "")
+            scheme = url.split("://", 1)[0] if "://" in url else "sqlite"
+            name = f"router@{scheme}" + (f"-{n + 1}" if f"router@{scheme}" in urls else "")
+            urls[name], pids[name] = start_router(tmp, name, url, args, procs)
+            targets.append(name)
+            out["stores"][name] = url
+            db_pids[name] = postmaster_pid(temp) if temp is not None else None
         if "bare" in targets:
             port = free_port()
             log = tmp / "bare.log"
@@ -520,8 +584,9 @@ def main(argv: list[str] | None = None) -> int:
                     rate,
                     args,
                     f"{target}-{rate}-{rep}-{run_tag}",
-                    check=target == "router",
+                    check=target.startswith("router"),
                     pid=pids.get(target),
+                    db_pid=db_pids.get(target),
                 )
                 print(f"# {target} @ {rate}/s: {json.dumps(row[target])}", file=sys.stderr)
             if "router" in row and "bare" in row:
@@ -530,11 +595,15 @@ def main(argv: list[str] | None = None) -> int:
                 if r["p99_ms"] is not None and b["p99_ms"] is not None:
                     row["added_p50_ms"] = round(r["p50_ms"] - b["p50_ms"], 3)
                     row["added_p99_ms"] = round(r["p99_ms"] - b["p99_ms"], 3)
+            if "bare" in row:
+                row["vs_bare"] = {t: versus(row[t], row["bare"]) for t in targets if t != "bare"}
             out["results"].append(row)
         out["summary"] = summary(out["results"])
     finally:
         for proc in procs:
             stop(proc)
+        for server in pg_servers:
+            server.close()
         shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(out, indent=2)
     print(text)

@@ -5,7 +5,7 @@
 #   docker.io, docker-compose, debootstrap
 #                   the container test (tests/deploy/test_compose_stack.py) builds a
 #                   base image from Debian packages and runs the test stack
-#   postgresql      the multi-replica store (later work)
+#   postgresql      the PostgreSQL store's tests (initdb/pg_ctl: tests/shim/store/pg_server.py)
 # Idempotent and quick when everything is present (a few `command -v` and one `docker
 # info`). Installing needs root (as on CI); otherwise it says what is missing and the
 # tests that need it skip, saying why.

@@ -139,12 +139,15 @@ def router_config(tmp: Path, worker_ports: list[int] | None, **extra: Any) -> di
     return cfg
 
 
-def start_router(tmp: Path, cfg: dict[str, Any], port: int | None = None) -> tuple[Proc, str]:
+def start_router(
+    tmp: Path, cfg: dict[str, Any], port: int | None = None, args: list[str] | None = None
+) -> tuple[Proc, str]:
+    """``gpu-router serve`` with ``cfg`` (and more command-line ``args``); its URL."""
     port = port or free_port()
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     p = Proc(
-        ["serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        ["serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port), *(args or [])],
         tmp / "router.log",
     )
     url = f"http://127.0.0.1:{port}"

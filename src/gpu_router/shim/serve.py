@@ -35,7 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", help="bind address (overrides api.host and API_HOST)")
     parser.add_argument("--port", type=int, help="port (overrides api.port and API_PORT)")
-    parser.add_argument("--journal", metavar="PATH", help="journal file (overrides journal.path)")
+    parser.add_argument(
+        "--store",
+        "--journal",
+        dest="journal",
+        metavar="PATH|URL",
+        help="the store: a SQLite journal file, or a postgresql:// URL (overrides journal.path)",
+    )
     parser.add_argument(
         "--keys-file",
         metavar="PATH",

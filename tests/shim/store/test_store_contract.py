@@ -1,7 +1,8 @@
 """What every :class:`~gpu_router.shim.store.Store` must do, whatever keeps its rows.
 
-Each test runs on every implementation (``STORES``; today SQLite, in each of its ways of
-committing); a new implementation adds its configurations there and passes the same tests.
+Each test runs on every implementation (``STORES``: SQLite, in each of its ways of
+committing, and PostgreSQL on a real server, ``conftest.pg_server``); a new implementation
+adds its configurations there and passes the same tests.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ STORES: dict[str, Callable[[Any], dict[str, Any] | None]] = {
     "sqlite-loop": lambda d: {"path": str(d / "j.sqlite3"), "writer": "loop"},
     "sqlite-no-wal": lambda d: {"path": str(d / "j.sqlite3"), "wal": False},
     "sqlite-memory": lambda d: None,
+    "postgres": lambda d: {"path": "postgres"},  # a new database of the session's server
 }
 
 
 @pytest.fixture(params=sorted(STORES))
 def settings(request, tmp_path) -> JournalSection:
     made = STORES[request.param](tmp_path)
+    if made is not None and made["path"] == "postgres":
+        made = {"path": request.getfixturevalue("pg_server").create_database()}
     return JournalSection(**(made if made is not None else {"path": ":memory:"}))
 
 
@@ -156,5 +160,25 @@ def test_what_was_acknowledged_is_there_after_reopening(settings):
 
 
 def test_a_url_without_an_implementation_is_refused():
-    with pytest.raises(JournalError, match="postgresql"):
-        open_store(JournalSection(path="postgresql://db.example/router"))
+    with pytest.raises(JournalError, match="'mysql'"):
+        open_store(JournalSection(path="mysql://db.example/router"))
+
+
+def test_latest_is_the_last_submitted_of_one_client_id_across_users(settings):
+    from gpu_router.shim.store import request_key
+
+    async def scenario():
+        store = open_store(settings)
+        try:
+            for n, (user, rid) in enumerate([("bob", "x"), ("alice", "x"), ("carol", "x0")]):
+                r = rec(request_key(user, rid))
+                r.user_id, r.submitted_at = user, 100.0 + n
+                await store.insert(r)
+            got = store.latest("x")
+            assert got is not None and got.user_id == "alice" and got.client_request_id == "x"
+            assert store.latest("x0").user_id == "carol"
+            assert store.latest("y") is None
+        finally:
+            store.close()
+
+    asyncio.run(scenario())

@@ -16,7 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gpu_router.shim.gpu_sources.base import JobNotFound, JobRunner, WorkerUnavailable
+from gpu_router.shim.gpu_sources.base import (
+    JobNotFound,
+    JobRefused,
+    JobRunner,
+    WorkerUnavailable,
+)
 from gpu_router.shim.worker.client import WorkerClient
 from gpu_router.shim.worker.device import DeviceInfo, WorkerError, detect_device
 from gpu_router.shim.worker.jobs import Worker
@@ -329,3 +334,24 @@ def test_cli_refuses_bad_arguments(monkeypatch: pytest.MonkeyPatch, capsys) -> N
     assert main(["worker", "--gpu", "0", "--mode", "cuda"]) == 2
     assert "PyTorch is not installed" in capsys.readouterr().err
     assert main(["worker", "--gpu", "-1", "--mode", "cpu"]) == 2
+
+
+def test_calls_of_an_older_epoch_than_the_newest_seen_are_refused() -> None:
+    async def go() -> None:
+        async with in_process(Worker(CPU, max_jobs=4)) as http:
+            new = WorkerClient("http://w", http, epoch=3)
+            old = WorkerClient("http://w", http, epoch=2)
+            unfenced = WorkerClient("http://w", http)  # one router: no epoch
+            job = await new.submit("r1", {}, 1, 0, job_id="r1.1")
+            with pytest.raises(JobRefused, match="fenced: epoch 2 is older than 3"):
+                await old.submit("r2", {}, 1, 0, job_id="r2.1")
+            with pytest.raises(JobRefused, match="fenced"):
+                await old.cancel(job)
+            with pytest.raises(JobRefused, match="fenced"):
+                await old.ack([job])
+            assert (await unfenced.status(job))["job_id"] == job  # reads are not fenced
+            await WorkerClient("http://w", http, epoch=4).submit("r3", {}, 1, 0, job_id="r3.1")
+            with pytest.raises(JobRefused, match="older than 4"):
+                await new.submit("r4", {}, 1, 0, job_id="r4.1")
+
+    asyncio.run(go())

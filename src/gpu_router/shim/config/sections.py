@@ -223,7 +223,10 @@ class AuthSection(ConfigSection):
 
 
 class JournalSection(ConfigSection):
-    path: str = "gpu-router-journal.sqlite3"  # ":memory:" keeps nothing across restarts
+    # the store: a SQLite journal file (":memory:" keeps nothing across restarts), or a
+    # PostgreSQL URL (postgresql://user@host:port/dbname; libpq's PG* variables and
+    # ~/.pgpass apply), for which only commit_delay_ms, lazy_commit_ms and max_batch apply
+    path: str = "gpu-router-journal.sqlite3"
     wal: bool = True
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     # group commit (shim.store.group_commit): new requests are handed to the
@@ -247,6 +250,9 @@ class JournalSection(ConfigSection):
     intake_dir: str = ""
     lazy_commit_ms: Annotated[float, Field(ge=0, le=60_000)] = 20.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
+    # PostgreSQL only: above 0, several routers share the store and one leads, holding a
+    # lease of this many seconds in the database (shim.http.leadership); 0: one router
+    lease_ttl_s: Annotated[float, Field(ge=0, le=600)] = 0.0
 
 
 class DispatchSection(ConfigSection):

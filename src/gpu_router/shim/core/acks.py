@@ -8,7 +8,8 @@ and every ``interval_s`` makes the store durable (``Store.flush``: the staged ro
 committed, usually a millisecond) and then acknowledges the gathered jobs, one call per
 worker. In-process (virtual) jobs do not survive the router, so they are acknowledged
 at once. Failures are ignored: a job never acknowledged is forgotten by its worker after
-its retention (``--job-ttl-s``).
+its retention (``--job-ttl-s``). While the store cannot be made durable (its database
+is down) nothing is acknowledged: the jobs wait for the next try.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from gpu_router.shim.core.local_jobs import is_local
 from gpu_router.shim.core.workers import WorkerCalls
 from gpu_router.shim.gpu_sources.base import SourceError
-from gpu_router.shim.store import Store
+from gpu_router.shim.store import JournalError, Store
 
 ACK_TIMEOUT_S = 5.0
 
@@ -61,9 +62,13 @@ class JobAcks:
         self._timer = None
         if not self.pending:
             return
-        pending, self.pending = self.pending, defaultdict(list)
         if self.store is not None:
-            self.store.flush()  # the terminal states staged before are durable now
+            try:
+                self.store.flush()  # the terminal states staged before are durable now
+            except JournalError:  # not durable (the database is down): later
+                self._timer = asyncio.get_running_loop().call_later(self.interval_s, self.drain)
+                return
+        pending, self.pending = self.pending, defaultdict(list)
         for gpu_id, ids in pending.items():
             self._call(gpu_id, ids)
 
@@ -82,5 +87,8 @@ class JobAcks:
         if self._timer is not None:
             self._timer.cancel()
         self.drain()
+        if self._timer is not None:  # the store is not durable: not acknowledged
+            self._timer.cancel()
+            self._timer = None
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=timeout_s)

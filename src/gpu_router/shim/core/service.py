@@ -46,7 +46,7 @@ from gpu_router.shim.core.registry import WorkerRegistry
 from gpu_router.shim.core.status import Readiness, StatusViews
 from gpu_router.shim.gpu_sources.base import GpuSource
 from gpu_router.shim.logs import log
-from gpu_router.shim.store import JournalRecord, Store
+from gpu_router.shim.store import JournalError, JournalRecord, Store
 
 
 class NotStarted(RuntimeError):
@@ -75,6 +75,9 @@ class RouterService:
         self.prom = prom = prom or PromMetrics()
         self.stats = JsonStats()
         self.readiness = Readiness()
+        #: the leader lease's epoch when several routers share the store (sent to workers
+        #: with every job started: fencing), else None
+        self.epoch: int | None = None
         self.store = store
         prom.journal_writer_process.set_function(lambda: float(store.writer_alive))
         store.on_lost = lambda lost: log(
@@ -139,6 +142,7 @@ class RouterService:
         for s in states:
             self.gpus.since[s.gpu_id] = now
         self._parts = parts = _Parts(self, router)
+        parts.jobs.workers.epoch = self.epoch  # (before recovery's first call to a worker)
         parts.admin.load_settings(now)
         counts = self.store.count_by_state()
         self.stats.system.total = sum(counts.values())
@@ -169,7 +173,10 @@ class RouterService:
                 await t
         if self._parts is not None:
             await self._parts.jobs.aclose()
-        self.store.flush()  # whoever opened the store closes it
+        try:
+            self.store.flush()  # whoever opened the store closes it
+        except JournalError as exc:  # its state changes are written when it closes, or lost
+            log(self.logger, logging.ERROR, "store not durable at stop", error=str(exc))
 
 
 class _Parts:

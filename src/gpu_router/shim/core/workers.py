@@ -47,6 +47,8 @@ class WorkerCalls:
         self.calls = calls
         self.worker_urls = {g: u.rstrip("/") for g, u in (worker_urls or {}).items()}
         self.on_worker_error = on_worker_error
+        #: the leader lease's epoch, sent with every call (workers refuse older ones)
+        self.epoch: int | None = None
 
     def url(self, gpu_id: str) -> str | None:
         """The GPU's HTTP worker: configured ``worker_urls`` first, then the source's."""
@@ -63,6 +65,7 @@ class WorkerCalls:
             timeout_s=self.calls.request_timeout,
             traceparent=traceparent,
             token=self.token(gpu_id),
+            epoch=self.epoch,
         )
 
     def token(self, gpu_id: str) -> str | None:

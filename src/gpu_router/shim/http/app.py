@@ -15,6 +15,7 @@ without, 1% in two pairs of three, so it was removed.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -37,11 +38,26 @@ from gpu_router.shim.http.admin_endpoints import admin_handlers
 from gpu_router.shim.http.auth import Authenticator
 from gpu_router.shim.http.docs_page import render_docs
 from gpu_router.shim.http.endpoints import request_handlers
+from gpu_router.shim.http.leadership import Leadership
 from gpu_router.shim.http.openapi import openapi_document
 from gpu_router.shim.http.plumbing import Auth, Endpoint, Handler, make_plumbing
 from gpu_router.shim.http.worker_endpoints import worker_handlers
 from gpu_router.shim.logs import LOGGER_NAME, ShippingHandler, log
-from gpu_router.shim.store import Store, open_store
+from gpu_router.shim.store import POSTGRES_SCHEMES, JournalError, Store, open_store
+from gpu_router.shim.store.pg_lease import LeaderLease
+
+
+def leadership_for(config: ServiceConfig, logger: logging.Logger) -> Leadership | None:
+    """The leader lease's loops when several routers share a PostgreSQL store
+    (``journal.lease_ttl_s`` above 0), else None."""
+    jc = config.journal
+    if jc.lease_ttl_s <= 0:
+        return None
+    if jc.path.split("://", 1)[0] not in POSTGRES_SCHEMES:
+        raise JournalError("journal.lease_ttl_s needs a PostgreSQL store (journal.path)")
+    api = config.api
+    address = api.public_url or f"http://{api.host}:{api.port}"
+    return Leadership(LeaderLease(jc.path, address, jc.lease_ttl_s), logger)
 
 
 def create_app(
@@ -60,7 +76,16 @@ def create_app(
     prom.shipping.shippers += [h.shipper for h in logger.handlers if isinstance(h, ShippingHandler)]
     authn = Authenticator(config.auth)
     holder: dict[str, RouterService] = {}
-    p = make_plumbing(config, clock=clock, logger=logger, prom=prom, authn=authn, holder=holder)
+    leadership = leadership_for(config, logger)
+    p = make_plumbing(
+        config,
+        clock=clock,
+        logger=logger,
+        prom=prom,
+        authn=authn,
+        holder=holder,
+        leadership=leadership,
+    )
     h = request_handlers(p) | admin_handlers(p) | worker_handlers(p)
     http_error = p.http_error
 
@@ -148,9 +173,18 @@ def create_app(
             config, gpu_source, clock=clock, store=st, http=client, logger=logger, prom=prom
         )
         app.state.service = service
-        try:
+        leading: asyncio.Future[None] | None = None
+
+        async def start(epoch: int | None = None) -> None:
+            service.epoch = epoch
             await service.start()
             holder["svc"] = service
+
+        try:
+            if leadership is None:
+                await start()
+            else:  # serve as a standby until the lease is ours
+                leading = asyncio.ensure_future(leadership.lead(start))
             if not authn.configured:
                 log(
                     logger,
@@ -164,8 +198,14 @@ def create_app(
             async with metrics_push(config.metrics, prom.registry, prom.shipping, clock.wall):
                 yield
         finally:
+            if leading is not None:
+                leading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await leading
             await service.stop()
             holder.pop("svc", None)
+            if leadership is not None:
+                await leadership.aclose()
             if own_http:
                 await client.aclose()
             if own_store:

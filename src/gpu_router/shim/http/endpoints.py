@@ -124,9 +124,18 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
 
     async def health(ctx: Ctx) -> tuple[int, Any]:
         s = holder.get("svc")
+        lead = p.leadership
         if s is None:
-            raise ApiError(503, "not_ready", "starting", data=starting_health(config))
+            data = starting_health(config)
+            if lead is not None:
+                data |= lead.describe()
+                if lead.role == "standby":
+                    data["reason"] = "standby"
+                    raise ApiError(503, "standby", "a standby replica", data=data)
+            raise ApiError(503, "not_ready", "starting", data=data)
         data = s.views.health_data()
+        if lead is not None:
+            data |= lead.describe()
         if not data["ready"]:
             raise ApiError(503, "not_ready", data["reason"] or "not ready", data=data)
         return 200, data

@@ -40,9 +40,11 @@ from gpu_router.shim.http.envelope import (
     new_request_id,
     parse_traceparent,
 )
+from gpu_router.shim.http.leadership import Leadership
 from gpu_router.shim.http.schemas import ID_PATTERN, validation_details
 from gpu_router.shim.http.strict_json import BadJson, loads_strict
 from gpu_router.shim.logs import log
+from gpu_router.shim.store import JournalError
 
 ID = re.compile(ID_PATTERN)
 Auth = Literal["none", "any", "admin"]
@@ -122,6 +124,7 @@ class Plumbing:
     logger: logging.Logger
     prom: PromMetrics
     holder: dict[str, RouterService]
+    leadership: Leadership | None
     svc: Callable[[], RouterService]
     read_body: Callable[..., Awaitable[Any]]
     respond: Callable[[Ctx, int, Any, dict[str, Any] | None, dict[str, str]], Response]
@@ -137,6 +140,7 @@ def make_plumbing(
     prom: PromMetrics,
     authn: Authenticator,
     holder: dict[str, RouterService],
+    leadership: Leadership | None = None,
 ) -> Plumbing:
     """The plumbing of one app; ``holder["svc"]`` is the service once it has started."""
     meta_builder = MetaBuilder(config.api_metadata)
@@ -146,6 +150,15 @@ def make_plumbing(
 
     def svc() -> RouterService:
         s = holder.get("svc")
+        if s is None and leadership is not None and leadership.role == "standby":
+            leader = leadership.leader_address
+            raise ApiError(
+                503,
+                "standby",
+                f"this replica is a standby; the leader is at {leader or 'unknown'}",
+                retry_after=1.0,
+                headers={"x-leader-url": leader} if leader else None,
+            )
         if s is None or not s.ready:
             raise ApiError(
                 503, "unavailable", "the service is starting or stopping", retry_after=1.0
@@ -203,6 +216,14 @@ def make_plumbing(
                 headers.update(exc.headers)
                 if exc.retry_after is not None:
                     headers["retry-after"] = str(max(1, round(exc.retry_after + 0.499)))
+            except JournalError as exc:  # a read of the store failed (database down)
+                log(logger, logging.WARNING, "store unavailable", path=request.url.path,
+                    error=str(exc))  # fmt: skip
+                status, data = 503, None
+                err = error_body(
+                    "unavailable", "the request store cannot be read; retry later", retry_after=5.0
+                )
+                headers["retry-after"] = "5"
             except Exception as exc:  # never a stack trace in an answer
                 log(
                     logger, logging.ERROR, "unhandled error", path=request.url.path, error=repr(exc)
@@ -320,5 +341,15 @@ def make_plumbing(
         return respond(ctx, code, None, error_body(names.get(code, "error"), str(msg)), headers)
 
     return Plumbing(
-        config, clock, logger, prom, holder, svc, read_body, respond, endpoint, http_error
+        config,
+        clock,
+        logger,
+        prom,
+        holder,
+        leadership,
+        svc,
+        read_body,
+        respond,
+        endpoint,
+        http_error,
     )

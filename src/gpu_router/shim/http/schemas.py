@@ -339,6 +339,11 @@ class HealthOut(_Out):
     gpus_overheated: Annotated[
         list[str], Field(description="GPUs above gpu_monitoring.max_temperature: no new work")
     ] = []
+    # with the leader lease (journal.lease_ttl_s): this replica's role, the leader's
+    # address, the lease's epoch
+    role: Literal["leader", "standby"] | None = None
+    leader: str | None = None
+    epoch: int | None = None
 
 
 class ErrorDetail(_Out):

@@ -45,12 +45,23 @@ class RecordReader(Protocol):
     def close(self) -> None: ...
 
 
+#: URL schemes of PostgreSQL (``shim.store.postgres_store``)
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
 def open_store(jc: JournalSection) -> Store:
-    """The store ``jc.path`` names: a SQLite file path or ``:memory:``. A URL
-    (``scheme://...``) names another implementation; none is built in yet."""
+    """The store ``jc.path`` names: a SQLite file path or ``:memory:``, or a PostgreSQL
+    URL (``postgresql://user@host:port/dbname``, libpq's form)."""
     if "://" in jc.path:
         scheme = jc.path.split("://", 1)[0]
-        raise JournalError(f"journal.path {jc.path!r}: no store for {scheme!r} URLs yet")
+        if scheme not in POSTGRES_SCHEMES:
+            raise JournalError(
+                f"journal.path {jc.path!r}: no store for {scheme!r} URLs "
+                f"(a file path, or a {POSTGRES_SCHEMES[0]}:// URL)"
+            )
+        from gpu_router.shim.store.postgres_store import PostgresStore
+
+        return PostgresStore.open(jc)
     from gpu_router.shim.store.sqlite_store import SqliteStore
 
     return SqliteStore.open(jc)

@@ -83,7 +83,9 @@ def _job_status(body: Any, where: str) -> JobStatus:
 
 
 class WorkerClient:
-    """One worker's job API over HTTP; ``traceparent`` is sent with every call."""
+    """One worker's job API over HTTP; ``traceparent`` and the leader's ``epoch`` are sent
+    with every call (a worker answers 409 to an epoch older than the newest it has seen:
+    :class:`JobRefused`)."""
 
     def __init__(
         self,
@@ -93,6 +95,7 @@ class WorkerClient:
         timeout_s: float = 5.0,
         traceparent: str | None = None,
         token: str | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._own = client is None
@@ -101,6 +104,8 @@ class WorkerClient:
         self._headers = {"traceparent": traceparent} if traceparent else {}
         if token is not None:
             self._headers["authorization"] = f"Bearer {token}"
+        if epoch is not None:  # the leader's epoch (fencing: shim.worker.server)
+            self._headers["x-router-epoch"] = str(epoch)
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         where = f"{self.url}{path}"

@@ -66,8 +66,8 @@ def _model(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 MAX_ACK = 10_000  # job ids in one acknowledgement
-#: reserved for fencing several routers (later work): a router's epoch, which a worker
-#: would compare with the highest it has seen; nothing sends or checks it yet
+#: fencing several routers: the leader's lease epoch, sent with every call; a start,
+#: acknowledgement or cancel with an epoch older than the newest seen is refused (409)
 EPOCH_HEADER = "x-router-epoch"
 
 
@@ -132,7 +132,23 @@ def create_app(
             return _error(422, "body must be a JSON object", field="body")
         return body
 
+    newest_epoch = 0
+
+    def fenced(request: Request) -> JSONResponse | None:
+        """409 for a call from a deposed leader (an epoch older than the newest seen)."""
+        nonlocal newest_epoch
+        raw = request.headers.get(EPOCH_HEADER)
+        if raw is None or not raw.isdigit():
+            return None
+        epoch = int(raw)
+        if epoch < newest_epoch:
+            return _error(409, f"fenced: epoch {epoch} is older than {newest_epoch}")
+        newest_epoch = epoch
+        return None
+
     async def submit(request: Request) -> JSONResponse:
+        if (refused := fenced(request)) is not None:
+            return refused
         body = await read_object(request)
         if isinstance(body, JSONResponse):
             return body
@@ -168,6 +184,8 @@ def create_app(
         return JSONResponse({"jobs": [j.view() for j in worker.listing(rid)]})
 
     async def ack(request: Request) -> JSONResponse:
+        if (refused := fenced(request)) is not None:
+            return refused
         body = await read_object(request)
         if isinstance(body, JSONResponse):
             return body
@@ -187,6 +205,8 @@ def create_app(
         return JSONResponse(job.view())
 
     async def cancel(request: Request) -> JSONResponse:
+        if (refused := fenced(request)) is not None:
+            return refused
         job = worker.jobs.get(request.path_params["job_id"])
         if job is None:
             return _error(404, "no such job")

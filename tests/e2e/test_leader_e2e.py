@@ -1,0 +1,180 @@
+"""Two routers on one PostgreSQL store (``journal.lease_ttl_s``), end to end: real
+processes on loopback, two CPU reference workers shared by both routers.
+
+The first router takes the leader lease; the second is a standby (``/health`` 503 with
+the leader's address, API calls 503 with ``x-leader-url``). The leader is SIGKILLed with
+requests running; the standby takes the lease once it has expired, loads the store,
+re-attaches to the workers' jobs and serves, within a few seconds; every acknowledged
+request completes, none runs twice (counted at the workers). Not the 20-kill campaign.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.shim.store.pg_server import PgServer, missing_reason
+
+from .procs import ADMIN, KEYS, Proc, free_port, hdr, router_config, start_worker
+from .test_postgres_e2e import body, completed_at_workers, terminal
+
+pytestmark = [pytest.mark.e2e]
+
+TTL_S = 2.0
+
+
+@pytest.fixture
+def pg() -> Iterator[PgServer]:
+    why = missing_reason()
+    if why is not None:
+        pytest.skip(why)
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+def replica(tmp: Path, name: str, cfg: dict[str, Any], db: str) -> tuple[Proc, str]:
+    port = free_port()
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    args = ["serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    return Proc([*args, "--store", db], tmp / f"{name}.log"), f"http://127.0.0.1:{port}"
+
+
+def health(url: str, proc: Proc, timeout_s: float = 30.0) -> tuple[int, dict[str, Any]]:
+    """The first answer of ``/health`` (its status and data)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.p.poll() is not None:
+            raise RuntimeError(proc.log_path.read_text()[-2000:])
+        try:
+            r = httpx.get(f"{url}/health", timeout=1.0)
+            return r.status_code, r.json()["data"]
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def wait_role(url: str, proc: Proc, role: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _status, data = health(url, proc)
+        if data.get("role") == role and (role == "standby" or data["ready"]):
+            return data
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not {role}")
+
+
+def post(c: httpx.Client, url: str, rid: str, user: str, ms: int) -> httpx.Response:
+    return c.post(f"{url}/api/v1/route", json=body(rid, user, ms), headers=hdr(KEYS[user]))
+
+
+@pytest.mark.timeout(120)
+def test_the_standby_takes_over_a_killed_leader_within_seconds(
+    tmp_path: Path, pg: PgServer
+) -> None:
+    db = pg.create_database()
+    ports = [free_port() for _ in range(2)]
+    logs = [tmp_path / f"jobs{i}.jsonl" for i in range(2)]
+    workers = [
+        start_worker(i, p, tmp_path, extra=["--job-log", str(logs[i])]) for i, p in enumerate(ports)
+    ]
+    cfg = router_config(tmp_path, ports, journal={"lease_ttl_s": TTL_S})
+    a, url_a = replica(tmp_path, "a", cfg, db)
+    b: Proc | None = None
+    try:
+        lead = wait_role(url_a, a, "leader")
+        assert lead["epoch"] == 1 and lead["leader"] == url_a
+        b, url_b = replica(tmp_path, "b", cfg, db)
+        standby = wait_role(url_b, b, "standby")
+        assert standby["leader"] == url_a and standby["ready"] is False
+        assert health(url_b, b)[0] == 503  # a load balancer sends nobody there
+        users = list(KEYS)
+        rids = [f"ha-{i}" for i in range(16)]
+        with httpx.Client(timeout=10) as c:
+            r = post(c, url_b, "x", "alice", 10)
+            assert r.status_code == 503 and r.headers["x-leader-url"] == url_a
+            assert r.headers["retry-after"] == "1"
+            for n, rid in enumerate(rids):
+                user = users[n % 3]
+                r = post(c, url_a, rid, user, 400)
+                assert r.status_code == 200, r.text
+        time.sleep(0.3)  # some run on the workers, the rest are queued
+        killed = time.monotonic()
+        a.kill()
+        took = None
+        with httpx.Client(timeout=5) as c:
+            while time.monotonic() - killed < 20:
+                r = post(c, url_b, "after", "bob", 10)
+                if r.status_code == 200:
+                    took = time.monotonic() - killed
+                    break
+                time.sleep(0.05)
+        assert took is not None and took < TTL_S + 3.0, took  # the TTL, then the start
+        now = wait_role(url_b, b, "leader")
+        assert now["epoch"] == 2 and now["leader"] == url_b
+        with httpx.Client(base_url=url_b, timeout=10) as c:
+            done = terminal(c, [*rids, "after"])
+            admin = c.get(f"/api/v1/requests/{rids[0]}", headers=hdr(ADMIN))
+        assert admin.status_code == 200
+        assert done == dict.fromkeys([*rids, "after"], "completed")
+        time.sleep(0.3)
+        print(f"takeover: {took:.2f} s from the SIGKILL to the first 200 of the new leader")
+    finally:
+        a.kill()
+        if b is not None:
+            b.stop()
+        for w in workers:
+            w.stop()
+    completions = completed_at_workers(logs)
+    assert set(completions) == {*rids, "after"}
+    assert max(completions.values()) == 1  # nothing ran twice
+
+
+@pytest.mark.timeout(120)
+def test_a_paused_leader_wakes_up_fenced_and_stops(tmp_path: Path, pg: PgServer) -> None:
+    db = pg.create_database()
+    ports = [free_port()]
+    logs = [tmp_path / "jobs0.jsonl"]
+    workers = [start_worker(0, ports[0], tmp_path, extra=["--job-log", str(logs[0])])]
+    cfg = router_config(tmp_path, ports, journal={"lease_ttl_s": TTL_S})
+    a, url_a = replica(tmp_path, "a", cfg, db)
+    b: Proc | None = None
+    try:
+        wait_role(url_a, a, "leader")
+        b, url_b = replica(tmp_path, "b", cfg, db)
+        wait_role(url_b, b, "standby")
+        rids = [f"p-{i}" for i in range(6)]
+        with httpx.Client(timeout=10) as c:
+            for rid in rids:
+                assert post(c, url_a, rid, "alice", 300).status_code == 200
+        a.p.send_signal(signal.SIGSTOP)  # paused with work queued and running
+        now = wait_role(url_b, b, "leader", timeout_s=TTL_S + 10)
+        assert now["epoch"] == 2
+        with httpx.Client(timeout=10) as c:
+            assert post(c, url_b, "after", "bob", 10).status_code == 200
+        a.p.send_signal(signal.SIGCONT)
+        assert a.p.wait(5) == 70  # it found itself fenced and stopped
+        with httpx.Client(base_url=url_b, timeout=10) as c:
+            done = terminal(c, [*rids, "after"])
+        assert done == dict.fromkeys([*rids, "after"], "completed")
+        time.sleep(0.3)
+    finally:
+        a.kill()
+        if b is not None:
+            b.stop()
+        for w in workers:
+            w.stop()
+    completions = completed_at_workers(logs)
+    assert set(completions) == {*rids, "after"}
+    assert max(completions.values()) == 1  # nothing ran twice
