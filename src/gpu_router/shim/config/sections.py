@@ -253,6 +253,13 @@ class JournalSection(ConfigSection):
     # PostgreSQL only: above 0, several routers share the store and one leads, holding a
     # lease of this many seconds in the database (shim.http.leadership); 0: one router
     lease_ttl_s: Annotated[float, Field(ge=0, le=600)] = 0.0
+    # with a lease: a standby answers status and result reads from the store and
+    # forwards every other API call to the leader (shim.http.standby), waiting at most
+    # forward_timeout_s for the leader's answer (then 503 with Retry-After)
+    forward_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    # a standby's /health: false answers 503 (a load balancer that checks /health sends
+    # clients to the leader only); true answers 200 (every replica takes clients)
+    standby_ready: bool = False
 
 
 class DispatchSection(ConfigSection):

@@ -45,6 +45,33 @@ def result_url(config: ServiceConfig, rid: str) -> str:
     return f"{base.rstrip('/')}/api/v1/requests/{rid}/result"
 
 
+def request_status(config: ServiceConfig, rec: JournalRecord, progress: float) -> dict[str, Any]:
+    """A request's status answer from its record and its progress (0 to 1); a standby
+    (no live state) reads it from the store alone."""
+    duration = None
+    if rec.start_time is not None and rec.completion_time is not None:
+        duration = max(0, round((rec.completion_time - rec.start_time) * 1000.0))
+    return {
+        "request_id": rec.client_request_id,
+        "user_id": rec.user_id,
+        "model_id": rec.model_id,
+        "priority": rec.priority,
+        "status": rec.state,
+        "assigned_gpu": rec.gpu_id,
+        "submitted_time": iso(rec.submitted_at),
+        "start_time": None if rec.start_time is None else iso(rec.start_time),
+        "completion_time": None if rec.completion_time is None else iso(rec.completion_time),
+        "duration": duration,
+        "progress": round(min(1.0, max(0.0, progress)), 4),
+        "retries": max(0, rec.attempts - 1),
+        "result_url": (
+            result_url(config, rec.client_request_id) if rec.state == "completed" else None
+        ),
+        "error": rec.error,
+        "rerouted_from": list(rec.rerouted_from),
+    }
+
+
 class StatusViews:
     """Request status, the fleet, quotas, metrics and health as the API answers them."""
 
@@ -76,28 +103,7 @@ class StatusViews:
         elif live is not None:
             local = self.jobs.progress(rec.request_id)
             progress = live.progress if local is None else local
-        duration = None
-        if rec.start_time is not None and rec.completion_time is not None:
-            duration = max(0, round((rec.completion_time - rec.start_time) * 1000.0))
-        return {
-            "request_id": rec.client_request_id,
-            "user_id": rec.user_id,
-            "model_id": rec.model_id,
-            "priority": rec.priority,
-            "status": rec.state,
-            "assigned_gpu": rec.gpu_id,
-            "submitted_time": iso(rec.submitted_at),
-            "start_time": None if rec.start_time is None else iso(rec.start_time),
-            "completion_time": None if rec.completion_time is None else iso(rec.completion_time),
-            "duration": duration,
-            "progress": round(min(1.0, max(0.0, progress)), 4),
-            "retries": max(0, rec.attempts - 1),
-            "result_url": (
-                result_url(self.config, rec.client_request_id) if rec.state == "completed" else None
-            ),
-            "error": rec.error,
-            "rerouted_from": list(rec.rerouted_from),
-        }
+        return request_status(self.config, rec, progress)
 
     def gpu_resources(self, gpu_id: str | None) -> dict[str, Any] | None:
         """The meta block's ``gpu_resources`` for the GPU a request concerns."""

@@ -41,10 +41,12 @@ from gpu_router.shim.http.endpoints import request_handlers
 from gpu_router.shim.http.leadership import Leadership
 from gpu_router.shim.http.openapi import openapi_document
 from gpu_router.shim.http.plumbing import Auth, Endpoint, Handler, make_plumbing
+from gpu_router.shim.http.standby import Standby
 from gpu_router.shim.http.worker_endpoints import worker_handlers
 from gpu_router.shim.logs import LOGGER_NAME, ShippingHandler, log
 from gpu_router.shim.store import POSTGRES_SCHEMES, JournalError, Store, open_store
 from gpu_router.shim.store.pg_lease import LeaderLease
+from gpu_router.shim.store.postgres_store import PostgresStore
 
 
 def leadership_for(config: ServiceConfig, logger: logging.Logger) -> Leadership | None:
@@ -88,6 +90,12 @@ def create_app(
     )
     h = request_handlers(p) | admin_handlers(p) | worker_handlers(p)
     http_error = p.http_error
+    standby = None if leadership is None else Standby(p, authn, leadership)
+
+    def ep(name: str, auth: Auth, fn: Handler) -> Endpoint:
+        """An API endpoint; a standby's reads from the store, the rest forwarded."""
+        regular = p.endpoint(name, auth, fn)
+        return regular if standby is None else standby.wrap(name, auth, regular)
 
     async def prometheus(request: Request) -> Response:
         return Response(prom.text(), 200, media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -104,7 +112,7 @@ def create_app(
         return Response(docs_bytes, 200, media_type="text/html; charset=utf-8")
 
     def r(path: str, name: str, auth: Auth, fn: Handler, methods: list[str]) -> Route:
-        return Route(path, p.endpoint(name, auth, fn), methods=methods, name=name)
+        return Route(path, ep(name, auth, fn), methods=methods, name=name)
 
     routes = [
         r("/api/v1/route", "route", "any", h["route"], ["POST"]),
@@ -113,8 +121,8 @@ def create_app(
         Route(
             "/api/v1/requests/{request_id}",
             by_method(
-                GET=p.endpoint("status", "any", h["status"]),
-                DELETE=p.endpoint("cancel", "any", h["cancel"]),
+                GET=ep("status", "any", h["status"]),
+                DELETE=ep("cancel", "any", h["cancel"]),
             ),
             methods=["GET", "DELETE"],
             name="request",
@@ -155,7 +163,7 @@ def create_app(
             ["POST"],
         ),
         r("/api/v1/workers/{gpu_id}", "worker_leave", "admin", h["worker_leave"], ["DELETE"]),
-        r("/health", "health", "none", h["health"], ["GET"]),
+        Route("/health", p.endpoint("health", "none", h["health"]), methods=["GET"], name="health"),
         Route("/metrics", prometheus, methods=["GET"], name="prometheus"),
         Route("/openapi.json", openapi, methods=["GET"], name="openapi"),
         Route("/docs", docs, methods=["GET"], name="docs"),
@@ -173,10 +181,16 @@ def create_app(
             config, gpu_source, clock=clock, store=st, http=client, logger=logger, prom=prom
         )
         app.state.service = service
+        if standby is not None:
+            standby.attach(st, client)
         leading: asyncio.Future[None] | None = None
 
         async def start(epoch: int | None = None) -> None:
             service.epoch = epoch
+            lead = leadership
+            if epoch is not None and lead is not None and isinstance(st, PostgresStore):
+                # every write carries the epoch; PostgreSQL refuses an older one's
+                st.fence_at(epoch, lambda why: lead.fence(f"database: {why}"))
             await service.start()
             holder["svc"] = service
 

@@ -7,6 +7,7 @@ sees only its own requests, quota and metrics; an admin key sees everything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gpu_router.shim.core.callback_targets import CallbackTargets
@@ -16,7 +17,7 @@ from gpu_router.shim.core.status import starting_health
 from gpu_router.shim.http.auth import Role
 from gpu_router.shim.http.plumbing import ID, ApiError, Ctx, Handler, Plumbing, not_found, path_id
 from gpu_router.shim.http.schemas import RouteRequest
-from gpu_router.shim.store import request_key
+from gpu_router.shim.store import JournalRecord, request_key
 
 
 def owned(ctx: Ctx, s: RouterService, rid: str) -> Any:
@@ -25,15 +26,26 @@ def owned(ctx: Ctx, s: RouterService, rid: str) -> Any:
     the same code path (one memory look-up, then the store). A caller acting for every
     user (admin, trusted network) names the user with ``?user_id=``, else gets the last
     submitted request with that id."""
+    return owned_in(ctx, s.lookup, s.requests.latest, rid)
+
+
+def owned_in(
+    ctx: Ctx,
+    lookup: Callable[[str], JournalRecord | None],
+    latest: Callable[[str], JournalRecord | None],
+    rid: str,
+) -> JournalRecord:
+    """:func:`owned` on the reads given: ``lookup`` by store key, ``latest`` by id (a
+    standby's are the store's own)."""
     identity = ctx.caller
     if identity.role is Role.USER:
-        rec = s.lookup(request_key(identity.user_id, rid))
+        rec = lookup(request_key(identity.user_id, rid))
     else:
         user = ctx.request.query_params.get("user_id")
         if user is None:
-            rec = s.requests.latest(rid)
+            rec = latest(rid)
         elif ID.match(user):
-            rec = s.lookup(request_key(user, rid))
+            rec = lookup(request_key(user, rid))
         else:
             rec = None
     if rec is None or not identity.may_act_for(rec.user_id):
@@ -131,6 +143,8 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
                 data |= lead.describe()
                 if lead.role == "standby":
                     data["reason"] = "standby"
+                    if config.journal.standby_ready:  # it serves: reads, forwarded writes
+                        return 200, data | {"status": "healthy", "ready": True}
                     raise ApiError(503, "standby", "a standby replica", data=data)
             raise ApiError(503, "not_ready", "starting", data=data)
         data = s.views.health_data()

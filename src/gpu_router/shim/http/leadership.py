@@ -17,7 +17,9 @@ another write or dispatch, before any other replica can take the lease; a superv
 starts it again, as a standby. A watchdog thread checks the time of the last renewal
 every 50 ms, so a leader that wakes from a pause (SIGSTOP) stops within 50 ms; what it
 may still send to a worker in that window carries its old epoch, which the worker
-refuses once the new leader has called it (``shim.worker.server``).
+refuses once the new leader has called it (``shim.worker.server``), and every write
+of its store carries the epoch too: PostgreSQL refuses it once another replica took the
+lease (``shim.store.postgres_store``), and the leader stops.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Leadership:
                 break
             await asyncio.sleep(self.period_s)
         self.epoch = epoch
+        self.role = "starting"  # (no longer a standby: nothing is forwarded)
         log(self.logger, logging.WARNING, "took the leader lease", epoch=epoch)
         self.renewed_at = time.monotonic()
         for target, name in ((self._renew, "lease-renewal"), (self._watchdog, "lease-watchdog")):
@@ -105,7 +108,7 @@ class Leadership:
             if self._stopped.is_set():  # a clean stop released it meanwhile
                 return
             if not held:
-                self._fence("another replica holds the lease")
+                self.fence("another replica holds the lease")
             if time.monotonic() - self.renewed_at <= self.deadline_s:
                 self.renewed_at = asked
 
@@ -115,9 +118,10 @@ class Leadership:
         its deadline, before anything else can act."""
         while not self._stopped.wait(WATCHDOG_S):
             if time.monotonic() - self.renewed_at > self.deadline_s:
-                self._fence("not renewed in time")
+                self.fence("not renewed in time")
 
-    def _fence(self, why: str) -> None:
+    def fence(self, why: str) -> None:
+        """Stop the process now (exit 70), without another write or dispatch."""
         log(self.logger, logging.CRITICAL, "lost the leader lease: stopping now", reason=why)
         logging.shutdown()
         self.exit_process(FENCED_EXIT)

@@ -341,7 +341,7 @@ class HealthOut(_Out):
     ] = []
     # with the leader lease (journal.lease_ttl_s): this replica's role, the leader's
     # address, the lease's epoch
-    role: Literal["leader", "standby"] | None = None
+    role: Literal["leader", "starting", "standby"] | None = None
     leader: str | None = None
     epoch: int | None = None
 

@@ -13,6 +13,7 @@ from gpu_router.shim.store.records import (
     JournalError,
     JournalRecord,
     StoredRequest,
+    StoreFenced,
     client_id,
     request_key,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "JournalRecord",
     "RecordReader",
     "Store",
+    "StoreFenced",
     "StoredRequest",
     "client_id",
     "open_reader",

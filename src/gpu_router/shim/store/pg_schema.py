@@ -61,6 +61,8 @@ _NOT_NULL = {
     "submitted_at",
 }
 _TERMINAL = ", ".join(f"'{s}'" for s in TERMINAL)
+#: the SQLSTATE ``gpu_router_fence`` raises (a write of an older epoch, refused)
+FENCED_SQLSTATE = "GRF01"
 
 #: (version, statements): each runs once, in order, on a database below its version
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -90,6 +92,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 "holder text, address text, epoch bigint NOT NULL, expires_at timestamptz)"
             ),
             "INSERT INTO leader_lease (id, epoch) VALUES (1, 0)",
+        ],
+    ),
+    (
+        3,
+        [
+            # epoch fencing of a leader's writes: raises unless ``e`` is the lease's
+            # epoch, and holds the lease row (FOR SHARE) until the writing transaction
+            # ends, so that a new leader's taking (an UPDATE of that row) waits for it
+            (
+                "CREATE FUNCTION gpu_router_fence(e bigint) RETURNS bigint LANGUAGE plpgsql "
+                "AS $$ DECLARE cur bigint; BEGIN "
+                "SELECT epoch INTO cur FROM leader_lease WHERE id = 1 FOR SHARE; "
+                "IF cur IS DISTINCT FROM e THEN RAISE EXCEPTION "
+                "'fenced: epoch % is not the lease''s epoch %', e, cur "
+                f"USING ERRCODE = '{FENCED_SQLSTATE}'; END IF; RETURN cur; END $$"
+            ),
         ],
     ),
 ]
@@ -148,23 +166,48 @@ INSERT_AND_UPDATE = (
 )
 _MUTABLE_AT = [COLUMNS.index(c) for c in MUTABLE]
 
+#: the first CTE of a fenced write (its one parameter: the writer's epoch); every
+#: statement joins it, so the whole statement fails when the epoch is not the lease's
+FENCE = "WITH fence AS MATERIALIZED (SELECT gpu_router_fence(%s::bigint) AS fence_epoch)"
+_INS_FROM = " ORDER BY ord ON CONFLICT"
+FENCED_INSERT = f"{FENCE} " + INSERT_ROWS.replace(_INS_FROM, f" CROSS JOIN fence{_INS_FROM}")
+_UPD_WHERE = " WHERE r.request_id = u.request_id"
+FENCED_UPDATE = f"{FENCE} " + UPDATE_ROWS.replace(_UPD_WHERE, f" CROSS JOIN fence{_UPD_WHERE}")
+FENCED_INSERT_AND_UPDATE = (
+    f"{FENCE}, ins AS ({FENCED_INSERT.removeprefix(FENCE + ' ')}), "
+    f"upd AS ({FENCED_UPDATE.removeprefix(FENCE + ' ')}) SELECT request_id FROM ins"
+)
+if not all("CROSS JOIN fence" in q for q in (FENCED_INSERT, FENCED_UPDATE)):  # pragma: no cover
+    raise RuntimeError("pg_schema: the fenced statements lost their join")
+
+
+def fenced(exc: BaseException) -> bool:
+    """Whether a psycopg error is ``gpu_router_fence``'s refusal."""
+    return getattr(exc, "sqlstate", None) == FENCED_SQLSTATE
+
 
 def batch_statement(
-    inserts: list[list[Any]], updates: dict[str, tuple[Any, ...]]
-) -> tuple[str, list[list[Any]]]:
+    inserts: list[list[Any]], updates: dict[str, tuple[Any, ...]], epoch: int | None = None
+) -> tuple[str, list[Any]]:
     """One statement that writes a batch, and its parameters (one array per column).
     An update of a row inserted in the same batch is folded into the new row's values
-    (``inserts`` and ``updates`` are changed)."""
+    (``inserts`` and ``updates`` are changed). With ``epoch`` (a leader's), the
+    statement is fenced: it writes nothing and fails (:func:`fenced`) unless ``epoch``
+    is the lease's epoch."""
     for values in inserts:
         row = updates.pop(values[0], None)  # (request_id is the first column)
         if row is not None:
             for at, value in zip(_MUTABLE_AT, row, strict=False):
                 values[at] = value
-    params: list[list[Any]] = []
+    params: list[Any] = [] if epoch is None else [epoch]
     if inserts:
         params += columns(inserts, len(COLUMNS))
     if updates:
         params += columns(list(updates.values()), len(_UPDATED))
+    if epoch is not None:
+        if inserts and updates:
+            return FENCED_INSERT_AND_UPDATE, params
+        return (FENCED_INSERT if inserts else FENCED_UPDATE), params
     if inserts and updates:
         return INSERT_AND_UPDATE, params
     return (INSERT_ROWS if inserts else UPDATE_ROWS), params

@@ -15,6 +15,12 @@ submissions answer 503) and its state changes are kept and written with the firs
 commit once the connection is back; while it is down, new rows fail without waiting and
 a reconnection is tried every ``retry_s``. A commit that fails for another reason loses
 its state changes (told to ``on_lost``).
+
+Fencing: once ``epoch`` is set (a leader's lease epoch), every batch statement is fenced
+(``pg_schema.FENCE``): PostgreSQL writes nothing of it unless that epoch is still the
+lease's. A refused batch fails its new rows (:class:`StoreFenced`) and loses its state
+changes, and so does every batch after it (the writer is ``fenced`` for good);
+``on_fenced`` is told once.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import psycopg
 
 from gpu_router.shim.store import pg_schema
 from gpu_router.shim.store.batch import StagedBatch
-from gpu_router.shim.store.records import Done, DuplicateRequest, JournalError
+from gpu_router.shim.store.records import Done, DuplicateRequest, JournalError, StoreFenced
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +76,10 @@ class PgWriter:
         self.connect_timeout_s = connect_timeout_s
         self.retry_s = retry_s
         self.on_lost = on_lost
+        #: the leader's lease epoch every batch carries (None: unfenced, one router)
+        self.epoch: int | None = None
+        self.fenced: str | None = None  # why the database refused this writer's epoch
+        self.on_fenced: Callable[[str], None] | None = None
         self._cond = threading.Condition()
         self._queue: list[StagedBatch] = []
         self._kept: dict[str, tuple[Any, ...]] = {}  # state changes of failed commits
@@ -185,6 +195,9 @@ class PgWriter:
             self._cond.notify_all()
 
     def _write(self, batch: StagedBatch, number: int, closing: bool) -> None:
+        if self.fenced is not None:
+            self._refused(batch, number, self.fenced)
+            return
         conn = self._connection(closing)
         if conn is None:
             self._failed(
@@ -200,7 +213,7 @@ class PgWriter:
         rows = [list(values) for _rid, values, _done in batch.inserts]
         updates = dict(batch.updates)
         try:
-            sql, params = pg_schema.batch_statement(rows, updates)
+            sql, params = pg_schema.batch_statement(rows, updates, self.epoch)
             cur = conn.execute(sql, params)  # type: ignore[arg-type]
             if rows:
                 inserted = {rid for (rid,) in cur.fetchall()}
@@ -209,14 +222,19 @@ class PgWriter:
                         inserted.discard(rid)  # (the first of two with one id wins)
                     else:
                         taken[n] = DuplicateRequest(f"request_id {rid!r} is taken")
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            # the connection (or the server) is gone: whether the commit happened is not
-            # known; the state changes are written again once it is back (they are
-            # idempotent), the new rows are refused
-            self._lose_connection(str(exc).strip() or type(exc).__name__)
-            self._failed(batch, number, JournalError(f"PostgreSQL commit failed: {exc}"), closing)
-            return
         except psycopg.Error as exc:
+            if pg_schema.fenced(exc):  # another router leads: nothing was written
+                self._fence(str(exc).strip().splitlines()[0])
+                self._refused(batch, number, self.fenced or "fenced")
+                return
+            if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+                # the connection (or the server) is gone: whether the commit happened is
+                # not known; the state changes are written again once it is back (they
+                # are idempotent), the new rows are refused
+                self._lose_connection(str(exc).strip() or type(exc).__name__)
+                error = JournalError(f"PostgreSQL commit failed: {exc}")
+                self._failed(batch, number, error, closing)
+                return
             error = JournalError(f"PostgreSQL commit failed: {exc}")
             self._settle(batch, dict.fromkeys(range(len(batch.inserts)), error))
             self._lost(batch.updates, error)
@@ -224,6 +242,20 @@ class PgWriter:
             return
         self.commits += 1
         self._settle(batch, taken)
+        self._advance(number)
+
+    def _fence(self, why: str) -> None:
+        if self.fenced is None:
+            logger.critical("PostgreSQL refused this leader's writes: %s", why)
+            self.fenced = why
+            if self.on_fenced is not None:
+                self.on_fenced(why)
+
+    def _refused(self, batch: StagedBatch, number: int, why: str) -> None:
+        """A fenced batch: its new rows fail, its state changes are lost."""
+        error = StoreFenced(f"PostgreSQL refused the write: {why}")
+        self._settle(batch, dict.fromkeys(range(len(batch.inserts)), error))
+        self._lost(batch.updates, error)
         self._advance(number)
 
     def _failed(self, batch: StagedBatch, number: int, error: JournalError, closing: bool) -> None:

@@ -16,6 +16,11 @@ Reads and settings use a second connection, on the loop's thread (short queries;
 first wait for the staged writes to be committed, so they see every write made so far,
 and fail at once while the database is unreachable). The schema is created or migrated
 when the store opens (``shim.store.pg_schema``).
+
+A leader's store is fenced (:meth:`PostgresStore.fence_at`): every write then carries
+the leader's lease epoch, and PostgreSQL refuses (writes nothing of) one whose epoch is
+no longer the lease's, so a deposed leader that wakes up cannot write; the store then
+refuses every later write (:class:`StoreFenced`) and tells ``on_fenced``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import psycopg
 from gpu_router.shim.store import pg_schema
 from gpu_router.shim.store.batch import Staging
 from gpu_router.shim.store.pg_writer import PgWriter, connect
-from gpu_router.shim.store.records import Done, JournalError, JournalRecord
+from gpu_router.shim.store.records import Done, JournalError, JournalRecord, StoreFenced
 from gpu_router.shim.store.rows import record_from_row
 
 READ_TIMEOUT_MS = 5000  # statement_timeout of the reading connection
@@ -59,6 +64,7 @@ class PostgresStore:
         self.max_batch = max_batch
         self.connect_timeout_s = connect_timeout_s
         self.on_lost: Callable[[list[str]], None] | None = None
+        self.epoch: int | None = None  # fenced at (fence_at)
         self._reader: psycopg.Connection[Any] | None = self._connect_reader()
         try:
             pg_schema.migrate(self._reader)
@@ -80,6 +86,14 @@ class PostgresStore:
             retry_s=retry_s,
             on_lost=self._lost,
         )
+
+    def fence_at(self, epoch: int, on_fenced: Callable[[str], None] | None = None) -> None:
+        """From now on every write carries ``epoch`` (this router's lease epoch) and is
+        refused by the database once another router holds a newer one; ``on_fenced`` is
+        told (from the writer thread) the first time."""
+        self.epoch = epoch
+        self.writer.on_fenced = on_fenced
+        self.writer.epoch = epoch
 
     @classmethod
     def open(cls, jc: Any) -> PostgresStore:
@@ -104,6 +118,9 @@ class PostgresStore:
             future.set_exception(JournalError("the store is closed"))
             return future
         self._loop = loop
+        if self.writer.fenced is not None:
+            future.set_exception(StoreFenced(f"PostgreSQL refused: {self.writer.fenced}"))
+            return future
         if self.writer.down is not None:  # refused now, rather than after a hand-over
             future.set_exception(JournalError(f"PostgreSQL unreachable: {self.writer.down}"))
             return future
@@ -157,13 +174,18 @@ class PostgresStore:
             loop.call_soon_threadsafe(_tell, fates)
 
     def set_setting(self, key: str, value: Any) -> None:
+        if self.writer.fenced is not None:
+            raise StoreFenced(f"PostgreSQL refused: {self.writer.fenced}")
+        fence, pre = ("", ()) if self.epoch is None else (pg_schema.FENCE, (self.epoch,))
         if value is None:
-            self._execute("DELETE FROM settings WHERE key = %s", (key,))
+            using = " USING fence" if fence else ""
+            self._execute(f"{fence} DELETE FROM settings{using} WHERE key = %s", (*pre, key))
         else:
             self._execute(
-                "INSERT INTO settings (key, value) VALUES (%s, %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
+                f"{fence} INSERT INTO settings (key, value) SELECT %s, %s"
+                + (" FROM fence" if fence else "")
+                + " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (*pre, key, json.dumps(value)),
             )
 
     # -- reads (what is staged is committed first) ----------------------------------------
@@ -217,6 +239,8 @@ class PostgresStore:
                 cur = self._reader.execute(sql, params)  # type: ignore[arg-type]
                 return cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:
+                if pg_schema.fenced(exc):
+                    raise StoreFenced(f"PostgreSQL refused the write: {exc}") from exc
                 lost = self._reader is not None and self._reader.broken
                 if lost:
                     self._reader.close()  # type: ignore[union-attr]
@@ -232,8 +256,11 @@ class PostgresStore:
 
     def flush(self) -> None:
         """Block until every write so far is committed; raises :class:`JournalError` at
-        once while the database is unreachable (or after ``SETTLE_TIMEOUT_S``)."""
+        once while the database is unreachable (or after ``SETTLE_TIMEOUT_S``), and
+        :class:`StoreFenced` once the database refused this store's epoch."""
         self.writer.wait(self._hand_over(), SETTLE_TIMEOUT_S)
+        if self.writer.fenced is not None:
+            raise StoreFenced(f"PostgreSQL refused: {self.writer.fenced}")
 
     def close(self) -> None:
         if self._closed:

@@ -76,5 +76,10 @@ class DuplicateRequest(JournalError):
     """A new request's request_id has a row already (one no longer in memory)."""
 
 
+class StoreFenced(JournalError):
+    """The database refused a write of a leader whose lease epoch is no longer the
+    newest (another router leads): nothing of it was written."""
+
+
 #: told ``None`` once a staged insert is committed, or the error that lost it
 Done = Callable[[JournalError | None], None]
