@@ -112,7 +112,8 @@ class Load(threading.Thread):
         super().__init__(daemon=True)
         self.replicas, self.rate, self.tag, self.job_ms = replicas, rate, tag, job_ms
         self.acked: list[str] = []
-        self.answers: list[tuple[float, int, int]] = []  # (t, status, replica)
+        #: (t answered, status, replica, t sent)
+        self.answers: list[tuple[float, int, int, float]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -134,12 +135,13 @@ class Load(threading.Thread):
                     "resource_requirements": {"memory": 256, "expected_duration": self.job_ms},
                 }
                 url = self.replicas.urls[at]
+                sent = time.monotonic()
                 try:
                     status = c.post(f"{url}/api/v1/route", json=body, headers=hdr(KEYS[user]))
                     code = status.status_code
                 except httpx.HTTPError:
                     code = 0
-                self.answers.append((time.monotonic(), code, at))
+                self.answers.append((time.monotonic(), code, at, sent))
                 if code == 200:
                     self.acked.append(rid)
                 else:  # (a 503 from a standby, a refused connection): find the leader
@@ -208,7 +210,9 @@ def campaign(args: argparse.Namespace, tmp: Path, pg: PgServer) -> dict[str, Any
             load.join(10)
         answers = sorted(a for load in loads for a in load.answers)
         for t, old in kills:
-            after = [ta for ta, code, at in answers if ta > t and code == 200 and at != old]
+            # (sent after the signal: a standby may relay a 200 of the old leader sent
+            # before it, which says nothing of the takeover)
+            after = [ta for ta, code, at, ts in answers if ts > t and code == 200 and at != old]
             if after:
                 takeovers.append(after[0] - t)
         acked = [rid for load in loads for rid in load.acked]
@@ -247,7 +251,7 @@ def campaign(args: argparse.Namespace, tmp: Path, pg: PgServer) -> dict[str, Any
     in_takeover = [
         code
         for t, _old in kills
-        for ta, code, _at in answers
+        for ta, code, _at, _ts in answers
         if t <= ta <= t + (max(takeovers) if takeovers else 0.0) and code != 200
     ]
     return {
