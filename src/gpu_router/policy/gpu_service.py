@@ -150,6 +150,11 @@ class GpuService:
             if w >= 1.0:
                 self._ramping.discard(i)
 
+    def timed(self) -> bool:
+        """Whether ``next_change`` or ``next_maintenance_end`` may say anything (False:
+        no GPU has a failure record and no maintenance is timed)."""
+        return bool(self._maintenance_until) or self.outlier.tracking()
+
     def next_change(self, now: float) -> float | None:
         """When an ejection or slow-start ramp next changes (None: none pending)."""
         return self.outlier.next_change(now)

@@ -144,6 +144,10 @@ class OutlierDetector:
         """GPUs ejected for failures at ``now``."""
         return sum(1 for g in self._gpus.values() if g.until is not None and now < g.until)
 
+    def tracking(self) -> bool:
+        """Whether any GPU has a failure record (else ``next_change`` is None)."""
+        return bool(self._gpus)
+
     def next_change(self, now: float) -> float | None:
         """The earliest ejection end after ``now`` (when the caller should look again)."""
         if not self._gpus:

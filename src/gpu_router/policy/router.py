@@ -124,7 +124,10 @@ class Router:
     def next_wakeup(self) -> float | None:
         """The earliest time ``tick`` has something to do (backoff, timeout, ejection end,
         maintenance end)."""
-        timer = self._state.next_timer()
+        state = self._state
+        if not (state.backoff or state.deadlines or self._binder.holds or self._gpus.timed()):
+            return None  # the common case: no timer of any kind (each check is a len)
+        timer = state.next_timer()
         change = self._gpus.next_change(self._last_tick)
         if self._binder.holds:
             hold = self._binder.next_hold_end(self._last_tick)
@@ -260,7 +263,10 @@ class Router:
             req.model_id, req.type, req.resources.max_batch_size, ran_s * self._fleet.speed_list[i]
         )
         self._gpus.record_success(i, now)
-        return [state.finish(rec, COMPLETED, now), *self._binder.dispatch(now)]
+        finished = state.finish(rec, COMPLETED, now)
+        if not len(self._queue) and not state.early:
+            return [finished]  # nothing waits: no dispatch pass to run
+        return [finished, *self._binder.dispatch(now)]
 
     def fail(
         self, request_id: str, now: float, error: str, *, gpu_fault: bool = True

@@ -104,6 +104,7 @@ class Engine(FaultEffects):
         self.gpu_index = {g.gid: g.index for g in gpus}
         self.width = id_width(n)
         self.rid_index: dict[str, int] = {}
+        self._rids: list[str] = [""] * n  # request ids by index, set at arrival
         self.overhead_ns: list[int] = []
         self.outstanding = 0
         self.interruptions = 0
@@ -187,6 +188,7 @@ class Engine(FaultEffects):
                 self._res_cache[key] = res
         rid = f"r{i:0{self.width}d}"
         self.rid_index[rid] = i
+        self._rids[i] = rid
         return Request(
             request_id=rid,
             user_id=wl.user_names[users[i]],
@@ -331,7 +333,7 @@ class Engine(FaultEffects):
         g.remove(i, now)
         g.completed += 1
         self._reschedule(g)
-        rid = f"r{i:0{self.width}d}"
+        rid = self._rids[i]
         t0 = perf_counter_ns()
         actions = self.router.complete(rid, now)
         self.overhead_ns.append(perf_counter_ns() - t0)
