@@ -11,9 +11,11 @@ request completes, none runs twice (counted at the workers). Not the 20-kill cam
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,39 @@ def post(c: httpx.Client, url: str, rid: str, user: str, ms: int) -> httpx.Respo
     return c.post(f"{url}/api/v1/route", json=body(rid, user, ms), headers=hdr(KEYS[user]))
 
 
+@dataclass
+class Replicas:
+    """Replica ``a`` (the leader) and ``b`` (its standby), with their first ``/health`` data."""
+
+    a: Proc
+    url_a: str
+    lead: dict[str, Any]
+    b: Proc
+    url_b: str
+    standby: dict[str, Any]
+
+
+@contextlib.contextmanager
+def leader_and_standby(
+    tmp: Path, cfg: dict[str, Any], db: str, workers: list[Proc]
+) -> Iterator[Replicas]:
+    """Start ``a`` until it leads, then ``b`` until it stands by; stop both and the workers."""
+    a, url_a = replica(tmp, "a", cfg, db)
+    b: Proc | None = None
+    try:
+        lead = wait_role(url_a, a, "leader")
+        b, url_b = replica(tmp, "b", cfg, db)
+        standby = wait_role(url_b, b, "standby")
+        yield Replicas(a, url_a, lead, b, url_b, standby)
+        time.sleep(0.3)  # the workers' job logs are written
+    finally:
+        a.kill()
+        if b is not None:
+            b.stop()
+        for w in workers:
+            w.stop()
+
+
 @pytest.mark.timeout(120)
 def test_the_standby_takes_over_a_killed_leader_within_seconds(
     tmp_path: Path, pg: PgServer
@@ -91,14 +126,10 @@ def test_the_standby_takes_over_a_killed_leader_within_seconds(
         start_worker(i, p, tmp_path, extra=["--job-log", str(logs[i])]) for i, p in enumerate(ports)
     ]
     cfg = router_config(tmp_path, ports, journal={"lease_ttl_s": TTL_S})
-    a, url_a = replica(tmp_path, "a", cfg, db)
-    b: Proc | None = None
-    try:
-        lead = wait_role(url_a, a, "leader")
-        assert lead["epoch"] == 1 and lead["leader"] == url_a
-        b, url_b = replica(tmp_path, "b", cfg, db)
-        standby = wait_role(url_b, b, "standby")
-        assert standby["leader"] == url_a and standby["ready"] is False
+    with leader_and_standby(tmp_path, cfg, db, workers) as pair:
+        a, url_a, b, url_b = pair.a, pair.url_a, pair.b, pair.url_b
+        assert pair.lead["epoch"] == 1 and pair.lead["leader"] == url_a
+        assert pair.standby["leader"] == url_a and pair.standby["ready"] is False
         assert health(url_b, b)[0] == 503  # a load balancer sends nobody there
         users = list(KEYS)
         rids = [f"ha-{i}" for i in range(16)]
@@ -128,14 +159,7 @@ def test_the_standby_takes_over_a_killed_leader_within_seconds(
             admin = c.get(f"/api/v1/requests/{rids[0]}", headers=hdr(ADMIN))
         assert admin.status_code == 200
         assert done == dict.fromkeys([*rids, "x", "after"], "completed")
-        time.sleep(0.3)
         print(f"takeover: {took:.2f} s from the SIGKILL to the first 200 of the new leader")
-    finally:
-        a.kill()
-        if b is not None:
-            b.stop()
-        for w in workers:
-            w.stop()
     completions = completed_at_workers(logs)
     assert set(completions) == {*rids, "x", "after"}
     assert max(completions.values()) == 1  # nothing ran twice
@@ -148,12 +172,8 @@ def test_a_paused_leader_wakes_up_fenced_and_stops(tmp_path: Path, pg: PgServer)
     logs = [tmp_path / "jobs0.jsonl"]
     workers = [start_worker(0, ports[0], tmp_path, extra=["--job-log", str(logs[0])])]
     cfg = router_config(tmp_path, ports, journal={"lease_ttl_s": TTL_S})
-    a, url_a = replica(tmp_path, "a", cfg, db)
-    b: Proc | None = None
-    try:
-        wait_role(url_a, a, "leader")
-        b, url_b = replica(tmp_path, "b", cfg, db)
-        wait_role(url_b, b, "standby")
+    with leader_and_standby(tmp_path, cfg, db, workers) as pair:
+        a, url_a, b, url_b = pair.a, pair.url_a, pair.b, pair.url_b
         rids = [f"p-{i}" for i in range(6)]
         with httpx.Client(timeout=10) as c:
             for rid in rids:
@@ -168,13 +188,6 @@ def test_a_paused_leader_wakes_up_fenced_and_stops(tmp_path: Path, pg: PgServer)
         with httpx.Client(base_url=url_b, timeout=10) as c:
             done = terminal(c, [*rids, "after"])
         assert done == dict.fromkeys([*rids, "after"], "completed")
-        time.sleep(0.3)
-    finally:
-        a.kill()
-        if b is not None:
-            b.stop()
-        for w in workers:
-            w.stop()
     completions = completed_at_workers(logs)
     assert set(completions) == {*rids, "after"}
     assert max(completions.values()) == 1  # nothing ran twice

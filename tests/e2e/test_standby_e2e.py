@@ -9,15 +9,14 @@ answers 200 (every replica behind the load balancer takes clients)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .procs import ADMIN, KEYS, Proc, free_port, hdr, router_config, start_worker
-from .test_leader_e2e import TTL_S, health, pg, post, replica, wait_role  # noqa: F401
-from .test_postgres_e2e import body, completed_at_workers
+from .procs import ADMIN, KEYS, free_port, hdr, router_config, start_worker
+from .test_leader_e2e import TTL_S, health, leader_and_standby, pg, post  # noqa: F401
+from .test_postgres_e2e import body, completed_at_workers, terminal
 
 pytestmark = [pytest.mark.e2e]
 
@@ -29,26 +28,17 @@ def test_a_standby_serves_reads_and_forwards_writes_to_the_leader(tmp_path: Path
     logs = [tmp_path / "jobs0.jsonl"]
     workers = [start_worker(0, ports[0], tmp_path, extra=["--job-log", str(logs[0])])]
     cfg = router_config(tmp_path, ports, journal={"lease_ttl_s": TTL_S, "standby_ready": True})
-    a, url_a = replica(tmp_path, "a", cfg, db)
-    b: Proc | None = None
-    try:
-        wait_role(url_a, a, "leader")
-        b, url_b = replica(tmp_path, "b", cfg, db)
-        standby = wait_role(url_b, b, "standby")
-        assert standby["leader"] == url_a and standby["ready"] is True
+    with leader_and_standby(tmp_path, cfg, db, workers) as pair:
+        a, url_a, b, url_b = pair.a, pair.url_a, pair.b, pair.url_b
+        assert pair.standby["leader"] == url_a and pair.standby["ready"] is True
         assert health(url_b, b)[0] == 200  # standby_ready: the load balancer sends clients
         with httpx.Client(base_url=url_b, timeout=10) as c:
             r = post(c, url_b, "sb-1", "alice", 50)
             assert r.status_code == 200, r.text
             assert r.json()["data"]["request_id"] == "sb-1"
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                r = c.get("/api/v1/requests/sb-1", headers=hdr(KEYS["alice"]))
-                assert r.status_code == 200, r.text
-                if r.json()["data"]["status"] == "completed":
-                    break
-                time.sleep(0.1)
-            assert r.json()["data"]["status"] == "completed"
+            assert terminal(c, ["sb-1"], timeout_s=30) == {"sb-1": "completed"}
+            r = c.get("/api/v1/requests/sb-1", headers=hdr(KEYS["alice"]))
+            assert r.status_code == 200 and r.json()["data"]["status"] == "completed"
             res = c.get("/api/v1/requests/sb-1/result", headers=hdr(KEYS["alice"]))
             assert res.status_code == 200 and res.json()["data"]["status"] == "completed"
             # the same id of another user is a missing one, on the standby as on the leader
@@ -89,11 +79,4 @@ def test_a_standby_serves_reads_and_forwards_writes_to_the_leader(tmp_path: Path
             w = post(c, url_b, "sb-4", "alice", 10)
             if w.status_code != 200:  # (unless it took the lease meanwhile: it leads)
                 assert w.status_code == 503 and w.headers["retry-after"] == "1", w.text
-        time.sleep(0.3)
-    finally:
-        a.kill()
-        if b is not None:
-            b.stop()
-        for w in workers:
-            w.stop()
     assert completed_at_workers(logs).get("sb-1") == 1
