@@ -48,6 +48,10 @@ class Admission:
         self.records = state.records
         self.rates = WorkRates(self.config.queue.admission_rate_window_s)
         self._by_wait = self.config.queue.admission_wait_s is not None
+        # the config is frozen: the common cases of ``_has_room`` and ``timeout_for``
+        self._plain_room = not self.config.queue.loss and not state.early
+        t = self.config.timeouts
+        self._plain_timeouts = not t.by_type and not t.by_priority
 
     def admit(
         self, request: Request, now: float, *, resumed: bool = False
@@ -57,20 +61,26 @@ class Admission:
         if rid in self.records:
             return Reject(RejectCode.DUPLICATE, f"request_id {rid} already exists")
         res, cfg, state = request.resources, self.config, self.state
-        memory, duration_s = self.estimator.sizes(
-            request.model_id,
-            request.type,
-            res.max_batch_size,
-            res.memory_mb,
-            res.expected_duration_ms / 1000.0,  # request.expected_duration_s
-        )
+        dm, dd, bs = res.memory_mb, res.expected_duration_ms / 1000.0, res.max_batch_size
+        est = self.estimator
+        if dm > 0 and dd > 0 and bs.__class__ is int and bs >= 1:
+            if not est.config.learned_overrides_declared:  # ``sizes``' first case, inline
+                memory, duration_s = float(dm), float(dd)
+            else:
+                memory, duration_s = est.sizes(request.model_id, request.type, bs, dm, dd)
+        else:
+            memory, duration_s = est.sizes(request.model_id, request.type, bs, dm, dd)
         memory += cfg.context_overhead_mb
-        if not self.binder.compatible_any(request, memory):
+        if not self.binder.compat_entry(request, memory)[1]:
             return Reject(RejectCode.INCOMPATIBLE, self._incompatible_reason(request, memory))
         if resumed:
             if cfg.quotas_enabled:
                 self.quotas.restore(request.user_id, request.priority, now)
-        elif not self._has_room(request, memory):
+        elif not (
+            state.queue.admits(request.priority, state.held)  # ``_has_room``, late binding
+            if self._plain_room
+            else self._has_room(request, memory)
+        ):
             wait = max(1.0, duration_s * (1 + state.queue_length()) / max(1, self._slots_up()))
             return Reject(
                 RejectCode.QUEUE_FULL, f"queue full for priority {request.priority}", round(wait, 3)
@@ -81,14 +91,19 @@ class Admission:
             refusal = self.quotas.admit(request.user_id, request.priority, now)
             if refusal is not None:
                 return Reject(refusal.code, refusal.reason, refusal.retry_after_s)
-        timeout = cfg.timeouts.timeout_for(
-            request.timeout_s, request.type, request.priority, cfg.default_timeout_s
-        )
+        if self._plain_timeouts:  # ``timeout_for`` with no table set
+            timeout = request.timeout_s or cfg.default_timeout_s
+        else:
+            timeout = cfg.timeouts.timeout_for(
+                request.timeout_s, request.type, request.priority, cfg.default_timeout_s
+            )
         deadline = None if timeout is None else request.submitted_at + timeout
+        units = res.compute_units
         if self._by_wait:
-            self.rates.add(request.priority, duration_s * res.compute_units, now)
-        rec = RequestRecord(request, Q, memory, duration_s, deadline, units=res.compute_units)
-        rec.timeout_s = timeout
+            self.rates.add(request.priority, duration_s * units, now)
+        rec = RequestRecord(
+            request, Q, memory, duration_s, deadline, units=units, timeout_s=timeout
+        )
         self.records[rid] = rec
         state.counts[Q] += 1
         if deadline is not None:

@@ -48,6 +48,7 @@ class Binder:
         self.early = state.early
         self.scan_limit = state.config.dispatch_scan_limit
         self._compat: dict[_Key, _Compat] = {}
+        self._last: tuple[Request, float, _Compat] | None = None  # compat_entry's last answer
         #: models whose GPU types or compute capability the Model Manager constrains
         registry = state.model_registry
         self._constrained = frozenset(registry.constrained()) if state.residency else frozenset()
@@ -68,10 +69,10 @@ class Binder:
 
     def compatible(self, request: Request, memory: float) -> np.ndarray:
         """Mask of the GPUs that could ever serve it (a shared array: do not modify)."""
-        return self._compat_entry(request, memory)[0]
+        return self.compat_entry(request, memory)[0]
 
     def compatible_any(self, request: Request, memory: float) -> bool:
-        return self._compat_entry(request, memory)[1]
+        return self.compat_entry(request, memory)[1]
 
     def _model_mask(self, model_id: str) -> np.ndarray:
         """GPUs the Model Manager allows ``model_id`` on: GPU type and compute capability."""
@@ -87,10 +88,20 @@ class Binder:
     def forget_compatibility(self) -> None:
         """What a GPU could ever serve changed (a new sample): recompute on demand."""
         self._compat.clear()
+        self._last = None
 
-    def _compat_entry(self, request: Request, memory: float) -> _Compat:
+    def compat_entry(self, request: Request, memory: float) -> _Compat:
         """(mask of GPUs that could ever serve it, whether any can, their indices),
-        cached per class."""
+        cached per class; the last request's entry is kept (admission, then placement,
+        ask twice)."""
+        last = self._last
+        if last is not None and last[0] is request and last[1] == memory:
+            return last[2]
+        entry = self._lookup(request, memory)
+        self._last = (request, memory, entry)
+        return entry
+
+    def _lookup(self, request: Request, memory: float) -> _Compat:
         res = request.resources
         cc = res.min_compute_capability
         model = request.model_id if request.model_id in self._constrained else ""
@@ -131,7 +142,7 @@ class Binder:
             is_open, free = f.open_list, f.free_list
             found = [
                 i
-                for i in self._compat_entry(rec.request, memory)[2]
+                for i in self.compat_entry(rec.request, memory)[2]
                 if is_open[i] and free[i] >= memory
             ]
             if units > 1:

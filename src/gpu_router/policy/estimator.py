@@ -224,7 +224,10 @@ class ResourceEstimator:
     ) -> None:
         """Learn from a completion: its run time on the reference GPU (s) and, if known,
         its peak memory (MB)."""
-        bucket = batch_bucket(batch_size)
+        if batch_size.__class__ is int and batch_size >= 1:  # ``batch_bucket``, inline
+            bucket = 1 << (batch_size - 1).bit_length()
+        else:
+            bucket = batch_bucket(batch_size)
         d = duration_s_reference
         if not (d.__class__ is float and 0.0 <= d < math.inf) and (  # cheap common case first
             isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < math.inf
@@ -238,7 +241,14 @@ class ResourceEstimator:
             raise InvalidValue("memory_mb", memory_mb, "must be a finite number > 0")
         alpha = self.config.alpha
         keys = ((model_id, type, bucket), (model_id, type, _ANY_BATCH))
-        _learn(self._dur, keys, d, alpha)
+        table = self._dur
+        for key in keys:  # ``_learn``, inline (once per completion)
+            entry = table.get(key)
+            if entry is None:
+                table[key] = [1, float(d)]
+            else:
+                entry[0] += 1
+                entry[1] += alpha * (d - entry[1])
         if memory_mb is not None:
             _learn(self._mem, keys, memory_mb, alpha)
 

@@ -217,7 +217,7 @@ class Router:
     def _placed(self, rec: RequestRecord) -> Placement:
         i = rec.gpu_index
         assert i is not None  # noqa: S101 - a processing record always has a GPU
-        _wait, run_s = estimate_times(rec.duration_s, self._fleet.speed_list[i], 0, 0)
+        run_s = rec.duration_s / max(self._fleet.speed_list[i], 1e-9)  # estimate_times's
         return Placement(self._gpu_ids[i], 0.0, run_s)
 
     def _enqueued(self, rec: RequestRecord) -> Enqueue:

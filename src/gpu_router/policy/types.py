@@ -18,6 +18,10 @@ MAX_PRIORITY = 5
 PRIORITIES = tuple(range(MIN_PRIORITY, MAX_PRIORITY + 1))
 
 
+_new = object.__new__
+_set = object.__setattr__  # how a frozen dataclass's own __init__ sets its fields
+
+
 class RequestType(str, Enum):
     """What a request does on the GPU."""
 
@@ -116,6 +120,31 @@ class Request:
             if self.timeout_s <= 0:
                 raise InvalidValue("timeout", self.timeout_s, "must be > 0")
         _finite("submitted_at", self.submitted_at, minimum=None)
+
+    @classmethod
+    def trusted(
+        cls,
+        request_id: str,
+        user_id: str,
+        model_id: str,
+        priority: int,
+        type: str,
+        resources: ResourceRequirements,
+        timeout_s: float | None,
+        submitted_at: float,
+    ) -> Request:
+        """A request built without ``__post_init__``'s checks, for values validated where
+        they entered (the simulator's workload columns): about half the cost."""
+        r = _new(cls)
+        _set(r, "request_id", request_id)
+        _set(r, "user_id", user_id)
+        _set(r, "model_id", model_id)
+        _set(r, "priority", priority)
+        _set(r, "type", type)
+        _set(r, "resources", resources)
+        _set(r, "timeout_s", timeout_s)
+        _set(r, "submitted_at", submitted_at)
+        return r
 
     @property
     def memory_mb(self) -> float:

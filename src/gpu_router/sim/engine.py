@@ -27,7 +27,7 @@ import numpy as np
 import simpy
 
 from ..policy.decisions import Abort, Dispatch, Finished, Reject
-from ..policy.types import GpuState, Request, RequestState, ResourceRequirements
+from ..policy.types import PRIORITIES, GpuState, Request, RequestState, ResourceRequirements
 from . import metrics as m
 from .faults import XID_FAIL_DELAY_S, FaultEffects, FaultEvent
 from .gpus import SimGpu
@@ -125,8 +125,16 @@ class Engine(FaultEffects):
             workload.type_idx.tolist(),
         )
         self._mem_true = [0.0] * n
+        pr, t = workload.priority, workload.timeout_s  # Request.__post_init__'s checks, once
+        self._valid = (
+            pr.dtype.kind in "iu"
+            and (not n or PRIORITIES[0] <= pr.min() <= pr.max() <= PRIORITIES[-1])
+            and all(workload.user_names)
+            and (t is None or (type(t) is float and 0 < t < INF))
+        )
         self._res_cache: dict[tuple[float, float, object], ResourceRequirements] = {}
         self._down = [0] * len(gpus)
+        self._jobs = [g.jobs for g in gpus]  # never rebound
         self._hang = [0] * len(gpus)
         self._detected = [False] * len(gpus)
         self.horizon = scenario.horizon_s
@@ -189,16 +197,9 @@ class Engine(FaultEffects):
         rid = f"r{i:0{self.width}d}"
         self.rid_index[rid] = i
         self._rids[i] = rid
-        return Request(
-            request_id=rid,
-            user_id=wl.user_names[users[i]],
-            model_id=wl.model_ids[mi],
-            priority=prios[i],
-            type=wl.type_names[types[i]],
-            resources=res,
-            timeout_s=wl.timeout_s,
-            submitted_at=now,
-        )
+        make = Request.trusted if self._valid else Request  # checked once in __init__
+        uid, model, typ = wl.user_names[users[i]], wl.model_ids[mi], wl.type_names[types[i]]
+        return make(rid, uid, model, prios[i], typ, res, wl.timeout_s, now)
 
     def _arrive(self, event: Any) -> None:
         i = event.value
@@ -381,7 +382,7 @@ class Engine(FaultEffects):
 
     def _sample_timeline(self, event: Any) -> None:
         now = self.env.now
-        running = sum(len(g.jobs) for g in self.gpus)
+        running = sum(map(len, self._jobs))
         up = sum(1 for g in self.gpus if g.up and not g.hung)
         queued = getattr(self.router, "queue_length", 0)
         locality = getattr(self.router, "locality", None)
