@@ -4,10 +4,22 @@ of each and an installed ``gpu-router`` finds them (``gpu_router.resources``).
 
 Everything else is in pyproject.toml; an editable install needs no copy (it reads the
 checkout's folders).
+
+Optional compiled build: with ``GPU_ROUTER_MYPYC=1`` the hottest policy modules
+(``MYPYC_MODULES``) are compiled with mypyc (from the mypy of the dev extras) into C
+extensions next to their sources; the pure-Python modules stay the reference and the
+default. Build it as a wheel, not editable (an in-place build would put the ``.so``
+files into the checkout, where they shadow the sources):
+
+    GPU_ROUTER_MYPYC=1 .venv/bin/pip wheel --no-deps --no-build-isolation -w dist .
+
+``benchmarks/compiled_check.py`` checks that such a build gives the pure-Python seeded
+results exactly.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +29,33 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 SHARED = ("data", "scenarios", "sweeps", "dashboards")
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+#: compiled by ``GPU_ROUTER_MYPYC=1`` (the Router's per-request path; all pure policy)
+MYPYC_MODULES = (
+    "admission",
+    "arrival_rates",
+    "binding",
+    "decisions",
+    "estimator",
+    "fleet",
+    "gpu_service",
+    "outlier",
+    "queue",
+    "records",
+    "router",
+    "router_state",
+    "strategies/earliest_completion",
+    "timeouts",
+)
+
+
+def ext_modules() -> list[object]:
+    """The mypyc extensions when ``GPU_ROUTER_MYPYC=1``, else none (pure Python)."""
+    if os.environ.get("GPU_ROUTER_MYPYC") != "1":
+        return []
+    from mypyc.build import mypycify
+
+    paths = [f"src/gpu_router/policy/{m}.py" for m in MYPYC_MODULES]
+    return list(mypycify(paths, opt_level="3"))
 
 
 class BuildPyWithShare(build_py):
@@ -37,4 +76,4 @@ class BuildPyWithShare(build_py):
             shutil.copytree(src, target, ignore=SKIP)
 
 
-setup(cmdclass={"build_py": BuildPyWithShare})
+setup(cmdclass={"build_py": BuildPyWithShare}, ext_modules=ext_modules())

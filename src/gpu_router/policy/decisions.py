@@ -6,6 +6,7 @@ Times are seconds on the caller's clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +57,13 @@ class Reject:
 class RejectCode:
     """The reasons a request is refused."""
 
-    INCOMPATIBLE = "incompatible"  # no GPU in the fleet could ever serve it
-    NO_CAPACITY = "no_capacity"  # every compatible GPU is down right now
-    QUEUE_FULL = "queue_full"
-    WAIT_TOO_LONG = "wait_too_long"  # predicted wait above the priority's admission limit
-    RATE_LIMITED = "rate_limited"
-    QUOTA_EXCEEDED = "quota_exceeded"
-    DUPLICATE = "duplicate"
+    INCOMPATIBLE: Final = "incompatible"  # no GPU in the fleet could ever serve it
+    NO_CAPACITY: Final = "no_capacity"  # every compatible GPU is down right now
+    QUEUE_FULL: Final = "queue_full"
+    WAIT_TOO_LONG: Final = "wait_too_long"  # predicted wait above the priority's admission limit
+    RATE_LIMITED: Final = "rate_limited"
+    QUOTA_EXCEEDED: Final = "quota_exceeded"
+    DUPLICATE: Final = "duplicate"
 
 
 Decision = Placement | Enqueue | Reject
