@@ -10,6 +10,9 @@ imported the ``.so`` modules. Build and check:
     GPU_ROUTER_MYPYC=1 .venv/bin/pip wheel --no-deps --no-build-isolation -w dist .
     .venv/bin/pip install --no-deps --target /tmp/gpu_router_mypyc dist/gpu_router-*.whl
     .venv/bin/python benchmarks/compiled_check.py --compiled /tmp/gpu_router_mypyc
+
+``--other SRC`` compares with any other pure-Python source tree instead (e.g. another
+checkout's ``src``: the same seeded results before and after a change).
 """
 
 from __future__ import annotations
@@ -78,19 +81,21 @@ def run_side(pythonpath: str | None) -> list[dict[str, object]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--compiled", help="a folder holding a mypyc-built gpu_router")
+    ap.add_argument("--other", help="another pure-Python source tree (a checkout's src)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker()
         return 0
-    if not args.compiled:
-        ap.error("--compiled is required")
-    pure, compiled = run_side(None), run_side(args.compiled)
+    if bool(args.compiled) == bool(args.other):
+        ap.error("give one of --compiled and --other")
+    pure, compiled = run_side(None), run_side(args.compiled or args.other)
     ok = len(pure) == len(compiled) == len(CASES)
     rows = []
     for p, c in zip(pure, compiled, strict=False):
         same = p["digest"] == c["digest"] and p["router_calls"] == c["router_calls"]
-        ok = ok and same and str(c["router_module"]).endswith(".so")
+        so = str(c["router_module"]).endswith(".so")
+        ok = ok and same and so == bool(args.compiled)
         ok = ok and not str(p["router_module"]).endswith(".so")
         rows.append(
             {
@@ -98,8 +103,8 @@ def main() -> int:
                 "requests": p["requests"],
                 "same": same,
                 "pure_wall_s": p["wall_s"],
-                "compiled_wall_s": c["wall_s"],
-                "compiled_module": c["router_module"],
+                "other_wall_s": c["wall_s"],
+                "other_module": c["router_module"],
             }
         )
     print(json.dumps({"identical": ok, "cases": rows}, indent=1))

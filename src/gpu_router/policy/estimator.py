@@ -187,32 +187,23 @@ class ResourceEstimator:
             return float(declared_memory_mb), float(declared_duration_s)
         dur_default, mem_default = cfg.defaults.get(type, cfg.fallback)
         key, any_key = (model_id, type, bucket), (model_id, type, _ANY_BATCH)
-        return (
-            self._value(declared_memory_mb, self._mem, key, any_key, mem_default),
-            self._value(declared_duration_s, self._dur, key, any_key, dur_default),
-        )
-
-    def _value(
-        self,
-        declared: float,
-        table: _Table,
-        key: tuple[str, str, int],
-        any_key: tuple[str, str, int],
-        default: float,
-    ) -> float:
-        """``_pick``'s value alone (no source), the two table keys built once."""
-        has_declared = declared > 0
-        cfg = self.config
-        if has_declared and not cfg.learned_overrides_declared:
-            return float(declared)
-        need = cfg.min_observations
-        entry = table.get(key)
-        if entry is not None and entry[0] >= need:
-            return entry[1]
-        entry = table.get(any_key)
-        if entry is not None and entry[0] >= need:
-            return entry[1]
-        return float(declared) if has_declared else default
+        overrides, need = cfg.learned_overrides_declared, cfg.min_observations
+        out = []
+        for declared, table, default in (
+            (declared_memory_mb, self._mem, mem_default),
+            (declared_duration_s, self._dur, dur_default),
+        ):  # ``_pick``'s value alone (no source), the two keys built once
+            if declared > 0 and not overrides:
+                out.append(float(declared))
+                continue
+            entry = table.get(key)
+            if entry is None or entry[0] < need:
+                entry = table.get(any_key)
+            if entry is not None and entry[0] >= need:
+                out.append(entry[1])
+            else:
+                out.append(float(declared) if declared > 0 else default)
+        return out[0], out[1]
 
     def observe(
         self,

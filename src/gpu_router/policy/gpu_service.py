@@ -127,7 +127,8 @@ class GpuService:
     # -- outlier ejection ---------------------------------------------------------
 
     def record_success(self, i: int, now: float) -> None:
-        self.outlier.record_success(self.fleet.gpu_ids[i], now)
+        if self.outlier.tracking():  # (nothing to reset while no GPU has a failure record)
+            self.outlier.record_success(self.fleet.gpu_ids[i], now)
 
     def record_failure(self, i: int, now: float) -> list[Action]:
         """A GPU fault on ``i``; ejecting it drains it (running work finishes)."""
