@@ -131,3 +131,28 @@ def test_bad_observations() -> None:
         est.observe("m", "inference", 0, 1.0)
     with pytest.raises(InvalidValue):
         est.estimate("m", "inference", 0)
+
+
+@pytest.mark.parametrize("overrides", [False, True])
+def test_sizes_is_estimate_without_the_sources(overrides: bool) -> None:
+    """The per-request ``sizes`` gives ``estimate``'s values in every case of the chain:
+    declared or not, learned per bucket, over every batch, untrusted, the default."""
+    est = ResourceEstimator(
+        EstimatorConfig(min_observations=2, learned_overrides_declared=overrides)
+    )
+    for x in (1.0, 3.0):  # (m, inference, bucket 4) trusted; bucket 1 learned once only
+        est.observe("m", "inference", 4, x, memory_mb=1000.0 * x)
+    est.observe("m", "inference", 1, 9.0, memory_mb=9000.0)
+    cases = [
+        (model, type_, batch, mem, dur)
+        for model in ("m", "other")
+        for type_ in ("inference", "training", "speech")
+        for batch in (1, 3, 4, 16)
+        for mem in (0.0, 512.0)
+        for dur in (0.0, 0.25)
+    ]
+    for model, type_, batch, mem, dur in cases:
+        e = est.estimate(model, type_, batch, mem, dur)
+        got = est.sizes(model, type_, batch, mem, dur)
+        assert got == (e.memory_mb, e.duration_s), (model, type_, batch, mem, dur)
+        assert all(type(v) is float for v in got)

@@ -163,3 +163,35 @@ def test_replay_usage_counts_past_requests_without_holding_slots():
     assert r.submit(req("a"), 0.0)[0].code == "rate_limited"
     with pytest.raises(InvalidValue):
         r.replay_usage("u", 3, 0.0, gpu_seconds=-1.0)
+
+
+def test_trusted_request_equals_the_validated_one() -> None:
+    """``Request.trusted`` (the simulator's rows, checked once) builds the same frozen
+    value as the validating constructor, and it stays frozen."""
+    from gpu_router.policy import Request, ResourceRequirements
+
+    res = ResourceRequirements(memory_mb=512.0, expected_duration_ms=250.0)
+    args = ("r1", "alice", "llama-7b", 4, "inference", res, 30.0, 12.5)
+    made, trusted = Request(*args), Request.trusted(*args)
+    assert trusted == made and hash(trusted) == hash(made) and type(trusted) is Request
+    assert trusted.expected_duration_s == 0.25
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        trusted.priority = 5  # type: ignore[misc]
+
+
+def test_learned_duration_overrides_a_declared_one_when_configured() -> None:
+    """Admission's inline declared sizes step aside when ``learned_overrides_declared``
+    is set: after two completions of 3 s the record carries the learned 3 s, not the
+    declared 1 s (and without the setting, the declared 1 s)."""
+    from gpu_router.policy import Request, ResourceRequirements
+    from gpu_router.policy.estimator import EstimatorConfig
+
+    res = ResourceRequirements(memory_mb=512.0, expected_duration_ms=1000.0)
+    for overrides, expected in ((True, 3.0), (False, 1.0)):
+        est = EstimatorConfig(min_observations=2, learned_overrides_declared=overrides)
+        r = router([GpuState(gpu_id="g0")], quotas_enabled=False, estimator=est)
+        for k in range(2):
+            r.submit(Request(f"w{k}", "u", "m", 3, "inference", res), 10.0 * k + 1.0)
+            r.complete(f"w{k}", 10.0 * k + 4.0)
+        r.submit(Request("x", "u", "m", 3, "inference", res), 30.0)
+        assert r.record("x").duration_s == expected
