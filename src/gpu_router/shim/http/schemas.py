@@ -231,6 +231,10 @@ class GpuOut(_Out):
     error_rate: float
     active_requests: int
     queued_requests: int
+    resident_models: Annotated[
+        list[str],
+        Field(description="models held or loading, least recently used first (locality on)"),
+    ] = []
     uptime: Annotated[int, Field(description="seconds")]
     health_status: Literal["healthy", "warning", "critical"]
 
@@ -310,12 +314,21 @@ class UserMetrics(_Out):
     average_response_time: float
 
 
+class LocalityMetrics(_Out):
+    cold_starts: Annotated[int, Field(description="placements that loaded their model")]
+    warm_starts: Annotated[int, Field(description="placements that found it resident")]
+    memory_used_mb: Annotated[float, Field(description="model weights resident, MB")]
+
+
 class MetricsOut(_Out):
     timestamp: str
     system: SystemMetrics
     gpus: dict[str, GpuMetrics]
     models: dict[str, ModelMetrics]
     users: dict[str, UserMetrics]
+    locality: Annotated[
+        LocalityMetrics | None, Field(description="model locality (null when it is off)")
+    ] = None
 
 
 class AdminAnswer(_Out):
