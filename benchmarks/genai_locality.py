@@ -1,7 +1,7 @@
 """Model locality on the GenAI 2026 replay: every strategy, three loads, several seeds.
 
 Runs ``scenarios/genai_locality.yaml`` (days 17-19, 4,965 requests, 8 H100s) with the
-trace time-scaled to each offered load (``time_scale = 7.15 * load / 0.8``, horizon the
+trace time-scaled to each offered load (``time_scale = 6.96 * load / 0.8``, horizon the
 slice's 172,800 s divided by it), for each strategy and seed; writes one CSV row per run
 and a summary with 95% confidence intervals across seeds (Student t), and plots p99
 latency and cold starts per strategy at 80%. ``utilization`` is the busy share of the
@@ -38,7 +38,7 @@ BLIND = [
 ]
 AWARE = ["warm-first", "locality-cost", "locality-replicate"]
 SPAN_S = 172_800.0  # days 17-19 of the trace
-SCALE_AT_80 = 7.15
+SCALE_AT_80 = 6.96  # with the LoRA loads (scenarios/genai_locality.yaml)
 #: two-sided 95% Student t quantiles by degrees of freedom
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
