@@ -13,6 +13,11 @@ the router's residency follows it (``Router.report_models``): a worker that rest
 empty makes the next request for its models a cold start. A report taken less than
 ``report_grace_s`` after a load ended, or during a load the router started, does not
 erase that model.
+
+On a virtual fleet (``gpu_monitoring.source: virtual``) the virtual GPUs load the models
+too: each load takes ``default_load_s`` (modelled seconds), or a time drawn from the
+measured latencies of ``virtual_load_times`` (a CSV under the data directory, e.g.
+``traces/alibaba_genai_2026_basemodel_load_ms.csv``) with the service's ``seed``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from .sections import ConfigSection
+
+
+class VirtualLoadTimes(ConfigSection):
+    path: str  # a CSV; relative: under the data directory
+    column: str = "value"
+    unit_s: Annotated[float, Field(gt=0)] = 0.001  # seconds per unit (ms)
 
 
 class ModelLocalitySection(ConfigSection):
@@ -34,3 +45,4 @@ class ModelLocalitySection(ConfigSection):
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     report_interval: Annotated[float, Field(gt=0, le=3600)] = 2.0  # s between reads
     report_grace_s: Annotated[float, Field(ge=0, le=3600)] = 2.0
+    virtual_load_times: VirtualLoadTimes | None = None
