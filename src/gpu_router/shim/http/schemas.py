@@ -126,6 +126,10 @@ class HeartbeatIn(_In):
     memory_used_mb: Annotated[float, Field(ge=0, le=1e9)] = 0.0
     utilization_pct: Annotated[float, Field(ge=0, le=100)] = 0.0
     temperature_c: Annotated[float, Field(ge=0, le=200)] = 0.0
+    models: Annotated[
+        list[Annotated[str, Field(max_length=256)]] | None,
+        Field(max_length=10_000, description="model ids held, least recently used first"),
+    ] = None
 
 
 class AdminCancelIn(_In):
