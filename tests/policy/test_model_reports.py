@@ -170,3 +170,47 @@ def test_router_keeps_a_load_in_flight_past_its_estimate() -> None:
     r.cancel("r1", 41.0)  # the job that waited for it left: no longer in flight
     r.report_models(gpu, [], taken_at=42.0, now=42.0)
     assert r.resident_models(gpu) == ()
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["start", "report", "loaded", "finish"]),
+        st.integers(0, 2),  # GPU
+        st.lists(st.sampled_from("abcde"), max_size=4, unique=True),
+        st.floats(0, 5),  # time step
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=ops)
+def test_residency_stays_consistent_under_placements_and_reports(steps) -> None:
+    """Whatever mix of placements, load ends and reports: the holders index is the
+    caches' content, each cache's used memory is the sum of its models and fits."""
+    from gpu_router.policy.models import ModelRegistry
+    from gpu_router.policy.residency import Residency
+
+    sizes = {"a": 30.0, "b": 20.0, "c": 50.0, "d": 10.0, "e": 120.0}
+    cfg = ModelsConfig(
+        default_memory_mb=25.0, models={m: {"memory_mb": mb} for m, mb in sizes.items()}
+    )
+    res = Residency([200.0] * 3, 0.5, ModelRegistry(cfg))
+    now = 0.0
+    for op, gpu, models, dt in steps:
+        now += dt
+        if op == "start" and models:
+            res.start(gpu, models[0], now, 1.0)
+        elif op == "report":
+            res.reconcile(gpu, models, now, 1.0)
+        elif op == "loaded" and models:
+            res.loaded(gpu, models[0], now)
+        elif op == "finish" and models:
+            res.finish(gpu, models[0], now, idle=True)
+        for i, cache in enumerate(res.caches):
+            assert cache.used_mb == sum(sizes[m] for m in cache.models())
+            assert cache.used_mb <= cache.capacity_mb
+            for m in cache.models():
+                assert i in res.holders[m]
+        for m, gpus in res.holders.items():
+            assert gpus and all(m in res.caches[i] for i in gpus)

@@ -9,7 +9,10 @@ cache is loaded for the run and not kept. Times in seconds on the caller's clock
 
 The router's own placements and in-flight loads are counted: a model loading on a
 GPU is held there from the moment the load starts (``ready_in`` says how long it
-still takes), so a burst for one model sees the load already going.
+still takes), so a burst for one model sees the load already going; it counts as in
+flight (``pending``) until its end is heard (``loaded``) or the request that waited for
+it leaves (``settle``). ``Residency.reconcile`` makes a GPU's cache follow its worker's
+report of what it holds (``model_reports``).
 """
 
 from __future__ import annotations
