@@ -91,6 +91,7 @@ class Gpu:
     queued_requests: int = 0
     uptime: int = 0
     health_status: str = ""
+    resident_models: list[str] = field(default_factory=list)  # model locality on
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -120,6 +121,8 @@ class Metrics:
     gpus: dict[str, Any] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     users: dict[str, Any] = field(default_factory=dict)
+    #: model locality on: cold_starts, warm_starts, memory_used_mb; else None
+    locality: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

@@ -65,6 +65,8 @@ class ModelsConfig:
     ``cache_share``: share of each GPU's total memory its model cache may hold (weights
     of resident models; requests' own memory is reserved apart). ``alpha``: EWMA step of
     learned load times. ``models``: per model id, a mapping of ``ModelInfo`` keys.
+    ``report_grace_s``: a worker's report of its models taken less than this after a
+    load ended does not erase that model (``model_reports``).
     """
 
     default_memory_mb: float = 6_500.0
@@ -72,8 +74,10 @@ class ModelsConfig:
     cache_share: float = 0.5
     alpha: float = 0.2
     models: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    report_grace_s: float = 2.0
 
     def __post_init__(self) -> None:
+        _positive("models.report_grace_s", self.report_grace_s, allow_zero=True)
         _positive("models.default_memory_mb", self.default_memory_mb, allow_zero=True)
         _positive("models.default_load_s", self.default_load_s, allow_zero=True)
         for key in ("cache_share", "alpha"):

@@ -9,15 +9,19 @@ cache is loaded for the run and not kept. Times in seconds on the caller's clock
 
 The router's own placements and in-flight loads are counted: a model loading on a
 GPU is held there from the moment the load starts (``ready_in`` says how long it
-still takes), so a burst for one model sees the load already going.
+still takes), so a burst for one model sees the load already going; it counts as in
+flight (``pending``) until its end is heard (``loaded``) or the request that waited for
+it leaves (``settle``). ``Residency.reconcile`` makes a GPU's cache follow its worker's
+report of what it holds (``model_reports``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .model_reports import HeldModel, reconcile
 from .models import ModelRegistry
 
 
@@ -34,13 +38,14 @@ class LocalityStats:
 class ModelCache:
     """One GPU's resident models, least recently used first."""
 
-    __slots__ = ("_lru", "_ready_at", "capacity_mb", "used_mb")
+    __slots__ = ("_lru", "_pending", "_ready_at", "capacity_mb", "used_mb")
 
     def __init__(self, capacity_mb: float) -> None:
         self.capacity_mb = float(capacity_mb)
         self.used_mb = 0.0
         self._lru: OrderedDict[str, float] = OrderedDict()
         self._ready_at: dict[str, float] = {}
+        self._pending: set[str] = set()  # loads started here, their end not heard yet
 
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._lru
@@ -62,14 +67,12 @@ class ModelCache:
         if memory_mb > self.capacity_mb:
             return evicted  # loaded for the run only: it cannot stay
         while self._lru and self.used_mb + memory_mb > self.capacity_mb:
-            old, mb = self._lru.popitem(last=False)
-            self._ready_at.pop(old, None)
-            self.used_mb -= mb
+            old = next(iter(self._lru))
+            self.remove(old)
             evicted.append(old)
-        if not self._lru:
-            self.used_mb = 0.0  # no float drift once empty
         self._lru[model_id] = float(memory_mb)
         self._ready_at[model_id] = now + load_s
+        self._pending.add(model_id)
         self.used_mb += memory_mb
         return evicted
 
@@ -77,12 +80,43 @@ class ModelCache:
         """The load of a held model finished at ``now``."""
         if model_id in self._lru:
             self._ready_at[model_id] = now
+        self._pending.discard(model_id)
+
+    def settle(self, model_id: str) -> None:
+        """No job waits for the model's load any more (its end may not have been heard:
+        a cancel during the load); it is no longer counted in flight."""
+        self._pending.discard(model_id)
+
+    def remove(self, model_id: str) -> None:
+        """Forget one held model."""
+        self.used_mb -= self._lru.pop(model_id)
+        self._ready_at.pop(model_id, None)
+        self._pending.discard(model_id)
+        if not self._lru:
+            self.used_mb = 0.0  # no float drift once empty
+
+    def adopt(self, memory_mb: dict[str, float], now: float) -> None:
+        """Hold models a worker reported (id -> MB, ready at ``now``) as the least
+        recently used, in the order given."""
+        for mid in reversed(list(memory_mb)):
+            mb = memory_mb[mid]
+            self._lru[mid] = float(mb)
+            self._lru.move_to_end(mid, last=False)
+            self._ready_at[mid] = now
+            self.used_mb += mb
+
+    def held(self) -> list[HeldModel]:
+        """The held models with their ready time and whether their load is in flight."""
+        return [
+            HeldModel(m, mb, self._ready_at[m], m in self._pending) for m, mb in self._lru.items()
+        ]
 
     def drop(self) -> list[str]:
         """Forget everything (the GPU restarted or went down); the ids dropped."""
         gone = list(self._lru)
         self._lru.clear()
         self._ready_at.clear()
+        self._pending.clear()
         self.used_mb = 0.0
         return gone
 
@@ -158,10 +192,26 @@ class Residency:
             self.running.pop(model_id, None)
         if idle:
             self.busy_until[i] = now
+        self.caches[i].settle(model_id)  # a load it waited for is over, heard or not
 
     def loaded(self, i: int, model_id: str, now: float) -> None:
         """The worker reported the load done (its measured time goes to the registry)."""
         self.caches[i].loaded(model_id, now)
+
+    def reconcile(self, i: int, reported: Sequence[str], taken_at: float, grace_s: float) -> bool:
+        """Make GPU ``i``'s cache agree with its worker's report (``model_reports``);
+        whether anything changed."""
+        cache, registry = self.caches[i], self.models
+        plan = reconcile(
+            cache.held(), cache.capacity_mb, reported, taken_at, grace_s, registry.memory_mb
+        )
+        for mid in plan.dropped:
+            cache.remove(mid)
+            self._unhold(i, mid)
+        cache.adopt({m: registry.memory_mb(m) for m in plan.adopted}, taken_at)
+        for mid in plan.adopted:
+            self.holders.setdefault(mid, set()).add(i)
+        return plan.changed
 
     def drop(self, i: int) -> None:
         """GPU ``i`` lost its memory (crash, restart): nothing is resident any more."""
@@ -174,6 +224,9 @@ class Residency:
             held.discard(i)
             if not held:
                 del self.holders[model_id]
+
+    def stats(self) -> LocalityStats:
+        return LocalityStats(self.cold_starts, self.warm_starts, self.memory_used_mb())
 
     def memory_used_mb(self) -> float:
         """Model weights resident over the fleet, MB."""

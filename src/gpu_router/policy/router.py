@@ -48,8 +48,8 @@ class Router:
     ``state_of``, ``record`` (``RequestSnapshot``), ``queue_length``,
     ``next_wakeup``, ``quota_usage``, ``quota_limits``, ``strategy_name``,
     ``config``, ``get_model_requirements``, ``resident_models``, ``locality``.
-    Quota changes: ``set_quota_limits``, ``replay_usage``. Model loads:
-    ``model_loaded``.
+    Quota changes: ``set_quota_limits``, ``replay_usage``. Models: ``model_loaded``,
+    ``report_models``.
     """
 
     def __init__(
@@ -152,17 +152,21 @@ class Router:
     def locality(self) -> LocalityStats | None:
         """Cold and warm starts so far and model weights resident (None: locality off)."""
         res = self._state.residency
-        if res is None:
-            return None
-        return LocalityStats(res.cold_starts, res.warm_starts, res.memory_used_mb())
+        return None if res is None else res.stats()
+
+    def report_models(
+        self, gpu_id: str, models: list[str], taken_at: float, now: float
+    ) -> list[Action]:
+        """The worker of ``gpu_id`` holds ``models`` (least recently used first; a report
+        taken at ``taken_at``): the residency follows it (``model_reports.reconcile``)."""
+        if not self._state.report_models(self._state.index(gpu_id), models, taken_at):
+            return []
+        return self._binder.dispatch(now)
 
     def model_loaded(self, gpu_id: str, model_id: str, seconds: float, now: float) -> list[Action]:
         """The worker on ``gpu_id`` finished loading ``model_id`` in ``seconds``: the
         Model Manager learns the load time and the model is ready there."""
-        i = self._state.index(gpu_id)
-        self._state.model_registry.observe_load(model_id, seconds)
-        if self._state.residency is not None:
-            self._state.residency.loaded(i, model_id, now)
+        self._state.model_loaded(self._state.index(gpu_id), model_id, seconds, now)
         return self._binder.dispatch(now)
 
     # -- quotas -------------------------------------------------------------------
@@ -340,8 +344,7 @@ class Router:
         placing on it and re-queue its running requests at the head of their priority."""
         i = self._state.index(gpu_id)
         actions = self._gpus.take_out(i, now, CRASHED, requeue_running=True, error=reason)
-        if self._state.residency is not None:
-            self._state.residency.drop(i)  # a crashed GPU's memory is gone
+        self._state.drop_models(i)  # a crashed GPU's memory is gone
         return actions + self._binder.dispatch(now)
 
     def add_gpu(self, state: GpuState, now: float) -> list[Action]:
@@ -393,6 +396,5 @@ class Router:
         ejection marks; the GPU takes work again at once (health checks may take it out)."""
         i = self._state.index(gpu_id)
         actions = self._gpus.restart(i, now)
-        if self._state.residency is not None:
-            self._state.residency.drop(i)
+        self._state.drop_models(i)
         return actions + self._binder.dispatch(now)

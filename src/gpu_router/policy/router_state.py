@@ -75,6 +75,27 @@ class RouterState:
             self.residency.busy_until.append(0.0)
         return i
 
+    # -- models -------------------------------------------------------------------
+
+    def drop_models(self, i: int) -> None:
+        """GPU ``i`` lost its memory (crash, restart): no model is resident there."""
+        if self.residency is not None:
+            self.residency.drop(i)
+
+    def model_loaded(self, i: int, model_id: str, seconds: float, now: float) -> None:
+        """GPU ``i`` loaded ``model_id`` in ``seconds``: learned, and ready there."""
+        self.model_registry.observe_load(model_id, seconds)
+        if self.residency is not None:
+            self.residency.loaded(i, model_id, now)
+
+    def report_models(self, i: int, models: list[str], taken_at: float) -> bool:
+        """GPU ``i``'s worker reported its models (``Residency.reconcile``); whether the
+        residency changed."""
+        res, cfg = self.residency, self.config.models
+        if res is None or cfg is None:
+            return False
+        return res.reconcile(i, models, taken_at, cfg.report_grace_s)
+
     # -- queries ------------------------------------------------------------------
 
     def snapshot(self, request_id: str) -> RequestSnapshot:

@@ -140,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         shipping=cfg.logging.shipping,
     )
     try:
-        source = source_from_config(cfg.gpu_monitoring, args.virtual_gpus)
+        source = source_from_config(
+            cfg.gpu_monitoring, args.virtual_gpus, cfg.model_locality, cfg.seed
+        )
     except Exception as exc:  # NVML missing, bad worker URLs, ...
         print(
             f"gpu-router serve: gpu_monitoring.source={cfg.gpu_monitoring.source}: {exc}",

@@ -36,7 +36,7 @@ from .engine import Engine, RouterLike
 from .faults import schedule
 from .fleet import build_fleet, capacity
 from .gpus import SampleClock, SimGpu
-from .model_loads import LoadTimes
+from .model_loads import AdapterLoads, LoadTimes
 from .scenario import Scenario, ScenarioError, load_scenario
 from .service_model import ServiceModel
 from .theory import mmc_wait_or_nan
@@ -173,8 +173,9 @@ def run_scenario(
     """Run one scenario with one strategy and seed; deterministic for a given seed."""
     wall0 = time.perf_counter()
     check_strategy(scenario, strategy)
-    # a fourth child for model loads: the first three are the same as with spawn(3)
-    wl_ss, fault_ss, router_ss, load_ss = np.random.SeedSequence(seed).spawn(4)
+    # a fourth child for model loads, a fifth for adapter loads: the first ones are the
+    # same as with spawn(3)
+    wl_ss, fault_ss, router_ss, load_ss, adapter_ss = np.random.SeedSequence(seed).spawn(5)
     fleet = build_fleet(scenario.fleet)
     service = ServiceModel(scenario.service_model)
     cap = capacity(fleet)
@@ -196,8 +197,25 @@ def run_scenario(
     gpus = [SimGpu(i, spec, service, clock) for i, spec in enumerate(fleet)]
     spec = scenario.service_model.model_load
     load_times = LoadTimes.from_spec(spec) if spec is not None else None
+    a_spec = scenario.service_model.adapter_load
+    adapters = None
+    if a_spec is not None and wl.adapters is None:
+        raise ScenarioError(
+            "service_model.adapter_load: name the adapter counts (workload.trace.columns.adapters)"
+        )
+    if a_spec is not None and wl.adapters is not None:
+        rng = np.random.default_rng(adapter_ss)
+        adapters = AdapterLoads(LoadTimes.from_spec(a_spec), wl.adapters, rng)
     engine = Engine(
-        scenario, wl, gpus, router, faults, fault_rng, np.random.default_rng(load_ss), load_times
+        scenario,
+        wl,
+        gpus,
+        router,
+        faults,
+        fault_rng,
+        np.random.default_rng(load_ss),
+        load_times,
+        adapters,
     )
     engine.run()
     res = _result(scenario, strategy, seed, wl, engine, mean_speed, wall0)
@@ -276,4 +294,7 @@ def _result(
         info["load_s_total"] = engine.load_s_total
         per_gpu_gb = sum(mb) / len(mb) / len(gpu_ids) / 1000.0 if mb else 0.0
         info["model_gb_per_gpu_mean"] = per_gpu_gb
+    if engine.adapters is not None:
+        info["adapter_loads"] = engine.adapters.loads
+        info["adapter_load_s_total"] = engine.adapters.load_s_total
     return SimResult(scenario, strategy, seed, requests, gpus, summary, timeline, info)

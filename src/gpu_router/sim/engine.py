@@ -31,7 +31,7 @@ from ..policy.types import PRIORITIES, GpuState, Request, RequestState, Resource
 from . import metrics as m
 from .faults import XID_FAIL_DELAY_S, FaultEffects, FaultEvent
 from .gpus import SimGpu
-from .model_loads import LoadTimes
+from .model_loads import AdapterLoads, LoadTimes
 from .monitor import Monitor
 from .records import RequestLog
 from .scenario import Scenario
@@ -83,6 +83,7 @@ class Engine(FaultEffects):
         fault_rng: np.random.Generator,
         load_rng: np.random.Generator | None = None,
         load_times: LoadTimes | None = None,
+        adapters: AdapterLoads | None = None,
     ) -> None:
         self.sc = scenario
         self.wl = workload
@@ -94,8 +95,8 @@ class Engine(FaultEffects):
         self.load_rng = load_rng if load_rng is not None else np.random.default_rng(0)
         self.load_times = load_times
         self._loading: dict[tuple[int, str], float] = {}  # (GPU, model) -> load ends
-        self.cold_starts = 0
-        self.load_s_total = 0.0
+        self.cold_starts, self.load_s_total = 0, 0.0
+        self.adapters = adapters  # adapter (LoRA) loads per request, or None
         self.model_mb_samples: list[float] = []
         self.env = simpy.Environment()
         n = len(workload)
@@ -258,6 +259,8 @@ class Engine(FaultEffects):
             extra += sm.dispatch_overhead_s * g.speed + sm.dispatch_overhead_share * self._work[i]
         if a.model_id is not None:
             extra += self._model_wait(a, g.index, now) * g.speed
+        if self.adapters is not None:
+            extra += self.adapters.charge(i) * g.speed
         if self._loads:
             mi = self._cols[0][i]
             keep = self.sc.service_model.resident_models

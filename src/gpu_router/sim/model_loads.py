@@ -6,7 +6,8 @@ from ``service_model.model_load`` (the measured latencies of a file, each equall
 likely, drawn with the run's own generator), or the router's estimate
 (``Dispatch.load_s``) when the scenario names no file. The worker reports the load
 to the router (``model_loaded``) when it ends; a request placed on a GPU where its
-model is still loading waits for the rest of that load. Times in seconds.
+model is still loading waits for the rest of that load. Adapters (LoRA,
+``service_model.adapter_load``): ``AdapterLoads``. Times in seconds.
 
 Calibration (``docs/simulator.md``): Alibaba GenAI 2026, base-model loads
 (``traces/alibaba_genai_2026_basemodel_load_ms.csv``, 7,531 events): mean 22.0 s,
@@ -57,3 +58,28 @@ class LoadTimes:
     @property
     def mean_s(self) -> float:
         return float(self.values.mean()) if len(self.values) else math.nan
+
+
+class AdapterLoads:
+    """Adapter (LoRA) loads: request i loads ``counts[i]`` adapters one after another
+    before it runs (after its base model when that is cold), each an independent draw
+    from ``times`` with ``rng``. Never cached: a trace that counts adapters without
+    naming them cannot tell two requests' adapters apart, so every dispatch pays
+    (a re-dispatch again). ``loads`` and ``load_s_total`` tally what was charged."""
+
+    def __init__(self, times: LoadTimes, counts: np.ndarray, rng: np.random.Generator) -> None:
+        self.times = times
+        self.counts = np.asarray(counts, dtype=np.int64).tolist()
+        self.rng = rng
+        self.loads = 0
+        self.load_s_total = 0.0
+
+    def charge(self, i: int) -> float:
+        """Seconds request ``i`` spends loading its adapters on this dispatch."""
+        k = self.counts[i]
+        if k <= 0:
+            return 0.0
+        s = sum(self.times.sample(self.rng) for _ in range(k))
+        self.loads += k
+        self.load_s_total += s
+        return s

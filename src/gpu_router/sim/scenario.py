@@ -158,6 +158,9 @@ class ServiceModelSpec(_Strict):
     dispatch_overhead_share: float = Field(default=0.0, ge=0, le=1)
     resident_models: int = Field(default=2, ge=1)
     model_load: ModelLoadSpec | None = None
+    #: measured adapter (LoRA) load times, charged per adapter a request names
+    #: (``workload.trace.columns.adapters``), model_loads.AdapterLoads
+    adapter_load: ModelLoadSpec | None = None
     prefill_us_per_token: float | None = Field(default=None, gt=0)
     decode_ms_per_token: float | None = Field(default=None, gt=0)
 

@@ -45,6 +45,7 @@ class TraceColumns(_Strict):
     memory_unit_mb: float = Field(default=1.0, gt=0)
     memory_clip: tuple[float, float] | None = None  # in the column's unit, before scaling
     count: str | None = None  # each row is this many requests; rows below 1 are dropped
+    adapters: str | None = None  # adapters (LoRA) the request loads before it runs
 
     @property
     def work_kind(self) -> str:

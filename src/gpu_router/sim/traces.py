@@ -198,7 +198,8 @@ def _columns(
     base: np.ndarray,
     rows: np.ndarray,
 ) -> Workload:
-    """Replace the synthetic model, user, priority and memory where the trace has them."""
+    """Replace the synthetic model, user, priority and memory where the trace has them;
+    the adapter counts (``adapters``; missing: 0)."""
     if cols.model:
         wl = _models(tab, cols.model, spec, wl, base, rows)
     if cols.user:
@@ -217,6 +218,9 @@ def _columns(
         memory = wl.memory_mb.copy()
         memory[have] = np.clip(mem[have], lo, hi) * cols.memory_unit_mb
         wl = replace(wl, memory_mb=memory)
+    if cols.adapters:
+        k = tab.numbers("adapters", cols.adapters)[rows]
+        wl = replace(wl, adapters=np.where(np.isnan(k), 0, np.maximum(k, 0)).astype(np.int64))
     return wl
 
 

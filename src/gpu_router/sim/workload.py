@@ -50,6 +50,7 @@ class Workload:
     mean_work: float
     timeout_s: float | None = None
     cancel_at: np.ndarray | None = None  # absolute time a client cancels (NaN: never)
+    adapters: np.ndarray | None = None  # adapters (LoRA) each request loads first
 
     def __len__(self) -> int:
         return len(self.arrival_s)

@@ -56,3 +56,28 @@ def test_register_heartbeat_leave():
             assert r.json()["data"]["status"] == "active"  # and comes back
 
     asyncio.run(scenario())
+
+
+def test_a_heartbeat_reports_the_models_the_worker_holds():
+    async def scenario():
+        locality = {"enabled": True, "report_grace_s": 0.0, "report_interval": 3600}
+        locality["default_memory_mb"] = 5000  # two fit in the 12,000 MB cache, not three
+        async with running(n_gpus=1, model_locality=locality) as (c, app, _fleet):
+            router = app.state.service.router
+            r = await c.post("/api/v1/workers/register", json=SPEC, headers=H_ADMIN)
+            assert r.status_code == 200
+            url = "/api/v1/workers/gpu-x/heartbeat"
+            r = await c.post(url, json={"models": ["sd", "xl"]}, headers=H_ADMIN)
+            assert r.status_code == 200, r.text
+            check_schema("POST", "/api/v1/workers/{gpu_id}/heartbeat", r)
+            assert router.resident_models("gpu-x") == ("sd", "xl")  # adopted
+            r = await c.post(url, json={"models": ["a", "sd", "xl"]}, headers=H_ADMIN)
+            assert router.resident_models("gpu-x") == ("sd", "xl")  # a does not fit
+            r = await c.post(url, json={"utilization_pct": 5}, headers=H_ADMIN)
+            assert router.resident_models("gpu-x") == ("sd", "xl")  # no models: no report
+            await c.post(url, json={"models": ["xl"]}, headers=H_ADMIN)
+            assert router.resident_models("gpu-x") == ("xl",)  # sd is gone from the worker
+            r = await c.post(url, json={"models": "sd"}, headers=H_ADMIN)
+            assert r.status_code == 422
+
+    asyncio.run(scenario())

@@ -26,6 +26,7 @@ class LocalRunner(Protocol):
         expected_duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> str: ...
 
     def watch(self, job_id: str, callback: Callable[[JobStatus], None]) -> None: ...
@@ -83,7 +84,12 @@ class LocalJobs:
         runner = entry.runner
         try:
             job_id = attach or runner.start_job(
-                rid, spec.payload, spec.expected_duration_ms, spec.memory_mb, spec.job_id
+                rid,
+                spec.payload,
+                spec.expected_duration_ms,
+                spec.memory_mb,
+                spec.job_id,
+                spec.model,
             )
             entry.job_id = job_id
             runner.watch(job_id, lambda st: self._ended(rid, attempt, st))

@@ -108,6 +108,15 @@ class PromMetrics:
             "commits on its event loop (or there is none: writer: loop, no WAL, :memory:)",
             registry=r,
         )
+        self.model_cold_starts = Gauge(
+            "gpu_router_model_cold_starts", "Placements that loaded their model", registry=r
+        )
+        self.model_warm_starts = Gauge(
+            "gpu_router_model_warm_starts", "Placements that found their model", registry=r
+        )
+        self.model_memory = Gauge(
+            "gpu_router_model_memory_mb", "Model weights resident over the fleet", registry=r
+        )
         self.shipping = ShippingCounters()  # gpu_router_shipping_{sent,dropped}_total
         r.register(self.shipping)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}

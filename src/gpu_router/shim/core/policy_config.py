@@ -105,4 +105,5 @@ def _models(cfg: ServiceConfig) -> ModelsConfig | None:
         cache_share=ml.cache_share,
         alpha=ml.alpha,
         models=ml.models,
+        report_grace_s=ml.report_grace_s,
     )

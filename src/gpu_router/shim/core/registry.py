@@ -2,7 +2,8 @@
 
 ``register`` adds the worker's GPU to the Router (``Router.add_gpu``; one that left
 comes back) and points the dispatcher at the worker's URL; ``heartbeat`` is a sample
-of that GPU (``Router.observe``); ``leave`` and ``expire`` (a worker silent for
+of that GPU (``Router.observe``) and, with ``models``, a report of the models it holds
+(``Router.report_models``); ``leave`` and ``expire`` (a worker silent for
 ``fleet.heartbeat_timeout`` s) take the GPU out of the fleet (``Router.remove_gpu``):
 its running work is stopped and re-routed. Times: monotonic seconds.
 """
@@ -86,7 +87,10 @@ class WorkerRegistry:
             return None
         now = self.clock.now()
         self.seen[gpu_id] = now
+        models = sample.pop("models", None)
         self.execution.apply(self.router.observe(self.state(gpu_id, sample), now))
+        if models is not None:  # taken when sent: the grace window covers the transit
+            self.execution.apply(self.router.report_models(gpu_id, list(models), now, now))
         return self.gpus.status(self.router, gpu_id)
 
     def leave(self, gpu_id: str, reason: str) -> bool:

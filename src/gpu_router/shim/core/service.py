@@ -9,6 +9,8 @@
 - :class:`~.admission.Admission`: ``submit``;
 - :class:`~.recovery.Recovery`: resuming the journal's unfinished requests at start;
 - :class:`~.loops.Loops`: the sampler, ticker and health loops;
+- :class:`~.model_reports.ModelReports`: the workers' resident models read into the
+  Router (model locality on);
 - :class:`~.admin.Admin`: cancel, maintenance, restart, quotas, settings;
 - :class:`~.status.StatusViews` and :class:`~.callbacks.Callbacks`: what the API and
   the callbacks answer.
@@ -40,6 +42,7 @@ from gpu_router.shim.core.gpus import GpuBook
 from gpu_router.shim.core.live import LiveRequests
 from gpu_router.shim.core.loops import Loops
 from gpu_router.shim.core.metrics import JsonStats, PromMetrics
+from gpu_router.shim.core.model_reports import ModelReports
 from gpu_router.shim.core.policy_config import policy_config
 from gpu_router.shim.core.recovery import Recovery
 from gpu_router.shim.core.registry import WorkerRegistry
@@ -152,6 +155,8 @@ class RouterService:
         for rec in self.store.pending_callbacks():
             parts.callbacks.send(self.requests.recent.get(rec.request_id) or rec)
         self._loops = [asyncio.ensure_future(c) for c in parts.loops.coroutines()]
+        if config.model_locality.enabled:
+            self._loops.append(asyncio.ensure_future(parts.model_reports.run()))
         self.readiness.ready = True
         self.readiness.reason = None
         log(
@@ -222,5 +227,8 @@ class _Parts:
         )
         self.registry = WorkerRegistry(
             config, router, self.execution, self.jobs, gpus, clock, logger
+        )
+        self.model_reports = ModelReports(
+            config, router, self.execution, self.jobs.workers, clock, prom, logger
         )
         self.loops.after_tick = [self.admin.sync_maintenance, self.registry.expire]

@@ -144,6 +144,7 @@ class StatusViews:
                     "error_rate": _num(s.error_rate),
                     "active_requests": view.running,
                     "queued_requests": view.queued,
+                    "resident_models": list(self.router.resident_models(view.gpu_id)),
                     "uptime": 0
                     if status in ("error", "inactive")
                     else int(self.gpus.uptime(view.gpu_id, now)),
@@ -219,6 +220,16 @@ class StatusViews:
             if only_user is None or u == only_user
         }
         fleet = self.router.fleet_summary()
+        loc = self.router.locality()
+        locality = (
+            None
+            if loc is None
+            else {
+                "cold_starts": loc.cold_starts,
+                "warm_starts": loc.warm_starts,
+                "memory_used_mb": _num(loc.memory_used_mb),
+            }
+        )
         return {
             "timestamp": iso(self.clock.wall()),
             "system": {
@@ -237,6 +248,7 @@ class StatusViews:
             "gpus": gpus,
             "models": models if only_user is None else {},
             "users": users,
+            "locality": locality,
         }
 
     def active_gpus(self) -> int:

@@ -6,6 +6,12 @@
 (:mod:`.virtual_jobs`), and the NVML-like samples (:mod:`.virtual_sampling`). A job that
 does not fit in memory fails with ``out of memory``.
 
+A job that names a model loads it first unless the GPU holds it
+(:mod:`.virtual_models`: load times drawn from ``model_load_times`` with the seeded
+``model_rng``, or ``model_load_s``; LRU by memory in ``model_cache_share`` of the
+GPU's memory); the load is added to the job's work and reported in its status
+(``model_load_s``), ``held_models`` says what each GPU holds.
+
 A job's payload may hold ``{"simulate": {"duration_ms": D, "fail": "message"}}`` to
 override its modelled duration or make it fail at its end (for tests).
 ``crash``, ``hang`` and ``recover`` inject faults.
@@ -18,6 +24,8 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from gpu_router.policy import GpuState, HardSignal, InvalidValue
 
@@ -34,6 +42,7 @@ from .base import (
 )
 from .virtual_jobs import _check, _Gpu, _Job, _wake
 from .virtual_model import CalibratedModel, VirtualGpuSpec, adapt_model
+from .virtual_models import LoadSampler, VirtualModels
 from .virtual_sampling import SampledGpus
 
 __all__ = ["CalibratedModel", "VirtualFleet", "VirtualGpuSpec", "VirtualWorker", "adapt_model"]
@@ -53,10 +62,10 @@ class VirtualWorker:
         expected_duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
-        model: dict[str, Any] | None = None,  # virtual GPUs load nothing
+        model: dict[str, Any] | None = None,
     ) -> str:
         return self._fleet.submit(
-            self.gpu_id, request_id, payload, expected_duration_ms, memory_mb, job_id
+            self.gpu_id, request_id, payload, expected_duration_ms, memory_mb, job_id, model
         )
 
     async def status(self, job_id: str) -> JobStatus:
@@ -89,10 +98,11 @@ class VirtualWorker:
         expected_duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> str:
         """:meth:`submit`, synchronously."""
         return self._fleet.submit(
-            self.gpu_id, request_id, payload, expected_duration_ms, memory_mb, job_id
+            self.gpu_id, request_id, payload, expected_duration_ms, memory_mb, job_id, model
         )
 
     def watch(self, job_id: str, callback: Callable[[JobStatus], None]) -> None:
@@ -124,6 +134,10 @@ class VirtualFleet(SampledGpus):
         id_prefix: str = "gpu-",
         clock: Callable[[], float] = time.monotonic,
         max_finished: int = 10_000,
+        model_cache_share: float = 0.5,
+        model_load_s: float = 0.0,
+        model_load_times: LoadSampler | None = None,
+        model_rng: np.random.Generator | None = None,
     ) -> None:
         specs = list(specs) if specs is not None else [VirtualGpuSpec()] * n_gpus
         if not specs:
@@ -139,8 +153,11 @@ class VirtualFleet(SampledGpus):
         self._clock = clock
         self._max_finished = max_finished
         self._gpus = {f"{id_prefix}{i}": _Gpu(f"{id_prefix}{i}", s) for i, s in enumerate(specs)}
+        rng = model_rng if model_rng is not None else np.random.default_rng(0)
         for g in self._gpus.values():
             g.power_w, g.temp_c = g.spec.idle_power_w, g.spec.idle_temp_c
+            cap = g.spec.memory_total_mb * model_cache_share
+            g.models = VirtualModels(cap, model_load_times, rng, model_load_s)
         self._workers = {gid: VirtualWorker(self, gid) for gid in self._gpus}
         self._ids = itertools.count(1)
         self._signals = SignalLog()
@@ -166,6 +183,12 @@ class VirtualFleet(SampledGpus):
             now, stamp = self._now(), self._clock()
             out.extend(self._state(g, now, stamp) for g in gpus[at : at + self.SAMPLE_CHUNK])
         return out
+
+    def held_models(self, gpu_id: str) -> list[str]:
+        """The ids of the models the GPU holds (loads ended), least recently used first:
+        the reference worker's ``/health`` ``models``."""
+        models = self._gpu(gpu_id).models
+        return [] if models is None else [m["id"] for m in models.held(self._now())]
 
     def drain_signals(self) -> list[ErrorSignal]:
         return self._signals.drain()
@@ -223,6 +246,8 @@ class VirtualFleet(SampledGpus):
         cancelled = list(g.running)
         for job in list(g.running.values()):
             self._finish(g, job, JOB_CANCELLED, now, "worker restart")
+        if g.models is not None:
+            g.models.clear()  # the device reset gives its memory back
         g.crashed, g.hung = None, False
         self._reschedule(g, now)
         self.restarts[gpu_id] = self.restarts.get(gpu_id, 0) + 1
@@ -243,9 +268,10 @@ class VirtualFleet(SampledGpus):
         expected_duration_ms: float,
         memory_mb: float,
         job_id: str | None = None,
+        model: dict[str, Any] | None = None,
     ) -> str:
         """Start a job (as ``job_id`` when given: a job held under that id is answered,
-        nothing runs again); its id."""
+        nothing runs again), loading ``model`` first when the GPU lacks it; its id."""
         g = self._gpu(gpu_id)
         if self._closed or g.crashed:
             raise WorkerUnavailable(f"{gpu_id}: {g.crashed or 'closed'}")
@@ -270,6 +296,9 @@ class VirtualFleet(SampledGpus):
             now,
             fail=sim.get("fail"),
         )
+        if model is not None and g.models is not None:
+            wait, job.model_load_s = g.models.ensure(model, now, self.time_scale)
+            job.work_s += wait * g.spec.speed * self.model.throughput(1)
         job.remaining = job.work_s
         g.jobs[job.job_id] = job
         self._evict(g)

@@ -4,7 +4,8 @@ Each virtual GPU runs its jobs as processor sharing with timers (no threads): a 
 carries its modelled work in seconds on the reference GPU; with k jobs co-located each
 does ``speed * throughput(k) / k / time_scale`` modelled seconds of work per real second,
 so a lone job ends after ``expected_duration_ms / speed`` (times ``time_scale``). Memory
-in use (MB) is the GPU's base plus each running job's memory and CUDA context. A GPU
+in use (MB) is the GPU's base plus its resident model weights (:mod:`.virtual_models`)
+plus each running job's memory and CUDA context. A GPU
 notes when it turns busy or idle, for the sampler (:mod:`.virtual_sampling`).
 :class:`ProcessorSharing` is the base of :class:`~.virtual.VirtualFleet`.
 """
@@ -24,6 +25,7 @@ from gpu_router.policy import InvalidValue
 
 from .base import JOB_COMPLETED, JOB_FAILED, JOB_RUNNING, JobStatus
 from .virtual_model import VirtualGpuSpec
+from .virtual_models import VirtualModels
 
 
 @dataclass
@@ -40,6 +42,7 @@ class _Job:
     error: str | None = None
     result: dict[str, Any] | None = None
     peak_k: int = 1
+    model_load_s: float | None = None  # modelled seconds it spent loading its model
     waiters: list[asyncio.Future[None]] | None = None  # VirtualWorker.wait callers
     watchers: list[Callable[[JobStatus], None]] | None = None  # VirtualWorker.watch
 
@@ -50,7 +53,7 @@ class _Job:
             if self.state == JOB_COMPLETED
             else (0.0 if total <= 0 else min(1.0, max(0.0, 1.0 - self.remaining / total)))
         )
-        return {
+        view: JobStatus = {
             "job_id": self.job_id,
             "request_id": self.request_id,
             "state": self.state,
@@ -58,6 +61,9 @@ class _Job:
             "result": self.result,
             "error": self.error,
         }
+        if self.model_load_s:
+            view["model_load_s"] = self.model_load_s
+        return view
 
 
 @dataclass
@@ -74,6 +80,7 @@ class _Gpu:
     power_w: float = 0.0
     temp_c: float = 0.0
     filtered_at: float | None = None
+    models: VirtualModels | None = None  # resident models (jobs that name one load it)
 
 
 class ProcessorSharing:
@@ -184,7 +191,8 @@ class ProcessorSharing:
 
     def _memory_used(self, g: _Gpu) -> float:
         ctx = self.model.context_mb
-        return g.spec.base_memory_mb + sum(j.memory_mb + ctx for j in g.running.values())
+        weights = g.models.used_mb() if g.models is not None else 0.0
+        return g.spec.base_memory_mb + weights + sum(j.memory_mb + ctx for j in g.running.values())
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

@@ -50,7 +50,7 @@ def app_from_env(env: Mapping[str, str] | None = None) -> Starlette:
         url=cfg.logging.url,
         shipping=cfg.logging.shipping,
     )
-    source = source_from_config(cfg.gpu_monitoring, count)
+    source = source_from_config(cfg.gpu_monitoring, count, cfg.model_locality, cfg.seed)
     return create_app(cfg, gpu_source=source, logger=logger, close_source=True)
 
 

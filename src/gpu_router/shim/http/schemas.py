@@ -126,6 +126,10 @@ class HeartbeatIn(_In):
     memory_used_mb: Annotated[float, Field(ge=0, le=1e9)] = 0.0
     utilization_pct: Annotated[float, Field(ge=0, le=100)] = 0.0
     temperature_c: Annotated[float, Field(ge=0, le=200)] = 0.0
+    models: Annotated[
+        list[Annotated[str, Field(max_length=256)]] | None,
+        Field(max_length=10_000, description="model ids held, least recently used first"),
+    ] = None
 
 
 class AdminCancelIn(_In):
@@ -231,6 +235,10 @@ class GpuOut(_Out):
     error_rate: float
     active_requests: int
     queued_requests: int
+    resident_models: Annotated[
+        list[str],
+        Field(description="models held or loading, least recently used first (locality on)"),
+    ] = []
     uptime: Annotated[int, Field(description="seconds")]
     health_status: Literal["healthy", "warning", "critical"]
 
@@ -310,12 +318,21 @@ class UserMetrics(_Out):
     average_response_time: float
 
 
+class LocalityMetrics(_Out):
+    cold_starts: Annotated[int, Field(description="placements that loaded their model")]
+    warm_starts: Annotated[int, Field(description="placements that found it resident")]
+    memory_used_mb: Annotated[float, Field(description="model weights resident, MB")]
+
+
 class MetricsOut(_Out):
     timestamp: str
     system: SystemMetrics
     gpus: dict[str, GpuMetrics]
     models: dict[str, ModelMetrics]
     users: dict[str, UserMetrics]
+    locality: Annotated[
+        LocalityMetrics | None, Field(description="model locality (null when it is off)")
+    ] = None
 
 
 class AdminAnswer(_Out):

@@ -3,7 +3,7 @@
 ``POST /api/v1/workers/register`` ``{gpu_id, url, name, memory_total_mb,
 compute_capability, slots, speed}`` adds the worker's GPU to the fleet (or brings it
 back) -> ``{gpu_id, status, heartbeat_interval, heartbeat_timeout}``;
-``POST /api/v1/workers/{gpu_id}/heartbeat`` ``{memory_used_mb, utilization_pct,
+``POST /api/v1/workers/{gpu_id}/heartbeat`` ``{memory_used_mb, utilization_pct, models,
 temperature_c}`` -> ``{gpu_id, status}`` (404: not registered, register again);
 ``DELETE /api/v1/workers/{gpu_id}`` -> ``{gpu_id, status}``: the GPU leaves, its work
 is re-routed. See ``core/registry.py``.

@@ -182,7 +182,12 @@ def run(args: argparse.Namespace) -> int:
             "compute_capability": args.compute_capability,
             "slots": args.max_jobs,
         }
-        registration = Registration(args.router_url, args.router_key, spec)
+        registration = Registration(
+            args.router_url,
+            args.router_key,
+            spec,
+            lambda: {"models": [m["id"] for m in worker.models.held()]},
+        )
     config = uvicorn.Config(
         create_app(worker, token, registration),
         host=args.host,
