@@ -74,8 +74,7 @@ class WorkerRegistry:
         self.specs[gpu_id] = dict(spec)
         self.seen[gpu_id] = now
         self.jobs.workers.worker_urls[gpu_id] = url.rstrip("/")
-        self.gpus.back(gpu_id, now)
-        self.execution.apply(self.router.add_gpu(self.state(gpu_id, {}), now))
+        self.execution.gpu_joined(self.state(gpu_id, {}))
         log(self.logger, logging.INFO, "worker registered", gpu_id=gpu_id, url=url)
         return self.gpus.status(self.router, gpu_id)
 
@@ -94,11 +93,7 @@ class WorkerRegistry:
         if self.specs.pop(gpu_id, None) is None:
             return False
         self.seen.pop(gpu_id, None)
-        self.gpus.down.pop(gpu_id, None)  # gone, not down: no health probe brings it back
-        on_gpu = self.router.gpu(gpu_id).request_ids
-        self.execution.apply(self.router.remove_gpu(gpu_id, self.clock.now(), reason))
-        for rid in on_gpu:
-            self.execution.requeued(rid, reason)
+        self.execution.gpu_left(gpu_id, reason)
         log(self.logger, logging.WARNING, "worker left", gpu_id=gpu_id, reason=reason)
         return True
 
