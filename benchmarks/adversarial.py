@@ -215,8 +215,10 @@ def idle_clients(port: int, clients: int, count: int, hold_s: float) -> dict[str
     address of its own (127.0.0.3, .4, ...): more than one process's descriptors allow."""
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--child-hold", f"127.0.0.{3 + k}", str(port)]
-            + ["--idle", str(count), "--hold-s", str(hold_s)],
+            [
+                *(sys.executable, __file__, "--child-hold", f"127.0.0.{3 + k}", str(port)),
+                *("--idle", str(count), "--hold-s", str(hold_s)),
+            ],
             stdout=subprocess.PIPE,
         )
         for k in range(clients)
