@@ -2,7 +2,7 @@
 idle connections, with /health latency and the router's memory measured during each.
 
     .venv/bin/python benchmarks/adversarial.py [--header-mb 200] [--flooders 2]
-        [--idle 3000] [--hold-s 10] [--compare-unguarded] [--out FILE]
+        [--idle 3000] [--idle-clients 1] [--hold-s 10] [--compare-unguarded] [--out FILE]
 
 Starts ``gpu-router serve`` (4 virtual GPUs, default ``connections`` limits unless
 ``--config`` names others) on 127.0.0.1, then runs, one after the other:
@@ -12,7 +12,9 @@ Starts ``gpu-router serve`` (4 virtual GPUs, default ``connections`` limits unle
   whose header value is ``--header-mb`` MB, in 64 KiB writes, until the router cuts it
   off; reports the bytes each got in and how long the cut took;
 - ``idle_hold``: ``--idle`` connections opened and left idle, split over 127.0.0.3 and
-  127.0.0.4, held ``--hold-s`` s; reports how many the router refused at once (per
+  127.0.0.4, held ``--hold-s`` s (with ``--idle-clients N``: N processes at once, each
+  holding ``--idle`` from an address of its own, up to 12,000 each: the issue's two
+  clients of 10,500); reports how many the router refused at once (per
   address cap), how many it closed (idle timeout) and when.
 
 During each phase /health is probed from 127.0.0.1 every 50 ms (p50, p99, max latency in
@@ -161,15 +163,17 @@ def header_flood(port: int, flooders: int, megabytes: int) -> dict[str, Any]:
     return {"header_mb": megabytes, "flooders": results}
 
 
-def idle_hold(port: int, count: int, hold_s: float) -> dict[str, Any]:
-    """``count`` idle connections over two source addresses, held ``hold_s`` s. A close
+def idle_hold(
+    port: int, count: int, hold_s: float, sources: tuple[str, ...] = ("127.0.0.3", "127.0.0.4")
+) -> dict[str, Any]:
+    """``count`` idle connections over the ``sources`` addresses, held ``hold_s`` s. A close
     is timed from its own connection's connect: refusals over a cap come about a second
     after it (``REFUSED_LINGER_S``), idle closes after ``idle_timeout_s``."""
     socks: list[tuple[socket.socket, float]] = []
     refused = 0
     for i in range(count):
         try:
-            socks.append((connect(port, ("127.0.0.3", "127.0.0.4")[i % 2]), time.monotonic()))
+            socks.append((connect(port, sources[i % len(sources)]), time.monotonic()))
         except OSError:
             refused += 1
     t0 = time.monotonic()
@@ -204,6 +208,27 @@ def idle_hold(port: int, count: int, hold_s: float) -> dict[str, Any]:
         "held_open_to_the_end": len(socks) - len(times),
         "hold_s": hold_s,
     }
+
+
+def idle_clients(port: int, clients: int, count: int, hold_s: float) -> dict[str, Any]:
+    """``clients`` processes at once, each holding ``count`` idle connections from an
+    address of its own (127.0.0.3, .4, ...): more than one process's descriptors allow."""
+    procs = [
+        subprocess.Popen(
+            [
+                *(sys.executable, __file__, "--child-hold", f"127.0.0.{3 + k}", str(port)),
+                *("--idle", str(count), "--hold-s", str(hold_s)),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        for k in range(clients)
+    ]
+    parts = [json.loads(p.communicate(timeout=hold_s + 120)[0]) for p in procs]
+    out: dict[str, Any] = {"clients": clients, "per_client": parts}
+    for key in ("opened", "connect_failed", "closed_by_router", "closed_within_3_s_of_connect"):
+        out[key] = sum(part[key] for part in parts)
+    out["held_open_to_the_end"] = sum(part["held_open_to_the_end"] for part in parts)
+    return out
 
 
 def start(
@@ -247,7 +272,10 @@ def run_target(args: argparse.Namespace, tmp: Path, guarded: bool) -> dict[str, 
             flood = header_flood(port, args.flooders, megabytes)
         out["header_flood"] = flood | p.report()
         with Probe(url, proc.pid) as p:
-            hold = idle_hold(port, args.idle, args.hold_s)
+            if args.idle_clients > 1:
+                hold = idle_clients(port, args.idle_clients, args.idle, args.hold_s)
+            else:
+                hold = idle_hold(port, args.idle, args.hold_s)
         out["idle_hold"] = hold | p.report()
     finally:
         proc.terminate()
@@ -266,11 +294,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flooders", type=int, default=2)
     ap.add_argument("--idle", type=int, default=3000)
     ap.add_argument("--hold-s", type=float, default=10.0)
+    ap.add_argument(
+        "--idle-clients",
+        type=int,
+        default=1,
+        help="processes holding --idle connections each (one address each); 1: this one",
+    )
     ap.add_argument("--compare-unguarded", action="store_true")
     ap.add_argument("--out")
+    ap.add_argument("--child-hold", nargs=2, metavar=("ADDRESS", "PORT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if not (1 <= args.flooders <= 16 and 1 <= args.idle <= 8000 and 0 < args.hold_s <= 60):
-        ap.error("bounded run: --flooders 1-16, --idle 1-8000, --hold-s up to 60")
+    per_process = 8000 if args.idle_clients == 1 and not args.child_hold else 12_000
+    if not (1 <= args.flooders <= 16 and 1 <= args.idle <= per_process and 0 < args.hold_s <= 60):
+        ap.error(f"bounded run: --flooders 1-16, --idle 1-{per_process}, --hold-s up to 60")
+    if not 1 <= args.idle_clients <= 4:
+        ap.error("bounded run: --idle-clients 1-4")
+    if args.child_hold:
+        address, port = args.child_hold
+        print(json.dumps(idle_hold(int(port), args.idle, args.hold_s, (address,))))
+        return 0
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         result: dict[str, Any] = {"guarded": run_target(args, tmp, guarded=True)}

@@ -230,3 +230,72 @@ def test_missing_library_is_source_unavailable() -> None:
 def test_bad_period_is_refused() -> None:
     with pytest.raises(Exception, match="period_s"):
         NvmlSource(FakePynvml(), period_s=0)
+
+
+def test_rescan_adds_a_plugged_gpu_and_drops_an_unplugged_one_by_uuid() -> None:
+    src, fake, clock = make(FakePynvml(device_count=2), rescan_s=5.0, worker_base_port=9100)
+    src.sample_sync()
+    uuid_1 = src.details("gpu-1")["uuid"]
+    fake.plug()
+    clock.t = 104.9  # not yet due: the fleet is what the last scan saw
+    assert [g.gpu_id for g in src.sample_sync()] == ["gpu-0", "gpu-1"]
+    assert fake.calls["nvmlDeviceGetCount"] == 1
+    clock.t = 105.0
+    states = src.sample_sync()
+    assert [g.gpu_id for g in states] == ["gpu-0", "gpu-1", "gpu-2"]
+    assert states[2].memory_total_mb == 81559.0 and states[2].status is GpuStatus.ACTIVE
+    assert src.details("gpu-2")["uuid"] not in {src.details("gpu-0")["uuid"], uuid_1}
+    assert src.worker_url("gpu-2") == "http://127.0.0.1:9102"
+    assert fake.inject_xid(2, 79) == 1  # the new GPU's Xid events are registered
+    clock.t = 106.0
+    src.sample_sync()
+    [sig] = src.drain_signals()
+    assert (sig.gpu_id, sig.kind) == ("gpu-2", "xid_critical")
+    src.clear("gpu-2")
+
+    gone = fake.unplug(0)  # gpu-1 and gpu-2 now sit at indices 0 and 1
+    clock.t = 111.0
+    states = src.sample_sync()
+    assert [g.gpu_id for g in states] == ["gpu-1", "gpu-2"]  # ids follow the UUIDs
+    assert src.details("gpu-1")["uuid"] == uuid_1 and src.details("gpu-1")["index"] == 0
+    assert all(g.status is GpuStatus.ACTIVE for g in states)
+    with pytest.raises(KeyError):
+        src.details("gpu-0")
+    assert src.drain_signals() == []  # leaving is not an error
+    assert fake.inject_xid(0, 79) == 1  # gpu-1's events moved with it to index 0
+    clock.t = 112.0
+    src.sample_sync()
+    assert [s.gpu_id for s in src.drain_signals()] == ["gpu-1"]
+    src.clear("gpu-1")
+
+    fake.plug(gone)  # the same GPU back (another slot): its old id
+    fake.plug()  # and a new one: gpu-0 was someone else's, gpu-1 and 2 are taken
+    clock.t = 117.0
+    assert [g.gpu_id for g in src.sample_sync()] == ["gpu-1", "gpu-2", "gpu-0", "gpu-3"]
+    assert src.details("gpu-0")["uuid"] == gone["readings"]["uuid"]
+
+
+def test_rescan_keeps_a_lost_gpu_and_survives_a_failed_count() -> None:
+    src, fake, clock = make(FakePynvml(device_count=2), rescan_s=1.0)
+    src.sample_sync()
+    fake.lose_gpu(1)  # fell off the bus: still enumerated, no handle
+    clock.t = 102.0
+    _, b = src.sample_sync()
+    assert (b.gpu_id, b.status) == ("gpu-1", GpuStatus.ERROR)
+    assert [s.kind for s in src.drain_signals()] == ["unreachable"]
+
+    def no_count() -> int:
+        raise fake.NVMLError_Unknown()
+
+    fake.nvmlDeviceGetCount = no_count  # type: ignore[method-assign]
+    clock.t = 104.0
+    assert [g.gpu_id for g in src.sample_sync()] == ["gpu-0", "gpu-1"]
+
+
+def test_rescan_off_never_counts_again() -> None:
+    src, fake, clock = make(FakePynvml(device_count=1), rescan_s=None)
+    src.sample_sync()
+    fake.plug()
+    clock.t = 1e6
+    assert [g.gpu_id for g in src.sample_sync()] == ["gpu-0"]
+    assert fake.calls["nvmlDeviceGetCount"] == 1

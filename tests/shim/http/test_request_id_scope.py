@@ -50,6 +50,30 @@ def test_two_users_may_use_one_request_id_and_neither_blocks_the_other():
     asyncio.run(scenario())
 
 
+def test_an_id_another_user_cancelled_never_blocks_this_user():
+    """The finding: Bob submitting Alice's id got 409 while a GET gave 404, and the id
+    stayed blocked after Alice cancelled. Alice's request is cancelled while it runs."""
+
+    async def scenario():
+        async with running() as (c, _app, _fleet):
+            long = body(request_id="taken-1", payload={"simulate": {"duration_ms": 5000}})
+            assert (await c.post("/api/v1/route", json=long, headers=H_ALICE)).status_code == 200
+            await wait_state(c, "taken-1", {"processing"}, H_ALICE)
+            r = await c.delete("/api/v1/requests/taken-1", headers=H_ALICE)
+            assert r.status_code == 200, r.text
+            await wait_state(c, "taken-1", {"cancelled"}, H_ALICE)
+            assert (await c.get("/api/v1/requests/taken-1", headers=H_BOB)).status_code == 404
+            mine = body(request_id="taken-1", user_id="bob", priority=4)
+            r = await c.post("/api/v1/route", json=mine, headers=H_BOB)
+            assert r.status_code == 200, r.text  # neither 409 nor blocked
+            done = await wait_state(c, "taken-1", {"completed"}, H_BOB)
+            assert (done["user_id"], done["priority"]) == ("bob", 4)
+            alice = (await c.get("/api/v1/requests/taken-1", headers=H_ALICE)).json()["data"]
+            assert alice["status"] == "cancelled"
+
+    asyncio.run(scenario())
+
+
 def test_another_users_id_answers_as_a_missing_one_in_body_and_in_time():
     """GET timed over 300 pairs (another user's id and a missing one, in turn first). The
     two are one code path (the caller's own key is looked up: a miss in memory, then one SELECT on

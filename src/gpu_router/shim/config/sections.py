@@ -51,6 +51,8 @@ class GpuMonitoringSection(ConfigSection):
     worker_urls: dict[str, str] = Field(default_factory=dict)  # gpu_id -> worker base URL
     worker_base_port: Annotated[int | None, Field(ge=1, le=65535)] = None  # NVML: GPU i at base + i
     worker_host: str = "127.0.0.1"
+    #: NVML: seconds between re-scans of the devices (GPUs join and leave); None: never
+    rescan_interval: Annotated[float | None, Field(gt=0, le=86400)] = 30.0
 
     @field_validator("url")
     @classmethod

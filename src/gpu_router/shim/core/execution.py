@@ -17,7 +17,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from gpu_router.policy import Abort, Action, Dispatch, Finished, RequestState, Router
+from gpu_router.policy import (
+    Abort,
+    Action,
+    Dispatch,
+    Finished,
+    GpuState,
+    RequestState,
+    Router,
+)
 from gpu_router.shim.core.callbacks import Callbacks
 from gpu_router.shim.core.clock import Clock
 from gpu_router.shim.core.dispatcher import Dispatcher, JobSpec
@@ -244,6 +252,22 @@ class Execution:
     def requeued(self, rid: str, error: str) -> None:
         """The Router re-queued ``rid`` (its GPU left): journal it as queued again."""
         self._sync_queued(rid, error)
+
+    def gpu_joined(self, state: GpuState) -> None:
+        """A GPU joins the fleet at run time (or one that left comes back) with a sample."""
+        now = self.clock.now()
+        self.gpus.back(state.gpu_id, now)
+        self.apply(self.router.add_gpu(state, now))
+        self.prom.set_gpu_state(state.gpu_id, self.gpus.status(self.router, state.gpu_id))
+
+    def gpu_left(self, gpu_id: str, reason: str) -> None:
+        """A GPU leaves the fleet: what runs or waits there is re-routed (``reason``)."""
+        self.gpus.down.pop(gpu_id, None)  # gone, not down: no health probe brings it back
+        on_gpu = self.router.gpu(gpu_id).request_ids
+        self.apply(self.router.remove_gpu(gpu_id, self.clock.now(), reason))
+        for rid in on_gpu:
+            self.requeued(rid, reason)
+        self.prom.set_gpu_state(gpu_id, "inactive")
 
     def _sync_queued(self, rid: str, error: str) -> None:
         live = self.requests.get(rid)

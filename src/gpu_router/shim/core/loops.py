@@ -2,7 +2,10 @@
 
 ``sampler`` reads the GPU source every ``period_s`` and feeds the samples to the Router
 (:meth:`Loops.observe`, ``OBSERVE_CHUNK`` GPUs at a time, ``OBSERVE_GAP_S`` apart),
-taking out GPUs with a hard signal or an error rate over the threshold; ``ticker`` runs
+taking out GPUs with a hard signal or an error rate over the threshold; with an
+``elastic`` source (NVML: its samples list the GPUs present) a GPU new in a sample joins
+the fleet and one of the source's GPUs missing from it leaves (its work re-routed,
+:meth:`Execution.gpu_left`); ``ticker`` runs
 the Router's timeouts and backoffs when due (at least every 0.25 s); ``health`` probes
 the GPUs the service took out every ``health_probe_interval`` seconds and brings back
 those that answer (after ``gpu_cooldown_period`` seconds for a signal).
@@ -15,7 +18,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gpu_router.policy import OVERHEATED, GpuState, Router
+from gpu_router.policy import OVERHEATED, REMOVED, GpuState, Router
 from gpu_router.shim.config import ServiceConfig
 from gpu_router.shim.core.clock import Clock
 from gpu_router.shim.core.dispatcher import Dispatcher
@@ -56,6 +59,8 @@ class Loops:
         self.logger = logger
         #: called after each Router tick (maintenance windows ended, silent workers)
         self.after_tick: list[Callable[[], object]] = []
+        #: the source's GPUs in the fleet now (registered workers' GPUs are not)
+        self.sourced = {v.gpu_id for v in router.gpus()}
 
     def coroutines(self) -> list[Coroutine[Any, Any, None]]:
         """The three loops, to be run as tasks for the service's lifetime."""
@@ -72,6 +77,9 @@ class Loops:
             except Exception as exc:  # a source that fails must not stop the service
                 log(self.logger, logging.WARNING, "GPU sampling failed", error=repr(exc))
                 continue
+            elastic = bool(getattr(self.source, "elastic", False))
+            if elastic:
+                self.joined(states)
             chunks = range(0, len(states), OBSERVE_CHUNK)
             gap = min(OBSERVE_GAP_S, period / (4 * len(chunks) or 1))
             for i in chunks:
@@ -93,6 +101,27 @@ class Loops:
             for s in states:
                 if s.error_rate > threshold and s.gpu_id not in self.gpus.down:
                     take_out(s.gpu_id, "signal", f"error rate {s.error_rate:.3f}")
+            if elastic:
+                self.left({s.gpu_id for s in states})
+
+    def joined(self, states: list[GpuState]) -> None:
+        """GPUs of an elastic source's sample the fleet lacks join it (one that left and
+        is back too); an id a registered worker holds is left to it."""
+        for s in states:
+            if s.gpu_id in self.sourced:
+                continue
+            if self.router.has_gpu(s.gpu_id) and REMOVED not in self.router.is_out(s.gpu_id):
+                continue  # a registered worker's GPU
+            self.sourced.add(s.gpu_id)
+            log(self.logger, logging.INFO, "GPU joined", gpu_id=s.gpu_id, source="sample")
+            self.execution.gpu_joined(s)
+
+    def left(self, present: set[str]) -> None:
+        """The source's GPUs missing from its last sample leave; their work is re-routed."""
+        for gpu_id in sorted(self.sourced - present):
+            self.sourced.discard(gpu_id)
+            log(self.logger, logging.WARNING, "GPU left", gpu_id=gpu_id, source="sample")
+            self.execution.gpu_left(gpu_id, "the GPU left the source's enumeration")
 
     def observe(self, states: list[GpuState]) -> None:
         """Feed GPU samples to the Router (unknown GPUs are ignored) and to the gauges."""

@@ -6,6 +6,12 @@ of that GPU (``Router.observe``) and, with ``models``, a report of the models it
 (``Router.report_models``); ``leave`` and ``expire`` (a worker silent for
 ``fleet.heartbeat_timeout`` s) take the GPU out of the fleet (``Router.remove_gpu``):
 its running work is stopped and re-routed. Times: monotonic seconds.
+
+Registrations are kept in the store's settings (``worker:{gpu_id}``: URL and spec), so a
+restarted router knows its workers before its first heartbeat arrives (:meth:`restore`,
+before restart recovery): recovery asks them which jobs they hold, and a request that
+runs on a registered worker across the restart is followed there, not started again
+elsewhere. A restored worker that stays silent leaves after ``heartbeat_timeout`` s.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from gpu_router.shim.core.dispatcher import Dispatcher
 from gpu_router.shim.core.execution import Execution
 from gpu_router.shim.core.gpus import GpuBook
 from gpu_router.shim.logs import log
+from gpu_router.shim.store import JournalError
+
+SETTING = "worker:"  # the store setting of a registration: worker:{gpu_id}
 
 
 class WorkerRegistry:
@@ -72,13 +81,50 @@ class WorkerRegistry:
             and REMOVED not in self.router.is_out(gpu_id)
         ):
             raise ValueError(f"GPU {gpu_id} is in the fleet already (not a registered one)")
+        self._join(gpu_id, url, spec, now)
+        self._save(gpu_id, {"url": url, "spec": dict(spec)})
+        log(self.logger, logging.INFO, "worker registered", gpu_id=gpu_id, url=url)
+        return self.gpus.status(self.router, gpu_id)
+
+    def _join(self, gpu_id: str, url: str, spec: dict[str, Any], now: float) -> None:
         self.specs[gpu_id] = dict(spec)
         self.seen[gpu_id] = now
         self.jobs.workers.worker_urls[gpu_id] = url.rstrip("/")
-        self.gpus.back(gpu_id, now)
-        self.execution.apply(self.router.add_gpu(self.state(gpu_id, {}), now))
-        log(self.logger, logging.INFO, "worker registered", gpu_id=gpu_id, url=url)
-        return self.gpus.status(self.router, gpu_id)
+        self.execution.gpu_joined(self.state(gpu_id, {}))
+
+    def restore(self) -> list[str]:
+        """The registrations the store kept (a restart): back in the fleet as if they had
+        just registered; their GPU ids. A GPU of the source by that id is left alone."""
+        now, back = self.clock.now(), []
+        for key, value in self.execution.requests.store.settings().items():
+            gpu_id = key.removeprefix(SETTING)
+            if gpu_id == key or not isinstance(value, dict) or self.router.has_gpu(gpu_id):
+                continue
+            try:
+                self._join(gpu_id, str(value["url"]), dict(value["spec"]), now)
+            except (KeyError, TypeError, ValueError) as exc:
+                log(
+                    self.logger, logging.WARNING, "ignored a stored worker", key=key, error=str(exc)
+                )
+                self.specs.pop(gpu_id, None)
+                self.seen.pop(gpu_id, None)
+                continue
+            back.append(gpu_id)
+        if back:
+            log(self.logger, logging.INFO, "registered workers restored", gpu_ids=back)
+        return back
+
+    def _save(self, gpu_id: str, value: dict[str, Any] | None) -> None:
+        try:
+            self.execution.requests.store.set_setting(SETTING + gpu_id, value)
+        except JournalError as exc:  # the worker registers again after a restart anyway
+            log(
+                self.logger,
+                logging.ERROR,
+                "could not persist a worker",
+                gpu_id=gpu_id,
+                error=str(exc),
+            )
 
     def heartbeat(self, gpu_id: str, sample: dict[str, Any]) -> str | None:
         """A registered worker is alive (with readings); its status, None if unknown or
@@ -98,11 +144,8 @@ class WorkerRegistry:
         if self.specs.pop(gpu_id, None) is None:
             return False
         self.seen.pop(gpu_id, None)
-        self.gpus.down.pop(gpu_id, None)  # gone, not down: no health probe brings it back
-        on_gpu = self.router.gpu(gpu_id).request_ids
-        self.execution.apply(self.router.remove_gpu(gpu_id, self.clock.now(), reason))
-        for rid in on_gpu:
-            self.execution.requeued(rid, reason)
+        self._save(gpu_id, None)
+        self.execution.gpu_left(gpu_id, reason)
         log(self.logger, logging.WARNING, "worker left", gpu_id=gpu_id, reason=reason)
         return True
 

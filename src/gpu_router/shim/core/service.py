@@ -146,6 +146,7 @@ class RouterService:
             self.gpus.since[s.gpu_id] = now
         self._parts = parts = _Parts(self, router)
         parts.jobs.workers.epoch = self.epoch  # (before recovery's first call to a worker)
+        parts.registry.restore()  # registered workers, before recovery asks them
         parts.admin.load_settings(now)
         counts = self.store.count_by_state()
         self.stats.system.total = sum(counts.values())

@@ -36,6 +36,7 @@ def source_from_config(
             worker_urls=gm.worker_urls,
             worker_base_port=gm.worker_base_port,
             worker_host=gm.worker_host,
+            rescan_s=gm.rescan_interval,
         )
     from gpu_router.shim.gpu_sources.monitoring import MonitoringSource
 

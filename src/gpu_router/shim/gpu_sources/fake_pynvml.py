@@ -7,7 +7,10 @@ rows. Queries the capture lists under ``errors`` (fan speed, retired pages) rais
 ``NVMLError_NotSupported`` as the real GPU did. ``at(t)`` switches the dynamic
 readings (utilization, memory used, power, temperature, SM clock) to the capture's
 20 ms time series at ``t`` seconds. ``inject_xid``, ``set_reading``, ``set_error``
-and ``lose_gpu`` inject faults. ``calls`` counts calls by function name.
+and ``lose_gpu`` inject faults. ``plug`` and ``unplug`` change the devices NVML
+enumerates at run time (hot-plug, ``nvmlDeviceRemoveGpu``/``DiscoverGpus``): indices
+after an unplugged one shift down, as NVML's enumeration does; an unplugged device's
+handle answers ``NVMLError_GpuIsLost``. ``calls`` counts calls by function name.
 """
 
 from __future__ import annotations
@@ -23,81 +26,22 @@ from typing import Any
 
 from gpu_router.resources import data_dir
 
+from . import fake_nvml_defs
+from .fake_nvml_defs import (
+    NVML_CLOCK_SM,
+    SUPPORTED_EVENTS,
+    NVMLError,
+    NVMLError_GpuIsLost,
+    NVMLError_InvalidArgument,
+    NVMLError_NotSupported,
+    NVMLError_Timeout,
+    NVMLError_Uninitialized,
+    NVMLError_Unknown,
+    nvmlEventTypeXidCriticalError,
+)
+
 CAPTURE = "nvml_h100_capture.json"
 
-NVML_SUCCESS = 0
-NVML_ERROR_UNINITIALIZED = 1
-NVML_ERROR_INVALID_ARGUMENT = 2
-NVML_ERROR_NOT_SUPPORTED = 3
-NVML_ERROR_TIMEOUT = 10
-NVML_ERROR_GPU_IS_LOST = 15
-NVML_ERROR_UNKNOWN = 999
-
-
-class NVMLError(Exception):
-    """Same shape as pynvml's: ``value`` is the NVML return code."""
-
-    code = NVML_ERROR_UNKNOWN
-    text = "Unknown Error"
-
-    def __init__(self, value: int | None = None) -> None:
-        self.value = self.code if value is None else value
-        super().__init__(self.value)
-
-    def __str__(self) -> str:
-        return self.text
-
-
-class NVMLError_Uninitialized(NVMLError):  # noqa: N801 - pynvml's names
-    code, text = NVML_ERROR_UNINITIALIZED, "Uninitialized"
-
-
-class NVMLError_InvalidArgument(NVMLError):  # noqa: N801
-    code, text = NVML_ERROR_INVALID_ARGUMENT, "Invalid Argument"
-
-
-class NVMLError_NotSupported(NVMLError):  # noqa: N801
-    code, text = NVML_ERROR_NOT_SUPPORTED, "Not Supported"
-
-
-class NVMLError_Timeout(NVMLError):  # noqa: N801
-    code, text = NVML_ERROR_TIMEOUT, "Timeout"
-
-
-class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
-    code, text = NVML_ERROR_GPU_IS_LOST, "GPU is lost"
-
-
-class NVMLError_Unknown(NVMLError):  # noqa: N801
-    code, text = NVML_ERROR_UNKNOWN, "Unknown Error"
-
-
-NVML_TEMPERATURE_GPU = 0
-NVML_TEMPERATURE_THRESHOLD_SHUTDOWN = 0
-NVML_TEMPERATURE_THRESHOLD_SLOWDOWN = 1
-NVML_CLOCK_SM = 1
-NVML_CLOCK_MEM = 2
-NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
-NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
-NVML_VOLATILE_ECC = 0
-NVML_AGGREGATE_ECC = 1
-NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS = 0
-NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = 1
-
-nvmlEventTypeSingleBitEccError = 0x1  # noqa: N816 - pynvml's names
-nvmlEventTypeDoubleBitEccError = 0x2  # noqa: N816
-nvmlEventTypePState = 0x4  # noqa: N816
-nvmlEventTypeXidCriticalError = 0x8  # noqa: N816
-nvmlEventTypeClock = 0x10  # noqa: N816
-nvmlEventTypeNone = 0x0  # noqa: N816
-
-_SUPPORTED_EVENTS = (
-    nvmlEventTypeSingleBitEccError
-    | nvmlEventTypeDoubleBitEccError
-    | nvmlEventTypePState
-    | nvmlEventTypeXidCriticalError
-    | nvmlEventTypeClock
-)
 
 #: series field -> reading it overrides while replaying the series
 _SERIES_FIELDS = ("gpu_util", "mem_util", "mem_used_mb", "power_w", "temp_c", "sm_mhz")
@@ -111,7 +55,8 @@ def load_capture(path: str | Path | None = None) -> dict[str, Any]:
 
 
 class FakeHandle:
-    """A device handle; handles compare by identity, as ctypes pointers do."""
+    """A device handle; handles compare by identity, as ctypes pointers do. ``index`` is
+    the device's index now (-1 once it was unplugged)."""
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -149,17 +94,9 @@ class FakePynvml:
         self.capture = data
         base = data["devices"]
         n = len(base) if device_count is None else device_count
-        self._devices: list[dict[str, Any]] = []
-        for i in range(n):
-            dev = copy.deepcopy(base[i % len(base)])
-            dev["index"] = i
-            if i >= len(base):  # clones get their own identity
-                r = dev["readings"]
-                r["uuid"] = r["uuid"][:-12] + f"{i + 1:012d}"
-                r["pci_info"]["busId"] = f"00000000:00:{6 + i:02X}.0"
-            if xid_supported is not None:
-                dev["xid_events"] = "supported" if xid_supported else "not supported"
-            self._devices.append(dev)
+        self._xid_supported = xid_supported
+        self._made = 0  # devices made so far: each clone gets an identity of its own
+        self._devices: list[dict[str, Any]] = [self._make_device() for _ in range(n)]
         self._handles = [FakeHandle(i) for i in range(n)]
         self._series = data.get("series", [])
         self._series_t = [p["t"] for p in self._series]
@@ -170,11 +107,46 @@ class FakePynvml:
         self._initialized = 0
         self.calls: Counter[str] = Counter()
         # copy the module-level constants onto the instance so it looks like the module
-        for name, value in globals().items():
+        for name, value in vars(fake_nvml_defs).items():
             if name.startswith(("NVML_", "nvmlEventType")):
                 setattr(self, name, value)
 
+    def _make_device(self) -> dict[str, Any]:
+        base = self.capture["devices"]
+        i = self._made
+        self._made += 1
+        dev = copy.deepcopy(base[i % len(base)])
+        if i >= len(base):  # clones get their own identity
+            r = dev["readings"]
+            r["uuid"] = r["uuid"][:-12] + f"{i + 1:012d}"
+            r["pci_info"]["busId"] = f"00000000:00:{6 + i:02X}.0"
+        if self._xid_supported is not None:
+            dev["xid_events"] = "supported" if self._xid_supported else "not supported"
+        return dev
+
     # -- fault and time injection ----------------------------------------------------
+
+    def plug(self, device: dict[str, Any] | None = None) -> int:
+        """A GPU appears at the end of the enumeration (a new one, or ``device`` as
+        ``unplug`` returned it: the same UUID back); its index."""
+        with self._lock:
+            self._devices.append(device if device is not None else self._make_device())
+            self._handles.append(FakeHandle(len(self._handles)))
+            return len(self._devices) - 1
+
+    def unplug(self, index: int) -> dict[str, Any]:
+        """The GPU at ``index`` leaves the enumeration; the ones after it shift down one.
+        Its old handle answers ``NVMLError_GpuIsLost``; returns the device (to ``plug``)."""
+        with self._lock:
+            dev = self._devices.pop(index)
+            gone = self._handles.pop(index)
+            gone.index = -1
+            for h in self._handles[index:]:
+                h.index -= 1
+            self._lost = {i - (i > index) for i in self._lost if i != index}
+            for es in self._sets:
+                es.registered = {i - (i > index): m for i, m in es.registered.items() if i != index}
+            return dev
 
     def at(self, t: float | None) -> FakePynvml:
         """Replay the time series at ``t`` seconds (None: the static readings)."""
@@ -223,7 +195,7 @@ class FakePynvml:
         self._call(name)
         if not isinstance(handle, FakeHandle) or handle.index >= len(self._devices):
             raise NVMLError_InvalidArgument()
-        if handle.index in self._lost:
+        if handle.index < 0 or handle.index in self._lost:  # unplugged, or fell off the bus
             raise NVMLError_GpuIsLost()
         return self._devices[handle.index]
 
@@ -372,11 +344,11 @@ class FakePynvml:
 
     def nvmlDeviceGetSupportedEventTypes(self, h: FakeHandle) -> int:  # noqa: N802
         dev = self._dev("nvmlDeviceGetSupportedEventTypes", h)
-        return _SUPPORTED_EVENTS if dev.get("xid_events") == "supported" else 0
+        return SUPPORTED_EVENTS if dev.get("xid_events") == "supported" else 0
 
     def nvmlDeviceRegisterEvents(self, h: FakeHandle, mask: int, es: FakeEventSet) -> None:  # noqa: N802
         dev = self._dev("nvmlDeviceRegisterEvents", h)
-        if dev.get("xid_events") != "supported" or mask & ~_SUPPORTED_EVENTS:
+        if dev.get("xid_events") != "supported" or mask & ~SUPPORTED_EVENTS:
             raise NVMLError_NotSupported()
         with self._lock:
             es.registered[h.index] = es.registered.get(h.index, 0) | mask

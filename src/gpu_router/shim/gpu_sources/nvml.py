@@ -12,12 +12,22 @@ any call is a hard ``unreachable`` signal until ``clear(gpu_id)``.
 ``error_rate`` is the share of the last ``error_window`` samples in which a new error
 appeared (1.0 while a hard signal holds). ``pynvml`` is imported only when no module
 is passed in, so machines without a GPU never load it (tests pass ``FakePynvml``).
+
+GPUs join and leave at run time (``elastic``): every ``rescan_s`` seconds the source
+counts the devices again (``nvmlDeviceGetCount``), takes a fresh handle of each by index
+(NVML's enumeration and handles change when a GPU is removed or discovered) and matches
+them to the GPUs it knows by UUID. A known UUID keeps its id wherever it now sits; a new
+UUID gets ``{id_prefix}{index}``, or the next free number above it when another GPU
+ever held that id; a known GPU NVML no longer enumerates has left (an index whose handle or UUID
+cannot be read, a lost GPU, keeps the GPU it had). The service re-routes a departed
+GPU's work (:meth:`gpu_router.shim.core.execution.Execution.gpu_left`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,9 +48,16 @@ from .base import (
 from .nvml_device import MB, Lost, NvmlDevice, query, text
 from .nvml_errors import NvmlErrors
 
+log = logging.getLogger(__name__)
+
 
 class NvmlSource:
-    """Samples the GPUs NVML sees. ``nvml``: a pynvml-like module (default: import pynvml)."""
+    """Samples the GPUs NVML sees. ``nvml``: a pynvml-like module (default: import pynvml).
+
+    ``rescan_s``: seconds between two re-scans of the devices (None: never)."""
+
+    #: the samples list the fleet: a GPU missing from them has left (the sampler's rule)
+    elastic = True
 
     def __init__(
         self,
@@ -58,8 +75,12 @@ class NvmlSource:
         error_window: int = 20,
         events: bool = True,
         in_thread: bool = True,
+        rescan_s: float | None = 10.0,
     ) -> None:
         self.period_s = positive_period("period_s", period_s)
+        self.rescan_s = None if rescan_s is None else positive_period("rescan_s", rescan_s)
+        self._scanned_at = 0.0
+        self._ids: dict[str, str] = {}  # every UUID seen -> its GPU id (never given to another)
         self._nvml = nvml
         self._clock = clock
         self._id_prefix = id_prefix
@@ -89,6 +110,8 @@ class NvmlSource:
         with self._lock:
             devices = self._open()
             now = self._clock()
+            if self.rescan_s is not None and now - self._scanned_at >= self.rescan_s:
+                devices = self._rescan(now)
             return [self._read(dev, now) for dev in devices]
 
     def drain_signals(self) -> list[ErrorSignal]:
@@ -164,7 +187,75 @@ class NvmlSource:
             self._try_open(nv, dev, self._clock())
             devices.append(dev)
         self._devices = devices
+        self._scanned_at = self._clock()
         return devices
+
+    def _rescan(self, now: float) -> list[NvmlDevice]:
+        """Match what NVML enumerates now to the known GPUs by UUID (see the module doc)."""
+        nv, devices = self._nvml, self._devices or []
+        self._scanned_at = now
+        try:
+            count = nv.nvmlDeviceGetCount()
+        except nv.NVMLError as exc:
+            log.warning("NVML re-scan: could not count the GPUs: %s", exc)
+            return devices
+        wanted = range(count) if self._indices is None else self._indices
+        found: dict[str, tuple[int, Any]] = {}  # UUID -> (index, handle)
+        unreadable: set[int] = set()
+        for i in wanted:
+            if not 0 <= i < count:
+                continue
+            try:
+                handle = nv.nvmlDeviceGetHandleByIndex(i)
+                found[text(nv.nvmlDeviceGetUUID(handle))] = (i, handle)
+            except nv.NVMLError:
+                unreadable.add(i)
+        at_index = {i: uuid for uuid, (i, _) in found.items()}
+        kept: list[NvmlDevice] = []
+        for dev in devices:
+            uuid = dev.uuid
+            if (
+                uuid is None
+                and self._ids.get(at_index.get(dev.index, ""), dev.gpu_id) == dev.gpu_id
+            ):
+                uuid = at_index.get(dev.index)  # never read: what sits at its index now
+            if uuid is not None and uuid in found:
+                i, handle = found.pop(uuid)
+                if i != dev.index or dev.handle is None:  # it moved: its events follow it
+                    self._errors.free(nv, dev)
+                    dev.event_set, dev.index = None, i
+                    self._try_open(nv, dev, now)
+                else:
+                    dev.handle = handle
+                kept.append(dev)
+            elif dev.index in unreadable:
+                kept.append(dev)  # lost: not known to have left
+            else:
+                log.warning("GPU %s (%s) left the NVML enumeration", dev.gpu_id, dev.uuid)
+                self._errors.free(nv, dev)
+        for uuid, (i, _) in sorted(found.items(), key=lambda item: item[1][0]):
+            dev = NvmlDevice(i, self._new_id(uuid, i, kept), None)
+            try:
+                self._open_device(nv, dev)
+            except (Lost, nv.NVMLError) as exc:  # not opened: tried again at the next scan
+                log.info("GPU at NVML index %d not opened: %s", i, exc)
+                continue
+            log.info("GPU %s (%s) joined at NVML index %d", dev.gpu_id, uuid, i)
+            kept.append(dev)
+        kept.sort(key=lambda d: d.index)
+        self._devices = kept
+        return kept
+
+    def _new_id(self, uuid: str, index: int, present: list[NvmlDevice]) -> str:
+        """The GPU id of a UUID: the one it had, else by index unless taken (see above)."""
+        if uuid in self._ids:
+            return self._ids[uuid]
+        taken = set(self._ids.values()) | {d.gpu_id for d in present}
+        gpu_id, n = f"{self._id_prefix}{index}", index
+        while gpu_id in taken:
+            n += 1
+            gpu_id = f"{self._id_prefix}{n}"
+        return gpu_id
 
     def _try_open(self, nv: Any, dev: NvmlDevice, now: float) -> bool:
         """Get the handle and static facts of a GPU; a GPU lost now is retried next sample."""
@@ -186,6 +277,8 @@ class NvmlSource:
         if cc is not None:
             dev.compute_capability = (int(cc[0]), int(cc[1]))
         pci = q(dev, "pci_info", nv.nvmlDeviceGetPciInfo, dev.handle)
+        if dev.uuid is not None:
+            self._ids.setdefault(dev.uuid, dev.gpu_id)
         dev.details.update(
             index=index,
             uuid=dev.uuid,

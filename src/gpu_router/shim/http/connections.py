@@ -25,7 +25,9 @@ uvicorn's ``HttpToolsProtocol`` and adds, per connection:
   its request arrives, or closed after a second, whichever is first (answering before
   the request is read would make the kernel reset the connection before the client reads
   the answer);
-- uvicorn's plain-text 400 for an unparsable request replaced by the JSON envelope.
+- uvicorn's plain-text 400 for an unparsable request replaced by the JSON envelope (a
+  body the parser refuses, such as a malformed chunk, too, unless the app has begun its
+  answer: then the connection is closed).
 
 Every answer here is the JSON envelope with ``meta: null`` (no request was routed) and
 ``Connection: close``. The body deadline (``body_timeout_s``, 408) is the body reader's
@@ -173,9 +175,15 @@ def guarded_protocol(limits: ConnectionsSection) -> type[asyncio.Protocol]:
         def _refuse_raw(self, answer: bytes) -> None:
             self.refused = True
             self._disarm()
-            if self.cycle is not None and not self.cycle.response_complete:
-                self.transport.close()  # an answer is being written: no second one
-                return
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                if cycle.response_started:
+                    self.transport.close()  # an answer is being written: no second one
+                    return
+                # a body the parser refused (a bad chunk) before the app answered: the
+                # app sees a disconnect and its answer, if any, is dropped; this one goes
+                cycle.disconnected = True
+                cycle.message_event.set()
             if not self.transport.is_closing():
                 self.transport.write(answer)
                 self.transport.close()
