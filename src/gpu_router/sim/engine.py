@@ -134,9 +134,8 @@ class Engine(FaultEffects):
             and (t is None or (type(t) is float and 0 < t < INF))
         )
         self._res_cache: dict[tuple[float, float, object], ResourceRequirements] = {}
-        self._down = [0] * len(gpus)
+        self._down, self._hang = [0] * len(gpus), [0] * len(gpus)
         self._jobs = [g.jobs for g in gpus]  # never rebound
-        self._hang = [0] * len(gpus)
         self._detected = [False] * len(gpus)
         self.horizon = scenario.horizon_s
         drain = scenario.drain_s if scenario.drain_s is not None else 10 * self.horizon + 3600
