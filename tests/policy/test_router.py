@@ -265,3 +265,12 @@ def test_a_sample_that_changes_what_a_gpu_can_serve_updates_compatibility():
     assert isinstance(r.submit(req("big", mem=20_000), 0.0)[0], Reject)
     r.observe(GpuState(gpu_id="g0", memory_total_mb=40_000, sampled_at=1.0), 1.0)
     assert r.submit(req("big2", mem=20_000), 1.0)[0].gpu_id == "g0"
+
+
+def test_a_request_dispatched_at_time_zero_is_charged_from_its_dispatch():
+    """With no start reported, run time counts from the dispatch, t = 0.0 included
+    (it was once read as "no dispatch time" and charged 0 s)."""
+    r = router(fleet(1))
+    r.submit(req("a", dur_ms=60_000.0), 0.0)
+    r.complete("a", 30.0)
+    assert r.quota_usage("u", 30.0).gpu_minutes.used == pytest.approx(0.5)

@@ -5,10 +5,9 @@ the caller must apply (``Dispatch``, ``Abort``, ``Finished``); see
 docs/architecture.md. The router keeps exact accounting of what it placed on each
 GPU, so strategies never rely on lagged samples alone.
 
-The Router owns its collaborators and composes them: ``RouterState``
-(bookkeeping), ``Admission`` (admission control), ``Binder`` (placement and the
-binding loops), ``GpuService`` (GPU service state and ejection), the quota
-manager and the resource estimator.
+The Router owns its collaborators and composes them: ``RouterState`` (bookkeeping),
+``Admission`` (admission control), ``Binder`` (placement and the binding loops),
+``GpuService`` (GPU service state and ejection), the quotas and the estimator.
 """
 
 from __future__ import annotations
@@ -259,7 +258,8 @@ class Router:
             return []
         state = self._state
         i = state.release(rec, now)
-        ran_s = now - (rec.started_at if rec.started_at is not None else rec.dispatched_at or now)
+        began = rec.started_at if rec.started_at is not None else rec.dispatched_at
+        ran_s = now - (began if began is not None else now)  # t=0.0 counts as a time
         req = rec.request
         if self.config.quotas_enabled:
             self._quotas.charge_gpu_time(req.user_id, ran_s, now)
