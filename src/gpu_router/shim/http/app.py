@@ -46,6 +46,7 @@ from gpu_router.shim.http.worker_endpoints import worker_handlers
 from gpu_router.shim.logs import LOGGER_NAME, ShippingHandler, log
 from gpu_router.shim.store import POSTGRES_SCHEMES, JournalError, Store, open_store
 from gpu_router.shim.store.pg_lease import LeaderLease
+from gpu_router.shim.store.pg_warm_copy import WarmCopy
 from gpu_router.shim.store.postgres_store import PostgresStore
 
 
@@ -181,8 +182,15 @@ def create_app(
             config, gpu_source, clock=clock, store=st, http=client, logger=logger, prom=prom
         )
         app.state.service = service
-        if standby is not None:
-            standby.attach(st, client)
+        if standby is not None and leadership is not None:
+            jc = config.journal
+            warm = None
+            if isinstance(st, PostgresStore) and jc.warm_copy_rows > 0:
+                warm = WarmCopy(jc.path, poll_s=jc.warm_poll_ms / 1000.0,
+                                max_rows=jc.warm_copy_rows)  # fmt: skip
+                warm.start()
+            standby.attach(st, client, warm)
+            leadership.standby_reads = standby.describe
         leading: asyncio.Future[None] | None = None
 
         async def start(epoch: int | None = None) -> None:
@@ -191,6 +199,8 @@ def create_app(
             if epoch is not None and lead is not None and isinstance(st, PostgresStore):
                 # every write carries the epoch; PostgreSQL refuses an older one's
                 st.fence_at(epoch, lambda why: lead.fence(f"database: {why}"))
+            if standby is not None:  # it leads: its reads are the service's own
+                await asyncio.to_thread(standby.drop_warm_copy)
             await service.start()
             holder["svc"] = service
 
@@ -218,6 +228,8 @@ def create_app(
                     await leading
             await service.stop()
             holder.pop("svc", None)
+            if standby is not None:
+                standby.drop_warm_copy()
             if leadership is not None:
                 await leadership.aclose()
             if own_http:
