@@ -7,8 +7,9 @@ While it is down: the standbys answer status reads from their warm copies (200,
 (not 404), writes answer 503 with ``Retry-After`` everywhere, and the leader, which
 cannot renew its lease, exits (status 70) without another dispatch. Once the server is
 back a standby takes the lease by itself and writes are served again; every request
-acknowledged before the outage is in the database and completes once; the replica that
-led starts again (as a supervisor would start it) as a standby."""
+acknowledged before the outage is in the database and completes once. The replica that
+led, started again during the outage (as a supervisor would), answers 503 (``/health``
+too: it has no copy) until the database is back, then stands by."""
 
 from __future__ import annotations
 
@@ -79,6 +80,20 @@ def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
             assert status == 200 and data["warm_copy"]["store_reachable"] is False
             # the leader could not renew: it stopped by itself (no dispatch after)
             assert a.p.wait(5) == FENCED_EXIT
+            # started again (as a supervisor would) while the database is still down: it
+            # serves, a standby with nothing to read from (503, and so says /health)
+            a2, url_a2 = replica(tmp_path, "a2", cfg, db)
+            try:
+                status, data = health(url_a2, a2)
+                assert status == 503 and data["role"] == "standby" and data["reads"] is False
+                r = read(url_a2, "o-0")
+                assert r.status_code == 503 and "retry-after" in r.headers, r.text
+                with httpx.Client(timeout=10) as cl:
+                    w = post(cl, url_a2, "down-a2", "alice", 20)
+                assert w.status_code == 503 and "retry-after" in w.headers, w.text
+            except BaseException:
+                a2.stop()
+                raise
             pg.start()
             back = time.monotonic()
             took = None
@@ -94,11 +109,14 @@ def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
                     time.sleep(0.05)
             assert took is not None and took < TTL_S + 10.0, took
             figures |= {"reads_during": reads, "writes_503": writes, "recovery_s": took}
-            # the replica that led, started again as a supervisor would: a standby
-            a2, url_a2 = replica(tmp_path, "a2", cfg, db)
+            # the replica that led opens the store once it is back: a standby
             try:
+                deadline = time.monotonic() + 20
                 now = wait_role(url_a2, a2, "standby")
-                assert now["leader"] in (url_b, url_c)
+                while now.get("leader") is None and time.monotonic() < deadline:
+                    time.sleep(0.1)  # (its store opens within a second, then the lease)
+                    now = wait_role(url_a2, a2, "standby")
+                assert now["leader"] in (url_b, url_c) and now["reads"] is True
                 with httpx.Client(timeout=10) as cl:
                     r = post(cl, url_a2, "via-a2", "alice", 20)  # forwarded to the leader
                     assert r.status_code == 200, r.text

@@ -109,6 +109,8 @@ class Standby:
         """Whether status reads are answered now: from the store, or from a warm copy
         while the store is unreachable (a replica started during an outage has none)."""
         warm = self.warm
+        if self.store is None:  # (not open yet: PostgreSQL unreachable since the start)
+            return False
         return warm is None or warm.down is None or warm.usable
 
     @property
