@@ -181,6 +181,7 @@ class Reads(threading.Thread):
         self.replicas, self.rate, self.loads = replicas, rate, loads
         #: (t answered, status, replica, where from, how stale (s) or None)
         self.answers: list[tuple[float, int, int, str, float | None]] = []
+        self.errors: Counter[str] = Counter()
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -203,6 +204,8 @@ class Reads(threading.Thread):
                     r = c.get(url, headers=hdr(KEYS[user]))
                     code, src = r.status_code, r.headers.get("x-gpu-router-read-from", "-")
                     stale = r.headers.get("x-gpu-router-stale-s")
+                    if code != 200:
+                        self.errors[f"{code} {_error_code(r)}"] += 1
                 except httpx.HTTPError:
                     code, src, stale = 0, "-", None
                 self.answers.append(
@@ -387,6 +390,7 @@ def campaign(args: argparse.Namespace, tmp: Path, pg: PgServer) -> dict[str, Any
         "writes_by_replica": by_status([(a[2], a[1]) for a in answers]),
         "write_errors": dict(sum((load.errors for load in loads), Counter())),
         "reads_by_replica": by_status([(a[2], a[1]) for a in reads]),
+        "read_errors": dict(reader.errors) if reader is not None else {},
         "replica_restarts": replicas.restarts,
     }
     if down is not None:

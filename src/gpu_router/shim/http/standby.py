@@ -176,7 +176,7 @@ class Standby:
         def unknown(_key: str) -> JournalRecord | None:
             raise ApiError(
                 503,
-                "unavailable",
+                "not_in_copy",
                 f"request {rid} is not in this replica's copy (the store cannot be read, "
                 f"the copy is {age:.1f} s old); retry later",
                 retry_after=5.0,
