@@ -263,28 +263,35 @@ def signals(args: argparse.Namespace, replicas: Replicas) -> list[tuple[float, i
     return kills
 
 
-def outage(args: argparse.Namespace, pg: PgServer) -> tuple[float, float]:
-    """The database stopped for ``--db-outage`` s; (when stopped, when started again)."""
+def outage(args: argparse.Namespace, pg: PgServer) -> tuple[float, float, float, float]:
+    """The database stopped for ``--db-outage`` s; when (monotonic s) the stop command
+    was sent and returned (the server down), and when the start command was sent and
+    returned (the server accepting connections)."""
     time.sleep(args.interval)
-    stopped = time.monotonic()
+    stop_sent = time.monotonic()
     pg.stop("fast")
-    time.sleep(max(0.0, stopped + args.db_outage - time.monotonic()))
+    stopped = time.monotonic()
+    time.sleep(max(0.0, stop_sent + args.db_outage - time.monotonic()))
+    start_sent = time.monotonic()
     pg.start()
-    return stopped, time.monotonic()
+    return stop_sent, stopped, start_sent, time.monotonic()
 
 
 def outage_figures(
     writes: list[tuple[float, int, int, float, bool]],
     reads: list[tuple[float, int, int, str, float | None]],
-    down: tuple[float, float],
+    down: tuple[float, float, float, float],
 ) -> dict[str, Any]:
-    stopped, started = down
-    w = [a for a in writes if stopped <= a[3] < started]
-    r = [a for a in reads if stopped <= a[0] < started]
+    """What was answered while the server was down for sure (from the stop command's
+    return to the start command's sending), and the recovery from the start's return."""
+    stop_sent, stopped, start_sent, started = down
+    w = [a for a in writes if stopped <= a[3] and a[0] < start_sent]
+    r = [a for a in reads if stopped <= a[0] < start_sent]
     stale = [a[4] for a in r if a[4] is not None]
     back = [ta - started for ta, code, _at, ts, _ra in writes if ts >= started and code == 200]
     return {
-        "down_s": round(started - stopped, 3),
+        "down_s": round(start_sent - stopped, 3),
+        "stop_to_start_s": round(started - stop_sent, 3),
         "writes_during": dict(Counter(str(a[1]) for a in w)),
         "writes_503_with_retry_after": sum(1 for a in w if a[1] == 503 and a[4]),
         "writes_200_during": sum(1 for a in w if a[1] == 200),
@@ -316,7 +323,7 @@ def campaign(args: argparse.Namespace, tmp: Path, pg: PgServer) -> dict[str, Any
     runners: list[Load | Reads] = []
     takeovers: list[float] = []
     kills: list[tuple[float, int]] = []
-    down: tuple[float, float] | None = None
+    down: tuple[float, float, float, float] | None = None
     try:
         deadline = time.monotonic() + 60
         while replicas.leader() is None and time.monotonic() < deadline:
