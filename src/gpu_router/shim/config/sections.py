@@ -262,6 +262,11 @@ class JournalSection(ConfigSection):
     # a standby's /health: false answers 503 (a load balancer that checks /health sends
     # clients to the leader only); true answers 200 (every replica takes clients)
     standby_ready: bool = False
+    # a standby's warm copy (shim.store.pg_warm_copy): it reads what changed in the store
+    # every warm_poll_ms, keeps the warm_copy_rows rows changed last, and answers status
+    # and result reads from it while PostgreSQL cannot be reached (0 rows: no copy)
+    warm_poll_ms: Annotated[float, Field(ge=10, le=60_000)] = 200.0
+    warm_copy_rows: Annotated[int, Field(ge=0, le=10_000_000)] = 100_000
 
 
 class DispatchSection(ConfigSection):

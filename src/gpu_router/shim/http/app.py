@@ -20,6 +20,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -46,7 +47,10 @@ from gpu_router.shim.http.worker_endpoints import worker_handlers
 from gpu_router.shim.logs import LOGGER_NAME, ShippingHandler, log
 from gpu_router.shim.store import POSTGRES_SCHEMES, JournalError, Store, open_store
 from gpu_router.shim.store.pg_lease import LeaderLease
+from gpu_router.shim.store.pg_warm_copy import WarmCopy
 from gpu_router.shim.store.postgres_store import PostgresStore
+
+OPEN_RETRY_S = 1.0  # a replica's store open, retried while PostgreSQL is unreachable
 
 
 def leadership_for(config: ServiceConfig, logger: logging.Logger) -> Leadership | None:
@@ -91,6 +95,8 @@ def create_app(
     h = request_handlers(p) | admin_handlers(p) | worker_handlers(p)
     http_error = p.http_error
     standby = None if leadership is None else Standby(p, authn, leadership)
+    if standby is not None and leadership is not None:
+        leadership.standby_reads = standby.describe
 
     def ep(name: str, auth: Auth, fn: Handler) -> Endpoint:
         """An API endpoint; a standby's reads from the store, the rest forwarded."""
@@ -172,33 +178,59 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_store = store is None
-        st = store or open_store(config.journal)
         own_http = http is None
         client = http or httpx.AsyncClient(
             limits=httpx.Limits(max_connections=200), trust_env=False
         )
-        service = RouterService(
-            config, gpu_source, clock=clock, store=st, http=client, logger=logger, prom=prom
-        )
-        app.state.service = service
-        if standby is not None:
-            standby.attach(st, client)
-        leading: asyncio.Future[None] | None = None
+        parts: dict[str, Any] = {}  # "store", "service": once the store is open
+
+        def build(st: Store) -> None:
+            parts["store"] = st
+            parts["service"] = app.state.service = RouterService(
+                config, gpu_source, clock=clock, store=st, http=client, logger=logger, prom=prom
+            )
+            if standby is not None:
+                jc = config.journal
+                warm = None
+                if isinstance(st, PostgresStore) and jc.warm_copy_rows > 0:
+                    warm = WarmCopy(jc.path, poll_s=jc.warm_poll_ms / 1000.0,
+                                    max_rows=jc.warm_copy_rows)  # fmt: skip
+                    warm.start()
+                standby.attach(st, client, warm)
 
         async def start(epoch: int | None = None) -> None:
+            service, st = parts["service"], parts["store"]
             service.epoch = epoch
             lead = leadership
             if epoch is not None and lead is not None and isinstance(st, PostgresStore):
                 # every write carries the epoch; PostgreSQL refuses an older one's
                 st.fence_at(epoch, lambda why: lead.fence(f"database: {why}"))
+            if standby is not None:  # it leads: its reads are the service's own
+                await asyncio.to_thread(standby.drop_warm_copy)
             await service.start()
             holder["svc"] = service
 
+        async def stand_by(lead: Leadership) -> None:
+            """Open the store (while PostgreSQL cannot be reached, e.g. a leader that
+            stopped in an outage and was started again: retry every second, answering
+            503 meanwhile), then stand by until the lease is ours."""
+            st = store
+            while st is None:
+                try:
+                    st = await asyncio.to_thread(open_store, config.journal)
+                except JournalError as exc:
+                    log(logger, logging.WARNING, "store unavailable; retrying", error=str(exc))
+                    await asyncio.sleep(OPEN_RETRY_S)
+            build(st)
+            await lead.lead(start)
+
+        leading: asyncio.Future[None] | None = None
         try:
             if leadership is None:
+                build(store or open_store(config.journal))
                 await start()
             else:  # serve as a standby until the lease is ours
-                leading = asyncio.ensure_future(leadership.lead(start))
+                leading = asyncio.ensure_future(stand_by(leadership))
             if not authn.configured:
                 log(
                     logger,
@@ -216,14 +248,17 @@ def create_app(
                 leading.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await leading
-            await service.stop()
+            if "service" in parts:
+                await parts["service"].stop()
             holder.pop("svc", None)
+            if standby is not None:
+                standby.drop_warm_copy()
             if leadership is not None:
                 await leadership.aclose()
             if own_http:
                 await client.aclose()
-            if own_store:
-                st.close()
+            if own_store and "store" in parts:
+                parts["store"].close()
             if close_source:
                 await gpu_source.aclose()
             for shipper in prom.shipping.shippers:  # the log records of the shutdown

@@ -143,7 +143,11 @@ def request_handlers(p: Plumbing) -> dict[str, Handler]:
                 data |= lead.describe()
                 if lead.role == "standby":
                     data["reason"] = "standby"
-                    if config.journal.standby_ready:  # it serves: reads, forwarded writes
+                    if lead.standby_reads is not None:
+                        data |= lead.standby_reads()
+                    # it serves: reads, forwarded writes (reads: unless the store is down
+                    # and it has no warm copy, having started during the outage)
+                    if config.journal.standby_ready and data.get("reads", True):
                         return 200, data | {"status": "healthy", "ready": True}
                     raise ApiError(503, "standby", "a standby replica", data=data)
             raise ApiError(503, "not_ready", "starting", data=data)

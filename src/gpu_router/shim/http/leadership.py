@@ -61,6 +61,8 @@ class Leadership:
         #: a leader not renewed for this long stops (others take the lease after ttl_s)
         self.deadline_s = 2.0 * lease.ttl_s / 3.0
         self.renewed_at = 0.0  # (monotonic s) the last renewal
+        #: what a standby's ``/health`` says of its reads (``Standby.describe``; the app)
+        self.standby_reads: Callable[[], dict[str, Any]] | None = None
         self._stopped = threading.Event()
 
     def describe(self) -> dict[str, Any]:

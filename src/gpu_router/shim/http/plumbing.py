@@ -84,6 +84,8 @@ class Ctx:
     timings: Timings
     gpu_id: str | None = None
     headers: dict[str, str] | None = None
+    #: response headers the handler adds (a standby's read from its warm copy)
+    reply_headers: dict[str, str] | None = None
 
     def header(self, name: str) -> str | None:
         """A request header (lower-case ``name``); the headers are read once per request,
@@ -231,6 +233,8 @@ def make_plumbing(
                 logger.debug("traceback", exc_info=True)
                 status, data = 500, None
                 err = error_body("internal_error", "internal error; see the service log")
+            if ctx.reply_headers:
+                headers.update(ctx.reply_headers)
             response = respond(ctx, status, data, err, headers)
             elapsed = clock.now() - started
             prom.child(prom.http_requests, request.method, name, str(status)).inc()

@@ -6,6 +6,12 @@ are answered from the store (PostgreSQL, read directly: as fresh as the leader's
 commit, at most ``journal.lazy_commit_ms`` behind it; a running job's progress is not
 known there, so it reads 0). They keep the API's per-user ids: a user key reads its own
 user's key only, so another user's id is a missing one (``endpoints.owned_in``).
+While PostgreSQL cannot be reached (the warm copy's last poll failed, or the read
+failed) they are answered from the standby's warm copy (``shim.store.pg_warm_copy``,
+``journal.warm_poll_ms``), with ``x-gpu-router-read-from: warm-copy`` and
+``x-gpu-router-stale-s`` (how far behind the database the copy may be, s); an id the
+copy does not hold is not known then: 503 with ``Retry-After``, not 404. A read from
+the store says ``x-gpu-router-read-from: store``.
 
 Every other API call (submissions, cancels, admin and worker writes, the GPU, quota
 and metrics reads, which live in the leader's memory) is forwarded to the leader over
@@ -37,10 +43,13 @@ from gpu_router.shim.http.endpoints import owned_in
 from gpu_router.shim.http.leadership import Leadership
 from gpu_router.shim.http.plumbing import ApiError, Auth, Ctx, Endpoint, Handler, Plumbing, path_id
 from gpu_router.shim.logs import log
-from gpu_router.shim.store import Store
+from gpu_router.shim.store import JournalError, JournalRecord, Store
+from gpu_router.shim.store.pg_warm_copy import WarmCopy
 
 FORWARDED = "x-gpu-router-forwarded"  # (request header) the standby that forwarded it
 LOCAL_READS = ("status", "result")  # the routes a standby answers from the store
+READ_FROM = "x-gpu-router-read-from"  # (response header) store, or warm-copy
+STALE = "x-gpu-router-stale-s"  # (response header) how far behind a warm-copy read may be
 #: request headers not forwarded (hop by hop, or set by the client library)
 _HOP_REQUEST = {
     b"host",
@@ -78,9 +87,31 @@ class Standby:
         self.timeout_s = p.config.journal.forward_timeout_s
         self.store: Store | None = None
         self.http: httpx.AsyncClient | None = None
+        self.warm: WarmCopy | None = None
 
-    def attach(self, store: Store, http: httpx.AsyncClient) -> None:
-        self.store, self.http = store, http
+    def attach(self, store: Store, http: httpx.AsyncClient, warm: WarmCopy | None = None) -> None:
+        self.store, self.http, self.warm = store, http, warm
+
+    def drop_warm_copy(self) -> None:
+        """(this replica leads now) Stop the warm copy's polling and free it."""
+        warm, self.warm = self.warm, None
+        if warm is not None:
+            warm.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/health`` says of the standby's reads."""
+        warm = self.warm
+        reads = {"reads": self.can_read}
+        return reads if warm is None else reads | {"warm_copy": warm.describe()}
+
+    @property
+    def can_read(self) -> bool:
+        """Whether status reads are answered now: from the store, or from a warm copy
+        while the store is unreachable (a replica started during an outage has none)."""
+        warm = self.warm
+        if self.store is None:  # (not open yet: PostgreSQL unreachable since the start)
+            return False
+        return warm is None or warm.down is None or warm.usable
 
     @property
     def active(self) -> bool:
@@ -109,7 +140,7 @@ class Standby:
             if store is None:
                 raise ApiError(503, "unavailable", "the store is not open yet", retry_after=1.0)
             rid = path_id(ctx, "request_id", "request")
-            rec = owned_in(ctx, store.get, store.latest, rid)
+            rec = self._lookup(ctx, store, rid)
             ctx.gpu_id = rec.gpu_id
             if name == "status":
                 done = rec.state == "completed"
@@ -119,6 +150,45 @@ class Standby:
             return 200, {"request_id": rid, "status": "completed", "result": rec.result}
 
         return handler
+
+    def _lookup(self, ctx: Ctx, store: Store, rid: str) -> JournalRecord:
+        """The request from the store; from the warm copy while the store is down."""
+        warm = self.warm
+        if warm is None or warm.down is None:
+            try:
+                rec = owned_in(ctx, store.get, store.latest, rid)
+            except JournalError:
+                if warm is None or not warm.usable:
+                    raise
+            else:
+                ctx.reply_headers = {READ_FROM: "store"}
+                return rec
+        if not warm.usable:
+            raise ApiError(
+                503,
+                "unavailable",
+                "the request store cannot be read and this replica has no warm copy yet",
+                retry_after=5.0,
+            )
+        age = warm.age_s() or 0.0
+        ctx.reply_headers = {READ_FROM: "warm-copy", STALE: f"{age:.3f}"}
+
+        def unknown(_key: str) -> JournalRecord | None:
+            raise ApiError(
+                503,
+                "not_in_copy",
+                f"request {rid} is not in this replica's copy (the store cannot be read, "
+                f"the copy is {age:.1f} s old); retry later",
+                retry_after=5.0,
+            )
+
+        def held(key: str) -> JournalRecord | None:
+            return warm.get(key) or unknown(key)
+
+        def held_latest(cid: str) -> JournalRecord | None:
+            return warm.latest(cid) or unknown(cid)
+
+        return owned_in(ctx, held, held_latest, rid)
 
     # -- forwarding to the leader ---------------------------------------------------------
 

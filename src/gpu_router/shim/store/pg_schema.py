@@ -110,6 +110,21 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ),
         ],
     ),
+    (
+        4,
+        [
+            # every insert and update of a row takes the next ``changed`` (the only
+            # writer of requests is the leader's one writer connection, one statement at a
+            # time, so ``changed`` grows in commit order): a standby's warm copy reads
+            # what changed after the last value it has (``shim.store.pg_warm_copy``)
+            "CREATE SEQUENCE requests_changed",
+            (
+                "ALTER TABLE requests ADD COLUMN changed bigint NOT NULL "
+                "DEFAULT nextval('requests_changed')"
+            ),
+            "CREATE INDEX requests_by_change ON requests (changed)",
+        ],
+    ),
 ]
 VERSION = MIGRATIONS[-1][0]
 _LOCK = 0x6770755F726F7574  # pg_advisory_xact_lock key of the migrations ("gpu_rout")
@@ -156,6 +171,7 @@ _UPDATED = [*MUTABLE, "request_id"]  # rows.mutable_row's order
 UPDATE_ROWS = (
     "UPDATE requests AS r SET "
     + ", ".join(f"{c} = u.{c}" for c in MUTABLE)
+    + ", changed = nextval('requests_changed')"
     + f" FROM unnest({', '.join(_array(c) for c in _UPDATED)}) "
     + f"AS u({', '.join(_UPDATED)}) WHERE r.request_id = u.request_id"
 )
