@@ -38,6 +38,8 @@ from gpu_router.twin.run import clean, run_service
 from gpu_router.twin.spec import Calibration, TwinSpec, fleet_size, load_twin, scenario_at
 
 QS = (50, 99)
+#: the service's defaults, dispatch.poll_interval and max_poll_interval (s)
+POLL_S, MAX_POLL_S = 0.05, 1.0
 
 
 class LoadSampler(threading.Thread):
@@ -78,7 +80,9 @@ def latencies(frame: pd.DataFrame, window: tuple[float, float]) -> pd.DataFrame:
 
 def paired(svc: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
     """The requests completed on both sides, by workload index."""
-    return svc.join(sim[["latency_s"]], how="inner", lsuffix="_svc", rsuffix="_sim")
+    return svc.join(sim[["latency_s"]].add_suffix("_sim"), how="inner").rename(
+        columns={"latency_s": "latency_s_svc"}
+    )
 
 
 def boot(
@@ -187,6 +191,35 @@ def run(spec: TwinSpec, load: float, out: Path, block_s: float, n_boot: int) -> 
     }
 
 
+def reanalyze(
+    spec: TwinSpec, load: float, out: Path, cals: dict[str, Calibration], block_s: float, n: int
+) -> dict[str, Any]:
+    """The stored service run in ``out`` against the simulator with each of ``cals``
+    (no service is started): the cells as :func:`run` gives them."""
+    records = pd.read_csv(out / "service_records.csv.gz")
+    jobs = pd.read_csv(out / "service_jobs.csv.gz")
+    jobs["request_id"] = jobs["request_id"].astype(str)
+    parts = overheads.decompose(records, jobs)
+    svc_frame = cmp.service_frame(records)
+    svc_frame.index = [int(r[1:]) for r in records["request_id"]]
+    sc = scenario_at(spec, load)
+    window = (sc.warmup_s, sc.horizon_s)
+    sims, util = {}, {"service": cmp.summarize(svc_frame, fleet_size(sc), window)["utilization"]}
+    for name, cal in cals.items():
+        s = spec.model_copy(update={"calibration": cal})
+        res = run_scenario(scenario_at(s, load, calibrated=True), spec.strategy, spec.seed)
+        fr = cmp.sim_frame(res.requests)
+        fr.index = [int(r[1:]) for r in res.requests["request_id"]]
+        sims[name] = latencies(fr, window)
+        util[name] = cmp.summarize(fr, fleet_size(sc), window)["utilization"]
+    return {
+        "fit": overheads.fit(parts),
+        "fit_polled": overheads.fit_polled(parts, POLL_S, MAX_POLL_S),
+        "utilization": util,
+        "cells": cells(latencies(svc_frame, window), sims, block_s, n, spec.seed),
+    }
+
+
 def report(res: dict[str, Any]) -> str:
     la = res["loadavg_1min"]
     head = (
@@ -220,8 +253,32 @@ def main() -> int:
     ap.add_argument("--block", type=float, default=10.0, help="bootstrap block (s)")
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
     ap.add_argument("--out", required=True, help="folder for the records and result.json")
+    ap.add_argument(
+        "--reanalyze",
+        action="append",
+        default=[],
+        metavar="NAME=A,B[,POLL,MAXPOLL]",
+        help="no service run: the stored one in --out against the simulator calibrated so",
+    )
     args = ap.parse_args()
     spec = load_twin(args.twin, {"scenario.horizon_s": args.horizon})
+    if args.reanalyze:
+        cals = {}
+        for item in args.reanalyze:
+            name, _, vals = item.partition("=")
+            v = [float(x) for x in vals.split(",")]
+            keys = ("dispatch_overhead_s", "dispatch_overhead_share", "poll_interval_s")
+            cals[name] = Calibration(**dict(zip((*keys, "max_poll_interval_s"), v, strict=False)))
+        res = reanalyze(spec, args.load, Path(args.out), cals, args.block, args.boot)
+        print(json.dumps({k: res[k] for k in ("fit", "fit_polled", "utilization")}))
+        for c in res["cells"]:
+            b = c["block"]["error_90"]
+            print(
+                f"{c['sim']:>12} p{c['priority']:<3} n {c['n']:5d} p{c['q']}: service"
+                f" {c['service_s']:.3f} sim {c['sim_s']:.3f} error {c['error']:+.1%}"
+                f" [{b[0]:+.1%}, {b[1]:+.1%}]"
+            )
+        return 0
     res = run(spec, args.load, Path(args.out), args.block, args.boot)
     Path(args.out, "result.json").write_text(json.dumps(clean(res), indent=1))
     print(report(res))
