@@ -123,6 +123,25 @@ def test_dispatch_overhead_adds_wall_time_to_each_request():
     assert np.allclose(plain.requests.service_s.dropna(), 1.0)
 
 
+def test_poll_interval_adds_the_polling_delay_to_each_request():
+    from gpu_router.sim.service_model import poll_delay_s
+
+    over = {
+        "fleet.count": 1,
+        "workload.load": 0.2,
+        "workload.service.distribution": "deterministic",
+        "workload.service.mean_s": 0.52,
+        "service_model.dispatch_overhead_s": 0.004,
+        "service_model.poll_interval_s": 0.05,
+    }
+    res = run_scenario(mmc(**over), "least-loaded", 1)
+    done = res.requests[res.requests.outcome == "completed"]
+    # 4 ms to dispatch; the job ends 0.52 s after its start, polled at 0.50 and 0.55:
+    # seen 30 ms late
+    assert poll_delay_s(0.52, 0.05, 1.0) == pytest.approx(0.03)
+    assert np.allclose(done.service_s, 0.52 + 0.004 + 0.03)
+
+
 def test_throttle_slows_service():
     over = {
         "fleet.count": 1,

@@ -48,3 +48,32 @@ def test_overrides():
     sm = ServiceModel(ServiceModelSpec(sharing_gain={1: 1.0, 2: 1.5}, floor_ms=0))
     assert sm.rate(1.0, 2) == 0.75 and sm.cal.floor_s == 0
     assert mean_with_floor(1.0, 0) == 1.0 and mean_with_floor(1.0, 0.1) > 1.0
+
+
+def test_poll_delay_is_the_first_poll_at_or_after_the_end():
+    from gpu_router.sim.service_model import poll_delay_s
+
+    # polls at 0.05, 0.10, ... every 50 ms until 10% of the run exceeds that (0.5 s)
+    assert poll_delay_s(0.01, 0.05, 1.0) == pytest.approx(0.04)
+    assert poll_delay_s(0.12, 0.05, 1.0) == pytest.approx(0.03)
+    # then 10% of the time run: 0.55, 0.605, 0.6655, ...
+    assert poll_delay_s(0.56, 0.05, 1.0) == pytest.approx(0.605 - 0.56)
+    # at most max apart: past 10 s, every 1 s
+    t, polls = 0.05, []
+    while t < 30:
+        polls.append(t)
+        t += min(1.0, max(0.05, 0.1 * t))
+    assert poll_delay_s(20.0, 0.05, 1.0) == pytest.approx(min(p for p in polls if p >= 20) - 20)
+    assert poll_delay_s(3.0, 0.0, 1.0) == 0.0  # not modelled
+
+
+def test_dispatch_extra_is_zero_without_overheads():
+    from gpu_router.sim.service_model import dispatch_extra, poll_delay_s
+
+    assert dispatch_extra(ServiceModelSpec(), 1.3, 1.0) == 0.0
+    sm = ServiceModelSpec(
+        dispatch_overhead_s=0.01, dispatch_overhead_share=0.1, poll_interval_s=0.05
+    )
+    assert dispatch_extra(sm, 0.12, 2.0) == pytest.approx(
+        (0.01 + poll_delay_s(0.06, 0.05, 1.0)) * 2.0 + 0.1 * 0.12
+    )

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gpu_router.sim.service_model import poll_delay_s
 from gpu_router.twin import compare as cmp
 from gpu_router.twin import overheads
 
@@ -91,6 +92,10 @@ def test_decompose_and_fit_recover_the_overheads() -> None:
     assert fit["dispatch_overhead_share"] == pytest.approx(0.05)
     s = overheads.summary(parts)
     assert s["send_lag"]["p50_ms"] == 1.0 and s["answer"]["p99_ms"] == 5.0
+    polled = overheads.fit_polled(parts, 0.05, 1.0)
+    rest = parts["occupancy"] - [poll_delay_s(w, 0.05, 1.0) for w in work]
+    assert polled["dispatch_overhead_s"] == pytest.approx(rest.mean())
+    assert polled["poll_interval_s"] == 0.05 and polled["dispatch_overhead_share"] == 0.0
 
 
 def test_table_has_a_row_per_priority_and_the_fleet() -> None:

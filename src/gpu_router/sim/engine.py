@@ -35,6 +35,7 @@ from .model_loads import AdapterLoads, LoadTimes
 from .monitor import Monitor
 from .records import RequestLog
 from .scenario import Scenario
+from .service_model import dispatch_extra
 from .workload import Workload
 
 INF = math.inf
@@ -253,9 +254,7 @@ class Engine(FaultEffects):
             self.env.timeout(0.0, value=value).callbacks.append(self._job_fails)
             return
         sm = self.sc.service_model
-        extra = sm.startup_s
-        if sm.dispatch_overhead_s or sm.dispatch_overhead_share:  # wall s on this GPU
-            extra += sm.dispatch_overhead_s * g.speed + sm.dispatch_overhead_share * self._work[i]
+        extra = sm.startup_s + dispatch_extra(sm, self._work[i], g.speed)  # 0: none modelled
         if a.model_id is not None:
             extra += self._model_wait(a, g.index, now) * g.speed
         if self.adapters is not None:

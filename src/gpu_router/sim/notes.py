@@ -105,7 +105,7 @@ def erlang_c_reason(scenario: Scenario, fleet: Sequence[GpuSpec]) -> str | None:
     if wl.timeout_s is not None or wl.cancel.share > 0:
         return "timeouts or cancellations (abandonment)"
     sm = scenario.service_model
-    if sm.dispatch_overhead_s > 0 or sm.dispatch_overhead_share > 0:
+    if sm.dispatch_overhead_s > 0 or sm.dispatch_overhead_share > 0 or sm.poll_interval_s > 0:
         return "dispatch overhead added to the work"
     if sm.startup_s > 0 or any(m.weights_mb > 0 for m in wl.models):
         return "startup or model-load time added to the work"

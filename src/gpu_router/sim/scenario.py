@@ -156,6 +156,11 @@ class ServiceModelSpec(_Strict):
     #: measures both, docs/simulator.md); 0 models none
     dispatch_overhead_s: float = Field(default=0.0, ge=0, le=3600)
     dispatch_overhead_share: float = Field(default=0.0, ge=0, le=1)
+    #: completion detection by polling as the service does (``dispatch.poll_interval``,
+    #: ``max_poll_interval``): a job's end is seen at the first poll at or after it
+    #: (service_model.poll_delay_s); 0 models none
+    poll_interval_s: float = Field(default=0.0, ge=0, le=60)
+    max_poll_interval_s: float = Field(default=1.0, gt=0, le=600)
     resident_models: int = Field(default=2, ge=1)
     model_load: ModelLoadSpec | None = None
     #: measured adapter (LoRA) load times, charged per adapter a request names

@@ -144,3 +144,27 @@ def mean_with_floor(mean: float, floor: float) -> float:
     if floor <= 0:
         return mean
     return floor + mean * math.exp(-floor / mean)
+
+
+def poll_delay_s(run_s: float, first_s: float, max_s: float) -> float:
+    """Wall s from a job's end (``run_s`` after its start) to the first poll at or after
+    it: the service polls a job first ``first_s`` after its start, then every 10% of the
+    time it has run, at least ``first_s`` and at most ``max_s`` apart
+    (shim/core/polled_jobs.py). 0 when ``first_s`` is 0 (no polling modelled)."""
+    if first_s <= 0:
+        return 0.0
+    t = first_s
+    while t < run_s:
+        t += min(max_s, max(first_s, 0.1 * t))
+    return t - run_s
+
+
+def dispatch_extra(sm: ServiceModelSpec, work: float, speed: float) -> float:
+    """Work units (H100-s) the service adds to one run of ``work`` on a GPU of ``speed``:
+    ``dispatch_overhead_s`` and the polling delay (wall s, taking the run to last
+    ``work / speed``, as on an exclusive GPU) and ``dispatch_overhead_share`` of the work.
+    0.0 when the scenario models none of them."""
+    if not (sm.dispatch_overhead_s or sm.dispatch_overhead_share or sm.poll_interval_s):
+        return 0.0
+    poll = poll_delay_s(work / speed, sm.poll_interval_s, sm.max_poll_interval_s)
+    return (sm.dispatch_overhead_s + poll) * speed + sm.dispatch_overhead_share * work

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..sim.service_model import poll_delay_s
+
 PARTS = ("send_lag", "admission", "answer", "dispatch", "start_report", "run_excess", "detect")
 
 
@@ -87,6 +89,21 @@ def fit(parts: pd.DataFrame) -> dict[str, float]:
     if b < 0:
         b, a = 0.0, float(ok["occupancy"].mean())
     return {"dispatch_overhead_s": float(max(a, 0.0)), "dispatch_overhead_share": float(b)}
+
+
+def fit_polled(parts: pd.DataFrame, poll_s: float, max_poll_s: float) -> dict[str, float]:
+    """The calibration with completion polling modelled (``poll_s``, ``max_poll_s``: the
+    service's ``dispatch.poll_interval`` and ``max_poll_interval``): ``dispatch_overhead_s``
+    is the mean occupancy left once each request's polling delay is taken out."""
+    ok = parts[np.isfinite(parts["occupancy"]) & np.isfinite(parts["work_s"])]
+    poll = np.array([poll_delay_s(w, poll_s, max_poll_s) for w in ok["work_s"]])
+    rest = ok["occupancy"].to_numpy() - poll
+    return {
+        "dispatch_overhead_s": float(max(rest.mean(), 0.0)) if len(rest) else math.nan,
+        "dispatch_overhead_share": 0.0,
+        "poll_interval_s": poll_s,
+        "max_poll_interval_s": max_poll_s,
+    }
 
 
 def summary(parts: pd.DataFrame) -> dict[str, Any]:

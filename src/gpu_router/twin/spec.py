@@ -46,6 +46,10 @@ class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     dispatch_overhead_s: float = Field(default=0.0, ge=0, le=60)
     dispatch_overhead_share: float = Field(default=0.0, ge=0, le=1)
+    #: completion detection by polling (the service's ``dispatch.poll_interval`` and
+    #: ``max_poll_interval``, s) modelled as the service does it; 0: folded into the above
+    poll_interval_s: float = Field(default=0.0, ge=0, le=60)
+    max_poll_interval_s: float = Field(default=1.0, gt=0, le=600)
 
 
 class TwinSpec(BaseModel):
@@ -129,10 +133,8 @@ def scenario_at(spec: TwinSpec, load: float, *, calibrated: bool = False) -> Sce
     else:
         overrides["workload.trace.time_scale"] = _time_scale(spec, sc, load)
     if calibrated:
-        overrides["service_model.dispatch_overhead_s"] = spec.calibration.dispatch_overhead_s
-        overrides["service_model.dispatch_overhead_share"] = (
-            spec.calibration.dispatch_overhead_share
-        )
+        for key, value in spec.calibration.model_dump().items():
+            overrides[f"service_model.{key}"] = value
     data = {**spec.scenario, "router": {**sc.router}}
     return parse_scenario(data, overrides, label=spec.label)
 
