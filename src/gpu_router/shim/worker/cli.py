@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +57,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=40_000.0,
         help="memory the resident models may take, MB (least recently used evicted)",
     )
+    parser.add_argument(
+        "--model-weights",
+        choices=("auto", "delay", "torch"),
+        default="auto",
+        help="delay: a load is --model-load-s of waiting; torch: real PyTorch tensors made"
+        " once in --model-cache and loaded onto the device; auto: torch on cuda, else delay",
+    )
+    parser.add_argument(
+        "--model-cache",
+        default=os.path.join(os.path.expanduser("~"), ".cache", "gpu-router", "weights"),
+        help="folder of the torch weights files (made once; <id>.pt given there is used)",
+    )
+    parser.add_argument(
+        "--model-weights-max-mb",
+        type=float,
+        default=1024.0,
+        help="largest torch weights made for one model, MiB (a model's memory_mb is capped)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     join = parser.add_argument_group("joining a router's fleet at run time")
     join.add_argument("--router-url", help="register with this router and heartbeat")
@@ -85,12 +104,28 @@ def worker_token(args: argparse.Namespace, env: dict[str, str]) -> str | None:
     return None if value is None else check_token(value.strip(), f"${TOKEN_ENV}")
 
 
+def model_holder(args: argparse.Namespace, device: Any) -> Any:
+    """The worker's models: real torch weights (``--model-weights torch``, or ``auto`` on
+    a CUDA device) or calibrated delays; ImportError when torch is asked for and absent."""
+    from gpu_router.shim.worker.models import ModelHolder
+
+    kind = args.model_weights
+    if kind == "auto":
+        kind = "torch" if device.mode == "cuda" else "delay"
+    if kind == "delay":
+        return ModelHolder(args.model_memory_mb, args.model_load_s)
+    from gpu_router.shim.worker.torch_models import TorchModelHolder
+
+    return TorchModelHolder(
+        args.model_memory_mb, device.label, args.model_cache, args.model_weights_max_mb
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gpu_router.shim.worker.device import WorkerError, detect_device
     from gpu_router.shim.worker.jobs import Worker
-    from gpu_router.shim.worker.models import ModelHolder
     from gpu_router.shim.worker.server import create_app
 
     for name, value, lo, hi in (
@@ -140,6 +175,11 @@ def run(args: argparse.Namespace) -> int:
     except WorkerError as exc:
         print(f"gpu-router worker: {exc}", file=sys.stderr)
         return 2
+    try:
+        models = model_holder(args, device)
+    except (ImportError, ValueError) as exc:
+        print(f"gpu-router worker: --model-weights: {exc}", file=sys.stderr)
+        return 2
     worker = Worker(
         device,
         max_jobs=args.max_jobs,
@@ -147,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         job_prefix=args.job_prefix,
         job_ttl_s=args.job_ttl_s,
         job_log=args.job_log,
-        models=ModelHolder(args.model_memory_mb, args.model_load_s),
+        models=models,
     )
 
     def ready() -> None:

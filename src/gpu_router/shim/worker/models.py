@@ -5,6 +5,8 @@ the GenAI 2026 trace's median base-model load is 22.7 s, docs/simulator.md) and 
 memory reservation counted against ``capacity_mb``. A job that names a model the worker
 does not hold waits for its load first (a cancel ends the wait); models the router asks
 to evict, then the least recently used, make room. Thread-safe: jobs run in a pool.
+With real weights (PyTorch), ``torch_models.TorchModelHolder`` overrides the load and
+unload steps (:meth:`ModelHolder._load`, :meth:`ModelHolder._unload`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ class ModelHolder:
         with self._lock:
             return [{"id": m, "memory_mb": mb} for m, mb in self._held.items()]
 
+    def report(self) -> dict[str, Any]:
+        """``{weights, capacity_mb, used_mb, loads, held}`` (``GET /models``)."""
+        held = self.held()
+        return {
+            "weights": "delay",
+            "capacity_mb": self.capacity_mb,
+            "used_mb": sum(m["memory_mb"] for m in held),
+            "loads": self.loads,
+            "held": held,
+        }
+
     def used_mb(self) -> float:
         with self._lock:
             return sum(self._held.values())
@@ -48,15 +61,30 @@ class ModelHolder:
             if model_id in self._held:
                 self._held.move_to_end(model_id)
                 return 0.0
-        waited = (cancel or threading.Event()).wait(self.load_s)
-        if waited:  # cancelled while loading: nothing is kept
+        with self._lock:  # the router's evictions first: room before the load
+            for old in evict or ():
+                if self._held.pop(old, None) is not None:
+                    self._unload(old)
+        loaded = self._load(model_id, memory_mb, cancel or threading.Event())
+        if loaded is None:  # cancelled while loading: nothing is kept
             return 0.0
+        held_mb, took_s = loaded
         with self._lock:
             self.loads += 1
-            for old in evict or ():
-                self._held.pop(old, None)
-            if memory_mb <= self.capacity_mb:
-                while self._held and sum(self._held.values()) + memory_mb > self.capacity_mb:
-                    self._held.popitem(last=False)
-                self._held[model_id] = float(memory_mb)
-        return self.load_s
+            if held_mb <= self.capacity_mb:
+                while self._held and sum(self._held.values()) + held_mb > self.capacity_mb:
+                    self._unload(self._held.popitem(last=False)[0])
+                self._held[model_id] = float(held_mb)
+            else:  # loaded for this job only
+                self._unload(model_id)
+        return took_s
+
+    def _load(
+        self, model_id: str, memory_mb: float, cancel: threading.Event
+    ) -> tuple[float, float] | None:
+        """Load one model: ``(MB it holds, seconds taken)``, None when cancelled.
+        CPU mode: wait ``load_s`` and reserve ``memory_mb``."""
+        return None if cancel.wait(self.load_s) else (float(memory_mb), self.load_s)
+
+    def _unload(self, model_id: str) -> None:
+        """Free one model's memory (CPU mode: the reservation is all there is)."""

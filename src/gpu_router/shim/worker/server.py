@@ -11,7 +11,7 @@ completed|failed|cancelled), progress 0-1, result, error, started_at, finished_a
 restarts the device (running jobs cancelled, the device reset; the router's admin
 ``restart`` calls it) -> ``{restarted, cancelled, restarts}``; ``GET /health`` ->
 ``{status, gpu, device_name, mode, ..., restarts}`` (503 while the device warms up or
-restarts). Errors are
+restarts); ``GET /models`` -> the resident models (``ModelHolder.report``). Errors are
 ``{"error": message}``: 400 bad JSON, 404 no such job, 413 body over 1 MiB, 422 a bad
 field, 503 starting or busy (``Retry-After: 1``); with a ``token``, 401 for a job call
 (every path but ``/health``) without ``Authorization: Bearer <token>`` (compared in
@@ -219,6 +219,9 @@ def create_app(
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(worker.health(), status_code=200 if worker.ready else 503)
 
+    async def models(request: Request) -> JSONResponse:
+        return JSONResponse(worker.models.report())
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await worker.start()
@@ -244,6 +247,7 @@ def create_app(
             Route("/jobs/{job_id:path}", cancel, methods=["DELETE"]),
             Route("/restart", restart, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
+            Route("/models", models, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
