@@ -5,8 +5,8 @@ of each and an installed ``gpu-router`` finds them (``gpu_router.resources``).
 Everything else is in pyproject.toml; an editable install needs no copy (it reads the
 checkout's folders).
 
-Optional compiled build: with ``GPU_ROUTER_MYPYC=1`` the hottest policy modules
-(``MYPYC_MODULES``) are compiled with mypyc (from the mypy of the dev extras) into C
+Optional compiled build: with ``GPU_ROUTER_MYPYC=1`` the hottest policy and simulator
+modules (``MYPYC_MODULES``) are compiled with mypyc (from the mypy of the dev extras) into C
 extensions next to their sources; the pure-Python modules stay the reference and the
 default. Build it as a wheel, not editable (an in-place build would put the ``.so``
 files into the checkout, where they shadow the sources):
