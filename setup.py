@@ -5,8 +5,8 @@ of each and an installed ``gpu-router`` finds them (``gpu_router.resources``).
 Everything else is in pyproject.toml; an editable install needs no copy (it reads the
 checkout's folders).
 
-Optional compiled build: with ``GPU_ROUTER_MYPYC=1`` the hottest policy modules
-(``MYPYC_MODULES``) are compiled with mypyc (from the mypy of the dev extras) into C
+Optional compiled build: with ``GPU_ROUTER_MYPYC=1`` the hottest policy and simulator
+modules (``MYPYC_MODULES``) are compiled with mypyc (from the mypy of the dev extras) into C
 extensions next to their sources; the pure-Python modules stay the reference and the
 default. Build it as a wheel, not editable (an in-place build would put the ``.so``
 files into the checkout, where they shadow the sources):
@@ -29,22 +29,27 @@ from setuptools.command.build_py import build_py
 ROOT = Path(__file__).resolve().parent
 SHARED = ("data", "scenarios", "sweeps", "dashboards")
 SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
-#: compiled by ``GPU_ROUTER_MYPYC=1`` (the Router's per-request path; all pure policy)
+#: compiled by ``GPU_ROUTER_MYPYC=1``, relative to ``src/gpu_router`` (the Router's
+#: per-request path, all pure policy, and the simulator's per-event code)
 MYPYC_MODULES = (
-    "admission",
-    "arrival_rates",
-    "binding",
-    "decisions",
-    "estimator",
-    "fleet",
-    "gpu_service",
-    "outlier",
-    "queue",
-    "records",
-    "router",
-    "router_state",
-    "strategies/earliest_completion",
-    "timeouts",
+    "policy/admission",
+    "policy/arrival_rates",
+    "policy/binding",
+    "policy/decisions",
+    "policy/estimator",
+    "policy/fleet",
+    "policy/gpu_service",
+    "policy/outlier",
+    "policy/queue",
+    "policy/records",
+    "policy/router",
+    "policy/router_state",
+    "policy/strategies/earliest_completion",
+    "policy/timeouts",
+    "sim/engine",
+    "sim/faults",
+    "sim/gpus",
+    "sim/monitor",
 )
 
 
@@ -54,7 +59,7 @@ def ext_modules() -> list[object]:
         return []
     from mypyc.build import mypycify
 
-    paths = [f"src/gpu_router/policy/{m}.py" for m in MYPYC_MODULES]
+    paths = [f"src/gpu_router/{m}.py" for m in MYPYC_MODULES]
     return list(mypycify(paths, opt_level="3"))
 
 

@@ -1,5 +1,5 @@
 """The optional mypyc build (``GPU_ROUTER_MYPYC=1``, setup.py): it compiles, and the
-compiled policy core gives the pure-Python seeded results exactly
+compiled policy core and simulator give the pure-Python seeded results exactly
 (benchmarks/compiled_check.py). The build test is slow (about 30 s of two cores)."""
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def test_compiled_build_gives_the_same_seeded_results(tmp_path: Path) -> None:
     (wheel,) = wheels.glob("gpu_router-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
     assert list((target / "gpu_router" / "policy").glob("router.*.so"))
+    for name in ("engine", "faults", "gpus", "monitor"):  # the simulator's per-event code
+        assert list((target / "gpu_router" / "sim").glob(f"{name}.*.so")), name
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "compiled_check.py"), "--compiled", str(target)],
         capture_output=True,

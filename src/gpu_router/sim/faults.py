@@ -120,12 +120,26 @@ class FaultEffects:
     _down: list[int]
     _hang: list[int]
     _detected: list[bool]
-    _interrupted: Callable[[int], None]
-    _reschedule: Callable[[SimGpu], None]
-    _job_fails: Callable[[Any], None]
-    _apply: Callable[[list[Any]], None]
-    _call: Callable[..., list[Any]]
-    _wakeup: Callable[[], None]
+
+    # the engine's methods these effects call (declared as methods, not attributes, so
+    # that a mypyc build of both modules sees one kind of member)
+    def _interrupted(self, i: int) -> None:
+        raise NotImplementedError
+
+    def _reschedule(self, g: SimGpu) -> None:
+        raise NotImplementedError
+
+    def _job_fails(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def _apply(self, actions: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _call(self, fn: Callable[..., list[Any]], *args: object) -> list[Any]:
+        raise NotImplementedError
+
+    def _wakeup(self) -> None:
+        raise NotImplementedError
 
     def _fault_start(self, event: Any) -> None:
         ev: FaultEvent = event.value
@@ -162,7 +176,7 @@ class FaultEffects:
         elif ev.kind == "xid_storm":
             g.failures += 1
             g.storm_p = ev.fail_prob
-            g.clock.touched.add(g.index)  # the monitor reports the new error rate
+            g.clock.touch(g.index)  # the monitor reports the new error rate
             for i in list(g.jobs):
                 if self.fault_rng.random() < ev.fail_prob:
                     value = (i, g.index, self.log.attempt[i], "xid")

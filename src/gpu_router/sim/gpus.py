@@ -10,6 +10,8 @@ event scheduled before a change is recognised as stale and ignored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..policy.types import GpuState, GpuStatus
 from .fleet import GpuSpec
 from .service_model import ServiceModel
@@ -21,13 +23,22 @@ HOT_TEMP_C = 88.0
 
 class SampleClock:
     """Shared by a fleet's GPUs and the monitor: the current sampling period's start and
-    the GPUs changed since then, so a sample only has to look at those."""
+    the GPUs changed since then, so a sample only has to look at those; ``wake`` (set
+    while the monitor sleeps) is called with the index of every GPU touched."""
 
-    __slots__ = ("period_start", "touched")
+    __slots__ = ("period_start", "touched", "wake")
 
     def __init__(self) -> None:
         self.period_start = 0.0
         self.touched: set[int] = set()
+        self.wake: Callable[[int], None] | None = None
+
+    def touch(self, index: int) -> None:
+        """GPU ``index`` changed (a plain call: compiled code would bypass an
+        overridden ``set.add``, so the monitor's wake-up is not hooked into the set)."""
+        self.touched.add(index)
+        if self.wake is not None:
+            self.wake(index)
 
 
 class SimGpu:
@@ -96,6 +107,8 @@ class SimGpu:
             )
             self.mark_time = start
             clock.touched.add(self.index)
+            if clock.wake is not None:
+                clock.wake(self.index)
         if self.jobs and self.rate > 0.0:
             done = (now - self.last) * self.rate
             jobs = self.jobs
@@ -141,7 +154,10 @@ class SimGpu:
     def reschedule(self) -> float | None:
         """New rate after a change; seconds until the first completion (None: never)."""
         self.version += 1
-        self.clock.touched.add(self.index)
+        clock = self.clock
+        clock.touched.add(self.index)
+        if clock.wake is not None:
+            clock.wake(self.index)
         n = len(self.jobs)
         if n == 0 or self.hung or not self.up:
             self.rate = 0.0

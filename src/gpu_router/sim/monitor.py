@@ -11,7 +11,7 @@ During a ``monitor_outage`` nothing is delivered.
 
 Idle time costs nothing (``sleep_when_idle``, with ``skip_unchanged``): after a
 sample that had no GPU to look at, the monitor schedules nothing and waits for the
-first GPU change (the fleet's ``touched`` set is swapped for one that wakes it).
+first GPU change (the fleet's clock calls ``_wake`` on the first GPU it marks touched).
 Waking, it finds the sampling grid where ticking would have been, the sequence
 ``period_s, fl(period_s + period_s), ...`` of float additions (``grid_before``
 jumps whole runs of it exactly), and resumes there: the router receives the same
@@ -68,20 +68,6 @@ def delay_to(now: float, at: float) -> float:
 
 #: after SimPy's NORMAL (1) events of the same time
 SAMPLE_PRIORITY = EventPriority(2)
-
-
-class _Alarm(set[int]):
-    """The fleet's ``touched`` set while the monitor sleeps: the first change wakes it."""
-
-    __slots__ = ("wake",)
-
-    def __init__(self, wake: Callable[[int], None]) -> None:
-        super().__init__()
-        self.wake = wake
-
-    def add(self, index: int) -> None:
-        set.add(self, index)
-        self.wake(index)
 
 
 class Monitor:
@@ -149,7 +135,7 @@ class Monitor:
         dropped by an outage and must be re-sent)."""
         self._asleep = True
         self._last = now
-        self.clock.touched = _Alarm(self._wake)
+        self.clock.wake = self._wake
 
     def _wake(self, index: int | None = None) -> None:
         """Resume on the grid: the period start is the last grid point before now, the
@@ -158,7 +144,7 @@ class Monitor:
             return
         self._asleep = False
         clock = self.clock
-        clock.touched = set(clock.touched)
+        clock.wake = None
         if not self.keep_running():
             return
         now, period = self.env.now, self.spec.period_s
