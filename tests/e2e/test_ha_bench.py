@@ -20,22 +20,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ha.py"
 
 
-@pytest.mark.parametrize("sig", ["KILL", "STOP"])
-def test_ha_campaign(sig: str) -> None:
+def run_ha(*args: str) -> dict:
+    """benchmarks/ha.py at 50 req/s, 20 ms jobs, 3 s apart, with ``args``: its JSON report
+    (skipped when PostgreSQL is not installed)."""
     why = missing_reason()
     if why is not None:
         pytest.skip(why)
-    proc = subprocess.run(
-        [
-            *(sys.executable, str(SCRIPT), "--kills", "3", "--rate", "50", "--interval", "3"),
-            *("--job-ms", "20", "--signal", sig),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+    cmd = [sys.executable, str(SCRIPT), "--rate", "50", "--interval", "3", "--job-ms", "20"]
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
+    return dict(json.loads(proc.stdout))
+
+
+@pytest.mark.parametrize("sig", ["KILL", "STOP"])
+def test_ha_campaign(sig: str) -> None:
+    report = run_ha("--kills", "3", "--signal", sig)
     assert report["kills"] == 3 and report["acknowledged"] > 0
     assert report["lost"] == 0 and report["completed_twice"] == 0
     assert report["completed"] == report["acknowledged"]
@@ -43,20 +42,7 @@ def test_ha_campaign(sig: str) -> None:
 
 
 def test_ha_db_outage() -> None:
-    why = missing_reason()
-    if why is not None:
-        pytest.skip(why)
-    proc = subprocess.run(
-        [
-            *(sys.executable, str(SCRIPT), "--db-outage", "5", "--rate", "50", "--interval", "3"),
-            *("--job-ms", "20", "--read-rate", "20"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
+    report = run_ha("--db-outage", "5", "--read-rate", "20")
     assert report["acknowledged"] > 0 and report["lost"] == 0 and report["completed_twice"] == 0
     out = report["db_outage"]
     assert out["writes_200_during"] == 0  # nothing acknowledged while it was down

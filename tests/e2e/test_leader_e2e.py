@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.shim.store.pg_server import PgServer, missing_reason
+from tests.shim.store.pg_server import PgServer, running_server
 
 from .procs import ADMIN, KEYS, Proc, free_port, hdr, router_config, start_worker
 from .test_postgres_e2e import body, completed_at_workers, terminal
@@ -35,15 +35,7 @@ TTL_S = 2.0
 
 @pytest.fixture
 def pg() -> Iterator[PgServer]:
-    why = missing_reason()
-    if why is not None:
-        pytest.skip(why)
-    server = PgServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running_server()
 
 
 def replica(tmp: Path, name: str, cfg: dict[str, Any], db: str) -> tuple[Proc, str]:

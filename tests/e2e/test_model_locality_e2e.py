@@ -14,6 +14,19 @@ from .procs import KEYS, free_port, hdr, router_config, start_router, start_work
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
+def job(rid: str, model: str) -> dict:
+    """A short CPU job of alice's for ``model`` (512 MB, 10 ms declared)."""
+    return {
+        "request_id": rid,
+        "user_id": "alice",
+        "model_id": model,
+        "priority": 3,
+        "type": "inference",
+        "payload": {"iterations": 1, "matrix_size": 16},
+        "resource_requirements": {"memory": 512, "expected_duration": 10},
+    }
+
+
 def test_the_second_request_for_a_model_runs_warm(tmp_path) -> None:
     ports = [free_port() for _ in range(2)]
     load = ["--model-load-s", "0.5"]
@@ -29,15 +42,7 @@ def test_the_second_request_for_a_model_runs_warm(tmp_path) -> None:
         with httpx.Client(base_url=url, timeout=10.0) as c:
             done = {}
             for rid, model in (("m1", "other"), ("m2", "sd"), ("m3", "sd")):
-                body = {
-                    "request_id": rid,
-                    "user_id": "alice",
-                    "model_id": model,
-                    "priority": 3,
-                    "type": "inference",
-                    "payload": {"iterations": 1, "matrix_size": 16},
-                    "resource_requirements": {"memory": 512, "expected_duration": 10},
-                }
+                body = job(rid, model)
                 r = c.post("/api/v1/route", json=body, headers=hdr(KEYS["alice"]))
                 assert r.status_code == 200, r.text
                 if rid == "m1":
@@ -95,15 +100,7 @@ def test_a_worker_restarted_empty_makes_the_next_request_cold(tmp_path) -> None:
             done = {}
 
             def run(rid: str) -> None:
-                body = {
-                    "request_id": rid,
-                    "user_id": "alice",
-                    "model_id": "sd",
-                    "priority": 3,
-                    "type": "inference",
-                    "payload": {"iterations": 1, "matrix_size": 16},
-                    "resource_requirements": {"memory": 512, "expected_duration": 10},
-                }
+                body = job(rid, "sd")
                 r = c.post("/api/v1/route", json=body, headers=hdr(KEYS["alice"]))
                 assert r.status_code == 200, r.text
                 done.update(wait_terminal(c, [rid], hdr(KEYS["alice"])))

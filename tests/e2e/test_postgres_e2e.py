@@ -23,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.shim.store.pg_server import PgServer, missing_reason
+from tests.shim.store.pg_server import PgServer, running_server
 
 from .procs import ADMIN, KEYS, free_port, hdr, router_config, start_router, start_worker
 from .test_exactly_once_e2e import JobLogs
@@ -33,15 +33,7 @@ pytestmark = [pytest.mark.e2e]
 
 @pytest.fixture
 def pg() -> Iterator[PgServer]:
-    why = missing_reason()
-    if why is not None:
-        pytest.skip(why)
-    server = PgServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running_server()
 
 
 def body(rid: str, user: str, duration_ms: int) -> dict[str, Any]:

@@ -6,17 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from .pg_server import PgServer, missing_reason
+from .pg_server import PgServer, running_server
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    why = missing_reason()
-    if why is not None:
-        pytest.skip(why)
-    server = PgServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running_server()

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -163,3 +164,19 @@ class PgServer:
             if self.running:
                 self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def running_server() -> Iterator[PgServer]:
+    """A started server for a pytest fixture (``yield from running_server()``), closed
+    after the test; the test is skipped when PostgreSQL is not installed."""
+    import pytest
+
+    why = missing_reason()
+    if why is not None:
+        pytest.skip(why)
+    server = PgServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -17,7 +17,7 @@ from gpu_router.shim.store import request_key
 from gpu_router.shim.store.pg_warm_copy import WarmCopy
 from gpu_router.shim.store.postgres_store import PostgresStore
 
-from .pg_server import PgServer, missing_reason
+from .pg_server import PgServer, running_server
 from .test_journal import rec
 
 pytestmark = pytest.mark.timeout(90)
@@ -73,15 +73,7 @@ def test_the_copy_follows_inserts_and_updates_and_keeps_the_rows_changed_last(pg
 
 @pytest.fixture
 def own_pg() -> Iterator[PgServer]:
-    why = missing_reason()
-    if why is not None:
-        pytest.skip(why)
-    server = PgServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running_server()
 
 
 def test_the_copy_answers_while_the_server_is_stopped_and_catches_up_after(own_pg):

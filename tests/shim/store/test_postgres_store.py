@@ -16,7 +16,7 @@ from gpu_router.shim.store import DuplicateRequest, JournalError, open_store, pg
 from gpu_router.shim.store.postgres_store import PostgresStore
 from gpu_router.shim.store.rows import mutable_row, row_values
 
-from .pg_server import PgServer, missing_reason
+from .pg_server import PgServer, running_server
 from .test_journal import rec
 
 pytestmark = pytest.mark.timeout(60)
@@ -25,15 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def own_server() -> Iterator[PgServer]:
     """A server of the test's own (it is stopped and started)."""
-    why = missing_reason()
-    if why is not None:
-        pytest.skip(why)
-    server = PgServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running_server()
 
 
 def test_the_schema_is_created_at_its_version_once_and_a_newer_one_is_refused(pg_server):
