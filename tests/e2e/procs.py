@@ -72,13 +72,17 @@ class Proc:
             self.log.close()
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: Proc | None = None) -> None:
+def wait_http(
+    url: str, timeout: float = 30.0, proc: Proc | None = None, ready: bool = True
+) -> None:
+    """Wait until ``url`` answers 200 (or, ``ready`` false, answers at all: a router
+    that serves while ``/health`` says it is not ready, with no GPU in service)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.p.poll() is not None:
             raise RuntimeError(f"{proc.args} exited: {proc.log_path.read_text()[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            if httpx.get(url, timeout=1.0).status_code == 200 or not ready:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"{url} not up after {timeout}s")
@@ -140,9 +144,15 @@ def router_config(tmp: Path, worker_ports: list[int] | None, **extra: Any) -> di
 
 
 def start_router(
-    tmp: Path, cfg: dict[str, Any], port: int | None = None, args: list[str] | None = None
+    tmp: Path,
+    cfg: dict[str, Any],
+    port: int | None = None,
+    args: list[str] | None = None,
+    *,
+    ready: bool = True,
 ) -> tuple[Proc, str]:
-    """``gpu-router serve`` with ``cfg`` (and more command-line ``args``); its URL."""
+    """``gpu-router serve`` with ``cfg`` (and more command-line ``args``); its URL, once
+    ``/health`` answers 200 (``ready`` false: once it answers at all)."""
     port = port or free_port()
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -152,7 +162,7 @@ def start_router(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", proc=p)
+        wait_http(f"{url}/health", proc=p, ready=ready)
     except Exception:
         p.stop()
         raise

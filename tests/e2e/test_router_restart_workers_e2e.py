@@ -85,8 +85,14 @@ def test_a_restarted_router_gets_its_registered_worker_back_and_work_flows(tmp_p
             assert done["assigned_gpu"] == "gpu-new"
         worker.kill()  # no goodbye either: its registration stays in the store
         router.kill()
-        router, url = start_router(tmp_path, cfg, port=port)
+        # not ready: gpu-0 is in maintenance, and gpu-new in error once recovery's call
+        # to its dead worker failed (how soon decides whether /health ever says 200)
+        router, url = start_router(tmp_path, cfg, port=port, ready=False)
         with httpx.Client(base_url=url, timeout=10.0) as c:
+            deadline = time.monotonic() + 30
+            while c.get("/api/v1/gpus", headers=hdr(ALICE)).status_code != 200:  # started
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
             # restored (in error at once: its worker does not answer recovery's call) ...
             assert gpu_status(c)["gpu-new"] in {"active", "error"}
             assert until_status(c, "gpu-new", "inactive", limit=10.0) < 5.0  # ... then gone

@@ -219,6 +219,7 @@ def create_app(
                 try:
                     st = await asyncio.to_thread(open_store, config.journal)
                 except JournalError as exc:
+                    lead.stand_by()
                     log(logger, logging.WARNING, "store unavailable; retrying", error=str(exc))
                     await asyncio.sleep(OPEN_RETRY_S)
             build(st)

@@ -1,7 +1,8 @@
 """Leader or standby: several ``gpu-router serve`` processes on one PostgreSQL store
 (``journal.lease_ttl_s`` above 0).
 
-Every replica serves HTTP from the start. A standby has not started its service: it
+Every replica serves HTTP from the start: "starting" (503) until its first look at the
+lease, then a standby or the leader. A standby has not started its service: it
 answers ``/health`` with 503 and the leader's address, and every API call with 503,
 ``Retry-After`` and the leader's address (``x-leader-url``), so a load balancer that
 checks ``/health`` sends clients to the leader only. Meanwhile it tries to take the lease
@@ -54,7 +55,9 @@ class Leadership:
         self.lease = lease
         self.logger = logger
         self.exit_process = exit_process
-        self.role = "standby"
+        #: "starting" until the first look at the lease, then "standby", "starting"
+        #: (taking over) or "leader"
+        self.role = "starting"
         self.leader_address: str | None = None
         self.epoch: int | None = None
         self.period_s = lease.ttl_s / 3.0
@@ -73,6 +76,11 @@ class Leadership:
             "epoch": self.epoch,
         }
 
+    def stand_by(self) -> None:
+        """Not the leader (another holds the lease, or the store cannot be reached: then
+        the leader's address is not known)."""
+        self.role = "standby"
+
     async def lead(self, start: Callable[[int], Awaitable[None]]) -> None:
         """Wait for the lease, ``start(epoch)`` the service, then keep the lease (until
         cancelled, or the process exits when it is lost)."""
@@ -87,6 +95,7 @@ class Leadership:
                 epoch = None
             if epoch is not None:
                 break
+            self.stand_by()
             await asyncio.sleep(self.period_s)
         self.epoch = epoch
         self.role = "starting"  # (no longer a standby: nothing is forwarded)
