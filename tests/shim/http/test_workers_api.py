@@ -81,3 +81,37 @@ def test_a_heartbeat_reports_the_models_the_worker_holds():
             assert r.status_code == 422
 
     asyncio.run(scenario())
+
+
+def test_a_worker_that_reports_models_by_heartbeat_is_not_polled_for_them_too():
+    """One report path per worker: the report loop asks only GPUs whose heartbeats do not
+    carry their models (a registered worker before its first such heartbeat, the rest)."""
+
+    async def scenario():
+        locality = {"enabled": True, "report_grace_s": 0.0, "report_interval": 3600}
+        async with running(n_gpus=1, model_locality=locality) as (c, app, _fleet):
+            reports = app.state.service.parts.model_reports
+            asked: list[str] = []
+            read = reports.read
+
+            async def recording(gpu_id: str):
+                asked.append(gpu_id)
+                return await read(gpu_id)
+
+            reports.read = recording
+            assert (await c.post("/api/v1/workers/register", json=SPEC, headers=H_ADMIN)).is_success
+            await reports.read_all()
+            assert sorted(asked) == ["gpu-0", "gpu-x"]  # no models by heartbeat yet
+            url = "/api/v1/workers/gpu-x/heartbeat"
+            assert (await c.post(url, json={"models": ["sd"]}, headers=H_ADMIN)).is_success
+            asked.clear()
+            await reports.read_all()
+            assert asked == ["gpu-0"]
+            assert app.state.service.router.resident_models("gpu-x") == ("sd",)  # kept
+            await c.delete("/api/v1/workers/gpu-x", headers=H_ADMIN)
+            await c.post("/api/v1/workers/register", json=SPEC, headers=H_ADMIN)
+            asked.clear()
+            await reports.read_all()
+            assert sorted(asked) == ["gpu-0", "gpu-x"]  # joined again: asked until it reports
+
+    asyncio.run(scenario())

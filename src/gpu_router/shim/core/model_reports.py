@@ -5,7 +5,9 @@ With ``model_locality.enabled``, every ``model_locality.report_interval`` second
 or registered) ``GET /health`` ``models``, or the virtual fleet's ``held_models``; each
 report goes to ``Router.report_models`` with the time it was asked for (the report was
 taken at or after it), which reconciles the router's residency
-(``policy.model_reports``). A worker that does not answer is skipped (the dispatcher
+(``policy.model_reports``). A registered worker whose heartbeats carry its models
+(``WorkerRegistry.reports_models``) is not asked: one report path per worker. A worker
+that does not answer is skipped (the dispatcher
 and the health loop deal with it). The cold and warm starts so far and the resident
 weights are set on the Prometheus gauges ``gpu_router_model_{cold,warm}_starts`` and
 ``gpu_router_model_memory_mb`` after each round. Times: monotonic seconds.
@@ -42,6 +44,7 @@ class ModelReports:
         clock: Clock,
         prom: PromMetrics,
         logger: logging.Logger,
+        by_heartbeat: Callable[[str], bool] = lambda _gpu_id: False,
     ) -> None:
         self.interval = config.model_locality.report_interval
         self.router = router
@@ -50,6 +53,7 @@ class ModelReports:
         self.clock = clock
         self.prom = prom
         self.logger = logger
+        self.by_heartbeat = by_heartbeat  # GPUs whose models come with their heartbeats
         self.rounds = 0  # rounds read so far
 
     async def run(self) -> None:
@@ -62,7 +66,7 @@ class ModelReports:
 
     async def read_all(self) -> None:
         """One round: every GPU's report, applied as it comes."""
-        gids = list(self.router.gpu_ids)
+        gids = [g for g in self.router.gpu_ids if not self.by_heartbeat(g)]
         reports = await asyncio.gather(*(self.read(g) for g in gids))
         for gid, (taken_at, models) in zip(gids, reports, strict=True):
             if models is not None and self.router.has_gpu(gid):

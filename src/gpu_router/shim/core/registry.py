@@ -53,6 +53,8 @@ class WorkerRegistry:
         self.logger = logger
         self.specs: dict[str, dict[str, Any]] = {}
         self.seen: dict[str, float] = {}
+        #: registered GPUs whose heartbeats carry their models (the report loop skips them)
+        self.reporting: set[str] = set()
 
     def state(self, gpu_id: str, sample: dict[str, Any]) -> GpuState:
         """The GpuState of a registered GPU: its spec with a heartbeat's readings."""
@@ -136,14 +138,20 @@ class WorkerRegistry:
         models = sample.pop("models", None)
         self.execution.apply(self.router.observe(self.state(gpu_id, sample), now))
         if models is not None:  # taken when sent: the grace window covers the transit
+            self.reporting.add(gpu_id)
             self.execution.apply(self.router.report_models(gpu_id, list(models), now, now))
         return self.gpus.status(self.router, gpu_id)
+
+    def reports_models(self, gpu_id: str) -> bool:
+        """Whether the GPU's worker reports its models with its heartbeats."""
+        return gpu_id in self.reporting
 
     def leave(self, gpu_id: str, reason: str) -> bool:
         """The worker's GPU leaves the fleet; its work is re-routed. False if unknown."""
         if self.specs.pop(gpu_id, None) is None:
             return False
         self.seen.pop(gpu_id, None)
+        self.reporting.discard(gpu_id)
         self._save(gpu_id, None)
         self.execution.gpu_left(gpu_id, reason)
         log(self.logger, logging.WARNING, "worker left", gpu_id=gpu_id, reason=reason)

@@ -230,6 +230,13 @@ class _Parts:
             config, router, self.execution, self.jobs, gpus, clock, logger
         )
         self.model_reports = ModelReports(
-            config, router, self.execution, self.jobs.workers, clock, prom, logger
+            config,
+            router,
+            self.execution,
+            self.jobs.workers,
+            clock,
+            prom,
+            logger,
+            by_heartbeat=self.registry.reports_models,
         )
         self.loops.after_tick = [self.admin.sync_maintenance, self.registry.expire]
