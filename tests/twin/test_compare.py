@@ -11,6 +11,8 @@ import pytest
 from gpu_router.sim.service_model import poll_delay_s
 from gpu_router.twin import compare as cmp
 from gpu_router.twin import overheads
+from gpu_router.twin.run import refit
+from gpu_router.twin.spec import Calibration
 
 
 def frame() -> pd.DataFrame:
@@ -96,6 +98,9 @@ def test_decompose_and_fit_recover_the_overheads() -> None:
     rest = parts["occupancy"] - [poll_delay_s(w, 0.05, 1.0) for w in work]
     assert polled["dispatch_overhead_s"] == pytest.approx(rest.mean())
     assert polled["poll_interval_s"] == 0.05 and polled["dispatch_overhead_share"] == 0.0
+    # the twin's refit follows the calibration's model: polled if it models polling
+    assert refit(parts, Calibration(poll_interval_s=0.05, max_poll_interval_s=1.0)) == polled
+    assert refit(parts, Calibration(dispatch_overhead_s=0.03)) == fit
 
 
 def test_table_has_a_row_per_priority_and_the_fleet() -> None:

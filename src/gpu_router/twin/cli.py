@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             for k, v in o.items()
             if isinstance(v, dict) and "p50_ms" in v
         )
-        print(f"\noverheads p50/p99 ms: {parts}; fit {o['fit']}")
+        print(f"\noverheads p50/p99 ms: {parts}; line fit {o['fit']}; refit {o['refit']}")
         for name in ("calibrated_vs_service", "refit_vs_service", "raw_vs_service"):
             c = res[name]
             bad = [
