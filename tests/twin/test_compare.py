@@ -110,3 +110,15 @@ def test_table_has_a_row_per_priority_and_the_fleet() -> None:
     assert len(lines) == 2 + 3 + 1  # header, rule, priorities 3, 5 and all, fleet (1: none done)
     assert "| 0.50 | 3 | 3 | 3500 / " in lines[2] and "(+0.0%)" in lines[2]
     assert "utilization 0.400" in lines[-1]
+
+
+def test_tally_counts_judged_and_all_priority_cells() -> None:
+    a = cmp.summarize(frame(), 2, (0.0, 10.0))
+    same = cmp.compare(a, a, min_requests=1, tolerance=0.1)
+    t = cmp.tally([same, same], 0.1)
+    assert t["judged_ok"] == t["judged"] > 0 and t["cells_ok"] == t["cells"] >= t["judged"]
+    off = {**same, "judged": [{**same["judged"][0], "ok": False}]}
+    off["cells"] = {**same["cells"], "3": {**same["cells"]["3"], "latency_p99_s": 0.2}}
+    t2 = cmp.tally([same, off], 0.1)
+    assert t2["judged_ok"] == t["judged"] // 2 and t2["judged"] == t["judged"] // 2 + 1
+    assert t2["cells_ok"] == t["cells"] - 1
