@@ -35,6 +35,7 @@ from gpu_router.sim import run_scenario
 from gpu_router.twin import compare as cmp
 from gpu_router.twin import overheads
 from gpu_router.twin.run import clean, run_service
+from gpu_router.twin.run import refit as refit_calibration
 from gpu_router.twin.spec import Calibration, TwinSpec, fleet_size, load_twin, scenario_at
 
 QS = (50, 99)
@@ -152,7 +153,7 @@ def run(spec: TwinSpec, load: float, out: Path, block_s: float, n_boot: int) -> 
     live["records"].to_csv(out / "service_records.csv.gz", index=False)
     live["jobs"].to_csv(out / "service_jobs.csv.gz", index=False)
     parts = overheads.decompose(live["records"], live["jobs"])
-    fitted = overheads.fit(parts)
+    fitted = refit_calibration(parts, spec.calibration)
     refit_spec = spec.model_copy(update={"calibration": Calibration(**fitted)})
     refit = run_scenario(scenario_at(refit_spec, load, calibrated=True), spec.strategy, spec.seed)
     svc_frame = cmp.service_frame(live["records"])

@@ -17,6 +17,13 @@ for a busier machine. A simulator that leaves out the service's own time per req
 (raw) was at -21% to -30% of the mean in those twelve runs, and one with a constant
 overhead of 0.135 s (5x the earlier five runs' 27 ms) at +60% to +74%: the test asserts both are
 outside 15%.
+
+A second run only when the first misses: on 2026-12-03, with the shared 2-core machine at
+a load average of 13-15, two of five runs missed (one measured: |mean error| 0.157, p50
+-6.1%, p95 -35%: the service stalled waiting for a core) and three were at -2.7% to
+-0.5%. A drift of either side misses in every run, so it still fails (load average
+11-12, each attempt: the service polling every 0.2 s, mean -29.6% and -33.4%; the
+simulator without the polling model, mean -25.0% and -18.6%).
 """
 
 from __future__ import annotations
@@ -27,12 +34,14 @@ from gpu_router.sim import run_scenario
 from gpu_router.twin import TwinSpec, load_twin, run_load, scenario_at
 from gpu_router.twin import compare as cmp
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(150)
 
 MEAN_TOL = 0.15
 P50_TOL = 0.20
 #: a constant overhead far off what the service adds (5x the 27 ms once fitted)
 WRONG_OVERHEAD_S = 0.135
+#: service runs at most: a second only when the first misses (a stalled host; docstring)
+ATTEMPTS = 2
 
 
 def small_spec() -> TwinSpec:
@@ -52,18 +61,29 @@ def small_spec() -> TwinSpec:
 
 def test_calibrated_simulator_predicts_the_live_service(tmp_path) -> None:
     spec = small_spec()
-    res = run_load(spec, 0.7, tmp_path)
-    svc = res["summaries"]["service"]
-    assert svc["lost"] == 0 and svc["priorities"]["all"]["completed"] >= 35
-    assert svc["priorities"]["all"]["rejected"] == 0
-    cells = res["calibrated_vs_service"]["cells"]["all"]
-    assert abs(cells["latency_mean_s"]) <= MEAN_TOL, cells
-    assert abs(cells["latency_p50_s"]) <= P50_TOL, cells
-    # a simulator that leaves out the service's own time per request is outside too
-    assert res["raw_vs_service"]["cells"]["all"]["latency_mean_s"] < -MEAN_TOL
-    o = res["overheads"]
-    assert o["detect"]["n"] >= svc["priorities"]["all"]["completed"]  # every job was logged
-    assert 0 < o["detect"]["p50_ms"] < 200  # polling finds the end after it happened
+    misses = []
+    for attempt in range(ATTEMPTS):
+        res = run_load(spec, 0.7, tmp_path / f"run{attempt}")
+        svc = res["summaries"]["service"]
+        assert svc["lost"] == 0 and svc["priorities"]["all"]["completed"] >= 35
+        assert svc["priorities"]["all"]["rejected"] == 0
+        # a simulator that leaves out the service's own time per request is outside
+        assert res["raw_vs_service"]["cells"]["all"]["latency_mean_s"] < -MEAN_TOL
+        o = res["overheads"]
+        assert o["detect"]["n"] >= svc["priorities"]["all"]["completed"]  # every job logged
+        assert 0 < o["detect"]["p50_ms"] < 200  # polling finds the end after it happened
+        cells = res["calibrated_vs_service"]["cells"]["all"]
+        if abs(cells["latency_mean_s"]) <= MEAN_TOL and abs(cells["latency_p50_s"]) <= P50_TOL:
+            break
+        misses.append(
+            {
+                "mean": cells["latency_mean_s"],
+                "p50": cells["latency_p50_s"],
+                "admission_p99_ms": o["admission"]["p99_ms"],
+            }
+        )
+    else:
+        pytest.fail(f"calibrated simulator outside {MEAN_TOL:.0%} / {P50_TOL:.0%}: {misses}")
 
     # the same service run judged against a simulator with a wrong overhead: it must fail
     wrong = spec.model_copy(

@@ -11,6 +11,8 @@ import pytest
 from gpu_router.sim.service_model import poll_delay_s
 from gpu_router.twin import compare as cmp
 from gpu_router.twin import overheads
+from gpu_router.twin.run import refit
+from gpu_router.twin.spec import Calibration
 
 
 def frame() -> pd.DataFrame:
@@ -96,6 +98,9 @@ def test_decompose_and_fit_recover_the_overheads() -> None:
     rest = parts["occupancy"] - [poll_delay_s(w, 0.05, 1.0) for w in work]
     assert polled["dispatch_overhead_s"] == pytest.approx(rest.mean())
     assert polled["poll_interval_s"] == 0.05 and polled["dispatch_overhead_share"] == 0.0
+    # the twin's refit follows the calibration's model: polled if it models polling
+    assert refit(parts, Calibration(poll_interval_s=0.05, max_poll_interval_s=1.0)) == polled
+    assert refit(parts, Calibration(dispatch_overhead_s=0.03)) == fit
 
 
 def test_table_has_a_row_per_priority_and_the_fleet() -> None:
@@ -105,3 +110,15 @@ def test_table_has_a_row_per_priority_and_the_fleet() -> None:
     assert len(lines) == 2 + 3 + 1  # header, rule, priorities 3, 5 and all, fleet (1: none done)
     assert "| 0.50 | 3 | 3 | 3500 / " in lines[2] and "(+0.0%)" in lines[2]
     assert "utilization 0.400" in lines[-1]
+
+
+def test_tally_counts_judged_and_all_priority_cells() -> None:
+    a = cmp.summarize(frame(), 2, (0.0, 10.0))
+    same = cmp.compare(a, a, min_requests=1, tolerance=0.1)
+    t = cmp.tally([same, same], 0.1)
+    assert t["judged_ok"] == t["judged"] > 0 and t["cells_ok"] == t["cells"] >= t["judged"]
+    off = {**same, "judged": [{**same["judged"][0], "ok": False}]}
+    off["cells"] = {**same["cells"], "3": {**same["cells"]["3"], "latency_p99_s": 0.2}}
+    t2 = cmp.tally([same, off], 0.1)
+    assert t2["judged_ok"] == t["judged"] // 2 and t2["judged"] == t["judged"] // 2 + 1
+    assert t2["cells_ok"] == t["cells"] - 1

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             for k, v in o.items()
             if isinstance(v, dict) and "p50_ms" in v
         )
-        print(f"\noverheads p50/p99 ms: {parts}; fit {o['fit']}")
+        print(f"\noverheads p50/p99 ms: {parts}; line fit {o['fit']}; refit {o['refit']}")
         for name in ("calibrated_vs_service", "refit_vs_service", "raw_vs_service"):
             c = res[name]
             bad = [
@@ -73,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
             )
         print()
         agree = agree and res["calibrated_vs_service"]["agree"]
+    from .compare import tally
+
+    for name in ("calibrated_vs_service", "refit_vs_service", "raw_vs_service"):
+        t = tally([res[name] for res in result["loads"]], result["tolerance"])
+        print(
+            f"{name}, all loads: judged cells within {result['tolerance']:.0%}"
+            f" {t['judged_ok']} of {t['judged']}; every priority's p50 and p99"
+            f" {t['cells_ok']} of {t['cells']}"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(clean(result), indent=1))
     return 0 if agree else 1

@@ -126,6 +126,25 @@ def compare(
     }
 
 
+def tally(comparisons: list[dict[str, Any]], tolerance: float) -> dict[str, int]:
+    """Over several :func:`compare` results (the loads of one twin run): the judged cells
+    within ``tolerance`` and all, and the same over every priority's latency p50 and p99
+    with a value on both sides (judged or not)."""
+    out = {"judged_ok": 0, "judged": 0, "cells_ok": 0, "cells": 0}
+    for c in comparisons:
+        out["judged"] += len(c["judged"])
+        out["judged_ok"] += sum(bool(j["ok"]) for j in c["judged"])
+        for p, row in c["cells"].items():
+            if p == "all":
+                continue
+            for k in JUDGED:
+                if not math.isfinite(row[k]):
+                    continue
+                out["cells"] += 1
+                out["cells_ok"] += bool(abs(row[k]) <= tolerance)
+    return out
+
+
 def _ms(x: float) -> str:
     return "-" if not math.isfinite(x) else f"{x * 1000:.0f}"
 

@@ -6,9 +6,10 @@ simulator run *raw* (no service overheads) and *calibrated* (the twin file's
 ``calibration`` in ``service_model``); the live service run on the wall clock with the
 same requests (``launch``, ``replay``); the service's overheads measured from its
 records (``overheads``) and the simulator run once more with the overheads fitted on
-this very run (*refit*: what the model gives when the overhead is known, which tells a
-wrong model from an overhead that moved with the machine's load); all summarized and
-compared the same way (``compare``).
+this very run (*refit*: the calibration's own model, its overheads fitted on this run;
+what the model gives when the overhead is known, which tells a wrong model from an
+overhead that moved with the machine's load); all summarized and compared the same way
+(``compare``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from ..sim import draw_workload, run_scenario
 from . import compare as cmp
@@ -46,6 +49,18 @@ def run_service(spec: TwinSpec, load: float, directory: Path) -> dict[str, Any]:
     return {"records": records, "jobs": jobs, "wall_s": wall, "n": len(wl)}
 
 
+def refit(parts: pd.DataFrame, calibration: Calibration) -> dict[str, float]:
+    """``calibration``'s model with its overheads fitted on one service run's ``parts``:
+    with polling modelled (``poll_interval_s`` > 0) the same poll schedule and the
+    constant left beside it (``overheads.fit_polled``), else the line ``a + b * work``
+    (``overheads.fit``)."""
+    if calibration.poll_interval_s > 0:
+        return overheads.fit_polled(
+            parts, calibration.poll_interval_s, calibration.max_poll_interval_s
+        )
+    return overheads.fit(parts)
+
+
 def run_load(spec: TwinSpec, load: float, directory: Path) -> dict[str, Any]:
     """Service, calibrated and raw simulator at one load: summaries, errors, overheads."""
     raw_sc = scenario_at(spec, load)
@@ -62,15 +77,17 @@ def run_load(spec: TwinSpec, load: float, directory: Path) -> dict[str, Any]:
         "sim_raw": cmp.summarize(cmp.sim_frame(raw.requests), n, window),
     }
     parts = overheads.decompose(live["records"], live["jobs"])
-    fitted = overheads.fit(parts)
+    fitted = refit(parts, spec.calibration)
     if not all(math.isfinite(v) for v in fitted.values()):
         raise RuntimeError(
             f"load {load}: too few completed requests matched their workers' job logs"
             f" ({len(parts)} completed) to fit the service's overhead"
         )
     refit_spec = spec.model_copy(update={"calibration": Calibration(**fitted)})
-    refit = run_scenario(scenario_at(refit_spec, load, calibrated=True), spec.strategy, spec.seed)
-    sums["sim_refit"] = cmp.summarize(cmp.sim_frame(refit.requests), n, window)
+    refit_run = run_scenario(
+        scenario_at(refit_spec, load, calibrated=True), spec.strategy, spec.seed
+    )
+    sums["sim_refit"] = cmp.summarize(cmp.sim_frame(refit_run.requests), n, window)
     kw: dict[str, Any] = {"min_requests": spec.min_requests, "tolerance": spec.tolerance}
     trace = raw_sc.workload.trace
     return {
@@ -82,7 +99,7 @@ def run_load(spec: TwinSpec, load: float, directory: Path) -> dict[str, Any]:
         "calibrated_vs_service": cmp.compare(sums["sim_calibrated"], svc, **kw),
         "refit_vs_service": cmp.compare(sums["sim_refit"], svc, **kw),
         "raw_vs_service": cmp.compare(sums["sim_raw"], svc, **kw),
-        "overheads": overheads.summary(parts),
+        "overheads": {**overheads.summary(parts), "refit": fitted},
         "table": cmp.table(load, svc, sums["sim_calibrated"], sums["sim_refit"], sums["sim_raw"]),
     }
 
