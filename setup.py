@@ -49,6 +49,7 @@ MYPYC_MODULES = (
     "sim/engine",
     "sim/faults",
     "sim/gpus",
+    "sim/kernel",
     "sim/monitor",
 )
 

@@ -31,6 +31,7 @@ from ..policy.types import PRIORITIES, GpuState, Request, RequestState, Resource
 from . import metrics as m
 from .faults import XID_FAIL_DELAY_S, FaultEffects, FaultEvent
 from .gpus import SimGpu
+from .kernel import later, run
 from .model_loads import AdapterLoads, LoadTimes
 from .monitor import Monitor
 from .records import RequestLog
@@ -151,20 +152,20 @@ class Engine(FaultEffects):
     def run(self) -> None:
         env = self.env
         if self.n:
-            env.timeout(self._arrival[0], value=0).callbacks.append(self._arrive)
+            later(env, self._arrival[0], 0, self._arrive)
         for ev in self.faults:
-            env.timeout(ev.at_s, value=ev).callbacks.append(self._fault_start)
+            later(env, ev.at_s, ev, self._fault_start)
         self.monitor.start()
         for t in (self.sc.warmup_s, self.horizon):
-            env.timeout(t).callbacks.append(self._snapshot_busy)
+            later(env, t, None, self._snapshot_busy)
         period = self.sc.timeline_period_s or self.horizon / 200.0
-        env.timeout(0.0, value=period).callbacks.append(self._sample_timeline)
+        later(env, 0.0, period, self._sample_timeline)
         # Fewer young-generation collections: a run allocates millions of short-lived
         # events; memory stays the same and the run is ~15% faster. Restored after.
         thresholds = gc.get_threshold()
         gc.set_threshold(GC_THRESHOLD_0, *thresholds[1:])
         try:
-            env.run(until=self.end_s)
+            run(env, self.end_s)
         finally:
             gc.set_threshold(*thresholds)
         if len(self.window_busy) < 2:
@@ -204,10 +205,10 @@ class Engine(FaultEffects):
 
     def _arrive(self, event: Any) -> None:
         i = event.value
-        now = self.env.now
+        now = self.env._now
         if i + 1 < self.n:
             nxt = self._arrival[i + 1]
-            self.env.timeout(nxt - now, value=i + 1).callbacks.append(self._arrive)
+            later(self.env, nxt - now, i + 1, self._arrive)
         req = self._request(i, now)
         self._mem_true[i] = req.resources.memory_mb + self.context_mb
         t0 = perf_counter_ns()
@@ -222,7 +223,7 @@ class Engine(FaultEffects):
         self.outstanding += 1
         if self._cancel_at is not None and self._cancel_at[i] == self._cancel_at[i]:
             delay = self._cancel_at[i] - now
-            self.env.timeout(delay, value=i).callbacks.append(self._cancel)
+            later(self.env, delay, i, self._cancel)
         if actions:
             self._apply(actions)
         self._wakeup()
@@ -242,7 +243,7 @@ class Engine(FaultEffects):
     def _start(self, a: Dispatch) -> None:
         i = self.rid_index[a.request_id]
         g = self.gpus[self.gpu_index[a.gpu_id]]
-        now = self.env.now
+        now = self.env._now
         log = self.log
         log.dispatch[i] = now
         log.start[i] = now
@@ -251,7 +252,7 @@ class Engine(FaultEffects):
         self.router.start(a.request_id, now)
         if not g.up:  # crashed, not yet detected: the dispatch fails at once
             value = (i, g.index, log.attempt[i], "gpu_unreachable")
-            self.env.timeout(0.0, value=value).callbacks.append(self._job_fails)
+            later(self.env, 0.0, value, self._job_fails)
             return
         sm = self.sc.service_model
         extra = sm.startup_s + dispatch_extra(sm, self._work[i], g.speed)  # 0: none modelled
@@ -266,8 +267,8 @@ class Engine(FaultEffects):
         g.add(i, self._work[i] + extra, self._mem_true[i], now)
         self._reschedule(g)
         if g.storm_p > 0 and self.fault_rng.random() < g.storm_p:
-            ev = self.env.timeout(XID_FAIL_DELAY_S, value=(i, g.index, log.attempt[i], "xid"))
-            ev.callbacks.append(self._job_fails)
+            value = (i, g.index, log.attempt[i], "xid")
+            later(self.env, XID_FAIL_DELAY_S, value, self._job_fails)
 
     def _model_wait(self, a: Dispatch, gi: int, now: float) -> float:
         """Seconds the request waits for its model on GPU ``gi``: a new load when cold,
@@ -281,7 +282,7 @@ class Engine(FaultEffects):
         self.load_s_total += load
         self._loading[key] = now + load
         value = (a.gpu_id, a.model_id, load)
-        self.env.timeout(load, value=value).callbacks.append(self._model_loaded)
+        later(self.env, load, value, self._model_loaded)
         return load
 
     def _model_loaded(self, event: Any) -> None:
@@ -302,7 +303,7 @@ class Engine(FaultEffects):
     def _finished(self, a: Finished) -> None:
         i = self.rid_index[a.request_id]
         self.log.outcome[i] = _STATE_CODE[a.state]
-        self.log.finish[i] = self.env.now
+        self.log.finish[i] = self.env._now
         self.log.error[i] = a.error
         self.outstanding -= 1
 
@@ -323,14 +324,14 @@ class Engine(FaultEffects):
     def _reschedule(self, g: SimGpu) -> None:
         delay = g.reschedule()
         if delay is not None:
-            self.env.timeout(delay, value=(g.index, g.version)).callbacks.append(self._done)
+            later(self.env, delay, (g.index, g.version), self._done)
 
     def _done(self, event: Any) -> None:
         gi, version = event.value
         g = self.gpus[gi]
         if g.version != version:
             return
-        now = self.env.now
+        now = self.env._now
         i = g.first_job()
         g.remove(i, now)
         g.completed += 1
@@ -366,9 +367,7 @@ class Engine(FaultEffects):
             return
         now = self.env.now
         self._wake_at = w
-        self.env.timeout(max(0.0, w - now) or 1e-9 * max(1.0, now), value=w).callbacks.append(
-            self._tick
-        )
+        later(self.env, max(0.0, w - now) or 1e-9 * max(1.0, now), w, self._tick)
 
     def _tick(self, event: Any) -> None:
         if event.value != self._wake_at:
@@ -392,7 +391,7 @@ class Engine(FaultEffects):
             self.model_mb_samples.append(stats.memory_used_mb)
         self.timeline.append((now, int(queued), running, up, self.interruptions))
         if self._keep_running():
-            self.env.timeout(event.value, value=event.value).callbacks.append(self._sample_timeline)
+            later(self.env, event.value, event.value, self._sample_timeline)
 
     def _snapshot_busy(self, _event: object) -> None:
         now = min(self.env.now, self.horizon)
