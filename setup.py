@@ -44,6 +44,7 @@ MYPYC_MODULES = (
     "policy/records",
     "policy/router",
     "policy/router_state",
+    "policy/sorted_keys",
     "policy/strategies/earliest_completion",
     "policy/timeouts",
     "sim/engine",
