@@ -21,7 +21,7 @@ import gc
 import math
 from collections.abc import Callable
 from time import perf_counter_ns
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import simpy
@@ -35,6 +35,7 @@ from .kernel import later, run
 from .model_loads import AdapterLoads, LoadTimes
 from .monitor import Monitor
 from .records import RequestLog
+from .router_like import RouterLike
 from .scenario import Scenario
 from .service_model import dispatch_extra
 from .workload import Workload
@@ -49,23 +50,6 @@ _STATE_CODE = {
 _NOT_REROUTE = frozenset({"timeout", "cancelled"})
 
 GC_THRESHOLD_0 = 50_000
-
-
-class RouterLike(Protocol):
-    """The calls of policy.Router the engine makes (docs/architecture.md)."""
-
-    def submit(self, request: Request, now: float) -> tuple[Any, list[Any]]: ...
-    def start(self, request_id: str, now: float) -> list[Any]: ...
-    def complete(self, request_id: str, now: float) -> list[Any]: ...
-    def fail(self, request_id: str, now: float, error: str) -> list[Any]: ...
-    def cancel(self, request_id: str, now: float) -> list[Any]: ...
-    def tick(self, now: float) -> list[Any]: ...
-    def next_wakeup(self) -> float | None: ...
-    def observe(self, state: GpuState, now: float) -> list[Any]: ...
-    def gpu_down(self, gpu_id: str, now: float, reason: str) -> list[Any]: ...
-    def gpu_up(self, gpu_id: str, now: float) -> list[Any]: ...
-    def add_gpu(self, state: GpuState, now: float) -> list[Any]: ...
-    def remove_gpu(self, gpu_id: str, now: float, reason: str) -> list[Any]: ...
 
 
 def id_width(n: int) -> int:
@@ -107,7 +91,7 @@ class Engine(FaultEffects):
         self.gpu_index = {g.gid: g.index for g in gpus}
         self.width = id_width(n)
         self.rid_index: dict[str, int] = {}
-        self._rids: list[str] = [""] * n  # request ids by index, set at arrival
+        self._rids = self.log.ids  # request ids by index, set at arrival
         self.overhead_ns: list[int] = []
         self.outstanding = 0
         self.interruptions = 0
@@ -128,6 +112,8 @@ class Engine(FaultEffects):
             workload.type_idx.tolist(),
         )
         self._mem_true = [0.0] * n
+        self._names = (workload.user_names, workload.model_ids, workload.type_names)
+        self._timeout_s = workload.timeout_s
         pr, t = workload.priority, workload.timeout_s  # Request.__post_init__'s checks, once
         self._valid = (
             pr.dtype.kind in "iu"
@@ -146,6 +132,12 @@ class Engine(FaultEffects):
             self.env, gpus, scenario.monitor, self._observe, self._keep_running, gpus[0].clock
         )
         self.context_mb = gpus[0].model.cal.context_overhead_mb if gpus else 0.0
+        sm = self._sm = scenario.service_model
+        self._startup_s = sm.startup_s
+        # dispatch_extra is 0.0 when none of these is set
+        self._dispatch_extra = bool(
+            sm.dispatch_overhead_s or sm.dispatch_overhead_share or sm.poll_interval_s
+        )
 
     # -- running --------------------------------------------------------------------
 
@@ -196,12 +188,14 @@ class Engine(FaultEffects):
             )
             if len(self._res_cache) < 100_000:
                 self._res_cache[key] = res
-        rid = f"r{i:0{self.width}d}"
+        digits = str(i)  # f"r{i:0{width}d}", cheaper
+        rid = "r" + "0" * (self.width - len(digits)) + digits
         self.rid_index[rid] = i
         self._rids[i] = rid
         make = Request.trusted if self._valid else Request  # checked once in __init__
-        uid, model, typ = wl.user_names[users[i]], wl.model_ids[mi], wl.type_names[types[i]]
-        return make(rid, uid, model, prios[i], typ, res, wl.timeout_s, now)
+        user_names, model_ids, type_names = self._names
+        uid, model, typ = user_names[users[i]], model_ids[mi], type_names[types[i]]
+        return make(rid, uid, model, prios[i], typ, res, self._timeout_s, now)
 
     def _arrive(self, event: Any) -> None:
         i = event.value
@@ -210,7 +204,7 @@ class Engine(FaultEffects):
             nxt = self._arrival[i + 1]
             later(self.env, nxt - now, i + 1, self._arrive)
         req = self._request(i, now)
-        self._mem_true[i] = req.resources.memory_mb + self.context_mb
+        self._mem_true[i] = self._cols[1][i] + self.context_mb  # req.resources.memory_mb
         t0 = perf_counter_ns()
         decision, actions = self.router.submit(req, now)
         self.overhead_ns.append(perf_counter_ns() - t0)
@@ -254,8 +248,10 @@ class Engine(FaultEffects):
             value = (i, g.index, log.attempt[i], "gpu_unreachable")
             later(self.env, 0.0, value, self._job_fails)
             return
-        sm = self.sc.service_model
-        extra = sm.startup_s + dispatch_extra(sm, self._work[i], g.speed)  # 0: none modelled
+        sm = self._sm
+        extra = self._startup_s + (
+            dispatch_extra(sm, self._work[i], g.speed) if self._dispatch_extra else 0.0
+        )
         if a.model_id is not None:
             extra += self._model_wait(a, g.index, now) * g.speed
         if self.adapters is not None:
