@@ -52,6 +52,7 @@ MYPYC_MODULES = (
     "sim/gpus",
     "sim/kernel",
     "sim/monitor",
+    "sim/records",
 )
 
 

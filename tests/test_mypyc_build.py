@@ -42,7 +42,7 @@ def test_compiled_build_gives_the_same_seeded_results(tmp_path: Path) -> None:
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
     for name in ("router", "sorted_keys", "records"):
         assert list((target / "gpu_router" / "policy").glob(f"{name}.*.so")), name
-    for name in ("engine", "faults", "gpus", "kernel", "monitor"):  # per-event code
+    for name in ("engine", "faults", "gpus", "kernel", "monitor", "records"):  # per event
         assert list((target / "gpu_router" / "sim").glob(f"{name}.*.so")), name
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "compiled_check.py"), "--compiled", str(target)],
