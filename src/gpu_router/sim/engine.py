@@ -1,7 +1,7 @@
 """The SimPy model: replays a workload through ``policy.Router`` on a simulated fleet.
 
-Event kernel: SimPy's environment, with plain callbacks on ``Timeout`` events (no
-process per request, which is what keeps a 1,000,000-request run in budget).
+Event kernel: SimPy's environment and queue, plain callbacks scheduled by kernel.py
+(the entries ``Timeout`` would make, no process per request) and its inlined run loop.
 The loop, all in simulated seconds read from ``env.now``:
 
 - arrival i: build the ``Request``, ``router.submit`` -> apply its actions;
