@@ -44,12 +44,15 @@ MYPYC_MODULES = (
     "policy/records",
     "policy/router",
     "policy/router_state",
+    "policy/sorted_keys",
     "policy/strategies/earliest_completion",
     "policy/timeouts",
     "sim/engine",
     "sim/faults",
     "sim/gpus",
+    "sim/kernel",
     "sim/monitor",
+    "sim/records",
 )
 
 

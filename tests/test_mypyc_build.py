@@ -40,8 +40,9 @@ def test_compiled_build_gives_the_same_seeded_results(tmp_path: Path) -> None:
     )
     (wheel,) = wheels.glob("gpu_router-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
-    assert list((target / "gpu_router" / "policy").glob("router.*.so"))
-    for name in ("engine", "faults", "gpus", "monitor"):  # the simulator's per-event code
+    for name in ("router", "sorted_keys", "records"):
+        assert list((target / "gpu_router" / "policy").glob(f"{name}.*.so")), name
+    for name in ("engine", "faults", "gpus", "kernel", "monitor", "records"):  # per event
         assert list((target / "gpu_router" / "sim").glob(f"{name}.*.so")), name
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "compiled_check.py"), "--compiled", str(target)],

@@ -33,9 +33,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import count
 
-from sortedcontainers import SortedList
-
 from .errors import InvalidValue
+from .sorted_keys import SortedKeys
 from .types import MAX_PRIORITY, PRIORITIES
 
 DEFAULT_MAX_WAIT_S = {5: 30.0, 4: 60.0, 3: 120.0, 2: 300.0, 1: 600.0}
@@ -89,7 +88,7 @@ class QueueConfig:
                     raise InvalidValue(f"queue.{name}.{p}", v, f"must be a number in (0, {high}]")
 
 
-#: sort keys held in the sorted lists (plain tuples: compared in C, no key function);
+#: sort keys held in the sorted bands (plain tuples: compared in C, no key function);
 #: ``seq`` is unique, so the request id at the end only comes along, never decides
 _FairKey = tuple[float, float, int, str]  # (tag, enqueued_at, seq, request_id)
 _AgeKey = tuple[float, int, str]  # (enqueued_at, seq, request_id)
@@ -117,8 +116,8 @@ class CentralQueue:
         self.config = config or QueueConfig()
         self._seq = count()
         self._entries: dict[str, _Entry] = {}
-        self._by_fair: dict[int, SortedList] = {p: SortedList() for p in PRIORITIES}
-        self._by_age: dict[int, SortedList] = {p: SortedList() for p in PRIORITIES}
+        self._by_fair: dict[int, SortedKeys] = {p: SortedKeys() for p in PRIORITIES}
+        self._by_age: dict[int, SortedKeys] = {p: SortedKeys() for p in PRIORITIES}
         self._vtime = dict.fromkeys(PRIORITIES, 0.0)
         self._user_tag: dict[int, dict[str, float]] = {p: {} for p in PRIORITIES}
 
@@ -172,7 +171,7 @@ class CentralQueue:
         self._by_age[p].remove(e.age)
         if dispatched and e.tag > self._vtime[p]:
             self._vtime[p] = e.tag
-        if not fair:
+        if not len(fair):
             self._user_tag[p].clear()
         return True
 
@@ -193,7 +192,7 @@ class CentralQueue:
         cap = len(self._entries) if limit is None else limit
         waits = self.config.max_wait_s
         by_age = self._by_age
-        aged = [p for p in PRIORITIES if by_age[p] and now - by_age[p][0][0] >= waits[p]]
+        aged = [p for p in PRIORITIES if len(by_age[p]) and now - by_age[p][0][0] >= waits[p]]
         if aged:
             for _deadline, _p, _seq, rid in heapq.merge(*(self._overdue(p, now) for p in aged)):
                 if n >= cap:

@@ -32,11 +32,12 @@ from ..policy.errors import InvalidValue
 from ..policy.strategies import make_strategy
 from . import metrics as m
 from . import notes
-from .engine import Engine, RouterLike
+from .engine import Engine
 from .faults import schedule
 from .fleet import build_fleet, capacity
 from .gpus import SampleClock, SimGpu
 from .model_loads import AdapterLoads, LoadTimes
+from .router_like import RouterLike
 from .scenario import Scenario, ScenarioError, load_scenario
 from .service_model import ServiceModel
 from .theory import mmc_wait_or_nan

@@ -1,7 +1,7 @@
 """The SimPy model: replays a workload through ``policy.Router`` on a simulated fleet.
 
-Event kernel: SimPy's environment, with plain callbacks on ``Timeout`` events (no
-process per request, which is what keeps a 1,000,000-request run in budget).
+Event kernel: SimPy's environment and queue, plain callbacks scheduled by kernel.py
+(the entries ``Timeout`` would make, no process per request) and its inlined run loop.
 The loop, all in simulated seconds read from ``env.now``:
 
 - arrival i: build the ``Request``, ``router.submit`` -> apply its actions;
@@ -21,7 +21,7 @@ import gc
 import math
 from collections.abc import Callable
 from time import perf_counter_ns
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import simpy
@@ -31,9 +31,11 @@ from ..policy.types import PRIORITIES, GpuState, Request, RequestState, Resource
 from . import metrics as m
 from .faults import XID_FAIL_DELAY_S, FaultEffects, FaultEvent
 from .gpus import SimGpu
+from .kernel import later, run
 from .model_loads import AdapterLoads, LoadTimes
 from .monitor import Monitor
 from .records import RequestLog
+from .router_like import RouterLike
 from .scenario import Scenario
 from .service_model import dispatch_extra
 from .workload import Workload
@@ -48,23 +50,6 @@ _STATE_CODE = {
 _NOT_REROUTE = frozenset({"timeout", "cancelled"})
 
 GC_THRESHOLD_0 = 50_000
-
-
-class RouterLike(Protocol):
-    """The calls of policy.Router the engine makes (docs/architecture.md)."""
-
-    def submit(self, request: Request, now: float) -> tuple[Any, list[Any]]: ...
-    def start(self, request_id: str, now: float) -> list[Any]: ...
-    def complete(self, request_id: str, now: float) -> list[Any]: ...
-    def fail(self, request_id: str, now: float, error: str) -> list[Any]: ...
-    def cancel(self, request_id: str, now: float) -> list[Any]: ...
-    def tick(self, now: float) -> list[Any]: ...
-    def next_wakeup(self) -> float | None: ...
-    def observe(self, state: GpuState, now: float) -> list[Any]: ...
-    def gpu_down(self, gpu_id: str, now: float, reason: str) -> list[Any]: ...
-    def gpu_up(self, gpu_id: str, now: float) -> list[Any]: ...
-    def add_gpu(self, state: GpuState, now: float) -> list[Any]: ...
-    def remove_gpu(self, gpu_id: str, now: float, reason: str) -> list[Any]: ...
 
 
 def id_width(n: int) -> int:
@@ -106,7 +91,7 @@ class Engine(FaultEffects):
         self.gpu_index = {g.gid: g.index for g in gpus}
         self.width = id_width(n)
         self.rid_index: dict[str, int] = {}
-        self._rids: list[str] = [""] * n  # request ids by index, set at arrival
+        self._rids = self.log.ids  # request ids by index, set at arrival
         self.overhead_ns: list[int] = []
         self.outstanding = 0
         self.interruptions = 0
@@ -127,6 +112,8 @@ class Engine(FaultEffects):
             workload.type_idx.tolist(),
         )
         self._mem_true = [0.0] * n
+        self._names = (workload.user_names, workload.model_ids, workload.type_names)
+        self._timeout_s = workload.timeout_s
         pr, t = workload.priority, workload.timeout_s  # Request.__post_init__'s checks, once
         self._valid = (
             pr.dtype.kind in "iu"
@@ -145,26 +132,32 @@ class Engine(FaultEffects):
             self.env, gpus, scenario.monitor, self._observe, self._keep_running, gpus[0].clock
         )
         self.context_mb = gpus[0].model.cal.context_overhead_mb if gpus else 0.0
+        sm = self._sm = scenario.service_model
+        self._startup_s = sm.startup_s
+        # dispatch_extra is 0.0 when none of these is set
+        self._dispatch_extra = bool(
+            sm.dispatch_overhead_s or sm.dispatch_overhead_share or sm.poll_interval_s
+        )
 
     # -- running --------------------------------------------------------------------
 
     def run(self) -> None:
         env = self.env
         if self.n:
-            env.timeout(self._arrival[0], value=0).callbacks.append(self._arrive)
+            later(env, self._arrival[0], 0, self._arrive)
         for ev in self.faults:
-            env.timeout(ev.at_s, value=ev).callbacks.append(self._fault_start)
+            later(env, ev.at_s, ev, self._fault_start)
         self.monitor.start()
         for t in (self.sc.warmup_s, self.horizon):
-            env.timeout(t).callbacks.append(self._snapshot_busy)
+            later(env, t, None, self._snapshot_busy)
         period = self.sc.timeline_period_s or self.horizon / 200.0
-        env.timeout(0.0, value=period).callbacks.append(self._sample_timeline)
+        later(env, 0.0, period, self._sample_timeline)
         # Fewer young-generation collections: a run allocates millions of short-lived
         # events; memory stays the same and the run is ~15% faster. Restored after.
         thresholds = gc.get_threshold()
         gc.set_threshold(GC_THRESHOLD_0, *thresholds[1:])
         try:
-            env.run(until=self.end_s)
+            run(env, self.end_s)
         finally:
             gc.set_threshold(*thresholds)
         if len(self.window_busy) < 2:
@@ -195,21 +188,23 @@ class Engine(FaultEffects):
             )
             if len(self._res_cache) < 100_000:
                 self._res_cache[key] = res
-        rid = f"r{i:0{self.width}d}"
+        digits = str(i)  # f"r{i:0{width}d}", cheaper
+        rid = "r" + "0" * (self.width - len(digits)) + digits
         self.rid_index[rid] = i
         self._rids[i] = rid
         make = Request.trusted if self._valid else Request  # checked once in __init__
-        uid, model, typ = wl.user_names[users[i]], wl.model_ids[mi], wl.type_names[types[i]]
-        return make(rid, uid, model, prios[i], typ, res, wl.timeout_s, now)
+        user_names, model_ids, type_names = self._names
+        uid, model, typ = user_names[users[i]], model_ids[mi], type_names[types[i]]
+        return make(rid, uid, model, prios[i], typ, res, self._timeout_s, now)
 
     def _arrive(self, event: Any) -> None:
         i = event.value
-        now = self.env.now
+        now = self.env._now
         if i + 1 < self.n:
             nxt = self._arrival[i + 1]
-            self.env.timeout(nxt - now, value=i + 1).callbacks.append(self._arrive)
+            later(self.env, nxt - now, i + 1, self._arrive)
         req = self._request(i, now)
-        self._mem_true[i] = req.resources.memory_mb + self.context_mb
+        self._mem_true[i] = self._cols[1][i] + self.context_mb  # req.resources.memory_mb
         t0 = perf_counter_ns()
         decision, actions = self.router.submit(req, now)
         self.overhead_ns.append(perf_counter_ns() - t0)
@@ -222,7 +217,7 @@ class Engine(FaultEffects):
         self.outstanding += 1
         if self._cancel_at is not None and self._cancel_at[i] == self._cancel_at[i]:
             delay = self._cancel_at[i] - now
-            self.env.timeout(delay, value=i).callbacks.append(self._cancel)
+            later(self.env, delay, i, self._cancel)
         if actions:
             self._apply(actions)
         self._wakeup()
@@ -242,7 +237,7 @@ class Engine(FaultEffects):
     def _start(self, a: Dispatch) -> None:
         i = self.rid_index[a.request_id]
         g = self.gpus[self.gpu_index[a.gpu_id]]
-        now = self.env.now
+        now = self.env._now
         log = self.log
         log.dispatch[i] = now
         log.start[i] = now
@@ -251,10 +246,12 @@ class Engine(FaultEffects):
         self.router.start(a.request_id, now)
         if not g.up:  # crashed, not yet detected: the dispatch fails at once
             value = (i, g.index, log.attempt[i], "gpu_unreachable")
-            self.env.timeout(0.0, value=value).callbacks.append(self._job_fails)
+            later(self.env, 0.0, value, self._job_fails)
             return
-        sm = self.sc.service_model
-        extra = sm.startup_s + dispatch_extra(sm, self._work[i], g.speed)  # 0: none modelled
+        sm = self._sm
+        extra = self._startup_s + (
+            dispatch_extra(sm, self._work[i], g.speed) if self._dispatch_extra else 0.0
+        )
         if a.model_id is not None:
             extra += self._model_wait(a, g.index, now) * g.speed
         if self.adapters is not None:
@@ -266,8 +263,8 @@ class Engine(FaultEffects):
         g.add(i, self._work[i] + extra, self._mem_true[i], now)
         self._reschedule(g)
         if g.storm_p > 0 and self.fault_rng.random() < g.storm_p:
-            ev = self.env.timeout(XID_FAIL_DELAY_S, value=(i, g.index, log.attempt[i], "xid"))
-            ev.callbacks.append(self._job_fails)
+            value = (i, g.index, log.attempt[i], "xid")
+            later(self.env, XID_FAIL_DELAY_S, value, self._job_fails)
 
     def _model_wait(self, a: Dispatch, gi: int, now: float) -> float:
         """Seconds the request waits for its model on GPU ``gi``: a new load when cold,
@@ -281,7 +278,7 @@ class Engine(FaultEffects):
         self.load_s_total += load
         self._loading[key] = now + load
         value = (a.gpu_id, a.model_id, load)
-        self.env.timeout(load, value=value).callbacks.append(self._model_loaded)
+        later(self.env, load, value, self._model_loaded)
         return load
 
     def _model_loaded(self, event: Any) -> None:
@@ -302,7 +299,7 @@ class Engine(FaultEffects):
     def _finished(self, a: Finished) -> None:
         i = self.rid_index[a.request_id]
         self.log.outcome[i] = _STATE_CODE[a.state]
-        self.log.finish[i] = self.env.now
+        self.log.finish[i] = self.env._now
         self.log.error[i] = a.error
         self.outstanding -= 1
 
@@ -323,14 +320,14 @@ class Engine(FaultEffects):
     def _reschedule(self, g: SimGpu) -> None:
         delay = g.reschedule()
         if delay is not None:
-            self.env.timeout(delay, value=(g.index, g.version)).callbacks.append(self._done)
+            later(self.env, delay, (g.index, g.version), self._done)
 
     def _done(self, event: Any) -> None:
         gi, version = event.value
         g = self.gpus[gi]
         if g.version != version:
             return
-        now = self.env.now
+        now = self.env._now
         i = g.first_job()
         g.remove(i, now)
         g.completed += 1
@@ -366,9 +363,7 @@ class Engine(FaultEffects):
             return
         now = self.env.now
         self._wake_at = w
-        self.env.timeout(max(0.0, w - now) or 1e-9 * max(1.0, now), value=w).callbacks.append(
-            self._tick
-        )
+        later(self.env, max(0.0, w - now) or 1e-9 * max(1.0, now), w, self._tick)
 
     def _tick(self, event: Any) -> None:
         if event.value != self._wake_at:
@@ -392,7 +387,7 @@ class Engine(FaultEffects):
             self.model_mb_samples.append(stats.memory_used_mb)
         self.timeline.append((now, int(queued), running, up, self.interruptions))
         if self._keep_running():
-            self.env.timeout(event.value, value=event.value).callbacks.append(self._sample_timeline)
+            later(self.env, event.value, event.value, self._sample_timeline)
 
     def _snapshot_busy(self, _event: object) -> None:
         now = min(self.env.now, self.horizon)

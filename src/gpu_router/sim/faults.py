@@ -33,6 +33,7 @@ import numpy as np
 import simpy
 
 from .gpus import SimGpu
+from .kernel import later
 from .records import RequestLog
 from .scenario import FaultSpec, ScenarioError
 
@@ -144,8 +145,7 @@ class FaultEffects:
     def _fault_start(self, event: Any) -> None:
         ev: FaultEvent = event.value
         now = self.env.now
-        end = self.env.timeout(ev.duration_s, value=ev)
-        end.callbacks.append(self._fault_end)
+        later(self.env, ev.duration_s, ev, self._fault_end)
         if ev.kind == "monitor_outage":
             self.monitor.outages += 1
             return
@@ -168,7 +168,7 @@ class FaultEffects:
             self._reschedule(g)
             if ev.kind == "crash" or ev.detect_s is not None:
                 delay = ev.detect_s or 0.0
-                self.env.timeout(delay, value=ev).callbacks.append(self._detect)
+                later(self.env, delay, ev, self._detect)
         elif ev.kind == "throttle":
             g.advance(now)
             g.factor *= ev.factor
@@ -180,9 +180,7 @@ class FaultEffects:
             for i in list(g.jobs):
                 if self.fault_rng.random() < ev.fail_prob:
                     value = (i, g.index, self.log.attempt[i], "xid")
-                    self.env.timeout(XID_FAIL_DELAY_S, value=value).callbacks.append(
-                        self._job_fails
-                    )
+                    later(self.env, XID_FAIL_DELAY_S, value, self._job_fails)
 
     def _detect(self, event: Any) -> None:
         ev: FaultEvent = event.value

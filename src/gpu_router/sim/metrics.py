@@ -231,6 +231,30 @@ def _row(req: pd.DataFrame, wait_target: dict[int, float]) -> dict[str, float]:
     }
 
 
+#: what ``_row`` and ``_jain_over_users`` give for no requests (a priority nobody used)
+_EMPTY_ROW: dict[str, object] = {
+    N_SUBMITTED: 0,
+    N_COMPLETED: 0,
+    N_REJECTED: 0,
+    N_FAILED: 0,
+    N_CANCELLED: 0,
+    N_LOST: 0,
+    N_REROUTED: 0,
+    WAIT_MEAN_S: math.nan,
+    WAIT_P50_S: math.nan,
+    WAIT_P95_S: math.nan,
+    WAIT_P99_S: math.nan,
+    P_WAIT: math.nan,
+    LATENCY_MEAN_S: math.nan,
+    LATENCY_P50_S: math.nan,
+    LATENCY_P95_S: math.nan,
+    LATENCY_P99_S: math.nan,
+    REROUTE_ADDED_S: math.nan,
+    SLA_ATTAINMENT: math.nan,
+    JAIN_FAIRNESS: math.nan,
+}
+
+
 def summarize(
     requests: pd.DataFrame,
     *,
@@ -269,8 +293,12 @@ def summarize(
     rows = []
     for label in ("1", "2", "3", "4", "5", "all"):
         part = req if label == "all" else req.loc[req[PRIORITY].to_numpy() == int(label)]
-        row: dict[str, object] = {PRIORITY: label, **_row(part, wait_target)}
-        row[JAIN_FAIRNESS] = _jain_over_users(part)
+        row: dict[str, object] = {PRIORITY: label}
+        if len(part):
+            row.update(_row(part, wait_target))
+            row[JAIN_FAIRNESS] = _jain_over_users(part)
+        else:  # the same values, without the pandas work
+            row.update(_EMPTY_ROW)
         row.update(fleet)
         rows.append(row)
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))

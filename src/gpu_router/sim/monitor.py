@@ -29,6 +29,7 @@ from simpy.events import EventPriority
 
 from ..policy.types import GpuState
 from .gpus import SampleClock, SimGpu
+from .kernel import later
 from .scenario import MonitorSpec
 
 
@@ -124,7 +125,7 @@ class Monitor:
                 self._sleep(now)
             return
         if self.spec.lag_s > 0:
-            self.env.timeout(self.spec.lag_s, value=(now, batch)).callbacks.append(self._deliver)
+            later(self.env, self.spec.lag_s, (now, batch), self._deliver)
         else:
             self._send(now, batch)
         if self.keep_running():
@@ -163,10 +164,7 @@ class Monitor:
         orders events by time, then priority, then creation), so that the order of a
         sample and an event at the same time never depends on when either was
         scheduled, and sleeping reproduces ticking even at exact ties."""
-        ev = simpy.Event(self.env)
-        ev._ok, ev._value = True, None  # triggered, as Timeout.__init__ does
-        ev.callbacks.append(self._sample)
-        self.env.schedule(ev, SAMPLE_PRIORITY, delay)
+        later(self.env, delay, None, self._sample, SAMPLE_PRIORITY)
 
     def _deliver(self, event: Any) -> None:
         sampled_at, batch = event.value

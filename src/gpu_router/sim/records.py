@@ -28,6 +28,7 @@ class RequestLog:
         self.retries = [0] * n
         self.attempt = [0] * n
         self.error: list[str | None] = [None] * n
+        self.ids = [""] * n  # request ids, written by the engine at arrival
 
     def frame(self, wl: Workload, gpu_ids: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
         """The requests table (REQUEST_COLUMNS) and the per-request served work."""
@@ -44,7 +45,7 @@ class RequestLog:
         width = max(6, len(str(max(n - 1, 0))))
         frame = pd.DataFrame(
             {
-                m.REQUEST_ID: [f"r{i:0{width}d}" for i in range(n)],
+                m.REQUEST_ID: self.ids if "" not in self.ids else ids_of(n, width),
                 m.USER_ID: pd.Categorical.from_codes(wl.user, categories=list(wl.user_names)),
                 m.PRIORITY: wl.priority.astype(np.int8),
                 m.TYPE: pd.Categorical.from_codes(wl.type_idx, categories=list(wl.type_names)),
@@ -71,3 +72,7 @@ class RequestLog:
 
 def request_id(i: int, width: int) -> str:
     return f"r{i:0{width}d}"
+
+
+def ids_of(n: int, width: int) -> list[str]:
+    return [f"r{i:0{width}d}" for i in range(n)]
