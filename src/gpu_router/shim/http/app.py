@@ -247,7 +247,11 @@ def create_app(
                     seed = warm_copy()
                     seed.seed(service.records(), complete_at)
                     seed.start()
+                if standby is not None:  # its reads: the seed (the old store is fenced)
+                    before, standby.warm = standby.warm, None  # (a takeover's, not dropped)
                     standby.attach(None, client, seed)
+                    if before is not None:
+                        await asyncio.to_thread(before.close)
                 earlier = tasks.pop("leading", None)  # (a takeover still starting)
                 if earlier is not None and not earlier.done():
                     earlier.cancel()
