@@ -50,6 +50,7 @@ from gpu_router.shim.store import POSTGRES_SCHEMES, JournalError, Store, open_st
 from gpu_router.shim.store.pg_lease import LeaderLease
 from gpu_router.shim.store.pg_warm_copy import WarmCopy
 from gpu_router.shim.store.postgres_store import PostgresStore
+from gpu_router.shim.worker.call_guard import guarded_client
 
 OPEN_RETRY_S = 1.0  # a replica's store open, retried while PostgreSQL is unreachable
 
@@ -180,9 +181,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
-        client = http or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200), trust_env=False
-        )
+        # (a leader's worker calls ask its lease again at every write: call_guard)
+        client = http or guarded_client(httpx.Limits(max_connections=200), trust_env=False)
         parts: dict[str, Any] = {}  # "store", "service": once the store is open
         tasks: dict[str, asyncio.Future[None]] = {}  # "leading", "step_down"
         loop = asyncio.get_running_loop()

@@ -17,7 +17,6 @@ Timeouts in seconds.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +30,7 @@ from gpu_router.shim.gpu_sources.base import (
     WorkerHealth,
     WorkerUnavailable,
 )
+from gpu_router.shim.worker.call_guard import CALL_GUARD, LeaseLost
 
 HEALTH_TIMEOUT_S = 2.0  # a health probe waits at most this long (or the call timeout)
 
@@ -85,11 +85,6 @@ def _job_status(body: Any, where: str) -> JobStatus:
     return st
 
 
-class LeaseLost(asyncio.CancelledError):
-    """A call not made: this router's lease term is over (``guard`` said so). The task
-    that asked ends as if cancelled: the service is being taken down."""
-
-
 class WorkerClient:
     """One worker's job API over HTTP; ``traceparent`` and the leader's ``epoch`` are sent
     with every call (a worker answers 409 to an epoch older than the newest it has seen:
@@ -122,12 +117,15 @@ class WorkerClient:
         where = f"{self.url}{path}"
         if self._guard is not None and not self._guard():
             raise LeaseLost(f"{where}: not called, this router's lease term is over")
+        held = CALL_GUARD.set(self._guard)  # (asked again at each write: call_guard)
         try:
             r = await self._client.request(
                 method, where, json=body, timeout=self._timeout, headers=self._headers
             )
         except httpx.HTTPError as exc:
             raise WorkerUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        finally:
+            CALL_GUARD.reset(held)
         code = r.status_code
         if code == 404:
             raise JobNotFound(f"{where}: {_error_text(r) or 'not found'}", status=code)
