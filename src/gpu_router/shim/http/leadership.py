@@ -16,15 +16,16 @@ has not renewed it for two thirds of the TTL (the database unreachable or slow, 
 pause), or finds another holder, or the database refuses its epoch, it steps down at
 once, before any other replica can take the lease (:meth:`Leadership.fence`): from
 then on :meth:`Leadership.holds` is False for its epoch, and the service's worker calls
-and store writes ask it before each one (``shim.worker.client``, ``shim.store.pg_writer``),
-so nothing is dispatched or written any more; ``holds`` also compares the time itself,
-so a leader that wakes from a pause (SIGSTOP) refuses its next call even before the
+and store writes ask it before each one (``shim.worker.client``, and again at the
+socket before each write, ``shim.worker.call_guard``; ``shim.store.pg_writer``), so
+nothing is dispatched or written any more; ``holds`` also compares the time itself, so
+a leader that wakes from a pause (SIGSTOP) refuses its next call even before the
 watchdog thread (which checks the last renewal every 50 ms) has run. Then
 ``on_step_down`` (the app) takes the service down on the event loop and the process
 stands by again, in process (its warm copy seeded with the service's records), and may
 take the lease again later, as any standby. What it may still have sent to a worker
 before carries its old epoch, which the worker refuses once the new leader has called
-it (``shim.worker.server``), and every write of its store carries the epoch too:
+it or listed its jobs (``shim.worker.server``), and every write of its store carries the epoch too:
 PostgreSQL refuses it once another replica took the lease
 (``shim.store.postgres_store``). Without ``on_step_down``, or if the step-down fails,
 the process exits (status 70) instead; a supervisor starts it again, as a standby.
