@@ -9,14 +9,15 @@ Starts a throwaway PostgreSQL (``tests/shim/store/pg_server.py``), ``--workers``
 reference workers (each with a job log), and ``--replicas`` routers (``gpu-router serve
 --store ...`` with ``journal.lease_ttl_s`` = ``--ttl``, ``journal.standby_ready``) on
 loopback, each kept running by a supervisor loop here (a replica that exits is started
-again, as a standby). Load threads send ``--rate`` submissions per second in all:
+again, as a standby; a leader that loses its lease steps down in process, so none
+should). Load threads send ``--rate`` submissions per second in all:
 ``round-robin`` (the default) spreads them over every replica's address in turn, as a
 plain load balancer would (no health check, no retry: a standby forwards to the leader);
 ``leader`` sends them to the leader they know (on a 503 or a refused connection they look
 for it again through ``/health``). A reader thread sends ``--read-rate`` status reads per
 second of acknowledged ids, round-robin too. Every ``--interval`` s the leader is sent
 ``--signal``: KILL (SIGKILL), or STOP (SIGSTOP, then SIGCONT once another replica leads:
-it must find itself fenced and exit). With ``--db-outage SECONDS`` there is no signal:
+it must find itself fenced and step down). With ``--db-outage SECONDS`` there is no signal:
 PostgreSQL is stopped (``pg_ctl stop -m fast``) after ``--interval`` s for that long and
 started again on the same data directory, and the load goes on ``--interval`` s more.
 
@@ -25,10 +26,10 @@ completed twice (counted in the workers' job logs: must be 0), the answers of ea
 replica (writes and reads, by status), the takeover time of each kill (from the signal to
 the first 200 of a submission sent after it) as p50/p99/max and the submissions answered
 503 or refused meanwhile; for an outage, the writes and reads answered while the database
-was down (by status, with Retry-After, where reads came from and how stale), and the
-recovery time (from the database's start to the first 200 of a submission sent after
-it). Loopback only, bounded: ``--kills`` at most 50, ``--rate`` at most 1000,
-``--db-outage`` at most 60 s.
+was down (by status, with Retry-After, where reads came from and how stale; the replica
+that led when it stopped: ``leader_at_stop``), and the recovery time (from the
+database's start to the first 200 of a submission sent after it). Loopback only,
+bounded: ``--kills`` at most 50, ``--rate`` at most 1000, ``--db-outage`` at most 60 s.
 """
 
 from __future__ import annotations
@@ -258,7 +259,7 @@ def signals(args: argparse.Namespace, replicas: Replicas) -> list[tuple[float, i
                 break
             time.sleep(0.05)
         if args.signal == "STOP":
-            proc.p.send_signal(signal.SIGCONT)  # it must find itself fenced and exit
+            proc.p.send_signal(signal.SIGCONT)  # it must find itself fenced and step down
             replicas.paused.discard(leader)
     return kills
 
@@ -324,6 +325,7 @@ def campaign(args: argparse.Namespace, tmp: Path, pg: PgServer) -> dict[str, Any
     takeovers: list[float] = []
     kills: list[tuple[float, int]] = []
     down: tuple[float, float, float, float] | None = None
+    leader_at_stop: int | None = None
     try:
         deadline = time.monotonic() + 60
         while replicas.leader() is None and time.monotonic() < deadline:
@@ -343,6 +345,7 @@ def campaign(args: argparse.Namespace, tmp: Path, pg: PgServer) -> dict[str, Any
         for th in runners:
             th.start()
         if args.db_outage > 0:
+            leader_at_stop = replicas.leader()
             down = outage(args, pg)
         else:
             kills = signals(args, replicas)
@@ -402,6 +405,7 @@ def campaign(args: argparse.Namespace, tmp: Path, pg: PgServer) -> dict[str, Any
     }
     if down is not None:
         report["db_outage"] = outage_figures(answers, reads, down)
+        report["db_outage"]["leader_at_stop"] = leader_at_stop
     else:
         report["takeover_s"] = {
             "p50": percentile(takeovers, 0.5),

@@ -158,7 +158,7 @@ def test_the_standby_takes_over_a_killed_leader_within_seconds(
 
 
 @pytest.mark.timeout(120)
-def test_a_paused_leader_wakes_up_fenced_and_stops(tmp_path: Path, pg: PgServer) -> None:
+def test_a_paused_leader_wakes_up_fenced_and_steps_down(tmp_path: Path, pg: PgServer) -> None:
     db = pg.create_database()
     ports = [free_port()]
     logs = [tmp_path / "jobs0.jsonl"]
@@ -176,10 +176,24 @@ def test_a_paused_leader_wakes_up_fenced_and_stops(tmp_path: Path, pg: PgServer)
         with httpx.Client(timeout=10) as c:
             assert post(c, url_b, "after", "bob", 10).status_code == 200
         a.p.send_signal(signal.SIGCONT)
-        assert a.p.wait(5) == 70  # it found itself fenced and stopped
+        # it finds itself fenced and steps down in process: a standby of the new leader
+        deadline = time.monotonic() + 10
+        while True:
+            _status, now_a = health(url_a, a)
+            if now_a["role"] == "standby" and now_a.get("leader") == url_b:
+                break
+            assert time.monotonic() < deadline, now_a
+            time.sleep(0.05)
+        assert a.p.poll() is None
+        assert "stepping down" in a.log_path.read_text()
+        with httpx.Client(timeout=10) as c:
+            assert post(c, url_a, "via-a", "carol", 10).status_code == 200  # forwarded
         with httpx.Client(base_url=url_b, timeout=10) as c:
-            done = terminal(c, [*rids, "after"])
-        assert done == dict.fromkeys([*rids, "after"], "completed")
+            done = terminal(c, [*rids, "after", "via-a"])
+        assert done == dict.fromkeys([*rids, "after", "via-a"], "completed")
+        with httpx.Client(base_url=url_a, timeout=10) as c:  # its reads: the store's
+            r = c.get("/api/v1/requests/after", headers=hdr(KEYS["bob"]))
+        assert r.status_code == 200 and r.headers["x-gpu-router-read-from"] == "store"
     completions = completed_at_workers(logs)
-    assert set(completions) == {*rids, "after"}
+    assert set(completions) == {*rids, "after", "via-a"}
     assert max(completions.values()) == 1  # nothing ran twice

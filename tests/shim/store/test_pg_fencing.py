@@ -89,3 +89,45 @@ def test_a_fenced_setting_write_of_an_older_epoch_is_refused(pg_server):
     finally:
         lease.close()
         store.close()
+
+
+def test_a_store_whose_lease_term_is_over_writes_nothing_before_any_refusal(pg_server):
+    """``holds`` (``Leadership.holds``) asked before every batch and setting: once it is
+    False the store writes nothing more, though the database would still take its
+    epoch (a leader whose lease was not renewed in time, before anyone took it)."""
+    url = pg_server.create_database()
+    store, reader = PostgresStore(url), PostgresStore(url)
+    lease = LeaderLease(url, "http://a", 30.0)
+    held = [True]
+    told: list[str] = []
+    try:
+        assert lease.acquire() == 1
+        store.fence_at(1, told.append, lambda: held[0])
+
+        async def leading() -> None:
+            await store.insert(rec("r1"))
+            store.set_setting("maintenance", ["g0"])
+
+        asyncio.run(leading())
+        assert reader.get("r1").state == "queued"
+        held[0] = False  # the term is over (the lease still at epoch 1 in the database)
+
+        async def over() -> None:
+            store.update(dataclasses.replace(rec("r1"), state="running", gpu_id="g0"))
+            with pytest.raises(StoreFenced):
+                await store.insert(rec("r2"))
+            with pytest.raises(StoreFenced):
+                store.flush()
+            with pytest.raises(StoreFenced):
+                store.set_setting("maintenance", None)
+
+        asyncio.run(over())
+        assert told == ["this router's lease term is over"]
+        assert reader.get("r2") is None
+        assert reader.get("r1").state == "queued" and reader.get("r1").gpu_id is None
+        assert reader.settings() == {"maintenance": ["g0"]}
+        assert lease.current().epoch == 1  # nobody else took it: the refusal was ours
+    finally:
+        lease.close()
+        store.close()
+        reader.close()

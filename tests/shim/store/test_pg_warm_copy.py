@@ -101,3 +101,39 @@ def test_the_copy_answers_while_the_server_is_stopped_and_catches_up_after(own_p
     finally:
         copy.close()
         store.close()
+
+
+def test_a_seeded_copy_answers_at_once_unreachable_and_the_first_load_replaces_it(own_pg):
+    """A leader that stepped down seeds its copy with its own records: usable before any
+    poll and while the server is stopped (as old as the seed's moment says), replaced by
+    the database's rows once a poll succeeds."""
+    url = own_pg.create_database()
+    store = PostgresStore(url)
+    insert_all(store, rec(request_key("u", "a")), rec(request_key("u", "b")))
+    store.close()
+    own_pg.stop("fast")
+    seeded_at = time.monotonic() - 2.0
+    mine = [
+        dataclasses.replace(rec(request_key("u", "a")), state="completed", result={"y": 1}),
+        dataclasses.replace(rec(request_key("u", "gone")), submitted_at=2.0),
+        dataclasses.replace(rec(request_key("v", "gone")), submitted_at=3.0),
+    ]
+    copy = WarmCopy(url, poll_s=0.05)
+    try:
+        copy.seed(mine, seeded_at)
+        assert copy.usable and not copy.loaded and len(copy) == 3
+        assert copy.get("a/u").state == "completed"
+        assert copy.latest("gone").request_id == "gone/v"  # the last submitted
+        copy.start()
+        until(lambda: copy.down is not None)
+        assert copy.usable and copy.get("a/u").result == {"y": 1}
+        assert copy.age_s() >= 2.0  # from the seed's moment, not from now
+        own_pg.start()
+        until(lambda: copy.loaded)
+        # the database's rows now: its own a/u (queued), b/u; nothing of the seed's
+        assert copy.down is None and len(copy) == 2
+        assert copy.get("a/u").state == "queued" and copy.get("b/u") is not None
+        assert copy.get("gone/u") is None and copy.latest("gone") is None
+        assert copy.age_s() < 5.0
+    finally:
+        copy.close()

@@ -23,7 +23,7 @@ from gpu_router.shim.gpu_sources.base import (
     WorkerCallError,
     WorkerUnavailable,
 )
-from gpu_router.shim.worker.client import WorkerClient, job_path
+from gpu_router.shim.worker.client import LeaseLost, WorkerClient, job_path
 
 from .worker_proc import worker_process
 
@@ -297,3 +297,31 @@ def test_dispatcher_reports_refused_jobs_and_down_workers() -> None:
     assert down.events == [("down", "gpu-d", down.events[0][2])]
     assert "worker unreachable" in down.events[0][2] and "HTTP 502" in down.events[0][2]
     assert calls.count("down") == 3 and errors == ["gpu-d"] * 3  # 1 + max_retries tries
+
+
+def test_a_guard_that_says_no_stops_every_call_before_it_is_sent() -> None:
+    """A leader whose lease term is over (``guard`` False): no call leaves, the caller's
+    task ends as if cancelled (``LeaseLost``), and the next call is asked again."""
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.path)
+        return httpx.Response(200, json={"state": "running", "job_id": "j1"})
+
+    held = [True]
+
+    async def go() -> tuple[bool, bool]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            w = WorkerClient("http://w", http, epoch=3, guard=lambda: held[0])
+            await w.status("j1")
+            held[0] = False
+            with pytest.raises(LeaseLost):
+                await w.submit("r1", {}, 10, 100, "j2")
+            task = asyncio.ensure_future(w.status("j1"))
+            await asyncio.wait([task])
+            with pytest.raises(LeaseLost):
+                await w.ack(["j1"])
+            return task.cancelled(), isinstance(LeaseLost(), asyncio.CancelledError)
+
+    cancelled, is_cancel = asyncio.run(go())
+    assert sent == ["/jobs/j1"] and cancelled and is_cancel

@@ -353,5 +353,14 @@ def test_calls_of_an_older_epoch_than_the_newest_seen_are_refused() -> None:
             await WorkerClient("http://w", http, epoch=4).submit("r3", {}, 1, 0, job_id="r3.1")
             with pytest.raises(JobRefused, match="older than 4"):
                 await new.submit("r4", {}, 1, 0, job_id="r4.1")
+            # a new leader's recovery lists what the worker holds: from then on the
+            # deposed leader cannot start a job the new one would not know of
+            listed = WorkerClient("http://w", http, epoch=5)
+            assert {j["job_id"] for j in await listed.jobs()} >= {job, "r3.1"}
+            four = WorkerClient("http://w", http, epoch=4)
+            with pytest.raises(JobRefused, match="older than 5"):
+                await four.submit("r5", {}, 1, 0, job_id="r5.1")
+            assert await four.jobs()  # a listing of an older epoch is answered
+            assert "r5.1" not in {j["job_id"] for j in await listed.jobs()}
 
     asyncio.run(go())

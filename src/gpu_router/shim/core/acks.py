@@ -82,6 +82,15 @@ class JobAcks:
             await asyncio.wait_for(self.workers.runner(gpu_id).ack(job_ids), ACK_TIMEOUT_S)
             self.acked += len(job_ids)
 
+    def abandon(self) -> list[asyncio.Task[Any]]:
+        """Drop what is gathered, unacknowledged (its workers keep the jobs for the next
+        leader); the calls in flight, for the caller to cancel."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.pending.clear()
+        return list(self._calls)
+
     async def aclose(self, timeout_s: float = 2.0) -> None:
         """A clean stop: acknowledge what is gathered, waiting at most ``timeout_s``."""
         if self._timer is not None:

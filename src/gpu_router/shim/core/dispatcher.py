@@ -171,6 +171,18 @@ class Dispatcher:
         task.add_done_callback(self._background.discard)
         return task
 
+    async def abandon(self) -> None:
+        """(a leader that lost its lease) Cancel every task and forget in-process jobs,
+        without another call to a worker or the store (nothing acknowledged)."""
+        tasks = [*self.tasks.values(), *self._background, *self.acks.abandon()]
+        self.tasks.clear()
+        self.local.clear()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
     async def aclose(self) -> None:
         """Acknowledge the finished jobs gathered (at most 2 s), cancel every task (polling
         and background) and forget in-process jobs."""

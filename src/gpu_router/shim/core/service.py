@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -81,6 +83,8 @@ class RouterService:
         #: the leader lease's epoch when several routers share the store (sent to workers
         #: with every job started: fencing), else None
         self.epoch: int | None = None
+        #: asked before every worker call (the leader lease still held), else None
+        self.holds: Callable[[], bool] | None = None
         self.store = store
         prom.journal_writer_process.set_function(lambda: float(store.writer_alive))
         store.on_lost = lambda lost: log(
@@ -146,6 +150,7 @@ class RouterService:
             self.gpus.since[s.gpu_id] = now
         self._parts = parts = _Parts(self, router)
         parts.jobs.workers.epoch = self.epoch  # (before recovery's first call to a worker)
+        parts.jobs.workers.guard = self.holds
         parts.registry.restore()  # registered workers, before recovery asks them
         parts.admin.load_settings(now)
         counts = self.store.count_by_state()
@@ -183,6 +188,33 @@ class RouterService:
             self.store.flush()  # whoever opened the store closes it
         except JournalError as exc:  # its state changes are written when it closes, or lost
             log(self.logger, logging.ERROR, "store not durable at stop", error=str(exc))
+
+    async def abandon(self) -> None:
+        """(a leader that lost its lease) Stop without another call to a worker or write
+        to the store: loops and jobs cancelled, nothing flushed or acknowledged."""
+        self.readiness.ready = False
+        self.readiness.reason = "stepped down"
+        for t in self._loops:
+            t.cancel()
+        for t in self._loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._parts is not None:
+            await self._parts.jobs.abandon()
+
+    def records(self) -> list[JournalRecord]:
+        """Copies of the request records memory holds (live and recently finished), in
+        submission order, but for new submissions whose row is not known stored (they
+        were not acknowledged)."""
+        reqs = self.requests
+        out = [dataclasses.replace(r) for r in reqs.recent.values()]
+        out += [
+            dataclasses.replace(live.rec)
+            for live in reqs.live.values()
+            if not live.pending_commit and not live.unjournaled
+        ]
+        out.sort(key=lambda r: r.submitted_at)
+        return out
 
 
 class _Parts:

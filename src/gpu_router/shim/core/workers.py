@@ -3,11 +3,12 @@
 A GPU's worker is HTTP when ``worker_urls`` (config) or the source names a URL for it:
 then a :class:`~gpu_router.shim.worker.client.WorkerClient` on the service's shared
 ``httpx.AsyncClient`` (one connection pool); otherwise the source's in-process virtual
-worker; the GPU's ``worker_auth`` token goes with every call. :meth:`WorkerCalls.call`
-retries a call that fails for transport reasons
-(``WorkerUnavailable``: no answer, 5xx) ``max_retries`` times ``retry_delay`` s apart;
-``on_worker_error(gpu_id)`` hears of every such failure. Health probes, job-state look-ups
-(restart recovery) and best-effort cancels never raise.
+worker; the GPU's ``worker_auth`` token goes with every call, and ``guard`` (a leader's
+lease still held) is asked before every HTTP call. :meth:`WorkerCalls.call` retries a
+call that fails for transport reasons (``WorkerUnavailable``: no answer, 5xx)
+``max_retries`` times ``retry_delay`` s apart; ``on_worker_error(gpu_id)`` hears of every
+such failure. Health probes, job-state look-ups (restart recovery) and best-effort
+cancels never raise.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class WorkerCalls:
         self.on_worker_error = on_worker_error
         #: the leader lease's epoch, sent with every call (workers refuse older ones)
         self.epoch: int | None = None
+        #: asked before every HTTP call (``Leadership.holds``: the lease still held)
+        self.guard: Callable[[], bool] | None = None
 
     def url(self, gpu_id: str) -> str | None:
         """The GPU's HTTP worker: configured ``worker_urls`` first, then the source's."""
@@ -66,6 +69,7 @@ class WorkerCalls:
             traceparent=traceparent,
             token=self.token(gpu_id),
             epoch=self.epoch,
+            guard=self.guard,
         )
 
     def token(self, gpu_id: str) -> str | None:
@@ -107,6 +111,10 @@ class WorkerCalls:
         if url is None:
             return True
         client = WorkerClient(
-            url, self.http, timeout_s=self.calls.request_timeout, token=self.token(gpu_id)
+            url,
+            self.http,
+            timeout_s=self.calls.request_timeout,
+            token=self.token(gpu_id),
+            guard=self.guard,
         )
         return await client.healthy()

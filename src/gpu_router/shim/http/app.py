@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -49,6 +50,7 @@ from gpu_router.shim.store import POSTGRES_SCHEMES, JournalError, Store, open_st
 from gpu_router.shim.store.pg_lease import LeaderLease
 from gpu_router.shim.store.pg_warm_copy import WarmCopy
 from gpu_router.shim.store.postgres_store import PostgresStore
+from gpu_router.shim.worker.call_guard import guarded_client
 
 OPEN_RETRY_S = 1.0  # a replica's store open, retried while PostgreSQL is unreachable
 
@@ -179,22 +181,25 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_store = store is None
         own_http = http is None
-        client = http or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200), trust_env=False
-        )
+        # (a leader's worker calls ask its lease again at every write: call_guard)
+        client = http or guarded_client(httpx.Limits(max_connections=200), trust_env=False)
         parts: dict[str, Any] = {}  # "store", "service": once the store is open
+        tasks: dict[str, asyncio.Future[None]] = {}  # "leading", "step_down"
+        loop = asyncio.get_running_loop()
+        closing = asyncio.Event()  # the lifespan is ending
+        jc = config.journal
 
-        def build(st: Store) -> None:
+        def warm_copy() -> WarmCopy:
+            return WarmCopy(jc.path, poll_s=jc.warm_poll_ms / 1000.0, max_rows=jc.warm_copy_rows)
+
+        def build(st: Store, warm: WarmCopy | None = None) -> None:
             parts["store"] = st
             parts["service"] = app.state.service = RouterService(
                 config, gpu_source, clock=clock, store=st, http=client, logger=logger, prom=prom
             )
             if standby is not None:
-                jc = config.journal
-                warm = None
-                if isinstance(st, PostgresStore) and jc.warm_copy_rows > 0:
-                    warm = WarmCopy(jc.path, poll_s=jc.warm_poll_ms / 1000.0,
-                                    max_rows=jc.warm_copy_rows)  # fmt: skip
+                if warm is None and isinstance(st, PostgresStore) and jc.warm_copy_rows > 0:
+                    warm = warm_copy()
                     warm.start()
                 standby.attach(st, client, warm)
 
@@ -202,18 +207,72 @@ def create_app(
             service, st = parts["service"], parts["store"]
             service.epoch = epoch
             lead = leadership
-            if epoch is not None and lead is not None and isinstance(st, PostgresStore):
-                # every write carries the epoch; PostgreSQL refuses an older one's
-                st.fence_at(epoch, lambda why: lead.fence(f"database: {why}"))
+            if epoch is not None and lead is not None:
+                # asked before every worker call and store write: the lease still held
+                service.holds = functools.partial(lead.holds, epoch)
+                if isinstance(st, PostgresStore):
+                    # every write carries the epoch; PostgreSQL refuses an older one's
+                    st.fence_at(
+                        epoch,
+                        lambda why: lead.fence(f"database: {why}", epoch=epoch),
+                        service.holds,
+                    )
             if standby is not None:  # it leads: its reads are the service's own
                 await asyncio.to_thread(standby.drop_warm_copy)
             await service.start()
             holder["svc"] = service
 
-        async def stand_by(lead: Leadership) -> None:
+        def on_step_down(epoch: int, why: str, complete_at: float) -> None:
+            """(any thread: the lease's watchdog, mostly) Its term is over, and nothing
+            more is dispatched or written (``Leadership.holds``): take the service down
+            on the loop."""
+
+            def begin() -> None:
+                if not closing.is_set():  # (stopping anyway: nothing to stand by for)
+                    tasks["step_down"] = asyncio.ensure_future(step_down(epoch, complete_at))
+
+            loop.call_soon_threadsafe(begin)
+
+        async def step_down(epoch: int, complete_at: float) -> None:
+            """The service taken down without another dispatch or write, its records the
+            seed of a warm copy (complete as of ``complete_at``), then a standby again."""
+            lead = leadership
+            if lead is None:  # pragma: no cover - only a leadership steps down
+                return
+            try:
+                service, st = parts.pop("service", None), parts.pop("store", None)
+                holder.pop("svc", None)
+                seed = None
+                if service is not None and standby is not None and jc.warm_copy_rows > 0:
+                    seed = warm_copy()
+                    seed.seed(service.records(), complete_at)
+                    seed.start()
+                if standby is not None:  # its reads: the seed (the old store is fenced)
+                    before, standby.warm = standby.warm, None  # (a takeover's, not dropped)
+                    standby.attach(None, client, seed)
+                    if before is not None:
+                        await asyncio.to_thread(before.close)
+                earlier = tasks.pop("leading", None)  # (a takeover still starting)
+                if earlier is not None and not earlier.done():
+                    earlier.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await earlier
+                if service is not None:
+                    await service.abandon()
+                if st is not None:
+                    await st.aclose()  # (fenced: nothing more is written)
+                rows = 0 if seed is None else len(seed)
+                log(logger, logging.WARNING, "stepped down: standing by", epoch=epoch,
+                    warm_copy_rows=rows)  # fmt: skip
+                tasks["leading"] = asyncio.ensure_future(stand_by(lead, seed))
+            except Exception as exc:  # (a supervisor starts it again)
+                lead.exit_now(f"the step-down failed: {exc!r}")
+
+        async def stand_by(lead: Leadership, warm: WarmCopy | None = None) -> None:
             """Open the store (while PostgreSQL cannot be reached, e.g. a leader that
-            stopped in an outage and was started again: retry every second, answering
-            503 meanwhile), then stand by until the lease is ours."""
+            stepped down in an outage, or one started again: retry every second,
+            answering reads from ``warm`` if there is one, else 503), then stand by until
+            the lease is ours."""
             st = store
             while st is None:
                 try:
@@ -222,16 +281,17 @@ def create_app(
                     lead.stand_by()
                     log(logger, logging.WARNING, "store unavailable; retrying", error=str(exc))
                     await asyncio.sleep(OPEN_RETRY_S)
-            build(st)
+            build(st, warm)
             await lead.lead(start)
 
-        leading: asyncio.Future[None] | None = None
         try:
             if leadership is None:
                 build(store or open_store(config.journal))
                 await start()
             else:  # serve as a standby until the lease is ours
-                leading = asyncio.ensure_future(stand_by(leadership))
+                if store is None:  # (an injected store cannot be opened again: exit 70)
+                    leadership.on_step_down = on_step_down
+                tasks["leading"] = asyncio.ensure_future(stand_by(leadership))
             if not authn.configured:
                 log(
                     logger,
@@ -245,21 +305,24 @@ def create_app(
             async with metrics_push(config.metrics, prom.registry, prom.shipping, clock.wall):
                 yield
         finally:
-            if leading is not None:
-                leading.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await leading
+            closing.set()
+            for name in ("step_down", "leading"):
+                task = tasks.get(name)
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             if "service" in parts:
                 await parts["service"].stop()
             holder.pop("svc", None)
             if standby is not None:
                 standby.drop_warm_copy()
+            if own_store and "store" in parts:
+                parts["store"].close()  # (before the lease is given up)
             if leadership is not None:
                 await leadership.aclose()
             if own_http:
                 await client.aclose()
-            if own_store and "store" in parts:
-                parts["store"].close()
             if close_source:
                 await gpu_source.aclose()
             for shipper in prom.shipping.shippers:  # the log records of the shutdown

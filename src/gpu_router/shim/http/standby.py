@@ -11,7 +11,9 @@ failed) they are answered from the standby's warm copy (``shim.store.pg_warm_cop
 ``journal.warm_poll_ms``), with ``x-gpu-router-read-from: warm-copy`` and
 ``x-gpu-router-stale-s`` (how far behind the database the copy may be, s); an id the
 copy does not hold is not known then: 503 with ``Retry-After``, not 404. A read from
-the store says ``x-gpu-router-read-from: store``.
+the store says ``x-gpu-router-read-from: store``. A leader that stepped down
+(``shim.http.leadership``) is a standby whose copy was seeded from its own records: it
+reads from that copy until its store is open again.
 
 Every other API call (submissions, cancels, admin and worker writes, the GPU, quota
 and metrics reads, which live in the leader's memory) is forwarded to the leader over
@@ -89,7 +91,11 @@ class Standby:
         self.http: httpx.AsyncClient | None = None
         self.warm: WarmCopy | None = None
 
-    def attach(self, store: Store, http: httpx.AsyncClient, warm: WarmCopy | None = None) -> None:
+    def attach(
+        self, store: Store | None, http: httpx.AsyncClient, warm: WarmCopy | None = None
+    ) -> None:
+        """The store (None: not open yet, e.g. a leader that stepped down in an outage,
+        which reads from its seeded ``warm`` copy meanwhile), the client, the copy."""
         self.store, self.http, self.warm = store, http, warm
 
     def drop_warm_copy(self) -> None:
@@ -110,7 +116,7 @@ class Standby:
         while the store is unreachable (a replica started during an outage has none)."""
         warm = self.warm
         if self.store is None:  # (not open yet: PostgreSQL unreachable since the start)
-            return False
+            return warm is not None and warm.usable
         return warm is None or warm.down is None or warm.usable
 
     @property
@@ -137,7 +143,7 @@ class Standby:
     def _read(self, name: str) -> Handler:
         async def handler(ctx: Ctx) -> tuple[int, Any]:
             store = self.store
-            if store is None:
+            if store is None and (self.warm is None or not self.warm.usable):
                 raise ApiError(503, "unavailable", "the store is not open yet", retry_after=1.0)
             rid = path_id(ctx, "request_id", "request")
             rec = self._lookup(ctx, store, rid)
@@ -151,10 +157,11 @@ class Standby:
 
         return handler
 
-    def _lookup(self, ctx: Ctx, store: Store, rid: str) -> JournalRecord:
-        """The request from the store; from the warm copy while the store is down."""
+    def _lookup(self, ctx: Ctx, store: Store | None, rid: str) -> JournalRecord:
+        """The request from the store; from the warm copy while the store is down (or
+        not open yet)."""
         warm = self.warm
-        if warm is None or warm.down is None:
+        if store is not None and (warm is None or warm.down is None):
             try:
                 rec = owned_in(ctx, store.get, store.latest, rid)
             except JournalError:
@@ -163,7 +170,7 @@ class Standby:
             else:
                 ctx.reply_headers = {READ_FROM: "store"}
                 return rec
-        if not warm.usable:
+        if warm is None or not warm.usable:
             raise ApiError(
                 503,
                 "unavailable",

@@ -27,6 +27,11 @@ row not held (never seen, or dropped) is not known: the caller answers 503, not 
 while the store is unreachable. The copy says how far behind it may be: ``age_s``, the
 seconds since the start of the last poll that succeeded (every commit made before then
 is in the copy).
+
+A leader that steps down (``shim.http.leadership``) seeds its new copy from its service's
+records (:meth:`WarmCopy.seed`), as of the moment until which its memory held every
+write the database may have: it answers reads at once, the store reachable or not, and
+its first poll that succeeds replaces the seeded rows with the database's.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class WarmCopy:
         self._lock = threading.Lock()
         self.cursor = 0  # the highest ``changed`` held
         self.loaded = False  # the first load is done
+        self.seeded = False  # rows seeded (``seed``), replaced by the first load
         self.synced_at: float | None = None  # (monotonic s) start of the last good poll
         self.down: str | None = None  # why the last poll failed, if it did
         self.dropped = 0  # rows dropped for max_rows
@@ -96,7 +102,7 @@ class WarmCopy:
     @property
     def usable(self) -> bool:
         """Whether the copy was loaded once (it can answer reads)."""
-        return self.loaded and not self._stop.is_set()
+        return (self.loaded or self.seeded) and not self._stop.is_set()
 
     def age_s(self) -> float | None:
         """How far behind the database the copy may be (s); None: never loaded."""
@@ -123,6 +129,18 @@ class WarmCopy:
             "age_s": None if age is None else round(age, 3),
             "store_reachable": self.down is None,
         }
+
+    def seed(self, records: list[JournalRecord], synced_at: float) -> None:
+        """(before ``start``) Hold ``records`` (a leader's own, in submission order) as
+        the copy of the database at ``synced_at`` (monotonic s)."""
+        with self._lock:
+            for n, rec in enumerate(records[-self.max_rows :]):
+                key = rec.request_id
+                self._rows[key] = rec
+                self._rows.move_to_end(key)
+                self._latest[client_id(key)] = (n, key)
+        self.synced_at = synced_at
+        self.seeded = True
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -163,7 +181,7 @@ class WarmCopy:
         conn = self._connection()
         if not self.loaded:
             rows = conn.execute(LOAD, (self.max_rows,)).fetchall()
-            self._apply(list(reversed(rows)))
+            self._apply(list(reversed(rows)), replace=self.seeded)  # (the database's now)
             self.loaded = True
             return
         while not self._stop.is_set():
@@ -172,9 +190,12 @@ class WarmCopy:
             if len(rows) < PAGE:
                 return
 
-    def _apply(self, rows: list[tuple[Any, ...]]) -> None:
-        """Rows in ``changed`` order into the copy."""
+    def _apply(self, rows: list[tuple[Any, ...]], replace: bool = False) -> None:
+        """Rows in ``changed`` order into the copy (instead of what it holds: ``replace``)."""
         with self._lock:
+            if replace:
+                self._rows.clear()
+                self._latest.clear()
             for row in rows:
                 changed, seq = int(row[0]), int(row[1])
                 rec = record_from_row(row[2:])

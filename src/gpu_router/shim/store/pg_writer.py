@@ -20,7 +20,8 @@ Fencing: once ``epoch`` is set (a leader's lease epoch), every batch statement i
 (``pg_schema.FENCE``): PostgreSQL writes nothing of it unless that epoch is still the
 lease's. A refused batch fails its new rows (:class:`StoreFenced`) and loses its state
 changes, and so does every batch after it (the writer is ``fenced`` for good);
-``on_fenced`` is told once.
+``on_fenced`` is told once. ``may_write`` (the leader's lease held, asked before every
+batch) fences the writer the same way, without a write, once the lease term is over.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class PgWriter:
         self.epoch: int | None = None
         self.fenced: str | None = None  # why the database refused this writer's epoch
         self.on_fenced: Callable[[str], None] | None = None
+        #: asked before every batch (a leader's ``Leadership.holds``): False, and the
+        #: writer is fenced without writing (the lease term is over)
+        self.may_write: Callable[[], bool] | None = None
         self._cond = threading.Condition()
         self._queue: list[StagedBatch] = []
         self._kept: dict[str, tuple[Any, ...]] = {}  # state changes of failed commits
@@ -195,6 +199,8 @@ class PgWriter:
             self._cond.notify_all()
 
     def _write(self, batch: StagedBatch, number: int, closing: bool) -> None:
+        if self.fenced is None and self.may_write is not None and not self.may_write():
+            self._fence("this router's lease term is over")
         if self.fenced is not None:
             self._refused(batch, number, self.fenced)
             return

@@ -65,6 +65,7 @@ class PostgresStore:
         self.connect_timeout_s = connect_timeout_s
         self.on_lost: Callable[[list[str]], None] | None = None
         self.epoch: int | None = None  # fenced at (fence_at)
+        self.holds: Callable[[], bool] | None = None  # the lease held (fence_at)
         self._reader: psycopg.Connection[Any] | None = self._connect_reader()
         try:
             pg_schema.migrate(self._reader)
@@ -87,12 +88,20 @@ class PostgresStore:
             on_lost=self._lost,
         )
 
-    def fence_at(self, epoch: int, on_fenced: Callable[[str], None] | None = None) -> None:
+    def fence_at(
+        self,
+        epoch: int,
+        on_fenced: Callable[[str], None] | None = None,
+        holds: Callable[[], bool] | None = None,
+    ) -> None:
         """From now on every write carries ``epoch`` (this router's lease epoch) and is
         refused by the database once another router holds a newer one; ``on_fenced`` is
-        told (from the writer thread) the first time."""
+        told (from the writer thread) the first time. ``holds`` is asked before every
+        write: False (the lease term is over), and nothing more is written."""
         self.epoch = epoch
+        self.holds = holds
         self.writer.on_fenced = on_fenced
+        self.writer.may_write = holds
         self.writer.epoch = epoch
 
     @classmethod
@@ -174,6 +183,8 @@ class PostgresStore:
             loop.call_soon_threadsafe(_tell, fates)
 
     def set_setting(self, key: str, value: Any) -> None:
+        if self.writer.fenced is None and self.holds is not None and not self.holds():
+            raise StoreFenced("this router's lease term is over")
         if self.writer.fenced is not None:
             raise StoreFenced(f"PostgreSQL refused: {self.writer.fenced}")
         fence, pre = ("", ()) if self.epoch is None else (pg_schema.FENCE, (self.epoch,))

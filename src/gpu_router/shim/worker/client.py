@@ -9,13 +9,15 @@ envelope (``{status, data}``).
 Every failure is a :class:`~gpu_router.shim.gpu_sources.base.WorkerCallError`:
 ``WorkerUnavailable`` (no answer, 5xx, an answer that is not the API's),
 ``JobNotFound`` (404) or ``JobRefused`` (other 4xx, 401 for a missing or wrong
-``token``; ``worker_fault`` False). ``token`` is sent as ``Authorization: Bearer``. Pass a
-shared ``httpx.AsyncClient`` to pool connections; then ``aclose`` leaves it open.
+``token``; ``worker_fault`` False). ``token`` is sent as ``Authorization: Bearer``;
+``guard`` False (a leader that lost its lease): no call is made (:class:`LeaseLost`).
+Pass a shared ``httpx.AsyncClient`` to pool connections; then ``aclose`` leaves it open.
 Timeouts in seconds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +30,7 @@ from gpu_router.shim.gpu_sources.base import (
     WorkerHealth,
     WorkerUnavailable,
 )
+from gpu_router.shim.worker.call_guard import CALL_GUARD, LeaseLost
 
 HEALTH_TIMEOUT_S = 2.0  # a health probe waits at most this long (or the call timeout)
 
@@ -85,7 +88,8 @@ def _job_status(body: Any, where: str) -> JobStatus:
 class WorkerClient:
     """One worker's job API over HTTP; ``traceparent`` and the leader's ``epoch`` are sent
     with every call (a worker answers 409 to an epoch older than the newest it has seen:
-    :class:`JobRefused`)."""
+    :class:`JobRefused`). ``guard`` is asked before every call (a leader's
+    ``Leadership.holds``): False, and the call is not made (:class:`LeaseLost`)."""
 
     def __init__(
         self,
@@ -96,8 +100,10 @@ class WorkerClient:
         traceparent: str | None = None,
         token: str | None = None,
         epoch: int | None = None,
+        guard: Callable[[], bool] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._guard = guard
         self._own = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
         self._timeout = timeout_s
@@ -109,12 +115,17 @@ class WorkerClient:
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         where = f"{self.url}{path}"
+        if self._guard is not None and not self._guard():
+            raise LeaseLost(f"{where}: not called, this router's lease term is over")
+        held = CALL_GUARD.set(self._guard)  # (asked again at each write: call_guard)
         try:
             r = await self._client.request(
                 method, where, json=body, timeout=self._timeout, headers=self._headers
             )
         except httpx.HTTPError as exc:
             raise WorkerUnavailable(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        finally:
+            CALL_GUARD.reset(held)
         code = r.status_code
         if code == 404:
             raise JobNotFound(f"{where}: {_error_text(r) or 'not found'}", status=code)

@@ -67,7 +67,10 @@ def _model(body: dict[str, Any]) -> dict[str, Any] | None:
 
 MAX_ACK = 10_000  # job ids in one acknowledgement
 #: fencing several routers: the leader's lease epoch, sent with every call; a start,
-#: acknowledgement or cancel with an epoch older than the newest seen is refused (409)
+#: acknowledgement or cancel with an epoch older than the newest seen is refused (409).
+#: A listing (``GET /jobs``: a new leader's recovery asks what the worker holds) is
+#: answered whatever its epoch but counts as seen, so a deposed leader cannot start a
+#: job after the new leader has looked (the new leader would not know of it)
 EPOCH_HEADER = "x-router-epoch"
 
 
@@ -180,6 +183,10 @@ def create_app(
         return JSONResponse({"job_id": job.job_id, "state": job.state, "existing": True})
 
     async def listing(request: Request) -> JSONResponse:
+        nonlocal newest_epoch
+        raw = request.headers.get(EPOCH_HEADER)
+        if raw is not None and raw.isdigit():  # (seen, not refused: a read)
+            newest_epoch = max(newest_epoch, int(raw))
         rid = request.query_params.get("request_id")
         return JSONResponse({"jobs": [j.view() for j in worker.listing(rid)]})
 
