@@ -21,7 +21,7 @@ import pytest
 
 from gpu_router.shim.http.leadership import FENCED_EXIT
 
-from .procs import ADMIN, KEYS, free_port, hdr, router_config, start_worker
+from .procs import ADMIN, KEYS, Proc, free_port, hdr, router_config, start_worker
 from .test_leader_e2e import TTL_S, health, leader_and_standby, pg, post, replica, wait_role  # noqa: F401
 from .test_postgres_e2e import completed_at_workers, stored, terminal
 
@@ -30,6 +30,21 @@ pytestmark = [pytest.mark.e2e]
 
 def read(url: str, rid: str) -> httpx.Response:
     return httpx.get(f"{url}/api/v1/requests/{rid}", headers=hdr(KEYS["alice"]), timeout=5)
+
+
+def synced_after(url: str, proc: Proc, since: float, timeout_s: float = 30.0) -> float:
+    """Wait until the warm copy of the standby at ``url`` has polled the store (a poll that
+    started) after ``since`` (monotonic s); a moment (monotonic s) before that poll started."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        asked = time.monotonic()
+        _status, data = health(url, proc)
+        age = data.get("warm_copy", {}).get("age_s")
+        # the poll started `age` (rounded to ms) before /health answered, after `asked`
+        if age is not None and asked - age - 0.001 > since:
+            return asked - age - 0.001
+        time.sleep(0.05)
+    raise TimeoutError(f"{url}: the warm copy has not polled since {since}")
 
 
 def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
@@ -53,19 +68,26 @@ def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
                     assert r.status_code == 200, r.text
             with httpx.Client(base_url=url_b, timeout=10) as cl:
                 assert terminal(cl, rids, timeout_s=30) == dict.fromkeys(rids, "completed")
-            # the copies hold them (the copy of c, polled every 50 ms)
-            time.sleep(0.3)
+            # the copies hold them: each standby's copy has polled since they completed
+            synced = {url: synced_after(url, proc, time.monotonic()) for url, proc in
+                      ((url_b, b), (url_c, c))}  # fmt: skip
             assert read(url_c, "o-0").headers["x-gpu-router-read-from"] == "store"
             pg.stop("fast")
             stopped = time.monotonic()
             reads = writes = 0
             while time.monotonic() - stopped < down_s:
                 for url in (url_b, url_c):
+                    before = time.monotonic()
                     r = read(url, rids[reads % len(rids)])
+                    after = time.monotonic()
                     assert r.status_code == 200, r.text
                     assert r.json()["data"]["status"] == "completed"
                     if r.headers["x-gpu-router-read-from"] == "warm-copy":
-                        assert float(r.headers["x-gpu-router-stale-s"]) < down_s + 1.0
+                        # as stale as it is: its last poll started after `synced` (seen
+                        # on /health) and before the server stopped (ms, rounded)
+                        stale = float(r.headers["x-gpu-router-stale-s"])
+                        assert before - stopped - 0.002 <= stale, (stale, before - stopped)
+                        assert stale <= after - synced[url] + 0.002, (stale, after - synced[url])
                     reads += 1
                     with httpx.Client(timeout=10) as cl:
                         w = post(cl, url, f"down-{writes}", "alice", 20)
@@ -84,6 +106,7 @@ def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
             # serves, a standby with nothing to read from (503, and so says /health)
             a2, url_a2 = replica(tmp_path, "a2", cfg, db)
             try:
+                wait_role(url_a2, a2, "standby")  # ("starting" until its store open fails)
                 status, data = health(url_a2, a2)
                 assert status == 503 and data["role"] == "standby" and data["reads"] is False
                 r = read(url_a2, "o-0")
