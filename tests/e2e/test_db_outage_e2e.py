@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from .procs import ADMIN, KEYS, free_port, hdr, router_config, start_worker
+from .procs import ADMIN, KEYS, Proc, free_port, hdr, router_config, start_worker
 from .test_leader_e2e import TTL_S, health, leader_and_standby, pg, post, replica, wait_role  # noqa: F401
 from .test_postgres_e2e import completed_at_workers, stored, terminal
 
@@ -29,6 +30,35 @@ pytestmark = [pytest.mark.e2e]
 
 def read(url: str, rid: str) -> httpx.Response:
     return httpx.get(f"{url}/api/v1/requests/{rid}", headers=hdr(KEYS["alice"]), timeout=5)
+
+
+def synced_after(url: str, proc: Proc, since: float, timeout_s: float = 30.0) -> float:
+    """Wait until the warm copy of the standby at ``url`` has polled the store (a poll that
+    started) after ``since`` (monotonic s); a moment (monotonic s) before that poll started."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        asked = time.monotonic()
+        _status, data = health(url, proc)
+        age = data.get("warm_copy", {}).get("age_s")
+        # the poll started `age` (rounded to ms) before /health answered, after `asked`
+        if age is not None and asked - age - 0.001 > since:
+            return asked - age - 0.001
+        time.sleep(0.05)
+    raise TimeoutError(f"{url}: the warm copy has not polled since {since}")
+
+
+def serving(url: str, proc: Proc, timeout_s: float = 30.0) -> dict[str, Any]:
+    """``/health`` data once the replica at ``url`` is a standby that knows its leader,
+    or the leader, ready."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _status, data = health(url, proc)
+        if data.get("role") == "standby" and data.get("leader") is not None:
+            return data
+        if data.get("role") == "leader" and data["ready"]:
+            return data
+        time.sleep(0.1)  # (its store opens within a second, then the lease)
+    raise TimeoutError(f"{url} neither a standby with a leader nor the leader")
 
 
 def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
@@ -52,8 +82,9 @@ def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
                     assert r.status_code == 200, r.text
             with httpx.Client(base_url=url_b, timeout=10) as cl:
                 assert terminal(cl, rids, timeout_s=30) == dict.fromkeys(rids, "completed")
-            # the copies hold them (the copy of c, polled every 50 ms)
-            time.sleep(0.3)
+            # the copies hold them: each standby's copy has polled since they completed
+            synced = {url: synced_after(url, proc, time.monotonic()) for url, proc in
+                      ((url_b, b), (url_c, c))}  # fmt: skip
             assert read(url_c, "o-0").headers["x-gpu-router-read-from"] == "store"
             stop_sent = time.monotonic()
             pg.stop("fast")
@@ -61,13 +92,21 @@ def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
             reads = writes = 0
             while time.monotonic() - stopped < down_s:
                 for url in (url_a, url_b, url_c):  # (a: the leader, then a standby)
+                    before = time.monotonic()
                     r = read(url, rids[reads % len(rids)])
+                    after = time.monotonic()
                     assert r.status_code == 200, (url, r.text)
                     assert r.json()["data"]["status"] == "completed"
                     if r.headers.get("x-gpu-router-read-from") == "warm-copy":
-                        # (no older than the outage so far, and its last poll before)
                         stale = float(r.headers["x-gpu-router-stale-s"])
-                        assert stale < time.monotonic() - stop_sent + 1.5, (url, stale)
+                        if url in synced:
+                            # a standby's copy is as stale as it is: its last poll started
+                            # after `synced` (seen on /health) and before the server
+                            # stopped (ms, rounded)
+                            assert before - stopped - 0.002 <= stale, (url, stale)
+                            assert stale <= after - synced[url] + 0.002, (url, stale)
+                        else:  # the ex-leader's, seeded at its step-down (after the stop)
+                            assert stale < after - stop_sent + 1.5, (url, stale)
                     reads += 1
                     with httpx.Client(timeout=10) as cl:
                         w = post(cl, url, f"down-{writes}", "alice", 20)
@@ -113,17 +152,12 @@ def outage(tmp_path: Path, pg, down_s: float) -> dict[str, float]:  # noqa: F811
             figures |= {"reads_during": reads, "writes_503": writes, "recovery_s": took}
             # the replica that led rejoins by itself: its store opens again, then it is a
             # standby of the new leader (or the leader again), reading from the store
-            deadline = time.monotonic() + 20
-            while True:
-                _status, now = health(url_a, a)
-                if now["role"] == "leader" and now["ready"]:
-                    break
-                if now["role"] == "standby" and now.get("leader") is not None:
-                    break
-                assert time.monotonic() < deadline, now
-                time.sleep(0.1)
-            assert now["reads"] is True
-            assert read(url_a, "o-0").headers["x-gpu-router-read-from"] in ("store", None)
+            now = serving(url_a, a)
+            if now["role"] == "standby":
+                assert now["leader"] in (url_b, url_c) and now["reads"] is True, now
+            else:  # it looked at the expired lease first and took it
+                assert now["leader"] == url_a and now["epoch"] == 2, now
+            assert read(url_a, "o-0").headers.get("x-gpu-router-read-from") in ("store", None)
             with httpx.Client(timeout=10) as cl:
                 r = post(cl, url_a, "via-a", "alice", 20)  # forwarded to the leader, or led
                 assert r.status_code == 200, r.text

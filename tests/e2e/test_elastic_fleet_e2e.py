@@ -54,7 +54,10 @@ def test_a_worker_added_to_a_running_router_takes_work_and_its_work_moves_when_i
     try:
         with httpx.Client(base_url=url, timeout=10.0) as c:
             assert gpu_status(c) == {"gpu-0": "active"}
-            assert c.post("/api/v1/route", json=job("busy", 4000), headers=hdr(ALICE)).is_success
+            # busy until cancelled below (a 4 s job could end, on a slow machine, before
+            # the worker has started and registered: then gpu-0 would be free again)
+            assert c.post("/api/v1/route", json=job("busy", 600_000), headers=hdr(ALICE)).is_success
+            assert wait_for(c, "busy", {"processing"})["assigned_gpu"] == "gpu-0"
             wport = free_port()
             extra = ["--router-url", url, "--router-key", ADMIN, "--gpu-id", "gpu-new"]
             worker = start_worker(1, wport, tmp_path, extra=extra)
@@ -68,6 +71,8 @@ def test_a_worker_added_to_a_running_router_takes_work_and_its_work_moves_when_i
             # a long one on gpu-new, then the worker dies: no heartbeat, its work moves
             assert c.post("/api/v1/route", json=job("moved", 1500), headers=hdr(ALICE)).is_success
             assert wait_for(c, "moved", {"processing"})["assigned_gpu"] == "gpu-new"
+            gone = c.delete("/api/v1/requests/busy", headers=hdr(ALICE))  # gpu-0 free again
+            assert gone.status_code == 200, gone.text
             worker.kill()
             done = wait_for(c, "moved", {"completed"})
             assert done["assigned_gpu"] == "gpu-0" and done["rerouted_from"] == ["gpu-new"]

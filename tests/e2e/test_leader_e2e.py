@@ -97,6 +97,11 @@ def leader_and_standby(
         lead = wait_role(url_a, a, "leader")
         b, url_b = replica(tmp, "b", cfg, db)
         standby = wait_role(url_b, b, "standby")
+        deadline = time.monotonic() + 30
+        while standby["leader"] is None:  # (its store not open yet: it retries each second)
+            assert time.monotonic() < deadline, standby
+            time.sleep(0.05)
+            standby = wait_role(url_b, b, "standby")
         yield Replicas(a, url_a, lead, b, url_b, standby)
         time.sleep(0.3)  # the workers' job logs are written
     finally:

@@ -96,7 +96,12 @@ def test_a_killed_router_restarted_on_postgres_knows_and_finishes_every_request(
                 user = users[n % 3]
                 r = c.post("/api/v1/route", json=body(rid, user, 300), headers=hdr(KEYS[user]))
                 assert r.status_code == 200, r.text
-        time.sleep(0.5)  # some run, some are queued
+        # some ran, some run, some are queued: killed once one has completed (a fixed
+        # sleep here could outlast all of them where the 24 submissions were slow)
+        deadline = time.monotonic() + 30
+        while "completed" not in stored(db).values():
+            assert time.monotonic() < deadline, stored(db)
+            time.sleep(0.02)
         router.kill()
         in_db = stored(db)
         assert set(rids) <= set(in_db)  # every 200 was in the database before it left

@@ -87,6 +87,21 @@ async def running(
             yield client, app, fleet
 
 
+async def until(check: Any, timeout: float = 10.0) -> None:
+    """Wait until ``check()`` (an awaitable's result, or a plain value) is true, polling
+    every 10 ms; AssertionError after ``timeout`` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
 async def wait_state(
     client: httpx.AsyncClient, rid: str, states: set[str], headers: dict, timeout: float = 5.0
 ) -> dict[str, Any]:

@@ -11,9 +11,14 @@ import pytest
 from gpu_router.shim.gpu_sources.virtual import VirtualFleet
 from gpu_router.shim.gpu_sources.virtual_model import VirtualGpuSpec
 
-from ..app_helpers import H_ALICE, body, running, wait_state
+from ..app_helpers import H_ALICE, body, running, until, wait_state
 
 pytestmark = pytest.mark.timeout(30)
+
+
+async def shows(c, line: str) -> bool:
+    """Whether /metrics has ``line``."""
+    return line in (await c.get("/metrics")).text
 
 
 def test_a_gpu_above_max_temperature_takes_no_new_work_until_it_cools():
@@ -30,9 +35,9 @@ def test_a_gpu_above_max_temperature_takes_no_new_work_until_it_cools():
             assert gpus["gpu-0"]["status"] == "error"
             assert gpus["gpu-0"]["health_status"] == "critical"
             assert gpus["gpu-1"]["status"] == "active"
-            await asyncio.sleep(0.2)  # a few sampler rounds: the gauges follow the samples
+            # the gauges follow the samples (within a few sampler rounds)
+            await until(lambda: shows(c, 'gpu_router_gpu_overheated{gpu_id="gpu-0"} 1.0'))
             prom = (await c.get("/metrics")).text
-            assert 'gpu_router_gpu_overheated{gpu_id="gpu-0"} 1.0' in prom
             assert 'gpu_router_gpu_overheated{gpu_id="gpu-1"} 0.0' in prom
             for k in range(3):
                 r = await c.post("/api/v1/route", json=body(request_id=f"r{k}"), headers=H_ALICE)
@@ -45,7 +50,6 @@ def test_a_gpu_above_max_temperature_takes_no_new_work_until_it_cools():
                     break
                 await asyncio.sleep(0.02)
             assert (await c.get("/health")).json()["data"]["gpus_overheated"] == []
-            await asyncio.sleep(0.1)
-            assert 'gpu_router_gpu_overheated{gpu_id="gpu-0"} 0.0' in (await c.get("/metrics")).text
+            await until(lambda: shows(c, 'gpu_router_gpu_overheated{gpu_id="gpu-0"} 0.0'))
 
     asyncio.run(scenario())

@@ -14,6 +14,7 @@ from ..app_helpers import (
     check_schema,
     router_idle,
     running,
+    until,
     wait_state,
 )
 
@@ -313,8 +314,7 @@ def test_cancel_queued_and_running_and_twice():
                 assert r.status_code == 200 and r.json()["data"]["cancelled"] is False
             r = await c.get("/api/v1/requests/run-1/result", headers=H_ALICE)
             assert r.status_code == 409
-            await asyncio.sleep(0.05)
-            assert not fleet._gpus["gpu-0"].running  # the worker was told to stop
+            await until(lambda: not fleet._gpus["gpu-0"].running)  # the worker was told to stop
 
     run(scenario())
 
