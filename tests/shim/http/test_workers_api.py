@@ -108,7 +108,12 @@ def test_a_worker_that_reports_models_by_heartbeat_is_not_polled_for_them_too():
             await reports.read_all()
             assert asked == ["gpu-0"]
             assert app.state.service.router.resident_models("gpu-x") == ("sd",)  # kept
-            await c.delete("/api/v1/workers/gpu-x", headers=H_ADMIN)
+            await c.post("/api/v1/workers/register", json=SPEC, headers=H_ADMIN)
+            asked.clear()
+            await reports.read_all()
+            assert sorted(asked) == ["gpu-0", "gpu-x"]  # registered again: asked until
+            assert (await c.post(url, json={"models": ["sd"]}, headers=H_ADMIN)).is_success
+            await c.delete("/api/v1/workers/gpu-x", headers=H_ADMIN)  # it reports; left
             await c.post("/api/v1/workers/register", json=SPEC, headers=H_ADMIN)
             asked.clear()
             await reports.read_all()

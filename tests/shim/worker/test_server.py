@@ -364,3 +364,30 @@ def test_calls_of_an_older_epoch_than_the_newest_seen_are_refused() -> None:
             assert "r5.1" not in {j["job_id"] for j in await listed.jobs()}
 
     asyncio.run(go())
+
+
+def test_a_start_whose_body_arrives_after_a_newer_leaders_listing_is_refused() -> None:
+    """The epoch is checked again once the body is in: a deposed leader's start whose
+    headers came before the new leader's listing and whose body came after it (a delayed
+    segment) creates no job the new leader would not know of."""
+
+    async def go() -> None:
+        async with in_process(Worker(CPU, max_jobs=4)) as http:
+            listed = asyncio.Event()
+
+            async def late_body():  # (httpx reads a streamed body as the app asks for it)
+                yield b'{"request_id": "late", '
+                await listed.wait()
+                yield b'"job_id": "late.1", "expected_duration_ms": 1, "memory_mb": 0}'
+
+            headers = {"x-router-epoch": "5", "content-type": "application/json"}
+            start = asyncio.ensure_future(http.post("/jobs", content=late_body(), headers=headers))
+            await asyncio.sleep(0.05)  # the headers are in, the body is not
+            newer = WorkerClient("http://w", http, epoch=6)
+            assert await newer.jobs() == []
+            listed.set()
+            r = await start
+            assert r.status_code == 409 and "older than 6" in r.text, r.text
+            assert await newer.jobs() == []  # no job the new leader does not know of
+
+    asyncio.run(go())

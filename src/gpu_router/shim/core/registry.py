@@ -91,6 +91,7 @@ class WorkerRegistry:
     def _join(self, gpu_id: str, url: str, spec: dict[str, Any], now: float) -> None:
         self.specs[gpu_id] = dict(spec)
         self.seen[gpu_id] = now
+        self.reporting.discard(gpu_id)  # (asked until its heartbeats carry models again)
         self.jobs.workers.worker_urls[gpu_id] = url.rstrip("/")
         self.execution.gpu_joined(self.state(gpu_id, {}))
 

@@ -257,6 +257,10 @@ def create_app(
                     earlier.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await earlier
+                # (a takeover's start may have finished during those awaits: its service
+                # is not the one that answers either)
+                if (late := holder.pop("svc", None)) is not None and late is not service:
+                    await late.abandon()
                 if service is not None:
                     await service.abandon()
                 if st is not None:

@@ -121,6 +121,7 @@ class Leadership:
         cancelled, or the term ends when it is lost: :meth:`fence`)."""
         await asyncio.to_thread(self._join_threads)  # (an earlier term's, still ending)
         while True:
+            asked = self.monotonic()  # (before the database's now(): the term's start)
             try:
                 epoch = await asyncio.to_thread(self.lease.acquire)
                 if epoch is None:
@@ -136,27 +137,29 @@ class Leadership:
         term = threading.Event()
         with self._lock:
             self.epoch = epoch
-            self.renewed_at = self.monotonic()
+            self.renewed_at = asked
             self._term = term
         self.role = "starting"  # (no longer a standby: nothing is forwarded)
         log(self.logger, logging.WARNING, "took the leader lease", epoch=epoch)
         self._threads = [
-            threading.Thread(target=target, args=(term,), name=name, daemon=True)
+            threading.Thread(target=target, args=(term, epoch), name=name, daemon=True)
             for target, name in ((self._renew, "lease-renewal"), (self._watchdog, "lease-watchdog"))
         ]
         for t in self._threads:
             t.start()
         await start(epoch)
-        if not term.is_set():
-            self.role = "leader"
+        with self._lock:  # (a step-down on another thread sets the role under it too)
+            if not term.is_set():
+                self.role = "leader"
 
     def _join_threads(self) -> None:
         for t in self._threads:
             t.join(self.lease.ttl_s + 2.0)  # (a renewal in flight ends within its timeout)
 
-    def _renew(self, term: threading.Event) -> None:
+    def _renew(self, term: threading.Event, epoch: int) -> None:
         """(a thread) Renew every third of the TTL, whatever the event loop is doing (a
-        long recovery at takeover must not cost the lease); deposed: step down."""
+        long recovery at takeover must not cost the lease); deposed: step down (its own
+        term ``epoch`` only: a later term is not this thread's to end)."""
         while not term.wait(self.period_s) and not self._stopped.is_set():
             asked = self.monotonic()  # (the database's expiry is set after this)
             try:
@@ -167,19 +170,19 @@ class Leadership:
             if self._stopped.is_set():  # a clean stop released it meanwhile
                 return
             if not held:
-                self.fence("another replica holds the lease", epoch=self.epoch)
+                self.fence("another replica holds the lease", epoch=epoch)
                 return
             with self._lock:
                 if not term.is_set() and self.monotonic() - self.renewed_at <= self.deadline_s:
                     self.renewed_at = asked
 
-    def _watchdog(self, term: threading.Event) -> None:
+    def _watchdog(self, term: threading.Event, epoch: int) -> None:
         """(a thread) Step down once the lease was not renewed in time (the database
         unreachable or slow), or when the process wakes up from a pause (SIGSTOP) past
         its deadline."""
         while not term.wait(WATCHDOG_S) and not self._stopped.is_set():
             if self.monotonic() - self.renewed_at > self.deadline_s:
-                self.fence("not renewed in time", epoch=self.epoch)
+                self.fence("not renewed in time", epoch=epoch)
 
     def fence(self, why: str, *, epoch: int | None = None) -> None:
         """(any thread) End the current term now (of ``epoch`` only, when given): from

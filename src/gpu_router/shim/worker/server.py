@@ -155,6 +155,10 @@ def create_app(
         body = await read_object(request)
         if isinstance(body, JSONResponse):
             return body
+        # again once the body is in: a new leader may have listed the jobs meanwhile (no
+        # await between this and the job's creation)
+        if (refused := fenced(request)) is not None:
+            return refused
         unknown = set(body) - FIELDS
         if unknown:
             return _error(422, f"unknown fields: {sorted(unknown)}", field=sorted(unknown)[0])
@@ -196,6 +200,8 @@ def create_app(
         body = await read_object(request)
         if isinstance(body, JSONResponse):
             return body
+        if (refused := fenced(request)) is not None:  # (as in submit)
+            return refused
         ids = body.get("job_ids")
         if (
             not isinstance(ids, list)
