@@ -174,20 +174,16 @@ class Dispatcher:
     async def abandon(self) -> None:
         """(a leader that lost its lease) Cancel every task and forget in-process jobs,
         without another call to a worker or the store (nothing acknowledged)."""
-        tasks = [*self.tasks.values(), *self._background, *self.acks.abandon()]
-        self.tasks.clear()
-        self.local.clear()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self._drop([*self.tasks.values(), *self._background, *self.acks.abandon()])
 
     async def aclose(self) -> None:
         """Acknowledge the finished jobs gathered (at most 2 s), cancel every task (polling
         and background) and forget in-process jobs."""
         await self.acks.aclose()
-        tasks = [*self.tasks.values(), *self._background]
+        await self._drop([*self.tasks.values(), *self._background])
+
+    async def _drop(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Forget every job (polled and in-process); ``tasks`` cancelled and waited for."""
         self.tasks.clear()
         self.local.clear()
         for t in tasks:

@@ -174,14 +174,18 @@ class RouterService:
             strategy=router.strategy_name,
         )
 
-    async def stop(self) -> None:
+    async def _end_loops(self, reason: str) -> None:
+        """Not ready (``reason``); the loops cancelled and waited for."""
         self.readiness.ready = False
-        self.readiness.reason = "stopping"
+        self.readiness.reason = reason
         for t in self._loops:
             t.cancel()
         for t in self._loops:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+
+    async def stop(self) -> None:
+        await self._end_loops("stopping")
         if self._parts is not None:
             await self._parts.jobs.aclose()
         try:
@@ -192,13 +196,7 @@ class RouterService:
     async def abandon(self) -> None:
         """(a leader that lost its lease) Stop without another call to a worker or write
         to the store: loops and jobs cancelled, nothing flushed or acknowledged."""
-        self.readiness.ready = False
-        self.readiness.reason = "stepped down"
-        for t in self._loops:
-            t.cancel()
-        for t in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self._end_loops("stepped down")
         if self._parts is not None:
             await self._parts.jobs.abandon()
 
