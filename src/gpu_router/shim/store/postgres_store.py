@@ -65,7 +65,6 @@ class PostgresStore:
         self.connect_timeout_s = connect_timeout_s
         self.on_lost: Callable[[list[str]], None] | None = None
         self.epoch: int | None = None  # fenced at (fence_at)
-        self.holds: Callable[[], bool] | None = None  # the lease held (fence_at)
         self._reader: psycopg.Connection[Any] | None = self._connect_reader()
         try:
             pg_schema.migrate(self._reader)
@@ -99,7 +98,6 @@ class PostgresStore:
         told (from the writer thread) the first time. ``holds`` is asked before every
         write: False (the lease term is over), and nothing more is written."""
         self.epoch = epoch
-        self.holds = holds
         self.writer.on_fenced = on_fenced
         self.writer.may_write = holds
         self.writer.epoch = epoch
@@ -183,7 +181,8 @@ class PostgresStore:
             loop.call_soon_threadsafe(_tell, fates)
 
     def set_setting(self, key: str, value: Any) -> None:
-        if self.writer.fenced is None and self.holds is not None and not self.holds():
+        held = self.writer.may_write  # (the writer's: one place asks the lease)
+        if self.writer.fenced is None and held is not None and not held():
             raise StoreFenced("this router's lease term is over")
         if self.writer.fenced is not None:
             raise StoreFenced(f"PostgreSQL refused: {self.writer.fenced}")
